@@ -86,11 +86,29 @@ float f16_to_f32(uint16_t h) {
 }
 
 uint16_t f32_to_f16(float f) {
-  // The hardware conversion (F16C / _Float16) rounds to nearest even, as ggml's does.
-  _Float16 h = static_cast<_Float16>(f);
-  uint16_t out;
-  std::memcpy(&out, &h, 2);
-  return out;
+  // Round to nearest even, as F16C's vcvtps2ph and ggml's software fallback do.
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t abs = x & 0x7fffffffu;
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));  // NaN
+  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to >= 65536: inf
+  if (abs < 0x38800000u) {  // below the smallest normal half: subnormal or zero
+    if (abs < 0x33000000u) return static_cast<uint16_t>(sign);  // < half of the smallest subnormal
+    const uint32_t exp = abs >> 23;
+    const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
+    // value = mant * 2^(exp-150); a half subnormal counts units of 2^-24, so drop 126-exp bits.
+    const uint32_t drop = 126 - exp;
+    uint32_t half = mant >> drop;
+    const uint32_t rem = mant & ((1u << drop) - 1);
+    const uint32_t mid = 1u << (drop - 1);
+    if (rem > mid || (rem == mid && (half & 1u))) ++half;
+    return static_cast<uint16_t>(sign | half);
+  }
+  uint32_t half = ((abs - 0x38000000u) >> 13);  // rebias exponent 127 -> 15, drop 13 bits
+  const uint32_t rem = abs & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (half & 1u))) ++half;  // may carry into the exponent
+  return static_cast<uint16_t>(sign | half);
 }
 
 uint16_t f32_to_bf16(float f) {
