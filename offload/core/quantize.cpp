@@ -10,8 +10,9 @@
 // Thread-safety: every function works on its arguments and the stack only; rows may be quantized
 // from many threads at once.
 //
-// Range: scales are stored as f16, so (as in ggml) inputs must be finite with block maxima below
-// about 8e6 (Q8_0), 5e5 (Q4_0), 1e6 (Q4_K, Q6_K); beyond that the scale overflows to infinity.
+// Range: scales are stored as f16, so (as in ggml) inputs must be finite and a block's largest
+// magnitude below about 8e6 for Q8_0 and 5e5 for Q4_0 (the K-quants reach further); beyond that
+// the stored scale overflows to infinity.
 #include "offload/core/quantize.h"
 
 #include <algorithm>
