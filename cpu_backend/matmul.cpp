@@ -1,0 +1,118 @@
+#include "cpu_backend/matmul.h"
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include <dnnl.hpp>
+
+#include "offload/core/dequantize.h"
+
+namespace strata::cpu {
+namespace {
+
+using dnnl::memory;
+
+class OneDnnMatmul final : public CpuMatmul {
+ public:
+  explicit OneDnnMatmul(const MatmulOptions& options)
+      : options_(options), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+
+  const MatmulOptions& options() const override { return options_; }
+
+  Status run(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y) override {
+    if (n_tokens <= 0) return Status::ok();
+    if (n_tokens <= options_.gemv_max_tokens) return gemv_batched(w, x, n_tokens, y);
+    try {
+      return run_tiled(w, x, n_tokens, y);
+    } catch (const dnnl::error& e) {
+      return Status::device_error(std::string("oneDNN matmul failed: ") + e.what());
+    }
+  }
+
+ private:
+  // One oneDNN primitive per (tokens, K, tile rows, precision); dst rows are `ldy` apart.
+  dnnl::matmul& primitive(int64_t t, int64_t k, int64_t n, int64_t ldy, memory::data_type dt) {
+    auto key = std::make_tuple(t, k, n, ldy, static_cast<int>(dt));
+    auto it = cache_.find(key);
+    if (it != cache_.end()) return it->second;
+    memory::desc src({t, k}, dt, memory::dims{k, 1});
+    memory::desc wei({k, n}, dt, memory::dims{1, k});  // tile stored [n][k]: "ba" layout
+    memory::desc dst({t, n}, memory::data_type::f32, memory::dims{ldy, 1});
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), engine_);
+    return cache_.emplace(key, dnnl::matmul(pd)).first->second;
+  }
+
+  Status run_tiled(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y) {
+    const int64_t k = w.cols;
+    const bool bf16 = options_.precision == MatmulPrecision::kBF16;
+    const memory::data_type dt = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+    const int64_t elem_bytes = bf16 ? 2 : 4;
+    const int64_t tile_rows =
+        std::max<int64_t>(16, std::min<int64_t>(w.rows, options_.tile_bytes / (k * elem_bytes)));
+    const int64_t row_stride = w.row_stride_bytes();
+
+    const void* src_ptr = x;
+    if (bf16) {
+      if (static_cast<int64_t>(x_bf16_.size()) < n_tokens * k) x_bf16_.resize(n_tokens * k);
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n_tokens * k; ++i) x_bf16_[i] = f32_to_bf16(x[i]);
+      src_ptr = x_bf16_.data();
+    }
+    if (static_cast<int64_t>(tile_f32_.size()) < tile_rows * k) tile_f32_.resize(tile_rows * k);
+    if (bf16 && static_cast<int64_t>(tile_bf16_.size()) < tile_rows * k) {
+      tile_bf16_.resize(tile_rows * k);
+    }
+
+    for (int64_t r0 = 0; r0 < w.rows; r0 += tile_rows) {
+      const int64_t n = std::min(tile_rows, w.rows - r0);
+      Status status;
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < n; ++r) {
+        float* out = tile_f32_.data() + r * k;
+        Status s = dequantize_row(w.type, w.data + (r0 + r) * row_stride, out, k);
+        if (!s.is_ok()) {
+#pragma omp critical
+          status = s;
+          continue;
+        }
+        if (bf16) {
+          for (int64_t i = 0; i < k; ++i) tile_bf16_[r * k + i] = f32_to_bf16(out[i]);
+        }
+      }
+      STRATA_RETURN_IF_ERROR(status);
+      dnnl::matmul& mm = primitive(n_tokens, k, n, w.rows, dt);
+      memory::desc src_md({n_tokens, k}, dt, memory::dims{k, 1});
+      memory::desc wei_md({k, n}, dt, memory::dims{1, k});
+      memory::desc dst_md({n_tokens, n}, memory::data_type::f32, memory::dims{w.rows, 1});
+      memory src_mem(src_md, engine_, const_cast<void*>(src_ptr));
+      memory wei_mem(wei_md, engine_,
+                     bf16 ? static_cast<void*>(tile_bf16_.data()) : tile_f32_.data());
+      memory dst_mem(dst_md, engine_, y + r0);
+      mm.execute(stream_, {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, wei_mem}, {DNNL_ARG_DST, dst_mem}});
+      stream_.wait();
+    }
+    return Status::ok();
+  }
+
+  MatmulOptions options_;
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int>, dnnl::matmul> cache_;
+  std::vector<float> tile_f32_;
+  std::vector<uint16_t> tile_bf16_;
+  std::vector<uint16_t> x_bf16_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<CpuMatmul>> CpuMatmul::create(const MatmulOptions& options) {
+  try {
+    return std::unique_ptr<CpuMatmul>(new OneDnnMatmul(options));
+  } catch (const dnnl::error& e) {
+    return Status::device_error(std::string("oneDNN CPU engine could not be created: ") + e.what());
+  }
+}
+
+}  // namespace strata::cpu

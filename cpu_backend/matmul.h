@@ -1,0 +1,44 @@
+// CPU matrix products of the forward pass: Y[t] = W X[t] for t < n_tokens, W stored as in GGUF.
+//
+// Few tokens (decode, a few sequences): the bandwidth-bound GEMV kernels (gemv.h), which read
+// each weight once and never write a dequantized copy. Many tokens (prefill): the weights are
+// dequantized tile by tile (a few MiB of scratch, reused) and multiplied with oneDNN, which is
+// compute-bound there; in kF32 the result is float32 over the exact weights (the golden `exact`
+// tier), in kBF16 the inputs are rounded to bfloat16 for the AMX/AVX512-BF16 units (like
+// llama.cpp's CPU backend rounds matmul inputs; the `like_llama_cpp` tier).
+//
+// A CpuMatmul is not thread-safe: one per executor. It owns the oneDNN engine/stream, a cache
+// of primitives per shape, and the scratch buffers (allocated once, grown only for larger
+// shapes, so steady-state decode and prefill allocate nothing).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "cpu_backend/gemv.h"
+#include "offload/core/status.h"
+
+namespace strata::cpu {
+
+enum class MatmulPrecision { kF32, kBF16 };
+
+struct MatmulOptions {
+  MatmulPrecision precision = MatmulPrecision::kF32;
+  // At or below this many tokens the GEMV kernels run (one weight pass per kGemvMaxBatch).
+  int64_t gemv_max_tokens = 2 * kGemvMaxBatch;
+  // Bytes of one dequantized weight tile.
+  int64_t tile_bytes = 8ll << 20;
+};
+
+class CpuMatmul {
+ public:
+  static StatusOr<std::unique_ptr<CpuMatmul>> create(const MatmulOptions& options);
+  virtual ~CpuMatmul() = default;
+
+  // y [n_tokens][w.rows] = x [n_tokens][w.cols] * W^T. REQUIRES: x, y do not overlap.
+  virtual Status run(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y) = 0;
+
+  virtual const MatmulOptions& options() const = 0;
+};
+
+}  // namespace strata::cpu

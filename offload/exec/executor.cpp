@@ -1,0 +1,208 @@
+#include "offload/exec/executor.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "cpu_backend/attention.h"
+#include "cpu_backend/elementwise.h"
+#include "offload/core/dequantize.h"
+
+namespace strata {
+
+Status ExecutorOptions::validate(const HyperParams& hp) const {
+  if (max_context < 0) return Status::invalid_argument("--ctx must be positive");
+  if (max_context > hp.n_ctx_train) {
+    return Status::invalid_argument("--ctx " + std::to_string(max_context) +
+                                    " is larger than the model's trained context of " +
+                                    std::to_string(hp.n_ctx_train) + " tokens");
+  }
+  if (max_sequences <= 0) return Status::invalid_argument("max_sequences must be positive");
+  if (max_batch_tokens <= 0) return Status::invalid_argument("--batch must be positive");
+  if (kv_type != DType::kF32 && kv_type != DType::kF16) {
+    return Status::invalid_argument("--kv-type must be f32 or f16");
+  }
+  return Status::ok();
+}
+
+StatusOr<std::unique_ptr<Executor>> Executor::create(const ModelSpec& spec,
+                                                     const ExecutorOptions& options) {
+  STRATA_RETURN_IF_ERROR(options.validate(spec.hp));
+  std::unique_ptr<Executor> exec(new Executor(spec, options));
+  if (exec->options_.max_context == 0) exec->options_.max_context = spec.hp.n_ctx_train;
+  STRATA_RETURN_IF_ERROR(exec->init());
+  return exec;
+}
+
+Status Executor::init() {
+  const HyperParams& hp = spec_.hp;
+  STRATA_ASSIGN_OR_RETURN(weights_, LlamaWeights::bind(spec_));
+
+  KvCacheConfig kv_config;
+  kv_config.layout = KvLayout::for_model(hp, options_.kv_block_tokens, options_.kv_type);
+  kv_config.max_blocks =
+      options_.max_sequences * kv_config.layout.blocks_for_tokens(options_.max_context);
+  STRATA_ASSIGN_OR_RETURN(kv_, KvCache::create(kv_config));
+
+  cpu::MatmulOptions mm;
+  mm.precision = options_.prefill_precision;
+  STRATA_ASSIGN_OR_RETURN(matmul_, cpu::CpuMatmul::create(mm));
+
+  auto to_f32 = [&](const TensorSpec* t) -> Status {
+    if (t == nullptr || small_f32_.count(t)) return Status::ok();
+    std::vector<float> v(static_cast<size_t>(t->num_elements()));
+    STRATA_RETURN_IF_ERROR(dequantize_row(t->type, t->data.data(), v.data(), t->num_elements()));
+    small_f32_.emplace(t, std::move(v));
+    return Status::ok();
+  };
+  STRATA_RETURN_IF_ERROR(to_f32(weights_.output_norm));
+  for (const LayerWeights& l : weights_.layers) {
+    for (const TensorSpec* t : {l.attn_norm, l.ffn_norm, l.bq, l.bk, l.bv}) {
+      STRATA_RETURN_IF_ERROR(to_f32(t));
+    }
+  }
+
+  const auto n = static_cast<size_t>(options_.max_batch_tokens);
+  x_.resize(n * hp.n_embd);
+  xb_.resize(n * hp.n_embd);
+  q_.resize(n * hp.q_dim());
+  k_.resize(n * hp.kv_dim());
+  v_.resize(n * hp.kv_dim());
+  att_.resize(n * hp.q_dim());
+  gate_.resize(n * hp.n_ff);
+  up_.resize(n * hp.n_ff);
+  positions_.resize(n);
+  att_scratch_.resize(static_cast<size_t>(cpu::attention_scratch_floats(options_.max_context)));
+  return Status::ok();
+}
+
+int64_t Executor::activation_bytes() const {
+  const size_t floats = x_.size() + xb_.size() + q_.size() + k_.size() + v_.size() + att_.size() +
+                        gate_.size() + up_.size() + att_scratch_.size();
+  return static_cast<int64_t>(floats * sizeof(float) + positions_.size() * sizeof(int32_t));
+}
+
+const float* Executor::small(const TensorSpec* t) const { return small_f32_.at(t).data(); }
+
+Status Executor::matmul(const TensorSpec* w, const float* x, int64_t n_tokens, float* y) {
+  WeightMatrix m{w->type, w->num_rows(), w->row_length(), w->data.data()};
+  return matmul_->run(m, x, n_tokens, y);
+}
+
+Status Executor::embed(std::span<const int32_t> tokens, float* x) {
+  const TensorSpec* e = weights_.token_embd;
+  const int64_t n_embd = spec_.hp.n_embd;
+  const int64_t stride = row_bytes(e->type, n_embd);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    STRATA_RETURN_IF_ERROR(
+        dequantize_row(e->type, e->data.data() + tokens[i] * stride, x + i * n_embd, n_embd));
+  }
+  return Status::ok();
+}
+
+void Executor::store_kv(SeqId seq, int64_t layer, int64_t pos0, int64_t n_tokens) {
+  const int64_t kv_dim = spec_.hp.kv_dim();
+  const bool f16 = options_.kv_type == DType::kF16;
+  for (int64_t i = 0; i < n_tokens; ++i) {
+    KvRowPtrs row = kv_->rows(seq, layer, pos0 + i);
+    const float* k = k_.data() + i * kv_dim;
+    const float* v = v_.data() + i * kv_dim;
+    if (f16) {
+      auto* kd = static_cast<uint16_t*>(row.k);
+      auto* vd = static_cast<uint16_t*>(row.v);
+      for (int64_t j = 0; j < kv_dim; ++j) {
+        kd[j] = f32_to_f16(k[j]);
+        vd[j] = f32_to_f16(v[j]);
+      }
+    } else {
+      std::memcpy(row.k, k, kv_dim * sizeof(float));
+      std::memcpy(row.v, v, kv_dim * sizeof(float));
+    }
+  }
+}
+
+Status Executor::forward(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
+                         std::vector<float>* logits) {
+  const HyperParams& hp = spec_.hp;
+  if (!kv_->has_sequence(seq)) return Status::not_found("unknown sequence " + std::to_string(seq));
+  if (tokens.empty()) return Status::invalid_argument("no tokens to run");
+  for (int32_t id : tokens) {
+    if (id < 0 || id >= hp.n_vocab) {
+      return Status::invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary (0.." +
+                                      std::to_string(hp.n_vocab - 1) + ")");
+    }
+  }
+  const int64_t total = kv_->num_tokens(seq) + static_cast<int64_t>(tokens.size());
+  if (total > options_.max_context) {
+    return Status::invalid_argument("the sequence would hold " + std::to_string(total) +
+                                    " tokens, more than the context of " +
+                                    std::to_string(options_.max_context) + " (--ctx)");
+  }
+  logits->resize(static_cast<size_t>((all_logits ? tokens.size() : 1) * hp.n_vocab));
+  const auto chunk = static_cast<size_t>(options_.max_batch_tokens);
+  for (size_t start = 0; start < tokens.size(); start += chunk) {
+    const size_t n = std::min(chunk, tokens.size() - start);
+    const bool last_chunk = start + n == tokens.size();
+    float* out = all_logits ? logits->data() + start * hp.n_vocab : logits->data();
+    // Only the last chunk's last token matters unless every position's logits are asked for.
+    STRATA_RETURN_IF_ERROR(forward_chunk(seq, tokens.subspan(start, n), all_logits,
+                                         all_logits || last_chunk ? out : nullptr));
+  }
+  return Status::ok();
+}
+
+// The model. x is the residual stream; every sub-layer reads a normed copy of it and adds its
+// output back. Shapes per token: n_embd E, q_dim Q = n_head * head_dim, kv_dim K, n_ff F.
+Status Executor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
+                               float* logits) {
+  const HyperParams& hp = spec_.hp;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t E = hp.n_embd, Q = hp.q_dim(), K = hp.kv_dim(), F = hp.n_ff;
+  const float eps = static_cast<float>(hp.rms_eps);
+  const cpu::AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
+
+  STRATA_ASSIGN_OR_RETURN(const int64_t pos0, kv_->reserve_slots(seq, n));
+  for (int64_t i = 0; i < n; ++i) positions_[i] = static_cast<int32_t>(pos0 + i);
+
+  STRATA_RETURN_IF_ERROR(embed(tokens, x_.data()));  // x [n][E]
+
+  for (int64_t l = 0; l < hp.n_layer; ++l) {
+    const LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
+
+    // Attention block.
+    cpu::rms_norm(x_.data(), small(w.attn_norm), xb_.data(), n, E, eps);
+    STRATA_RETURN_IF_ERROR(matmul(w.wq, xb_.data(), n, q_.data()));  // q [n][Q]
+    STRATA_RETURN_IF_ERROR(matmul(w.wk, xb_.data(), n, k_.data()));  // k [n][K]
+    STRATA_RETURN_IF_ERROR(matmul(w.wv, xb_.data(), n, v_.data()));  // v [n][K]
+    if (hp.qkv_bias) {
+      cpu::add_bias(q_.data(), small(w.bq), n, Q);
+      cpu::add_bias(k_.data(), small(w.bk), n, K);
+      cpu::add_bias(v_.data(), small(w.bv), n, K);
+    }
+    cpu::rope(q_.data(), n, hp.n_head, hp.head_dim, hp.rope_dims, positions_.data(), hp.rope_theta,
+              hp.rope_style);
+    cpu::rope(k_.data(), n, hp.n_head_kv, hp.head_dim, hp.rope_dims, positions_.data(),
+              hp.rope_theta, hp.rope_style);
+    store_kv(seq, l, pos0, n);
+    cpu::attention(q_.data(), n, positions_.data(), kv_->layer_view(seq, l), shape, att_.data(),
+                   att_scratch_.data());                               // att [n][Q]
+    STRATA_RETURN_IF_ERROR(matmul(w.wo, att_.data(), n, xb_.data()));  // [n][E]
+    cpu::add_inplace(x_.data(), xb_.data(), n * E);
+
+    // Feed-forward block (SwiGLU).
+    cpu::rms_norm(x_.data(), small(w.ffn_norm), xb_.data(), n, E, eps);
+    STRATA_RETURN_IF_ERROR(matmul(w.w_gate, xb_.data(), n, gate_.data()));  // [n][F]
+    STRATA_RETURN_IF_ERROR(matmul(w.w_up, xb_.data(), n, up_.data()));      // [n][F]
+    cpu::swiglu(gate_.data(), up_.data(), gate_.data(), n * F);
+    STRATA_RETURN_IF_ERROR(matmul(w.w_down, gate_.data(), n, xb_.data()));  // [n][E]
+    cpu::add_inplace(x_.data(), xb_.data(), n * E);
+  }
+
+  if (logits == nullptr) return Status::ok();
+  // Final norm and the output head, on every row or on the last one.
+  const int64_t first = all_logits ? 0 : n - 1;
+  const int64_t rows = n - first;
+  cpu::rms_norm(x_.data() + first * E, small(weights_.output_norm), xb_.data(), rows, E, eps);
+  return matmul(weights_.output, xb_.data(), rows, logits);  // [rows][n_vocab]
+}
+
+}  // namespace strata

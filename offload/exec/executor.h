@@ -1,0 +1,97 @@
+// Executor: runs the Llama-family decoder over a ModelSpec for one or more sequences, each with
+// its own paged KV cache table. This is the CPU-fallback mode and the CPU half of every offload
+// mix: `forward` below is the whole model, readable top to bottom (llama2.c's `forward` is the
+// model for it). Activations are float32; weights stay in the mapped file in their stored type.
+//
+// Example:
+//   STRATA_ASSIGN_OR_RETURN(auto exec, Executor::create(spec, ExecutorOptions{}));
+//   STRATA_RETURN_IF_ERROR(exec->add_sequence(0));
+//   std::vector<float> logits;
+//   STRATA_RETURN_IF_ERROR(exec->forward(0, prompt_ids, /*all_logits=*/false, &logits));
+//   ... sample from logits (n_vocab floats), then forward(0, {next}, false, &logits) ...
+//
+// Not thread-safe: one caller drives it; the kernels inside use all OpenMP threads.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "cpu_backend/matmul.h"
+#include "memory/kv_cache.h"
+#include "offload/core/status.h"
+#include "offload/model/llama_weights.h"
+#include "offload/model/model_spec.h"
+
+namespace strata {
+
+struct ExecutorOptions {
+  int64_t max_context = 0;        // tokens per sequence; 0: the model's trained context
+  int64_t max_sequences = 1;      // the KV budget covers this many full-length sequences
+  int64_t max_batch_tokens = 512; // tokens per forward chunk (longer inputs are split)
+  int64_t kv_block_tokens = 16;
+  DType kv_type = DType::kF32;    // kF32 (exact) or kF16
+  cpu::MatmulPrecision prefill_precision = cpu::MatmulPrecision::kF32;
+
+  // invalid_argument naming the option ("--ctx ...") when a value is out of range for `hp`.
+  Status validate(const HyperParams& hp) const;
+};
+
+class Executor {
+ public:
+  // REQUIRES: `spec` outlives the executor.
+  static StatusOr<std::unique_ptr<Executor>> create(const ModelSpec& spec,
+                                                    const ExecutorOptions& options);
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  Status add_sequence(SeqId seq) { return kv_->add_sequence(seq); }
+  Status remove_sequence(SeqId seq) { return kv_->remove_sequence(seq); }
+  int64_t num_tokens(SeqId seq) const { return kv_->num_tokens(seq); }
+
+  // Appends `tokens` to sequence `seq` and runs them through the model. `logits` receives the
+  // next-token logits of the last token ([n_vocab]) or, with all_logits, of every token
+  // ([tokens.size()][n_vocab]). invalid_argument for a token id out of range or a sequence that
+  // would pass max_context (nothing is appended then).
+  Status forward(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
+                 std::vector<float>* logits);
+
+  const HyperParams& hp() const { return spec_.hp; }
+  const ExecutorOptions& options() const { return options_; }
+  KvCacheStats kv_stats() const { return kv_->stats(); }
+  // Bytes of activation buffers and scratch held by the executor (the host compute tier).
+  int64_t activation_bytes() const;
+
+ private:
+  Executor(const ModelSpec& spec, const ExecutorOptions& options) : spec_(spec), options_(options) {}
+  Status init();
+  Status forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool all_logits, float* logits);
+  Status matmul(const TensorSpec* w, const float* x, int64_t n_tokens, float* y);
+  Status embed(std::span<const int32_t> tokens, float* x);
+  void store_kv(SeqId seq, int64_t layer, int64_t pos0, int64_t n_tokens);
+  const float* small(const TensorSpec* t) const;  // a norm weight or bias as float32
+
+  const ModelSpec& spec_;
+  ExecutorOptions options_;
+  LlamaWeights weights_;
+  std::unique_ptr<KvCache> kv_;
+  std::unique_ptr<cpu::CpuMatmul> matmul_;
+  // Norm weights and biases converted to float32 once at load (a few KiB per layer).
+  std::unordered_map<const TensorSpec*, std::vector<float>> small_f32_;
+
+  // Activations, [max_batch_tokens][width], allocated once.
+  std::vector<float> x_;       // residual stream [n_embd]
+  std::vector<float> xb_;      // normed input / projection output [n_embd]
+  std::vector<float> q_;       // [q_dim]
+  std::vector<float> k_;       // [kv_dim]
+  std::vector<float> v_;       // [kv_dim]
+  std::vector<float> att_;     // attention output [q_dim]
+  std::vector<float> gate_;    // [n_ff]
+  std::vector<float> up_;      // [n_ff]
+  std::vector<int32_t> positions_;
+  std::vector<float> att_scratch_;
+};
+
+}  // namespace strata
