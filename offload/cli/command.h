@@ -11,6 +11,9 @@ void add_info_command(CLI::App& app, int* exit_code);
 void add_tokenize_command(CLI::App& app, int* exit_code);
 void add_detokenize_command(CLI::App& app, int* exit_code);
 void add_synth_command(CLI::App& app, int* exit_code);
+void add_run_command(CLI::App& app, int* exit_code);
+void add_eval_command(CLI::App& app, int* exit_code);
+void add_perplexity_command(CLI::App& app, int* exit_code);
 
 // Prints "strata: <message>" to stderr and returns the exit code for a failed command.
 int report_error(const std::string& message);

@@ -23,6 +23,9 @@ int main(int argc, char** argv) {
   strata::cli::add_tokenize_command(app, &exit_code);
   strata::cli::add_detokenize_command(app, &exit_code);
   strata::cli::add_synth_command(app, &exit_code);
+  strata::cli::add_run_command(app, &exit_code);
+  strata::cli::add_eval_command(app, &exit_code);
+  strata::cli::add_perplexity_command(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,87 @@
+#include "offload/cli/model_runtime.h"
+
+#include <sstream>
+
+#include "cpu_backend/thread_placement.h"
+
+namespace strata::cli {
+
+void RuntimeFlags::add_to(CLI::App* cmd) {
+  cmd->add_option("-m,--model", model_path, "GGUF file or HF checkpoint folder")->required();
+  cmd->add_option("--device", device, "Where to run: auto, cpu or gpu (default auto)")
+      ->check(CLI::IsMember({"auto", "cpu", "gpu"}));
+  cmd->add_option("-t,--threads", threads, "CPU threads (default: one per physical core)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("-c,--ctx", ctx, "Context length in tokens (default: the model's trained context)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("-b,--batch", batch, "Tokens per forward chunk (default 512)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--kv-type", kv_type, "KV cache element type: f32 or f16 (default f32)")
+      ->check(CLI::IsMember({"f32", "f16"}));
+  cmd->add_option("--prefill-precision", prefill_precision,
+                  "Prefill matmul inputs: f32 (exact) or bf16 (faster, rounds like llama.cpp)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
+}
+
+StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
+  ModelRuntime rt;
+  if (flags.device == "gpu") {
+    return Status::unsupported("--device gpu: this build has no GPU execution path yet; use "
+                               "--device cpu (or auto)");
+  }
+  rt.device = "cpu";
+  const ThreadPlacement placement =
+      apply_thread_placement(flags.threads > 0 ? flags.threads : default_thread_count());
+  rt.threads = placement.num_threads;
+  if (!placement.warning.empty()) std::fprintf(stderr, "strata: %s\n", placement.warning.c_str());
+
+  STRATA_ASSIGN_OR_RETURN(LoadedModel loaded, load_model(flags.model_path));
+  rt.model = std::make_unique<LoadedModel>(std::move(loaded));
+  if (rt.model->gguf) {
+    STRATA_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::from_gguf(*rt.model->gguf));
+    rt.tokenizer.emplace(std::move(tok));
+  }
+  ExecutorOptions opts;
+  opts.max_context = flags.ctx;
+  opts.max_batch_tokens = flags.batch;
+  opts.kv_type = flags.kv_type == "f16" ? DType::kF16 : DType::kF32;
+  opts.prefill_precision =
+      flags.prefill_precision == "bf16" ? cpu::MatmulPrecision::kBF16 : cpu::MatmulPrecision::kF32;
+  STRATA_ASSIGN_OR_RETURN(rt.exec, Executor::create(rt.model->spec, opts));
+  return rt;
+}
+
+StatusOr<std::vector<int32_t>> ModelRuntime::parse_ids(const std::string& text) const {
+  std::vector<int32_t> ids;
+  std::string item;
+  std::string normalized = text;
+  for (char& c : normalized) {
+    if (c == ',') c = ' ';
+  }
+  std::istringstream in(normalized);
+  while (in >> item) {
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (end == item.c_str() || *end != '\0') {
+      return Status::invalid_argument("--ids: '" + item + "' is not a token id");
+    }
+    if (v < 0 || v >= model->spec.hp.n_vocab) {
+      return Status::invalid_argument("--ids: token id " + item + " is outside the vocabulary (0.." +
+                                      std::to_string(model->spec.hp.n_vocab - 1) + ")");
+    }
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  if (ids.empty()) return Status::invalid_argument("--ids: no token ids given");
+  return ids;
+}
+
+StatusOr<std::vector<int32_t>> ModelRuntime::tokenize_prompt(const std::string& text) const {
+  if (!tokenizer) {
+    return Status::invalid_argument(model->spec.path +
+                                    ": this model has no GGUF tokenizer; give token ids with --ids");
+  }
+  std::vector<int32_t> ids = tokenizer->encode(text, /*add_special=*/true, /*parse_special=*/true);
+  return ids;
+}
+
+}  // namespace strata::cli

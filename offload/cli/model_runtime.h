@@ -1,0 +1,46 @@
+// ModelRuntime: what `run`, `eval` and `perplexity` share: the flags that choose the model and
+// how it runs, and the loading of model + tokenizer + executor from them. Every knob here is a
+// flag with its default documented in `strata <command> --help`.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "offload/core/status.h"
+#include "offload/exec/executor.h"
+#include "offload/model/model_loader.h"
+#include "offload/tokenizer/tokenizer.h"
+
+namespace strata::cli {
+
+struct RuntimeFlags {
+  std::string model_path;
+  std::string device = "auto";   // auto | cpu | gpu
+  int threads = 0;               // 0: one per physical core
+  int64_t ctx = 0;               // 0: the model's trained context
+  int64_t batch = 512;           // tokens per forward chunk
+  std::string kv_type = "f32";   // f32 | f16
+  std::string prefill_precision = "f32";  // f32 (exact) | bf16 (AMX / AVX512-BF16)
+
+  void add_to(CLI::App* cmd);
+};
+
+struct ModelRuntime {
+  std::unique_ptr<LoadedModel> model;
+  std::optional<Tokenizer> tokenizer;  // GGUF models only
+  std::unique_ptr<Executor> exec;
+  int threads = 0;
+  std::string device;  // what runs: "cpu"
+
+  static StatusOr<ModelRuntime> load(const RuntimeFlags& flags);
+
+  // Ids from comma/space separated text, checked against the vocabulary.
+  StatusOr<std::vector<int32_t>> parse_ids(const std::string& text) const;
+  // The prompt as ids: tokenized with BOS and special tokens (GGUF models).
+  StatusOr<std::vector<int32_t>> tokenize_prompt(const std::string& text) const;
+};
+
+}  // namespace strata::cli
