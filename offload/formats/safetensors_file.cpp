@@ -5,6 +5,7 @@
 #include <limits>
 #include <optional>
 #include <set>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -44,6 +45,29 @@ const StDType* find_st_dtype(const std::string& name) {
   }
   return nullptr;
 }
+
+// How deeply `text` nests JSON arrays and objects (brackets inside strings do not count).
+// A safetensors header nests three levels; refusing deep input up front keeps nlohmann's
+// recursive serializer (used for messages) far from the stack limit.
+int json_nesting_depth(std::string_view text) {
+  int depth = 0, max_depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      max_depth = std::max(max_depth, ++depth);
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return max_depth;
+}
+constexpr int kMaxHeaderDepth = 8;
 
 // A JSON value as it appears in a message: short, one line.
 std::string json_excerpt(const Json& v) {
@@ -100,6 +124,10 @@ StatusOr<SafetensorsFile> SafetensorsParser::parse(std::shared_ptr<const void> k
   // Parse the JSON, noting the first key that repeats within one object: nlohmann keeps only
   // one of them, and a repeated tensor name would otherwise pass unnoticed.
   const char* header_begin = reinterpret_cast<const char*>(bytes_.data() + 8);
+  if (json_nesting_depth({header_begin, header_bytes}) > kMaxHeaderDepth) {
+    return fail("header nests JSON deeper than " + std::to_string(kMaxHeaderDepth) +
+                " levels (a safetensors header needs 3)");
+  }
   std::vector<std::set<std::string>> keys_per_object;
   std::optional<std::string> repeated_key;
   Json header;

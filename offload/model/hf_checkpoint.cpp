@@ -36,8 +36,35 @@ std::string json_excerpt(const Json& v) {
   return s;
 }
 
+// How deeply `text` nests JSON arrays and objects (brackets inside strings do not count).
+// Refusing absurd nesting up front keeps nlohmann's recursive serializer (used in messages)
+// far from the stack limit; real config files nest a few levels.
+int json_nesting_depth(std::string_view text) {
+  int depth = 0, max_depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      max_depth = std::max(max_depth, ++depth);
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return max_depth;
+}
+constexpr int kMaxJsonDepth = 64;
+
 StatusOr<Json> read_json_file(const std::string& path) {
   STRATA_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
+  if (json_nesting_depth(text) > kMaxJsonDepth) {
+    return Status::invalid_data(path + ": JSON nests deeper than " + std::to_string(kMaxJsonDepth) +
+                                " levels");
+  }
   Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Status::invalid_data(path + ": not valid JSON");
   if (!j.is_object()) return Status::invalid_data(path + ": must hold a JSON object");
@@ -367,10 +394,11 @@ struct FoundTensor {
 // knows the checkpoint by those), before validate_model_spec sees the llama.cpp names.
 Status check_against_config(const std::string& dir, Arch arch, const HyperParams& hp,
                             const std::map<std::string, FoundTensor>& found) {
-  std::map<std::string, std::vector<int64_t>> expected;
-  for (auto& [name, ne] : expected_tensors(arch, hp)) expected.emplace(name, ne);
+  const auto expected = expected_tensors(arch, hp);  // in model order: the first gap is named
+  std::set<std::string> expected_names;
+  for (const auto& [name, ne] : expected) expected_names.insert(name);
   for (const auto& [gguf_name, t] : found) {
-    if (expected.count(gguf_name) == 0) {
+    if (expected_names.count(gguf_name) == 0) {
       return Status::invalid_data(t.shard->path() + ": unexpected tensor '" + t.hf_name +
                                   "' for a " + arch_name(arch) + " model with the dimensions in " +
                                   kConfigName);
