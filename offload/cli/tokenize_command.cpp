@@ -23,9 +23,11 @@ struct TokenizeArgs {
 };
 
 int run_tokenize(const TokenizeArgs& args, bool have_text) {
-  if (have_text == !args.text_file.empty()) {
-    return report_error("tokenize: give the text either as an argument or with --file, not " +
-                        std::string(have_text ? "both" : "neither"));
+  if (have_text && !args.text_file.empty()) {
+    return report_error("tokenize: give the text as an argument or with --file, not both");
+  }
+  if (!have_text && args.text_file.empty()) {
+    return report_error("tokenize: no text: give it as an argument or with --file");
   }
   std::string text = args.text;
   if (!args.text_file.empty()) {
