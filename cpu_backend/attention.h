@@ -17,7 +17,8 @@ struct AttentionShape {
 };
 
 // out [n_tokens][n_head * head_dim] from q [n_tokens][n_head * head_dim].
-// REQUIRES: positions[t] < kv.num_tokens; scratch holds attention_scratch_floats(kv.num_tokens).
+// REQUIRES: positions[t] < kv.num_tokens <= max_kv_tokens given to attention_scratch_floats;
+// scratch holds attention_scratch_floats(max_kv_tokens) floats.
 void attention(const float* q, int64_t n_tokens, const int32_t* positions, const KvLayerView& kv,
                const AttentionShape& shape, float* out, float* scratch);
 
