@@ -241,6 +241,15 @@ StatusOr<HfConfig> read_config(const std::string& dir) {
     }
   }
   out.arch = info->arch;
+  if (const Json* quant = config.get("quantization_config")) {
+    std::string method = "unknown";
+    if (quant->is_object() && quant->contains("quant_method") && (*quant)["quant_method"].is_string()) {
+      method = (*quant)["quant_method"].get<std::string>();
+    }
+    return config.unsupported("quantized checkpoints (quantization_config, quant_method '" +
+                              method + "') are not supported; use an F32/F16/BF16 checkpoint "
+                              "or a GGUF file");
+  }
 
   HyperParams& hp = out.hp;
   STRATA_RETURN_IF_ERROR(config.positive_int("hidden_size", std::nullopt, &hp.n_embd));

@@ -24,7 +24,7 @@
 //                         model.embed_tokens.weight (it is then dropped)
 //   attention_bias, mlp_bias  must be false for llama/mistral (o_proj / MLP biases are not
 //                         modelled); qwen2 always has q/k/v biases and nothing else
-//   hidden_act            must be "silu"
+//   hidden_act            must be "silu"; quantization_config (GPTQ, AWQ, fp8, ...) must be absent
 // Every problem is one Status naming the file (config.json, the index, or the shard) and what
 // was wrong; the finished spec also passes validate_model_spec.
 #pragma once

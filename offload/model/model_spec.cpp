@@ -82,11 +82,12 @@ Status validate_model_spec(const ModelSpec& spec) {
     return Status::invalid_data(spec.path + ": " + what);
   };
   if (hp.n_vocab <= 0 || hp.n_embd <= 0 || hp.n_layer <= 0 || hp.n_head <= 0 ||
-      hp.n_head_kv <= 0 || hp.head_dim <= 0 || hp.n_ff <= 0) {
+      hp.n_head_kv <= 0 || hp.head_dim <= 0 || hp.n_ff <= 0 || hp.n_ctx_train <= 0) {
     return bad("hyper-parameters must be positive (vocab " + std::to_string(hp.n_vocab) +
                ", embd " + std::to_string(hp.n_embd) + ", layers " + std::to_string(hp.n_layer) +
                ", heads " + std::to_string(hp.n_head) + "/" + std::to_string(hp.n_head_kv) +
-               ", head dim " + std::to_string(hp.head_dim) + ", ff " + std::to_string(hp.n_ff) + ")");
+               ", head dim " + std::to_string(hp.head_dim) + ", ff " + std::to_string(hp.n_ff) +
+               ", context " + std::to_string(hp.n_ctx_train) + ")");
   }
   if (hp.n_layer > 4096 || hp.n_head > 4096 || hp.head_dim > 4096) {
     return bad("implausible hyper-parameters (layers " + std::to_string(hp.n_layer) + ", heads " +
@@ -196,11 +197,26 @@ StatusOr<ModelSpec> model_spec_from_gguf(const GgufFile& file) {
   STRATA_RETURN_IF_ERROR(opt_int(a + ".rope.dimension_count", hp.head_dim, &hp.rope_dims));
   STRATA_RETURN_IF_ERROR(opt_float(a + ".rope.freq_base", 10000.0, &hp.rope_theta));
   STRATA_RETURN_IF_ERROR(opt_float(a + ".attention.layer_norm_rms_epsilon", 1e-5, &hp.rms_eps));
-  if (file.find(a + ".rope.scaling.type") != nullptr) {
-    std::optional<std::string> s = file.get_string(a + ".rope.scaling.type");
-    if (s && *s != "none" && *s != "linear") {
-      return Status::unsupported(file.path() + ": rope scaling '" + *s + "' is not supported");
+  // Rope scaling changes every rotation angle, and HyperParams has no field for it: accept only
+  // files whose scaling is a no-op (none, or linear with factor 1), as llama.cpp reads them.
+  if (const GgufValue* type = file.find(a + ".rope.scaling.type")) {
+    if (type->to_string() == nullptr) return bad(a + ".rope.scaling.type must be a string");
+    const std::string& s = *type->to_string();
+    if (s != "none" && s != "linear") {
+      return Status::unsupported(file.path() + ": rope scaling '" + s + "' is not supported");
     }
+    double factor = 1.0;
+    STRATA_RETURN_IF_ERROR(opt_float(a + ".rope.scaling.factor", 1.0, &factor));
+    if (s == "linear" && factor != 0.0 && factor != 1.0) {
+      return Status::unsupported(file.path() + ": linear rope scaling with factor " +
+                                 std::to_string(factor) + " is not supported");
+    }
+  }
+  double scale_linear = 1.0;  // the older key for the same factor
+  STRATA_RETURN_IF_ERROR(opt_float(a + ".rope.scale_linear", 1.0, &scale_linear));
+  if (scale_linear != 1.0) {
+    return Status::unsupported(file.path() + ": linear rope scaling with factor " +
+                               std::to_string(scale_linear) + " is not supported");
   }
 
   // n_vocab: the explicit key, else the tokenizer's token count, else token_embd's rows (the

@@ -365,6 +365,16 @@ TEST(HfCheckpointErrors, UnsupportedRopeScaling) {
                       "rope_scaling rope_type 'linear' is not supported");
 }
 
+TEST(HfCheckpointErrors, QuantizedCheckpointIsUnsupported) {
+  ToyDims d;
+  nlohmann::json config = testing::toy_config(d, "llama");
+  config["quantization_config"] = {{"quant_method", "gptq"}, {"bits", 4}};
+  TempFolder folder("gptq");
+  testing::write_hf_folder(folder, config, testing::toy_tensors(d, false, true));
+  expect_folder_error(folder.path(), StatusCode::kUnsupported, folder.file("config.json"),
+                      "quant_method 'gptq'");
+}
+
 TEST(HfCheckpointErrors, LlamaBiasesAreUnsupported) {
   ToyDims d;
   for (const char* key : {"attention_bias", "mlp_bias"}) {

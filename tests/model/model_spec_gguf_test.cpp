@@ -349,6 +349,34 @@ TEST(ModelSpecFromGguf, UnsupportedRopeScaling) {
   expect_spec_error(toy_gguf(Toy{}, opt), StatusCode::kUnsupported, "rope scaling 'yarn'");
 }
 
+TEST(ModelSpecFromGguf, LinearRopeScalingOnlyAsANoOp) {
+  ToyOptions scaled;
+  scaled.extra_kv = [](GgufBytes& g) {
+    g.kv_string("llama.rope.scaling.type", "linear");
+    g.kv_f32("llama.rope.scaling.factor", 4.0f);
+  };
+  expect_spec_error(toy_gguf(Toy{}, scaled), StatusCode::kUnsupported,
+                    "linear rope scaling with factor 4");
+  ToyOptions old_key;
+  old_key.extra_kv = [](GgufBytes& g) { g.kv_f32("llama.rope.scale_linear", 2.0f); };
+  expect_spec_error(toy_gguf(Toy{}, old_key), StatusCode::kUnsupported,
+                    "linear rope scaling with factor 2");
+  ToyOptions unit;
+  unit.extra_kv = [](GgufBytes& g) {
+    g.kv_string("llama.rope.scaling.type", "linear");
+    g.kv_f32("llama.rope.scaling.factor", 1.0f);
+  };
+  auto spec = spec_of(toy_gguf(Toy{}, unit));
+  EXPECT_TRUE(spec.is_ok()) << spec.status().to_string();
+}
+
+TEST(ModelSpecFromGguf, ZeroContextLengthIsAnError) {
+  ToyOptions opt;
+  opt.skip_key = "llama.context_length";
+  opt.extra_kv = [](GgufBytes& g) { g.kv_u32("llama.context_length", 0); };
+  expect_spec_error(toy_gguf(Toy{}, opt), StatusCode::kInvalidData, "context 0");
+}
+
 TEST(ModelSpecFromGguf, Qwen2WithoutBiases) {
   Toy m;
   m.arch = "qwen2";
@@ -384,6 +412,7 @@ TEST(ValidateModelSpec, ReportsImplausibleHyperParameters) {
   spec.hp.head_dim = 8;
   spec.hp.n_ff = 0;
   spec.hp.rope_dims = 8;
+  spec.hp.n_ctx_train = 128;
   Status s = validate_model_spec(spec);
   EXPECT_EQ(s.code(), StatusCode::kInvalidData);
   EXPECT_CONTAINS(s.message(), "hand-made: hyper-parameters must be positive");
