@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The one script for the GPU machine (the `device` tool), which has CUDA, cmake and ninja but
+# none of oneDNN, hwloc, mimalloc, toml++, CLI11, nlohmann-json, PCRE2, GoogleTest.
+#
+# Here (the dev machine), once:   scripts/gpu-machine.sh bundle
+#   downloads those Debian packages into .debs/ (git-ignored) and copies the golden files the
+#   device tests need into .golden/ (git-ignored). Carry both: carry=[".debs", ".golden"].
+# There:                          scripts/gpu-machine.sh run [STEP...]
+#   unpacks the packages into /tmp/strata-prefix, builds (CUDA on), and runs the steps:
+#     tests      every GoogleTest suite (GPU tests included), log under $OUT
+#     gemv       bench/gemv_bench (CPU decode GEMV vs measured read bandwidth)
+#     cpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/cpu_e2e_bench on each (decode + prefill 2048)
+#   writes JSON lines to $OUT/bench.jsonl and prints a short table last.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+mode=${1:-run}
+shift || true
+
+debs=(libdnnl-dev libdnnl2 libhwloc-dev libhwloc15 libmimalloc-dev libmimalloc2.0
+      libtomlplusplus-dev libtomlplusplus3 libcli11-dev nlohmann-json3-dev libpcre2-dev
+      libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libgtest-dev libgmock-dev
+      libbenchmark-dev libbenchmark1debian pkgconf pkgconf-bin libpkgconf3 libudev1 libxml2 libicu72)
+
+if [ "$mode" = bundle ]; then
+  mkdir -p .debs && (cd .debs && apt-get download "${debs[@]}")
+  td=${STRATA_TESTDATA_DIR:-$root/../shared/testdata}
+  rm -rf .golden && mkdir -p .golden/models/tiny-llama .golden/models/tiny-qwen2 .golden/vocab
+  # Under 64 MiB with the packages: tiny-llama's quantized files, one dense file, the HF folder.
+  cp "$td"/models/README.md .golden/models/
+  cp "$td"/models/tiny-llama/{manifest.json,tiny-llama-F16.gguf,tiny-llama-Q8_0.gguf,tiny-llama-Q4_0.gguf,tiny-llama-Q4_K.gguf,tiny-llama-Q6_K.gguf} .golden/models/tiny-llama/
+  cp "$td"/models/tiny-llama/logits-{dense,Q8_0,Q4_0,Q4_K,Q6_K}.f32 .golden/models/tiny-llama/
+  du -sh .debs .golden
+  exit 0
+fi
+
+out=${OUT:-$root/build-gpu/out}
+mkdir -p "$out"
+prefix=/tmp/strata-prefix
+if [ ! -d "$prefix/usr" ]; then
+  for f in .debs/*.deb; do dpkg -x "$f" "$prefix"; done
+fi
+lib=$prefix/usr/lib/x86_64-linux-gnu
+export PATH=$prefix/usr/bin:$PATH
+export LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-}
+export PKG_CONFIG_LIBDIR=$lib/pkgconfig:$prefix/usr/share/pkgconfig
+export PKG_CONFIG_SYSROOT_DIR=$prefix
+export PATH=/usr/local/cuda/bin:$PATH
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo none)
+echo "device: $gpu / $cpu / $(nproc) cpus"
+
+testdata=$root/.golden
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix/usr" \
+  -DPKG_CONFIG_EXECUTABLE="$prefix/usr/bin/pkgconf" -DSTRATA_TESTDATA_DIR="$testdata" \
+  -DCMAKE_CUDA_ARCHITECTURES=90 2>&1 | tail -3
+ninja -C build-gpu 2>&1 | tail -2
+
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(tests gemv cpu-8b)
+jsonl=$out/bench.jsonl
+for step in "${steps[@]}"; do
+  case $step in
+    tests)
+      (ctest --test-dir build-gpu -j8 --timeout 600 2>&1 || true) | tee "$out/ctest.log" | tail -15 ;;
+    gemv)
+      build-gpu/bench/gemv_bench --read-gib 8 --json "$jsonl" --commit "$commit" 2>&1 | tee "$out/gemv.log" | tail -12 ;;
+    cpu-8b)
+      for t in ${STRATA_CPU8B_TYPES:-F16 Q8_0 Q4_0}; do
+        m=/tmp/llama3-8b-$t.gguf
+        [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type "$t" --out "$m" 2>&1 | tail -1
+        build-gpu/bench/cpu_e2e_bench -m "$m" --model-name llama3-8b --scenario cpu-8b \
+          --prefill 2048 --decode 64 --read-gib 8 --json-out "$jsonl" --commit "$commit" \
+          --device-name "$cpu" 2>&1 | tee -a "$out/cpu-8b.log" | tail -4
+      done ;;
+    *) echo "unknown step $step"; exit 2 ;;
+  esac
+done
+echo "== summary ($commit)"
+python3 - "$jsonl" <<'PY' || true
+import json, sys
+print(f"{'scenario':8} {'type':5} {'phase':8} {'tok/s':>9} {'roof':>9} {'ratio':>6}")
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if 'phase' not in r: continue
+    print(f"{r['scenario']:8} {r['type']:5} {r['phase']:8} {r['tokens_per_s']:9.2f} {r['roofline_tokens_per_s']:9.2f} {r['ratio_to_roofline']:6.3f}")
+PY
