@@ -86,3 +86,4 @@ for line in open(sys.argv[1]):
     if 'phase' not in r: continue
     print(f"{r['scenario']:8} {r['type']:5} {r['phase']:8} {r['tokens_per_s']:9.2f} {r['roofline_tokens_per_s']:9.2f} {r['ratio_to_roofline']:6.3f}")
 PY
+python3 bench/plot.py "$jsonl" -o "$out/bench.png" 2>/dev/null || echo "(no plot: matplotlib missing)"
