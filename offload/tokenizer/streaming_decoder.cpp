@@ -7,7 +7,7 @@ namespace strata {
 std::string StreamingDecoder::push(int32_t id) {
   std::string text = std::move(pending_);
   pending_.clear();
-  text += tokenizer_->token_to_piece(id, render_special_);
+  text += tokenizer_.token_to_piece(id, render_special_);
   const size_t held = incomplete_utf8_suffix_length(text);
   pending_.assign(text, text.size() - held, held);
   text.resize(text.size() - held);

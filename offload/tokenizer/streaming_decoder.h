@@ -7,11 +7,13 @@
 // llama.cpp prints tokens as they are generated. Malformed bytes are passed through once it is
 // clear that no continuation can make them whole.
 //
-// Not thread-safe (it holds state); keep one per stream. The Tokenizer must outlive it.
+// Not thread-safe (it holds state); keep one per stream. It keeps its own (cheap, shared)
+// copy of the Tokenizer.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "offload/tokenizer/tokenizer.h"
 
@@ -20,8 +22,8 @@ namespace strata {
 class StreamingDecoder {
  public:
   // render_special: as in DecodeOptions (default true: control tokens appear as their text).
-  explicit StreamingDecoder(const Tokenizer& tokenizer, bool render_special = true)
-      : tokenizer_(&tokenizer), render_special_(render_special) {}
+  explicit StreamingDecoder(Tokenizer tokenizer, bool render_special = true)
+      : tokenizer_(std::move(tokenizer)), render_special_(render_special) {}
 
   // Adds one token; returns the text that is now complete (possibly empty).
   std::string push(int32_t id);
@@ -34,7 +36,7 @@ class StreamingDecoder {
   size_t pending_bytes() const { return pending_.size(); }
 
  private:
-  const Tokenizer* tokenizer_;
+  Tokenizer tokenizer_;
   bool render_special_;
   std::string pending_;  // the start of a character whose remaining bytes have not come yet
 };
