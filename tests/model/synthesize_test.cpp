@@ -13,6 +13,7 @@
 #include <set>
 
 #include "offload/core/dequantize.h"
+#include "offload/exec/executor.h"
 #include "offload/formats/gguf_file.h"
 #include "offload/model/model_spec.h"
 #include "tests/testing/testdata.h"
@@ -187,6 +188,40 @@ TEST_F(SynthTest, LayersOverrideKeepsTheOtherTensorsValues) {
   const auto& a = ff->find_tensor("blk.0.attn_q.weight")->data;
   const auto& b = fo->find_tensor("blk.0.attn_q.weight")->data;
   EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin()));
+}
+
+TEST_F(SynthTest, DeepModelsKeepLogitsFiniteAndOrderOne) {
+  // The weight scales keep the residual stream O(1) however many layers there are: run 48 layers
+  // (qwen2.5-14b's depth) of each architecture through the CPU executor.
+  for (const char* shape : {"tiny", "tiny-qwen2"}) {
+    SCOPED_TRACE(shape);
+    SynthOptions o = options(shape, DType::kQ8_0, std::string(shape) + ".gguf");
+    o.n_layer = 48;
+    ASSERT_TRUE(synthesize(o).is_ok());
+    auto f = GgufFile::open(o.out_path);
+    ASSERT_TRUE(f.is_ok());
+    auto spec = model_spec_from_gguf(*f);
+    ASSERT_TRUE(spec.is_ok()) << spec.status().to_string();
+    ExecutorOptions eo;
+    eo.max_context = 64;
+    auto exec = Executor::create(*spec, eo);
+    ASSERT_TRUE(exec.is_ok()) << exec.status().to_string();
+    ASSERT_TRUE((*exec)->add_sequence(0).is_ok());
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < 16; ++i) prompt.push_back((i * 37 + 11) % 512);
+    std::vector<float> logits;
+    ASSERT_TRUE((*exec)->forward(0, prompt, /*all_logits=*/true, &logits).is_ok());
+    ASSERT_EQ(logits.size(), 16u * 512u);
+    double sum_sq = 0;
+    for (float v : logits) {
+      ASSERT_TRUE(std::isfinite(v));
+      sum_sq += static_cast<double>(v) * v;
+    }
+    const double rms = std::sqrt(sum_sq / static_cast<double>(logits.size()));
+    std::printf("[          ] %s, 48 layers: logits rms %.3f\n", shape, rms);
+    EXPECT_GT(rms, 0.1);
+    EXPECT_LT(rms, 10.0);
+  }
 }
 
 // ---- types and metadata ---------------------------------------------------------------------
