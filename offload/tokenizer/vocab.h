@@ -5,6 +5,8 @@
 //
 // Every inconsistency in the metadata is one clear Status (never a crash): array lengths that
 // disagree, ids out of range, unknown token types, an unknown tokenizer.ggml.model or .pre.
+// As in llama.cpp, tokenizer.ggml.pre is only read for "gpt2" (missing means "default"); a
+// special id of -1 (or 0xFFFFFFFF) means "no such token".
 #pragma once
 
 #include <cstdint>
