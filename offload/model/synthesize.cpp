@@ -296,28 +296,46 @@ GgufMetadata synthetic_vocab(const SynthShape& shape, int64_t n_vocab) {
     bos = 256;
     eos = shape.bos_id == shape.eos_id ? 256 : 257;
   }
+  // A few merges of frequent English byte pairs ("Ġ" is the space byte), so that BPE tokenizers
+  // (llama.cpp's, Strata's) that refuse an empty merge list accept the vocab and really merge.
+  static const char* const kMerges[] = {
+      "Ġ t", "Ġ a", "h e", "i n", "r e", "o n", "Ġ s", "e r", "a t", "n d", "o u", "e n",
+      "Ġ w", "Ġ o", "Ġ c", "Ġ b", "i s", "o r", "e s", "i t", "Ġ f", "Ġ p", "a n", "a l",
+      "Ġ m", "a r", "l e", "Ġ d", "Ġ h", "i c", "e d", "Ġ i"};
+  std::vector<std::string> merges;
   std::vector<std::string> tokens = byte_tokens();
   std::vector<int64_t> types(256, 1);  // LLAMA_TOKEN_TYPE_NORMAL
   tokens.reserve(static_cast<size_t>(n_vocab));
   types.reserve(static_cast<size_t>(n_vocab));
+  size_t next_merge = 0;
   for (int64_t id = 256; id < n_vocab; ++id) {
     if (id == bos && bos == eos) {
       tokens.push_back("<|endoftext|>");
+      types.push_back(3);  // LLAMA_TOKEN_TYPE_CONTROL
     } else if (id == bos) {
       tokens.push_back("<|begin_of_text|>");
+      types.push_back(3);
     } else if (id == eos) {
       tokens.push_back("<|end_of_text|>");
+      types.push_back(3);
+    } else if (next_merge < std::size(kMerges)) {
+      std::string merge = kMerges[next_merge++];
+      std::string merged = merge;
+      merged.erase(merged.find(' '), 1);
+      merges.push_back(std::move(merge));
+      tokens.push_back(std::move(merged));
+      types.push_back(1);
     } else {
       tokens.push_back("<|reserved_" + std::to_string(id) + "|>");
+      types.push_back(3);
     }
-    types.push_back(3);  // LLAMA_TOKEN_TYPE_CONTROL
   }
   GgufMetadata md;
   md.push_back({"tokenizer.ggml.model", GgufValue::string("gpt2")});
   md.push_back({"tokenizer.ggml.pre", GgufValue::string(shape.arch == Arch::kQwen2 ? "qwen2" : "llama-bpe")});
   md.push_back({"tokenizer.ggml.tokens", GgufValue::string_array(std::move(tokens))});
   md.push_back({"tokenizer.ggml.token_type", GgufValue::int_array(GgufType::kInt32, std::move(types))});
-  md.push_back({"tokenizer.ggml.merges", GgufValue::string_array({})});
+  md.push_back({"tokenizer.ggml.merges", GgufValue::string_array(std::move(merges))});
   md.push_back({"tokenizer.ggml.bos_token_id", u32(bos)});
   md.push_back({"tokenizer.ggml.eos_token_id", u32(eos)});
   return md;

@@ -16,10 +16,11 @@
 //     them), attention.key_length/value_length, vocab_size, rope.dimension_count.
 //   - Tokenizer: by default a synthetic byte-level BPE vocab (tokenizer.ggml.model "gpt2", pre
 //     "llama-bpe" for llama shapes / "qwen2" for qwen2 shapes): ids 0..255 are the 256 bytes in
-//     GPT-2's byte-to-unicode order, every other id a control token (token_type 3) named
-//     `<|reserved_N|>`, except bos/eos (`<|begin_of_text|>`, `<|end_of_text|>`, or
-//     `<|endoftext|>` when they are one id) at the shape's ids (256/257 when the shape's are below
-//     256); merges is an empty array, so text tokenizes to byte tokens. With a vocab file, every
+//     GPT-2's byte-to-unicode order; bos/eos sit at the shape's ids (`<|begin_of_text|>`,
+//     `<|end_of_text|>`, or `<|endoftext|>` when they are one id; 256/257 when the shape's ids are
+//     below 256); the next free ids hold 32 two-byte tokens ("Ġt", "he", ...) with their merges
+//     (BPE tokenizers, Strata's included, refuse an empty merge list); every other id is a
+//     control token (token_type 3) named `<|reserved_N|>`. With a vocab file, every
 //     `tokenizer.*` key is copied from it with its value type; a vocab smaller than the shape's
 //     n_vocab is padded as HF converters pad (`[PAD<id>]`, token_type 5 UNUSED, score -1000), a
 //     larger one is refused.
@@ -95,7 +96,7 @@ DType synth_tensor_type(DType requested, const std::vector<int64_t>& ne);
 std::optional<uint32_t> llama_file_type(DType type);
 
 // The synthetic tokenizer metadata described above, for `n_vocab` ids.
-// REQUIRES: n_vocab >= 258.
+// REQUIRES: n_vocab >= 290 (bytes, bos/eos, merged tokens).
 GgufMetadata synthetic_vocab(const SynthShape& shape, int64_t n_vocab);
 
 // tokenizer.* metadata copied from the GGUF file at `vocab_path`, padded to `n_vocab`.

@@ -16,6 +16,7 @@
 #include "offload/exec/executor.h"
 #include "offload/formats/gguf_file.h"
 #include "offload/model/model_spec.h"
+#include "offload/tokenizer/tokenizer.h"
 #include "tests/testing/testdata.h"
 
 namespace strata {
@@ -320,8 +321,13 @@ TEST_F(SynthTest, SyntheticVocabIsByteLevelBpe) {
   EXPECT_EQ((*tokens)[128001], "<|end_of_text|>");
   EXPECT_EQ((*tokens)[300], "<|reserved_300|>");
   EXPECT_EQ((*types)[300], 3);
-  EXPECT_EQ(f->find("tokenizer.ggml.merges")->array_size(), 0u);
-  EXPECT_EQ(f->find("tokenizer.ggml.merges")->array_type(), GgufType::kString);
+  const auto* merges = f->find("tokenizer.ggml.merges")->strings();
+  ASSERT_NE(merges, nullptr);
+  ASSERT_EQ(merges->size(), 32u);
+  EXPECT_EQ((*merges)[0], "\xC4\xA0 t");  // "Ġ t"
+  EXPECT_EQ((*tokens)[256], "\xC4\xA0t");  // the first merged token
+  EXPECT_EQ((*types)[256], 1);
+  EXPECT_EQ((*tokens)[287], "\xC4\xA0i");  // the last one
 
   ASSERT_TRUE(synthesize(options("tiny-qwen2", DType::kF16, "q.gguf")).is_ok());
   auto q = GgufFile::open(path("q.gguf"));
@@ -330,6 +336,25 @@ TEST_F(SynthTest, SyntheticVocabIsByteLevelBpe) {
   EXPECT_EQ(q->get_int("tokenizer.ggml.bos_token_id"), 256);
   EXPECT_EQ(q->get_int("tokenizer.ggml.eos_token_id"), 256);
   EXPECT_EQ(q->find("tokenizer.ggml.tokens")->strings()->at(256), "<|endoftext|>");
+  EXPECT_EQ(q->find("tokenizer.ggml.tokens")->strings()->at(257), "\xC4\xA0t");
+}
+
+TEST_F(SynthTest, SyntheticVocabLoadsInStrataTokenizerAndRoundTrips) {
+  for (const char* shape : {"tiny", "tiny-qwen2"}) {
+    SCOPED_TRACE(shape);
+    SynthOptions o = options(shape, DType::kQ8_0, std::string(shape) + ".gguf");
+    o.n_layer = 1;
+    ASSERT_TRUE(synthesize(o).is_ok());
+    auto f = GgufFile::open(o.out_path);
+    ASSERT_TRUE(f.is_ok());
+    auto tok = Tokenizer::from_gguf(*f);
+    ASSERT_TRUE(tok.is_ok()) << tok.status().to_string();
+    const std::string text = "Hello there, the world is on! \xC3\xA9\xE2\x82\xAC\n";
+    std::vector<int32_t> ids = tok->encode(text, /*add_special=*/false, /*parse_special=*/false);
+    EXPECT_LT(ids.size(), text.size());  // some pairs merged
+    for (int32_t id : ids) EXPECT_LT(id, 512);
+    EXPECT_EQ(tok->decode(ids), text);
+  }
 }
 
 TEST(SynthShapes, MatchPublishedParameterCounts) {
