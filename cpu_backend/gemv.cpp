@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <string>
+#include <vector>
 
 #include "cpu_backend/gemv_kernels.h"
 
@@ -52,6 +53,16 @@ void run_rows(RowKernel kernel, const GemvArgs& args, int64_t rows) {
 }
 
 }  // namespace
+
+const float* gemv_detail::f16_to_f32_table() {
+  // 256 KiB, built once (thread-safe static initialization) and never written again.
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (uint32_t h = 0; h < 65536; ++h) t[h] = f16_to_f32(static_cast<uint16_t>(h));
+    return t;
+  }();
+  return table.data();
+}
 
 bool gemv_isa_available(GemvIsa isa) {
   switch (isa) {

@@ -1,15 +1,19 @@
 // AVX-512 GEMV row kernels. Each weight type has a `Row` decoder that walks one stored row,
-// turns every 16 weights into a __m512 of floats exactly as dequantize_row would (same formula,
-// same rounding; the build uses -ffp-contract=off so nothing is fused behind our back), and hands
-// each vector to Accumulators::fma, which multiplies it into every x row of the batch. The weights
-// are therefore loaded and decoded once per batch, never written anywhere.
+// turns every 16 weights into a __m512 of floats as dequantize_row would, and hands each vector to
+// Accumulators::fma, which multiplies it into every x row of the batch. The weights are therefore
+// loaded and decoded once per batch, never written anywhere. Decoded weights are bit-identical to
+// dequantize_row's except Q4_K's, where d1 * q - m1 is one fused rounding instead of two.
 //
-// Decoding tricks, per type:
+// What limits these kernels is the two vector ports (0 and 5) of the core, not the loads: every
+// trick below removes a port-5 shuffle or a vector op per 16 weights (bench/NOTES.md):
 //   Q4_0, Q4_K: a 4-bit quant has 16 possible values, so each (sub-)block builds a 16-entry float
 //     table (d * (q - 8), or d1 * q - m1) and vpermps looks the weights up: the index is the byte
 //     zero-extended to 32 bits (vpermps reads only its low 4 bits), or that byte shifted right by 4.
+//   Scales: f16 block scales come from a 65536-entry table as broadcast loads (no shuffle); per
+//     sub-block scales are stored once per super-block and broadcast from memory.
 //   Q6_K: the 6-bit quants of a 128-element half are assembled in bytes (low nibbles from ql, two
-//     bits from qh) for 64 elements per register, then widened 16 at a time.
+//     bits from qh, one vpternlogd) for 64 elements per register, then widened 16 at a time; the
+//     -32 offset folds into the scale multiply as an exact fmsub.
 #include "cpu_backend/gemv_kernels.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
@@ -31,10 +35,41 @@
 namespace strata::gemv_detail {
 namespace {
 
-STRATA_ALWAYS_INLINE float load_half(const uint8_t* p) {
+#ifndef STRATA_GEMV_PREFETCH_BYTES
+#define STRATA_GEMV_PREFETCH_BYTES 2048
+#endif
+// Software prefetch distance along the weight stream. The decode work per cache line is long
+// enough that the out-of-order window alone does not keep enough DRAM reads in flight; asking
+// for the line this far ahead overlaps the memory latency with the decode (bench/NOTES.md).
+constexpr int64_t kPrefetchBytes = STRATA_GEMV_PREFETCH_BYTES;
+
+// Prefetches the cache lines of [p + kPrefetchBytes, p + kPrefetchBytes + bytes). Past the end of
+// the matrix this touches nothing: prefetches never fault.
+STRATA_ALWAYS_INLINE void prefetch_ahead(const uint8_t* p, int64_t bytes) {
+  if constexpr (kPrefetchBytes > 0) {
+#pragma GCC unroll 8
+    for (int64_t off = 0; off < bytes; off += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + off), _MM_HINT_T0);
+    }
+  }
+}
+
+// Broadcasts the f16 scale at p, as float, to 16 lanes. The conversion is a lookup in a table of
+// all 65536 halves, so the broadcast is a plain load (vbroadcastss from memory): converting in
+// registers would cost a vcvtph2ps and a register broadcast, both on port 5, which the decode's
+// shuffles already keep busy (see bench/NOTES.md).
+STRATA_ALWAYS_INLINE __m512 broadcast_half(const float* f16_table, const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
-  return half_to_float(h);
+  return _mm512_set1_ps(f16_table[h]);
+}
+
+// Tells the compiler that `values` must be read back from memory: GCC otherwise keeps a small
+// array it just stored in a register and broadcasts its lanes with vpermps (port 5) instead of
+// broadcast loads (load ports only).
+template <size_t N>
+STRATA_ALWAYS_INLINE void force_reload(float (&values)[N]) {
+  asm volatile("" : "+m"(values));
 }
 
 // The running sums of one weight row against M rows of x. At batch 1 four independent sums hide
@@ -94,6 +129,7 @@ struct F32Row {
     const float* w = reinterpret_cast<const float*>(row);
     int64_t k = 0;
     for (; k + 64 <= cols; k += 64) {
+      prefetch_ahead(row + 4 * k, 256);
       acc.template fma<0>(_mm512_loadu_ps(w + k), k);
       acc.template fma<1>(_mm512_loadu_ps(w + k + 16), k + 16);
       acc.template fma<2>(_mm512_loadu_ps(w + k + 32), k + 32);
@@ -132,6 +168,7 @@ struct HalfRow {
     const uint16_t* w = reinterpret_cast<const uint16_t*>(row);
     int64_t k = 0;
     for (; k + 64 <= cols; k += 64) {
+      prefetch_ahead(row + 2 * k, 128);
       acc.template fma<0>(load(w + k), k);
       acc.template fma<1>(load(w + k + 16), k + 16);
       acc.template fma<2>(load(w + k + 32), k + 32);
@@ -146,12 +183,13 @@ struct HalfRow {
 };
 
 struct Q8_0Row {
-  // Block b: weights d * q for its 32 int8 quants, into slots S and S+1.
+  // Block b: weights q * d for its 32 int8 quants, into slots S and S+1.
   template <int S, class Acc>
-  STRATA_ALWAYS_INLINE static void block(const uint8_t* row, int64_t b, Acc& acc) {
+  STRATA_ALWAYS_INLINE static void block(const uint8_t* row, int64_t b, const float* f16_table,
+                                         Acc& acc) {
     const uint8_t* blk = row + b * static_cast<int64_t>(sizeof(BlockQ8_0));
-    const __m512 d = _mm512_set1_ps(load_half(blk));
-    const __m128i* qs = reinterpret_cast<const __m128i*>(blk + 2);
+    const __m512 d = broadcast_half(f16_table, blk + offsetof(BlockQ8_0, d));
+    const __m128i* qs = reinterpret_cast<const __m128i*>(blk + offsetof(BlockQ8_0, qs));
     const __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(qs)));
     const __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(qs + 1)));
     const int64_t k = b * kQK8_0;
@@ -161,39 +199,47 @@ struct Q8_0Row {
 
   template <class Acc>
   STRATA_ALWAYS_INLINE static void run(const uint8_t* row, int64_t cols, Acc& acc) {
+    const float* f16_table = f16_to_f32_table();
     const int64_t blocks = cols / kQK8_0;
     int64_t b = 0;
     for (; b + 2 <= blocks; b += 2) {
-      block<0>(row, b, acc);
-      block<2>(row, b + 1, acc);
+      prefetch_ahead(row + b * static_cast<int64_t>(sizeof(BlockQ8_0)), 2 * sizeof(BlockQ8_0));
+      block<0>(row, b, f16_table, acc);
+      block<2>(row, b + 1, f16_table, acc);
     }
-    if (b < blocks) block<0>(row, b, acc);
+    if (b < blocks) block<0>(row, b, f16_table, acc);
   }
 };
 
 struct Q4_0Row {
   template <int S, class Acc>
   STRATA_ALWAYS_INLINE static void block(const uint8_t* row, int64_t b, const __m512 q_minus_8,
-                                         Acc& acc) {
+                                         const float* f16_table, Acc& acc) {
     const uint8_t* blk = row + b * static_cast<int64_t>(sizeof(BlockQ4_0));
     // table[q] = (q - 8) * d, the value dequantize_row gives a nibble q.
-    const __m512 table = _mm512_mul_ps(q_minus_8, _mm512_set1_ps(load_half(blk)));
-    const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
+    const __m512 table =
+        _mm512_mul_ps(q_minus_8, broadcast_half(f16_table, blk + offsetof(BlockQ4_0, d)));
+    const __m512i bytes = _mm512_cvtepu8_epi32(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + offsetof(BlockQ4_0, qs))));
     const int64_t k = b * kQK4_0;
-    acc.template fma<S>(_mm512_permutexvar_ps(bytes, table), k);                       // low nibbles
+    acc.template fma<S>(_mm512_permutexvar_ps(bytes, table), k);  // low nibbles
     acc.template fma<S + 1>(_mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table), k + 16);
   }
 
   template <class Acc>
   STRATA_ALWAYS_INLINE static void run(const uint8_t* row, int64_t cols, Acc& acc) {
+    const float* f16_table = f16_to_f32_table();
     const __m512 q_minus_8 = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
     const int64_t blocks = cols / kQK4_0;
     int64_t b = 0;
-    for (; b + 2 <= blocks; b += 2) {
-      block<0>(row, b, q_minus_8, acc);
-      block<2>(row, b + 1, q_minus_8, acc);
+    for (; b + 4 <= blocks; b += 4) {  // 72 bytes: prefetch two lines per four blocks
+      prefetch_ahead(row + b * static_cast<int64_t>(sizeof(BlockQ4_0)), 4 * sizeof(BlockQ4_0));
+      block<0>(row, b, q_minus_8, f16_table, acc);
+      block<2>(row, b + 1, q_minus_8, f16_table, acc);
+      block<0>(row, b + 2, q_minus_8, f16_table, acc);
+      block<2>(row, b + 3, q_minus_8, f16_table, acc);
     }
-    if (b < blocks) block<0>(row, b, q_minus_8, acc);
+    for (; b < blocks; ++b) block<0>(row, b, q_minus_8, f16_table, acc);
   }
 };
 
@@ -202,11 +248,12 @@ struct Q4_KRow {
   template <int C, class Acc>
   STRATA_ALWAYS_INLINE static void chunk(const uint8_t* qs, const float* d1, const float* m1,
                                          const __m512 iota, int64_t k, Acc& acc) {
-    // table[q] = d1 * q - m1, rounded twice as dequantize_row rounds it.
-    const __m512 lo_table = _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(d1[2 * C]), iota),
-                                          _mm512_set1_ps(m1[2 * C]));
-    const __m512 hi_table = _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(d1[2 * C + 1]), iota),
-                                          _mm512_set1_ps(m1[2 * C + 1]));
+    // table[q] = d1 * q - m1, fused: rounded once where dequantize_row rounds twice (the one
+    // place where these kernels differ from it, by at most one rounding of d1 * q).
+    const __m512 lo_table =
+        _mm512_fmsub_ps(_mm512_set1_ps(d1[2 * C]), iota, _mm512_set1_ps(m1[2 * C]));
+    const __m512 hi_table =
+        _mm512_fmsub_ps(_mm512_set1_ps(d1[2 * C + 1]), iota, _mm512_set1_ps(m1[2 * C + 1]));
     const __m128i* q = reinterpret_cast<const __m128i*>(qs + 32 * C);
     const __m512i b0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(q));
     const __m512i b1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(q + 1));
@@ -220,20 +267,33 @@ struct Q4_KRow {
   template <class Acc>
   STRATA_ALWAYS_INLINE static void run(const uint8_t* row, int64_t cols, Acc& acc) {
     const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const float* f16_table = f16_to_f32_table();
     const int64_t blocks = cols / kQK_K;
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* blk = row + b * static_cast<int64_t>(sizeof(BlockQ4_K));
-      const float d = load_half(blk + offsetof(BlockQ4_K, d));
-      const float dmin = load_half(blk + offsetof(BlockQ4_K, dmin));
-      const uint8_t* scales = blk + offsetof(BlockQ4_K, scales);
-      alignas(32) float d1[8], m1[8];
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) {
-        uint8_t sc, m;
-        q4k_scale_min(j, scales, &sc, &m);
-        d1[j] = d * static_cast<float>(sc);
-        m1[j] = dmin * static_cast<float>(m);
-      }
+      prefetch_ahead(blk, sizeof(BlockQ4_K));
+      // dm[j] = d * sc[j], dm[8 + j] = dmin * m[j] for the 8 sub-blocks: the 6-bit fields are
+      // unpacked with ggml's word masks (the same values as q4k_scale_min), then converted and
+      // scaled 16 at a time.
+      uint32_t u[4];
+      std::memcpy(u, blk + offsetof(BlockQ4_K, scales), kKScaleBytes);
+      constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
+      u[3] = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);  // m[4..7]
+      const uint32_t m_low = u[1] & kLow6;                           // m[0..3]
+      u[1] = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);          // sc[4..7]
+      u[2] = m_low;
+      u[0] &= kLow6;                                                 // sc[0..3]
+      asm volatile("" : "+m"(u));  // reload as one vector load, not vmovd + vpinsrd shuffles
+      const __m512 d_then_dmin =
+          _mm512_mask_blend_ps(0xFF00, broadcast_half(f16_table, blk + offsetof(BlockQ4_K, d)),
+                               broadcast_half(f16_table, blk + offsetof(BlockQ4_K, dmin)));
+      const __m512 sc_m = _mm512_cvtepi32_ps(
+          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u))));
+      alignas(64) float dm[16];
+      _mm512_store_ps(dm, _mm512_mul_ps(d_then_dmin, sc_m));
+      force_reload(dm);
+      const float* d1 = dm;
+      const float* m1 = dm + 8;
       const uint8_t* qs = blk + offsetof(BlockQ4_K, qs);
       const int64_t k = b * kQK_K;
       chunk<0>(qs, d1, m1, iota, k, acc);
@@ -245,58 +305,74 @@ struct Q4_KRow {
 };
 
 struct Q6_KRow {
-  // 16 weights: scale * q for the int8 quants in 128-bit lane G of `q`.
-  template <int G>
-  STRATA_ALWAYS_INLINE static __m512 widen(__m512i q, float scale) {
-    const __m512 qf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(q, G)));
-    return _mm512_mul_ps(_mm512_set1_ps(scale), qf);
+  // 16 weights: scale * (q - 32) for 16 unsigned 6-bit quants in memory, as
+  // fmsub(scale, q, 32 * scale): 32 * scale is exact, so the fused result is the single rounding
+  // of scale * (q - 32), bit-identical to dequantize_row's product of scale and the integer q - 32.
+  STRATA_ALWAYS_INLINE static __m512 widen(const uint8_t* q, float scale, float scale32) {
+    const __m512 qf = _mm512_cvtepi32_ps(
+        _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(q))));
+    return _mm512_fmsub_ps(_mm512_set1_ps(scale), qf, _mm512_set1_ps(scale32));
   }
 
   // One half of a block: 128 elements from 64 bytes of ql, 32 of qh and 8 scales.
   template <class Acc>
   STRATA_ALWAYS_INLINE static void half(const uint8_t* ql, const uint8_t* qh, const float* scale,
-                                        int64_t k, Acc& acc) {
+                                        const float* scale32, int64_t k, Acc& acc) {
     const __m512i low4 = _mm512_set1_epi8(0x0F);
     const __m512i bits45 = _mm512_set1_epi8(0x30);
-    const __m512i bias = _mm512_set1_epi8(32);
+    // qh bits for bytes 0..31 (elements 0..31) and 32..63 (elements 32..63) of q_a: bits 0-1 and
+    // 2-3 of qh moved to bits 4-5 (16-bit lanes shifted left by 4 and 2); for q_b (elements
+    // 64..127): bits 4-5 and 6-7 (shifted right by 0 and 2). Bits that cross into the
+    // neighbouring byte land outside bits 4-5, which the ternary-logic mask drops.
+    const __m512i shift_a = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+                                             0x0002000200020002, 0x0004000400040004, 0x0004000400040004,
+                                             0x0004000400040004, 0x0004000400040004);
+    const __m512i shift_b = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+                                             0x0002000200020002, 0, 0, 0, 0);
     const __m512i l = _mm512_loadu_si512(ql);
-    const __m256i h256 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
-    const __m512i h = _mm512_inserti64x4(_mm512_castsi256_si512(h256), h256, 1);
-    // Bytes 0..31 take qh bits 0-1 (elements 0..31), bytes 32..63 bits 2-3 (elements 32..63),
-    // moved to bits 4-5; 16-bit shifts spill across bytes only into bits the mask drops.
-    const __m512i h_a = _mm512_and_si512(
-        _mm512_mask_blend_epi64(0xF0, _mm512_slli_epi16(h, 4), _mm512_slli_epi16(h, 2)), bits45);
-    // Bits 4-5 (elements 64..95) and 6-7 (elements 96..127).
-    const __m512i h_b =
-        _mm512_and_si512(_mm512_mask_blend_epi64(0xF0, h, _mm512_srli_epi16(h, 2)), bits45);
-    const __m512i q_a = _mm512_sub_epi8(_mm512_or_si512(_mm512_and_si512(l, low4), h_a), bias);
-    const __m512i q_b = _mm512_sub_epi8(
-        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4), h_b), bias);
-    acc.template fma<0>(widen<0>(q_a, scale[0]), k);
-    acc.template fma<1>(widen<1>(q_a, scale[1]), k + 16);
-    acc.template fma<2>(widen<2>(q_a, scale[2]), k + 32);
-    acc.template fma<3>(widen<3>(q_a, scale[3]), k + 48);
-    acc.template fma<0>(widen<0>(q_b, scale[4]), k + 64);
-    acc.template fma<1>(widen<1>(q_b, scale[5]), k + 80);
-    acc.template fma<2>(widen<2>(q_b, scale[6]), k + 96);
-    acc.template fma<3>(widen<3>(q_b, scale[7]), k + 112);
+    const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh)));
+    // (h_shifted & 0x30) | low nibbles, in one vpternlogd (0xEA: (A & B) | C).
+    const __m512i q_a = _mm512_ternarylogic_epi32(_mm512_sllv_epi16(h, shift_a), bits45,
+                                                  _mm512_and_si512(l, low4), 0xEA);
+    const __m512i q_b = _mm512_ternarylogic_epi32(
+        _mm512_srlv_epi16(h, shift_b), bits45, _mm512_and_si512(_mm512_srli_epi16(l, 4), low4), 0xEA);
+    // Through the stack: vpmovzxbd from memory costs one shuffle per 16 quants, extracting
+    // 128-bit lanes first would cost two.
+    alignas(64) uint8_t q[128];
+    _mm512_store_si512(q, q_a);
+    _mm512_store_si512(q + 64, q_b);
+    acc.template fma<0>(widen(q, scale[0], scale32[0]), k);
+    acc.template fma<1>(widen(q + 16, scale[1], scale32[1]), k + 16);
+    acc.template fma<2>(widen(q + 32, scale[2], scale32[2]), k + 32);
+    acc.template fma<3>(widen(q + 48, scale[3], scale32[3]), k + 48);
+    acc.template fma<0>(widen(q + 64, scale[4], scale32[4]), k + 64);
+    acc.template fma<1>(widen(q + 80, scale[5], scale32[5]), k + 80);
+    acc.template fma<2>(widen(q + 96, scale[6], scale32[6]), k + 96);
+    acc.template fma<3>(widen(q + 112, scale[7], scale32[7]), k + 112);
   }
 
   template <class Acc>
   STRATA_ALWAYS_INLINE static void run(const uint8_t* row, int64_t cols, Acc& acc) {
+    const float* f16_table = f16_to_f32_table();
     const int64_t blocks = cols / kQK_K;
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* blk = row + b * static_cast<int64_t>(sizeof(BlockQ6_K));
+      prefetch_ahead(blk, sizeof(BlockQ6_K));
       // scale[j] = d * scales[j], as dequantize_row rounds it before multiplying by q.
-      const __m512 d = _mm512_set1_ps(load_half(blk + offsetof(BlockQ6_K, d)));
+      const __m512 d = broadcast_half(f16_table, blk + offsetof(BlockQ6_K, d));
       const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + offsetof(BlockQ6_K, scales)));
       alignas(64) float scale[16];
-      _mm512_store_ps(scale, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc8))));
+      alignas(64) float scale32[16];
+      const __m512 s = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc8)));
+      _mm512_store_ps(scale, s);
+      _mm512_store_ps(scale32, _mm512_mul_ps(s, _mm512_set1_ps(32.0f)));
+      force_reload(scale);
+      force_reload(scale32);
       const uint8_t* ql = blk + offsetof(BlockQ6_K, ql);
       const uint8_t* qh = blk + offsetof(BlockQ6_K, qh);
       const int64_t k = b * kQK_K;
-      half(ql, qh, scale, k, acc);
-      half(ql + 64, qh + 32, scale + 8, k + 128, acc);
+      half(ql, qh, scale, scale32, k, acc);
+      half(ql + 64, qh + 32, scale + 8, scale32 + 8, k + 128, acc);
     }
   }
 };

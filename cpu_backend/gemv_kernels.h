@@ -31,6 +31,10 @@ RowKernel scalar_row_kernel(DType type);
 RowKernel avx2_row_kernel(DType type);
 RowKernel avx512_row_kernel(DType type);
 
+// f16 -> f32 for all 65536 bit patterns (bit-exact with f16_to_f32), built on first use. The
+// kernels look block scales up here so that a scale broadcast is a memory operand.
+const float* f16_to_f32_table();
+
 // f16 scale of a block as float, bit-exact with f16_to_f32 (F16C when the build has it).
 inline float half_to_float(uint16_t h);
 

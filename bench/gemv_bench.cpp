@@ -1,0 +1,373 @@
+// gemv_bench: does decode GEMV on the CPU run at the host's DRAM read bandwidth?
+//
+// In one run it measures C, the all-core read bandwidth (cpu_read_bandwidth.h), then for each
+// weight type times gemv on the llama3-8b decode shapes, rotating over copies of each matrix that
+// together fill a working set far larger than the last-level cache, so every call streams its
+// weights from DRAM as a real decode step does. Per type it prints one JSON line (bytes/s achieved,
+// C, their ratio, per-shape detail) and finishes with a short table. See bench/NOTES.md.
+//
+//   gemv_bench --threads 16 --read-gib 8 --working-set-gib 4 --json gemv.jsonl
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bench/cpu_read_bandwidth.h"
+#include "cpu_backend/gemv.h"
+#include "cpu_backend/thread_placement.h"
+#include "offload/core/dtype.h"
+#include "offload/core/quant_blocks.h"
+
+namespace strata::bench {
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+// One matrix shape of the model and how many times a decoded token reads it.
+struct Shape {
+  const char* role;
+  int64_t rows, cols;      // out features x in features (GGUF: ne[1] x ne[0])
+  int64_t uses_per_token;  // 32 layers x matrices of this shape per layer; the output head once
+};
+
+// llama3-8b: 32 layers of q, o (4096x4096), k, v (1024x4096), gate, up (14336x4096), down
+// (4096x14336), and the output head (128256x4096).
+const std::vector<Shape> kLlama3_8b = {
+    {"attn_q,attn_o", 4096, 4096, 64},
+    {"attn_k,attn_v", 1024, 4096, 64},
+    {"ffn_gate,ffn_up", 14336, 4096, 64},
+    {"ffn_down", 4096, 14336, 32},
+    {"output", 128256, 4096, 1},
+};
+
+struct Options {
+  int threads = 0;
+  double read_gib = 4.0;
+  int read_passes = 7;
+  double working_set_gib = 2.0;
+  int repeats = 25;
+  std::vector<std::string> types = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K"};
+  std::vector<int> batches = {1};
+  std::string isa = "best";
+  int x_offset_floats = 0;
+  std::string json_path;
+  std::string commit;
+};
+
+// xorshift64*: fast enough to fill gigabytes, one stream per thread.
+struct FastRng {
+  uint64_t s;
+  uint64_t next() {
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return s * 0x2545F4914F6CDD1Dull;
+  }
+  float uniform() { return static_cast<float>(next() >> 40) * (2.0f / 16777216.0f) - 1.0f; }
+};
+
+uint16_t scale_bits(FastRng& rng, bool allow_negative) {
+  float v = 0.002f + 0.02f * (0.5f + 0.5f * rng.uniform());
+  if (allow_negative && (rng.next() & 1)) v = -v;
+  return f32_to_f16(v);
+}
+
+// Fills `bytes` of `data` with valid random elements of `type`, in parallel: uniform values in
+// [-1, 1) for the plain types (random bits would give subnormals, whose arithmetic is slow and
+// unlike real weights), random quants with normal f16 scales for the block types.
+void fill_weights(DType type, uint8_t* data, int64_t bytes) {
+  const DTypeTraits& t = traits(type);
+  const int64_t blocks = bytes / t.block_bytes;
+#pragma omp parallel
+  {
+    FastRng rng{0x9E3779B97F4A7C15ull * (omp_get_thread_num() + 1)};
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      uint8_t* p = data + b * t.block_bytes;
+      switch (type) {
+        case DType::kF32: {
+          const float v = rng.uniform();
+          std::memcpy(p, &v, 4);
+          break;
+        }
+        case DType::kF16:
+        case DType::kBF16: {
+          const float v = rng.uniform();
+          const uint16_t h = type == DType::kF16 ? f32_to_f16(v) : f32_to_bf16(v);
+          std::memcpy(p, &h, 2);
+          break;
+        }
+        default: {
+          for (int64_t i = 0; i + 8 <= t.block_bytes; i += 8) {
+            const uint64_t r = rng.next();
+            std::memcpy(p + i, &r, 8);
+          }
+          for (int64_t i = t.block_bytes / 8 * 8; i < t.block_bytes; ++i) p[i] = rng.next() & 0xFF;
+          uint16_t d = scale_bits(rng, type != DType::kQ4_K);
+          if (type == DType::kQ8_0) std::memcpy(p + offsetof(BlockQ8_0, d), &d, 2);
+          if (type == DType::kQ4_0) std::memcpy(p + offsetof(BlockQ4_0, d), &d, 2);
+          if (type == DType::kQ6_K) std::memcpy(p + offsetof(BlockQ6_K, d), &d, 2);
+          if (type == DType::kQ4_K) {
+            const uint16_t dmin = scale_bits(rng, false);
+            std::memcpy(p + offsetof(BlockQ4_K, d), &d, 2);
+            std::memcpy(p + offsetof(BlockQ4_K, dmin), &dmin, 2);
+          }
+        }
+      }
+    }
+  }
+}
+
+struct ShapeResult {
+  Shape shape;
+  int64_t bytes = 0;       // weight bytes one call reads
+  int copies = 0;          // matrices rotated over
+  double median_s = 0, min_s = 0;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Times gemv on `shape`, rotating over as many back-to-back copies as fit in the arena.
+// Activations as the runtime keeps them: 64-byte aligned rows (a 64-byte load of x that straddles
+// two cache lines costs two; --x-offset-floats shows what a misaligned caller pays).
+struct Activations {
+  float* x = nullptr;
+  float* y = nullptr;
+  Activations(int64_t x_floats, int64_t y_floats, int offset_floats) {
+    x_base = static_cast<float*>(std::aligned_alloc(64, (x_floats + 64) * sizeof(float)));
+    y = static_cast<float*>(std::aligned_alloc(64, (y_floats + 16) * sizeof(float)));
+    x = x_base + offset_floats;
+  }
+  ~Activations() {
+    std::free(x_base);
+    std::free(y);
+  }
+  Activations(const Activations&) = delete;
+  Activations& operator=(const Activations&) = delete;
+
+ private:
+  float* x_base = nullptr;
+};
+
+ShapeResult time_shape(DType type, const Shape& shape, int batch, GemvIsa isa,
+                       const uint8_t* arena, int64_t arena_bytes, int repeats, int x_offset) {
+  ShapeResult r;
+  r.shape = shape;
+  r.bytes = shape.rows * row_bytes(type, shape.cols);
+  r.copies = static_cast<int>(std::max<int64_t>(1, arena_bytes / r.bytes));
+  Activations act(batch * shape.cols, batch * shape.rows, x_offset);
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  for (int64_t i = 0; i < batch * shape.cols; ++i) act.x[i] = uni(rng);
+  std::vector<double> seconds;
+  const int warmup = std::min(r.copies, 3);
+  for (int call = 0; call < warmup + repeats; ++call) {
+    const WeightMatrix w{type, shape.rows, shape.cols, arena + (call % r.copies) * r.bytes};
+    const auto start = std::chrono::steady_clock::now();
+    const Status s = gemv_batched(w, act.x, batch, act.y, 0, 0, isa);
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (!s.is_ok()) {
+      std::cerr << "gemv_bench: " << s.to_string() << "\n";
+      std::exit(1);
+    }
+    if (call >= warmup) seconds.push_back(elapsed);
+  }
+  r.median_s = median(seconds);
+  r.min_s = *std::min_element(seconds.begin(), seconds.end());
+  return r;
+}
+
+std::string cpu_model_name() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const auto colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(colon + 2);
+    }
+  }
+  return "unknown cpu";
+}
+
+int run(const Options& opt) {
+  GemvIsa isa = GemvIsa::kBest;
+  if (opt.isa == "avx512") isa = GemvIsa::kAvx512;
+  if (opt.isa == "avx2") isa = GemvIsa::kAvx2;
+  if (opt.isa == "scalar") isa = GemvIsa::kScalar;
+  if (!gemv_isa_available(isa)) {
+    std::cerr << "gemv_bench: --isa " << opt.isa << ": not compiled into this build\n";
+    return 2;
+  }
+  const CpuTopology topology = probe_cpu_topology();
+  const ThreadPlacement placed = apply_thread_placement(opt.threads);
+  std::fprintf(stderr,
+               "gemv_bench: %d physical cores, %d logical cpus; %d threads, %s; kernels: %s\n",
+               topology.physical_cores, topology.logical_cpus, placed.num_threads,
+               placed.pinned ? "pinned one per core" : "NOT pinned", gemv_isa_name(isa));
+
+  std::vector<DType> types;
+  for (const std::string& name : opt.types) {
+    const auto type = dtype_from_name(name);
+    if (!type || !gemv_supports(*type)) {
+      std::cerr << "gemv_bench: --types: '" << name << "' is not a type gemv runs on\n";
+      return 2;
+    }
+    types.push_back(*type);
+  }
+
+  const ReadBandwidth bw =
+      measure_cpu_read_bandwidth(static_cast<int64_t>(opt.read_gib * kGiB), opt.read_passes);
+  if (bw.best_bytes_per_s <= 0) {
+    std::cerr << "gemv_bench: could not allocate the " << opt.read_gib << " GiB read buffer\n";
+    return 1;
+  }
+  const double c = bw.best_bytes_per_s;
+  nlohmann::json read_methods = nlohmann::json::object();
+  for (const ReadMethod& m : bw.methods) {
+    std::fprintf(stderr, "gemv_bench: read %-16s best %7.2f GB/s, median %7.2f GB/s\n", m.name,
+                 m.best_bytes_per_s / 1e9, m.median_bytes_per_s / 1e9);
+    read_methods[m.name] = {{"best_bytes_per_s", m.best_bytes_per_s},
+                            {"median_bytes_per_s", m.median_bytes_per_s}};
+  }
+  std::fprintf(stderr, "gemv_bench: C = %.2f GB/s (best pass of any method; %d passes each over %.2f GiB)\n",
+               c / 1e9, bw.passes, bw.buffer_bytes / kGiB);
+
+  std::ofstream json_file;
+  if (!opt.json_path.empty()) {
+    json_file.open(opt.json_path, std::ios::trunc);
+    if (!json_file) {
+      std::cerr << "gemv_bench: --json: cannot write " << opt.json_path << "\n";
+      return 2;
+    }
+  }
+  const std::string device = cpu_model_name() + ", " + std::to_string(placed.num_threads) +
+                             " threads" + (placed.pinned ? " pinned" : " unpinned");
+
+  struct Row {
+    std::string type;
+    int batch;
+    double bytes_per_s, ratio, best_ratio, worst_shape_ratio;
+  };
+  std::vector<Row> table;
+  for (DType type : types) {
+    int64_t largest = 0;
+    for (const Shape& s : kLlama3_8b) largest = std::max(largest, s.rows * row_bytes(type, s.cols));
+    const int64_t arena_bytes = std::max(static_cast<int64_t>(opt.working_set_gib * kGiB), largest);
+    auto* arena = static_cast<uint8_t*>(alloc_huge(arena_bytes));
+    if (arena == nullptr) {
+      std::cerr << "gemv_bench: cannot allocate a " << arena_bytes / kGiB << " GiB working set\n";
+      return 1;
+    }
+    fill_weights(type, arena, arena_bytes);
+    for (int batch : opt.batches) {
+      std::vector<ShapeResult> results;
+      double token_bytes = 0, token_s = 0, token_best_s = 0, worst = 1e9;
+      nlohmann::json shapes = nlohmann::json::array();
+      for (const Shape& shape : kLlama3_8b) {
+        const ShapeResult r = time_shape(type, shape, batch, isa, arena, arena_bytes, opt.repeats, opt.x_offset_floats);
+        token_bytes += static_cast<double>(r.bytes) * shape.uses_per_token;
+        token_s += r.median_s * shape.uses_per_token;
+        token_best_s += r.min_s * shape.uses_per_token;
+        const double rate = r.bytes / r.median_s;
+        worst = std::min(worst, rate / c);
+        shapes.push_back({{"role", shape.role}, {"rows", shape.rows}, {"cols", shape.cols},
+                          {"weight_bytes", r.bytes}, {"copies_rotated", r.copies},
+                          {"median_s", r.median_s}, {"min_s", r.min_s},
+                          {"weight_bytes_per_s", rate}, {"ratio_to_roofline", rate / c}});
+      }
+      // Per type: the rate a whole decoded token sees (each shape weighted by its reads per token).
+      const double rate = token_bytes / token_s;
+      nlohmann::json record = {
+          {"scenario", "cpu-gemv"}, {"model", "llama3-8b"}, {"type", dtype_name(type)},
+          {"phase", "decode"}, {"policy", "cpu-only"}, {"batch", batch},
+          {"threads", placed.num_threads}, {"pinned", placed.pinned},
+          {"isa", gemv_isa_name(isa)},
+          {"weight_bytes_per_token", token_bytes},
+          {"weight_bytes_per_s", rate},
+          {"cpu_read_bytes_per_s", c},
+          {"ratio_to_roofline", rate / c},
+          {"best_weight_bytes_per_s", token_bytes / token_best_s},
+          {"best_ratio_to_roofline", token_bytes / token_best_s / c},
+          {"tokens_per_s", 1.0 / token_s},
+          {"roofline_tokens_per_s", c / token_bytes},
+          {"limits", {{"cpu_read_bytes_per_s", c},
+                      {"cpu_read_methods", read_methods},
+                      {"cpu_read_buffer_bytes", bw.buffer_bytes}}},
+          {"bytes_per_token", {{"cpu", token_bytes}}},
+          {"working_set_bytes", arena_bytes},
+          {"repeats", opt.repeats},
+          {"x_offset_floats", opt.x_offset_floats},
+          {"shapes", shapes},
+          {"device", device},
+          {"commit", opt.commit}};
+      const std::string line = record.dump();
+      std::cout << line << "\n" << std::flush;
+      if (json_file) json_file << line << "\n" << std::flush;
+      table.push_back({dtype_name(type), batch, rate, rate / c, token_bytes / token_best_s / c, worst});
+    }
+    free_huge(arena);
+  }
+
+  std::printf("\nC (all-core read) = %.2f GB/s, %d threads, %s\n", c / 1e9, placed.num_threads,
+              device.c_str());
+  std::printf("%-6s %5s %12s %8s %11s %12s\n", "type", "batch", "GEMV GB/s", "ratio", "best-ratio",
+              "worst shape");
+  for (const Row& r : table) {
+    std::printf("%-6s %5d %12.2f %8.3f %11.3f %12.3f\n", r.type.c_str(), r.batch,
+                r.bytes_per_s / 1e9, r.ratio, r.best_ratio, r.worst_shape_ratio);
+  }
+  std::printf("(GEMV GB/s: weight bytes per token / summed median call times, llama3-8b shapes;\n"
+              " ratio = that / C; best-ratio uses the fastest call of each shape; worst shape =\n"
+              " lowest per-shape median ratio)\n");
+  return 0;
+}
+
+}  // namespace
+}  // namespace strata::bench
+
+int main(int argc, char** argv) {
+  strata::bench::Options opt;
+  CLI::App app{"Decode GEMV on the CPU against the host's all-core DRAM read bandwidth"};
+  app.add_option("--threads", opt.threads, "OpenMP threads, pinned one per core (0: physical cores)")
+      ->capture_default_str();
+  app.add_option("--read-gib", opt.read_gib, "buffer for the read-bandwidth probe, GiB (>= 4 on the target)")
+      ->capture_default_str();
+  app.add_option("--read-passes", opt.read_passes, "passes of the read probe; the best is C")
+      ->capture_default_str();
+  app.add_option("--working-set-gib", opt.working_set_gib,
+                 "weights rotated over per shape, GiB (>> last-level cache)")
+      ->capture_default_str();
+  app.add_option("--repeats", opt.repeats, "timed calls per shape (the median is reported)")
+      ->capture_default_str();
+  app.add_option("--types", opt.types, "weight types")->delimiter(',')->capture_default_str();
+  app.add_option("--batch", opt.batches, "sequences decoded at once (gemv_batched), e.g. 1,4")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--isa", opt.isa, "kernels: best, avx512, avx2, scalar")
+      ->check(CLI::IsMember({"best", "avx512", "avx2", "scalar"}))
+      ->capture_default_str();
+  app.add_option("--x-offset-floats", opt.x_offset_floats,
+                 "misalign x by this many floats from a 64-byte boundary (0..15)")
+      ->check(CLI::Range(0, 15))
+      ->capture_default_str();
+  app.add_option("--json", opt.json_path, "also write the JSON lines to this file");
+  app.add_option("--commit", opt.commit, "commit id to record");
+  CLI11_PARSE(app, argc, argv);
+  return strata::bench::run(opt);
+}
