@@ -34,9 +34,10 @@ STRATA_ALWAYS_INLINE __m256i i8x8(const void* p) {
   return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 }
 
+// Independent sums per x row, as in gemv_avx512.cpp, within AVX2's 16 vector registers.
 template <int M>
 struct Accumulators {
-  static constexpr int kPerRow = M == 1 ? 4 : (M == 2 ? 2 : 1);
+  static constexpr int kPerRow = M == 1 ? 4 : (M <= 4 ? 2 : 1);
   __m256 acc[M][kPerRow];
   const float* x[M];
 

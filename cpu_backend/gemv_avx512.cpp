@@ -43,13 +43,20 @@ namespace {
 // for the line this far ahead overlaps the memory latency with the decode (bench/NOTES.md).
 constexpr int64_t kPrefetchBytes = STRATA_GEMV_PREFETCH_BYTES;
 
-// Prefetches the cache lines of [p + kPrefetchBytes, p + kPrefetchBytes + bytes). Past the end of
-// the matrix this touches nothing: prefetches never fault.
-STRATA_ALWAYS_INLINE void prefetch_ahead(const uint8_t* p, int64_t bytes) {
+// Prefetches the cache lines kPrefetchBytes ahead of bytes [offset, offset + bytes) of a row that
+// is read in step with R - 1 following rows (R rows of row_bytes each, then the next R). Ahead
+// of the end of the row lies the next row, which another stream of this group is reading
+// already; the line this stream will need then is in its row of the next group, R rows on.
+// Past the end of the matrix this touches nothing: prefetches never fault.
+template <int R>
+STRATA_ALWAYS_INLINE void prefetch_ahead(const uint8_t* row, int64_t offset, int64_t bytes,
+                                         int64_t row_bytes) {
   if constexpr (kPrefetchBytes > 0) {
 #pragma GCC unroll 8
-    for (int64_t off = 0; off < bytes; off += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + off), _MM_HINT_T0);
+    for (int64_t line = 0; line < bytes; line += 64) {
+      int64_t ahead = offset + kPrefetchBytes + line;
+      if (ahead >= row_bytes) ahead += (R - 1) * row_bytes;
+      _mm_prefetch(reinterpret_cast<const char*>(row + ahead), _MM_HINT_T0);
     }
   }
 }
@@ -67,54 +74,70 @@ STRATA_ALWAYS_INLINE __m512 broadcast_half(const float* f16_table, const uint8_t
 // Tells the compiler that `values` must be read back from memory: GCC otherwise keeps a small
 // array it just stored in a register and broadcasts its lanes with vpermps (port 5) instead of
 // broadcast loads (load ports only).
-template <size_t N>
-STRATA_ALWAYS_INLINE void force_reload(float (&values)[N]) {
+template <class Array>
+STRATA_ALWAYS_INLINE void force_reload(Array& values) {
   asm volatile("" : "+m"(values));
 }
 
-// The running sums of one weight row against M rows of x. At batch 1 four independent sums hide
-// the FMA latency; larger batches have M independent chains already.
-template <int M>
+// The running sums of R weight rows against M rows of x. Each x vector is loaded once and used
+// for all R weight rows: at batch 1 that halves the x traffic from L2 when x outgrows L1 (K =
+// 14336 is 56 KiB). Each (row, x row) pair gets several independent sums so that no chain takes
+// more than one FMA per block of weights (an FMA has 4 cycles of latency).
+template <int R, int M>
 struct Accumulators {
-  static constexpr int kPerRow = M == 1 ? 4 : (M == 2 ? 2 : 1);
-  __m512 acc[M][kPerRow];
+  static constexpr int kPerRow = R * M <= 2 ? 4 : 2;
+  __m512 acc[R][M][kPerRow];
   const float* x[M];
 
   STRATA_ALWAYS_INLINE explicit Accumulators(const GemvArgs& a) {
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m) {
       x[m] = a.x + m * a.x_stride;
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 4
-      for (int s = 0; s < kPerRow; ++s) acc[m][s] = _mm512_setzero_ps();
+        for (int s = 0; s < kPerRow; ++s) acc[r][m][s] = _mm512_setzero_ps();
+      }
     }
   }
 
-  // acc[m][S] += w * x[m][k .. k+15] for every m.
+  // acc[r][m][S] += w[r] * x[m][k .. k+15] for every r and m.
   template <int S>
-  STRATA_ALWAYS_INLINE void fma(__m512 w, int64_t k) {
+  STRATA_ALWAYS_INLINE void fma(const __m512 (&w)[R], int64_t k) {
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m) {
-      acc[m][S % kPerRow] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x[m] + k), acc[m][S % kPerRow]);
+      const __m512 xv = _mm512_loadu_ps(x[m] + k);
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+        acc[r][m][S % kPerRow] = _mm512_fmadd_ps(w[r], xv, acc[r][m][S % kPerRow]);
+      }
     }
   }
 
   // The same for the first popcount(mask) lanes; w must be zero in the others.
   template <int S>
-  STRATA_ALWAYS_INLINE void fma_masked(__m512 w, int64_t k, __mmask16 mask) {
+  STRATA_ALWAYS_INLINE void fma_masked(const __m512 (&w)[R], int64_t k, __mmask16 mask) {
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m) {
-      acc[m][S % kPerRow] =
-          _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(mask, x[m] + k), acc[m][S % kPerRow]);
+      const __m512 xv = _mm512_maskz_loadu_ps(mask, x[m] + k);
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+        acc[r][m][S % kPerRow] = _mm512_fmadd_ps(w[r], xv, acc[r][m][S % kPerRow]);
+      }
     }
   }
 
+  // y[m][n + r] = the sum for weight row r and x row m.
   STRATA_ALWAYS_INLINE void store(float* y, int64_t y_stride, int64_t n) const {
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m) {
-      __m512 sum = acc[m][0];
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+        __m512 sum = acc[r][m][0];
 #pragma GCC unroll 4
-      for (int s = 1; s < kPerRow; ++s) sum = _mm512_add_ps(sum, acc[m][s]);
-      y[m * y_stride + n] = _mm512_reduce_add_ps(sum);
+        for (int s = 1; s < kPerRow; ++s) sum = _mm512_add_ps(sum, acc[r][m][s]);
+        y[m * y_stride + n + r] = _mm512_reduce_add_ps(sum);
+      }
     }
   }
 };
@@ -123,183 +146,237 @@ STRATA_ALWAYS_INLINE __mmask16 tail_mask(int64_t n) {
   return static_cast<__mmask16>((1u << n) - 1u);
 }
 
+// Each decoder's run(rows, cols, acc) walks R rows (rows[r] is the first byte of row r) in step.
+
 struct F32Row {
-  template <class Acc>
-  STRATA_ALWAYS_INLINE static void run(const uint8_t* row, int64_t cols, Acc& acc) {
-    const float* w = reinterpret_cast<const float*>(row);
+  template <int R, class Acc>
+  STRATA_ALWAYS_INLINE static void run(const uint8_t* const (&rows)[R], int64_t cols, Acc& acc) {
+    const auto at = [&](int r, int64_t k) { return reinterpret_cast<const float*>(rows[r]) + k; };
     int64_t k = 0;
     for (; k + 64 <= cols; k += 64) {
-      prefetch_ahead(row + 4 * k, 256);
-      acc.template fma<0>(_mm512_loadu_ps(w + k), k);
-      acc.template fma<1>(_mm512_loadu_ps(w + k + 16), k + 16);
-      acc.template fma<2>(_mm512_loadu_ps(w + k + 32), k + 32);
-      acc.template fma<3>(_mm512_loadu_ps(w + k + 48), k + 48);
+      __m512 w[4][R];
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+        prefetch_ahead<R>(rows[r], 4 * k, 256, 4 * cols);
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v) w[v][r] = _mm512_loadu_ps(at(r, k + 16 * v));
+      }
+      acc.template fma<0>(w[0], k);
+      acc.template fma<1>(w[1], k + 16);
+      acc.template fma<2>(w[2], k + 32);
+      acc.template fma<3>(w[3], k + 48);
     }
-    for (; k + 16 <= cols; k += 16) acc.template fma<0>(_mm512_loadu_ps(w + k), k);
+    for (; k + 16 <= cols; k += 16) {
+      __m512 w[R];
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) w[r] = _mm512_loadu_ps(at(r, k));
+      acc.template fma<0>(w, k);
+    }
     if (k < cols) {
       const __mmask16 mask = tail_mask(cols - k);
-      acc.template fma_masked<1>(_mm512_maskz_loadu_ps(mask, w + k), k, mask);
+      __m512 w[R];
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) w[r] = _mm512_maskz_loadu_ps(mask, at(r, k));
+      acc.template fma_masked<1>(w, k, mask);
     }
   }
 };
 
-STRATA_ALWAYS_INLINE __m512 f16x16(const uint16_t* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
-STRATA_ALWAYS_INLINE __m512 bf16x16(const uint16_t* p) {
-  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-}
-
 template <bool kBf16>
 struct HalfRow {
-  STRATA_ALWAYS_INLINE static __m512 load(const uint16_t* p) { return kBf16 ? bf16x16(p) : f16x16(p); }
-  STRATA_ALWAYS_INLINE static __m512 load_masked(const uint16_t* p, __mmask16 mask) {
-    const __m256i h = _mm256_maskz_loadu_epi16(mask, p);
+  STRATA_ALWAYS_INLINE static __m512 widen(__m256i h) {
     if constexpr (kBf16) {
       return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     } else {
       return _mm512_cvtph_ps(h);
     }
   }
+  STRATA_ALWAYS_INLINE static __m512 load(const uint8_t* row, int64_t k) {
+    return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * k)));
+  }
 
-  template <class Acc>
-  STRATA_ALWAYS_INLINE static void run(const uint8_t* row, int64_t cols, Acc& acc) {
-    const uint16_t* w = reinterpret_cast<const uint16_t*>(row);
+  template <int R, class Acc>
+  STRATA_ALWAYS_INLINE static void run(const uint8_t* const (&rows)[R], int64_t cols, Acc& acc) {
     int64_t k = 0;
     for (; k + 64 <= cols; k += 64) {
-      prefetch_ahead(row + 2 * k, 128);
-      acc.template fma<0>(load(w + k), k);
-      acc.template fma<1>(load(w + k + 16), k + 16);
-      acc.template fma<2>(load(w + k + 32), k + 32);
-      acc.template fma<3>(load(w + k + 48), k + 48);
+      __m512 w[4][R];
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+        prefetch_ahead<R>(rows[r], 2 * k, 128, 2 * cols);
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v) w[v][r] = load(rows[r], k + 16 * v);
+      }
+      acc.template fma<0>(w[0], k);
+      acc.template fma<1>(w[1], k + 16);
+      acc.template fma<2>(w[2], k + 32);
+      acc.template fma<3>(w[3], k + 48);
     }
-    for (; k + 16 <= cols; k += 16) acc.template fma<0>(load(w + k), k);
+    for (; k + 16 <= cols; k += 16) {
+      __m512 w[R];
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) w[r] = load(rows[r], k);
+      acc.template fma<0>(w, k);
+    }
     if (k < cols) {
       const __mmask16 mask = tail_mask(cols - k);
-      acc.template fma_masked<1>(load_masked(w + k, mask), k, mask);
+      __m512 w[R];
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) w[r] = widen(_mm256_maskz_loadu_epi16(mask, rows[r] + 2 * k));
+      acc.template fma_masked<1>(w, k, mask);
     }
   }
 };
 
 struct Q8_0Row {
-  // Block b: weights q * d for its 32 int8 quants, into slots S and S+1.
-  template <int S, class Acc>
-  STRATA_ALWAYS_INLINE static void block(const uint8_t* row, int64_t b, const float* f16_table,
-                                         Acc& acc) {
-    const uint8_t* blk = row + b * static_cast<int64_t>(sizeof(BlockQ8_0));
-    const __m512 d = broadcast_half(f16_table, blk + offsetof(BlockQ8_0, d));
-    const __m128i* qs = reinterpret_cast<const __m128i*>(blk + offsetof(BlockQ8_0, qs));
-    const __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(qs)));
-    const __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(qs + 1)));
+  // Block b of every row: weights q * d for its 32 int8 quants, into slots S and S+1.
+  template <int S, int R, class Acc>
+  STRATA_ALWAYS_INLINE static void block(const uint8_t* const (&rows)[R], int64_t b,
+                                         const float* f16_table, Acc& acc) {
+    __m512 w0[R], w1[R];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = rows[r] + b * static_cast<int64_t>(sizeof(BlockQ8_0));
+      const __m512 d = broadcast_half(f16_table, blk + offsetof(BlockQ8_0, d));
+      const __m128i* qs = reinterpret_cast<const __m128i*>(blk + offsetof(BlockQ8_0, qs));
+      w0[r] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(qs))), d);
+      w1[r] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(qs + 1))), d);
+    }
     const int64_t k = b * kQK8_0;
-    acc.template fma<S>(_mm512_mul_ps(q0, d), k);
-    acc.template fma<S + 1>(_mm512_mul_ps(q1, d), k + 16);
+    acc.template fma<S>(w0, k);
+    acc.template fma<S + 1>(w1, k + 16);
   }
 
-  template <class Acc>
-  STRATA_ALWAYS_INLINE static void run(const uint8_t* row, int64_t cols, Acc& acc) {
+  template <int R, class Acc>
+  STRATA_ALWAYS_INLINE static void run(const uint8_t* const (&rows)[R], int64_t cols, Acc& acc) {
+    constexpr int64_t kBlockBytes = sizeof(BlockQ8_0);
     const float* f16_table = f16_to_f32_table();
     const int64_t blocks = cols / kQK8_0;
     int64_t b = 0;
     for (; b + 2 <= blocks; b += 2) {
-      prefetch_ahead(row + b * static_cast<int64_t>(sizeof(BlockQ8_0)), 2 * sizeof(BlockQ8_0));
-      block<0>(row, b, f16_table, acc);
-      block<2>(row, b + 1, f16_table, acc);
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+        prefetch_ahead<R>(rows[r], b * kBlockBytes, 2 * kBlockBytes, blocks * kBlockBytes);
+      }
+      block<0>(rows, b, f16_table, acc);
+      block<2>(rows, b + 1, f16_table, acc);
     }
-    if (b < blocks) block<0>(row, b, f16_table, acc);
+    if (b < blocks) block<0>(rows, b, f16_table, acc);
   }
 };
 
 struct Q4_0Row {
-  template <int S, class Acc>
-  STRATA_ALWAYS_INLINE static void block(const uint8_t* row, int64_t b, const __m512 q_minus_8,
-                                         const float* f16_table, Acc& acc) {
-    const uint8_t* blk = row + b * static_cast<int64_t>(sizeof(BlockQ4_0));
-    // table[q] = (q - 8) * d, the value dequantize_row gives a nibble q.
-    const __m512 table =
-        _mm512_mul_ps(q_minus_8, broadcast_half(f16_table, blk + offsetof(BlockQ4_0, d)));
-    const __m512i bytes = _mm512_cvtepu8_epi32(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + offsetof(BlockQ4_0, qs))));
+  template <int S, int R, class Acc>
+  STRATA_ALWAYS_INLINE static void block(const uint8_t* const (&rows)[R], int64_t b,
+                                         const __m512 q_minus_8, const float* f16_table, Acc& acc) {
+    __m512 lo[R], hi[R];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = rows[r] + b * static_cast<int64_t>(sizeof(BlockQ4_0));
+      // table[q] = (q - 8) * d, the value dequantize_row gives a nibble q.
+      const __m512 table =
+          _mm512_mul_ps(q_minus_8, broadcast_half(f16_table, blk + offsetof(BlockQ4_0, d)));
+      const __m512i bytes = _mm512_cvtepu8_epi32(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + offsetof(BlockQ4_0, qs))));
+      lo[r] = _mm512_permutexvar_ps(bytes, table);                         // low nibbles
+      hi[r] = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);  // high nibbles
+    }
     const int64_t k = b * kQK4_0;
-    acc.template fma<S>(_mm512_permutexvar_ps(bytes, table), k);  // low nibbles
-    acc.template fma<S + 1>(_mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table), k + 16);
+    acc.template fma<S>(lo, k);
+    acc.template fma<S + 1>(hi, k + 16);
   }
 
-  template <class Acc>
-  STRATA_ALWAYS_INLINE static void run(const uint8_t* row, int64_t cols, Acc& acc) {
+  template <int R, class Acc>
+  STRATA_ALWAYS_INLINE static void run(const uint8_t* const (&rows)[R], int64_t cols, Acc& acc) {
     const float* f16_table = f16_to_f32_table();
+    constexpr int64_t kBlockBytes = sizeof(BlockQ4_0);
     const __m512 q_minus_8 = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
     const int64_t blocks = cols / kQK4_0;
     int64_t b = 0;
-    for (; b + 4 <= blocks; b += 4) {  // 72 bytes: prefetch two lines per four blocks
-      prefetch_ahead(row + b * static_cast<int64_t>(sizeof(BlockQ4_0)), 4 * sizeof(BlockQ4_0));
-      block<0>(row, b, q_minus_8, f16_table, acc);
-      block<2>(row, b + 1, q_minus_8, f16_table, acc);
-      block<0>(row, b + 2, q_minus_8, f16_table, acc);
-      block<2>(row, b + 3, q_minus_8, f16_table, acc);
+    for (; b + 4 <= blocks; b += 4) {  // 72 bytes per row: two prefetches per four blocks
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+        prefetch_ahead<R>(rows[r], b * kBlockBytes, 4 * kBlockBytes, blocks * kBlockBytes);
+      }
+      block<0>(rows, b, q_minus_8, f16_table, acc);
+      block<2>(rows, b + 1, q_minus_8, f16_table, acc);
+      block<0>(rows, b + 2, q_minus_8, f16_table, acc);
+      block<2>(rows, b + 3, q_minus_8, f16_table, acc);
     }
-    for (; b < blocks; ++b) block<0>(row, b, q_minus_8, f16_table, acc);
+    for (; b < blocks; ++b) block<0>(rows, b, q_minus_8, f16_table, acc);
   }
 };
 
 struct Q4_KRow {
-  // 64 elements: sub-blocks 2c (low nibbles of 32 bytes) and 2c+1 (high nibbles).
-  template <int C, class Acc>
-  STRATA_ALWAYS_INLINE static void chunk(const uint8_t* qs, const float* d1, const float* m1,
-                                         const __m512 iota, int64_t k, Acc& acc) {
-    // table[q] = d1 * q - m1, fused: rounded once where dequantize_row rounds twice (the one
-    // place where these kernels differ from it, by at most one rounding of d1 * q).
-    const __m512 lo_table =
-        _mm512_fmsub_ps(_mm512_set1_ps(d1[2 * C]), iota, _mm512_set1_ps(m1[2 * C]));
-    const __m512 hi_table =
-        _mm512_fmsub_ps(_mm512_set1_ps(d1[2 * C + 1]), iota, _mm512_set1_ps(m1[2 * C + 1]));
-    const __m128i* q = reinterpret_cast<const __m128i*>(qs + 32 * C);
-    const __m512i b0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(q));
-    const __m512i b1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(q + 1));
-    const int64_t k0 = k + 64 * C;
-    acc.template fma<0>(_mm512_permutexvar_ps(b0, lo_table), k0);
-    acc.template fma<1>(_mm512_permutexvar_ps(b1, lo_table), k0 + 16);
-    acc.template fma<2>(_mm512_permutexvar_ps(_mm512_srli_epi32(b0, 4), hi_table), k0 + 32);
-    acc.template fma<3>(_mm512_permutexvar_ps(_mm512_srli_epi32(b1, 4), hi_table), k0 + 48);
+  // Per-block scales: dm[j] = d * sc[j], dm[8 + j] = dmin * m[j] for the 8 sub-blocks. The 6-bit
+  // fields are unpacked with ggml's word masks (the same values as q4k_scale_min), then
+  // converted and scaled 16 at a time; stored so that the tables broadcast them from memory.
+  STRATA_ALWAYS_INLINE static void scales(const uint8_t* blk, const float* f16_table, float* dm) {
+    uint32_t u[4];
+    std::memcpy(u, blk + offsetof(BlockQ4_K, scales), kKScaleBytes);
+    constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
+    u[3] = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);  // m[4..7]
+    const uint32_t m_low = u[1] & kLow6;                           // m[0..3]
+    u[1] = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);          // sc[4..7]
+    u[2] = m_low;
+    u[0] &= kLow6;                                                 // sc[0..3]
+    const __m512 d_then_dmin =
+        _mm512_mask_blend_ps(0xFF00, broadcast_half(f16_table, blk + offsetof(BlockQ4_K, d)),
+                             broadcast_half(f16_table, blk + offsetof(BlockQ4_K, dmin)));
+    const __m512 sc_m = _mm512_cvtepi32_ps(
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u))));
+    _mm512_store_ps(dm, _mm512_mul_ps(d_then_dmin, sc_m));
   }
 
-  template <class Acc>
-  STRATA_ALWAYS_INLINE static void run(const uint8_t* row, int64_t cols, Acc& acc) {
+  // 64 elements of every row: sub-blocks 2c (low nibbles of 32 bytes) and 2c+1 (high nibbles).
+  template <int C, int R, class Acc>
+  STRATA_ALWAYS_INLINE static void chunk(const uint8_t* const (&qs)[R], const float (&dm)[R][16],
+                                         const __m512 iota, int64_t k, Acc& acc) {
+    __m512 w[4][R];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) {
+      // table[q] = d1 * q - m1, fused: rounded once where dequantize_row rounds twice (the one
+      // place where these kernels differ from it, by at most one rounding of d1 * q).
+      const __m512 lo_table =
+          _mm512_fmsub_ps(_mm512_set1_ps(dm[r][2 * C]), iota, _mm512_set1_ps(dm[r][8 + 2 * C]));
+      const __m512 hi_table = _mm512_fmsub_ps(_mm512_set1_ps(dm[r][2 * C + 1]), iota,
+                                              _mm512_set1_ps(dm[r][8 + 2 * C + 1]));
+      const __m128i* q = reinterpret_cast<const __m128i*>(qs[r] + 32 * C);
+      const __m512i b0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(q));
+      const __m512i b1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(q + 1));
+      w[0][r] = _mm512_permutexvar_ps(b0, lo_table);
+      w[1][r] = _mm512_permutexvar_ps(b1, lo_table);
+      w[2][r] = _mm512_permutexvar_ps(_mm512_srli_epi32(b0, 4), hi_table);
+      w[3][r] = _mm512_permutexvar_ps(_mm512_srli_epi32(b1, 4), hi_table);
+    }
+    const int64_t k0 = k + 64 * C;
+    acc.template fma<0>(w[0], k0);
+    acc.template fma<1>(w[1], k0 + 16);
+    acc.template fma<2>(w[2], k0 + 32);
+    acc.template fma<3>(w[3], k0 + 48);
+  }
+
+  template <int R, class Acc>
+  STRATA_ALWAYS_INLINE static void run(const uint8_t* const (&rows)[R], int64_t cols, Acc& acc) {
     const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    constexpr int64_t kBlockBytes = sizeof(BlockQ4_K);
     const float* f16_table = f16_to_f32_table();
     const int64_t blocks = cols / kQK_K;
     for (int64_t b = 0; b < blocks; ++b) {
-      const uint8_t* blk = row + b * static_cast<int64_t>(sizeof(BlockQ4_K));
-      prefetch_ahead(blk, sizeof(BlockQ4_K));
-      // dm[j] = d * sc[j], dm[8 + j] = dmin * m[j] for the 8 sub-blocks: the 6-bit fields are
-      // unpacked with ggml's word masks (the same values as q4k_scale_min), then converted and
-      // scaled 16 at a time.
-      uint32_t u[4];
-      std::memcpy(u, blk + offsetof(BlockQ4_K, scales), kKScaleBytes);
-      constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
-      u[3] = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);  // m[4..7]
-      const uint32_t m_low = u[1] & kLow6;                           // m[0..3]
-      u[1] = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);          // sc[4..7]
-      u[2] = m_low;
-      u[0] &= kLow6;                                                 // sc[0..3]
-      asm volatile("" : "+m"(u));  // reload as one vector load, not vmovd + vpinsrd shuffles
-      const __m512 d_then_dmin =
-          _mm512_mask_blend_ps(0xFF00, broadcast_half(f16_table, blk + offsetof(BlockQ4_K, d)),
-                               broadcast_half(f16_table, blk + offsetof(BlockQ4_K, dmin)));
-      const __m512 sc_m = _mm512_cvtepi32_ps(
-          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u))));
-      alignas(64) float dm[16];
-      _mm512_store_ps(dm, _mm512_mul_ps(d_then_dmin, sc_m));
+      alignas(64) float dm[R][16];
+      const uint8_t* qs[R];
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* blk = rows[r] + b * kBlockBytes;
+        prefetch_ahead<R>(rows[r], b * kBlockBytes, kBlockBytes, blocks * kBlockBytes);
+        scales(blk, f16_table, dm[r]);
+        qs[r] = blk + offsetof(BlockQ4_K, qs);
+      }
       force_reload(dm);
-      const float* d1 = dm;
-      const float* m1 = dm + 8;
-      const uint8_t* qs = blk + offsetof(BlockQ4_K, qs);
       const int64_t k = b * kQK_K;
-      chunk<0>(qs, d1, m1, iota, k, acc);
-      chunk<1>(qs, d1, m1, iota, k, acc);
-      chunk<2>(qs, d1, m1, iota, k, acc);
-      chunk<3>(qs, d1, m1, iota, k, acc);
+      chunk<0>(qs, dm, iota, k, acc);
+      chunk<1>(qs, dm, iota, k, acc);
+      chunk<2>(qs, dm, iota, k, acc);
+      chunk<3>(qs, dm, iota, k, acc);
     }
   }
 };
@@ -314,21 +391,20 @@ struct Q6_KRow {
     return _mm512_fmsub_ps(_mm512_set1_ps(scale), qf, _mm512_set1_ps(scale32));
   }
 
-  // One half of a block: 128 elements from 64 bytes of ql, 32 of qh and 8 scales.
-  template <class Acc>
-  STRATA_ALWAYS_INLINE static void half(const uint8_t* ql, const uint8_t* qh, const float* scale,
-                                        const float* scale32, int64_t k, Acc& acc) {
+  // The 6-bit quants of one half of a block (128 elements from 64 bytes of ql and 32 of qh), as
+  // bytes in element order: q[0..63] from q_a, q[64..127] from q_b.
+  STRATA_ALWAYS_INLINE static void unpack(const uint8_t* ql, const uint8_t* qh, uint8_t* q) {
     const __m512i low4 = _mm512_set1_epi8(0x0F);
     const __m512i bits45 = _mm512_set1_epi8(0x30);
     // qh bits for bytes 0..31 (elements 0..31) and 32..63 (elements 32..63) of q_a: bits 0-1 and
     // 2-3 of qh moved to bits 4-5 (16-bit lanes shifted left by 4 and 2); for q_b (elements
     // 64..127): bits 4-5 and 6-7 (shifted right by 0 and 2). Bits that cross into the
     // neighbouring byte land outside bits 4-5, which the ternary-logic mask drops.
-    const __m512i shift_a = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
-                                             0x0002000200020002, 0x0004000400040004, 0x0004000400040004,
-                                             0x0004000400040004, 0x0004000400040004);
-    const __m512i shift_b = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
-                                             0x0002000200020002, 0, 0, 0, 0);
+    const __m512i shift_a = _mm512_set_epi64(
+        0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+        0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004);
+    const __m512i shift_b = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002,
+                                             0x0002000200020002, 0x0002000200020002, 0, 0, 0, 0);
     const __m512i l = _mm512_loadu_si512(ql);
     const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh)));
     // (h_shifted & 0x30) | low nibbles, in one vpternlogd (0xEA: (A & B) | C).
@@ -336,52 +412,84 @@ struct Q6_KRow {
                                                   _mm512_and_si512(l, low4), 0xEA);
     const __m512i q_b = _mm512_ternarylogic_epi32(
         _mm512_srlv_epi16(h, shift_b), bits45, _mm512_and_si512(_mm512_srli_epi16(l, 4), low4), 0xEA);
-    // Through the stack: vpmovzxbd from memory costs one shuffle per 16 quants, extracting
-    // 128-bit lanes first would cost two.
-    alignas(64) uint8_t q[128];
     _mm512_store_si512(q, q_a);
     _mm512_store_si512(q + 64, q_b);
-    acc.template fma<0>(widen(q, scale[0], scale32[0]), k);
-    acc.template fma<1>(widen(q + 16, scale[1], scale32[1]), k + 16);
-    acc.template fma<2>(widen(q + 32, scale[2], scale32[2]), k + 32);
-    acc.template fma<3>(widen(q + 48, scale[3], scale32[3]), k + 48);
-    acc.template fma<0>(widen(q + 64, scale[4], scale32[4]), k + 64);
-    acc.template fma<1>(widen(q + 80, scale[5], scale32[5]), k + 80);
-    acc.template fma<2>(widen(q + 96, scale[6], scale32[6]), k + 96);
-    acc.template fma<3>(widen(q + 112, scale[7], scale32[7]), k + 112);
   }
 
-  template <class Acc>
-  STRATA_ALWAYS_INLINE static void run(const uint8_t* row, int64_t cols, Acc& acc) {
+  template <int R, class Acc>
+  STRATA_ALWAYS_INLINE static void run(const uint8_t* const (&rows)[R], int64_t cols, Acc& acc) {
+    constexpr int64_t kBlockBytes = sizeof(BlockQ6_K);
     const float* f16_table = f16_to_f32_table();
     const int64_t blocks = cols / kQK_K;
     for (int64_t b = 0; b < blocks; ++b) {
-      const uint8_t* blk = row + b * static_cast<int64_t>(sizeof(BlockQ6_K));
-      prefetch_ahead(blk, sizeof(BlockQ6_K));
-      // scale[j] = d * scales[j], as dequantize_row rounds it before multiplying by q.
-      const __m512 d = broadcast_half(f16_table, blk + offsetof(BlockQ6_K, d));
-      const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + offsetof(BlockQ6_K, scales)));
-      alignas(64) float scale[16];
-      alignas(64) float scale32[16];
-      const __m512 s = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc8)));
-      _mm512_store_ps(scale, s);
-      _mm512_store_ps(scale32, _mm512_mul_ps(s, _mm512_set1_ps(32.0f)));
+      alignas(64) float scale[R][16];
+      alignas(64) float scale32[R][16];
+      // Through the stack: vpmovzxbd from memory costs one shuffle per 16 quants, extracting
+      // 128-bit lanes first would cost two.
+      alignas(64) uint8_t q[R][2][128];
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* blk = rows[r] + b * kBlockBytes;
+        prefetch_ahead<R>(rows[r], b * kBlockBytes, kBlockBytes, blocks * kBlockBytes);
+        // scale[j] = d * scales[j], as dequantize_row rounds it before multiplying by q - 32.
+        const __m512 d = broadcast_half(f16_table, blk + offsetof(BlockQ6_K, d));
+        const __m128i sc8 =
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + offsetof(BlockQ6_K, scales)));
+        const __m512 s = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc8)));
+        _mm512_store_ps(scale[r], s);
+        _mm512_store_ps(scale32[r], _mm512_mul_ps(s, _mm512_set1_ps(32.0f)));
+        const uint8_t* ql = blk + offsetof(BlockQ6_K, ql);
+        const uint8_t* qh = blk + offsetof(BlockQ6_K, qh);
+        unpack(ql, qh, q[r][0]);
+        unpack(ql + 64, qh + 32, q[r][1]);
+      }
       force_reload(scale);
       force_reload(scale32);
-      const uint8_t* ql = blk + offsetof(BlockQ6_K, ql);
-      const uint8_t* qh = blk + offsetof(BlockQ6_K, qh);
       const int64_t k = b * kQK_K;
-      half(ql, qh, scale, scale32, k, acc);
-      half(ql + 64, qh + 32, scale + 8, scale32 + 8, k + 128, acc);
+#pragma GCC unroll 2
+      for (int half = 0; half < 2; ++half) {
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; ++g) {
+          __m512 w[R];
+#pragma GCC unroll 2
+          for (int r = 0; r < R; ++r) {
+            w[r] = widen(q[r][half] + 16 * g, scale[r][8 * half + g], scale32[r][8 * half + g]);
+          }
+          const int64_t kg = k + 128 * half + 16 * g;
+          switch (g % 4) {  // a compile-time slot once unrolled
+            case 0: acc.template fma<0>(w, kg); break;
+            case 1: acc.template fma<1>(w, kg); break;
+            case 2: acc.template fma<2>(w, kg); break;
+            default: acc.template fma<3>(w, kg); break;
+          }
+        }
+      }
     }
   }
 };
 
+// Rows [row_begin, row_end) against a batch of M: two weight rows at a time (sharing each x load)
+// where the accumulators fit in registers, then one at a time for the remainder.
+#ifndef STRATA_GEMV_ROWS_AT_ONCE
+#define STRATA_GEMV_ROWS_AT_ONCE 2
+#endif
+
 template <class Row, int M>
 void rows_for_batch(const GemvArgs& a, int64_t row_begin, int64_t row_end) {
-  for (int64_t n = row_begin; n < row_end; ++n) {
-    Accumulators<M> acc(a);
-    Row::run(a.w + n * a.w_row_bytes, a.cols, acc);
+  constexpr int kRows = M <= 2 ? STRATA_GEMV_ROWS_AT_ONCE : 1;
+  int64_t n = row_begin;
+  for (; n + kRows <= row_end; n += kRows) {
+    const uint8_t* rows[kRows];
+#pragma GCC unroll 2
+    for (int r = 0; r < kRows; ++r) rows[r] = a.w + (n + r) * a.w_row_bytes;
+    Accumulators<kRows, M> acc(a);
+    Row::run(rows, a.cols, acc);
+    acc.store(a.y, a.y_stride, n);
+  }
+  for (; n < row_end; ++n) {
+    const uint8_t* rows[1] = {a.w + n * a.w_row_bytes};
+    Accumulators<1, M> acc(a);
+    Row::run(rows, a.cols, acc);
     acc.store(a.y, a.y_stride, n);
   }
 }
