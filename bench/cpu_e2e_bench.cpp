@@ -119,6 +119,7 @@ int main(int argc, char** argv) {
   opts.max_context = std::min<int64_t>(spec.hp.n_ctx_train, std::max(prefill_tokens, 256) + decode_tokens + 64);
   opts.max_batch_tokens = std::max(prefill_tokens, 1);
   opts.prefill_precision = precision == "bf16" ? cpu::MatmulPrecision::kBF16 : cpu::MatmulPrecision::kF32;
+  opts.profile = true;
   auto exec_or = Executor::create(spec, opts);
   if (!exec_or.is_ok()) {
     std::fprintf(stderr, "%s\n", exec_or.status().to_string().c_str());
@@ -154,9 +155,14 @@ int main(int argc, char** argv) {
     std::vector<int32_t> prompt(prefill_tokens);
     for (auto& t : prompt) t = tok(rng);
     check(exec.add_sequence(1));
+    const ExecutorProfile p0 = exec.profile();
     const double t0 = bench::now_s();
     check(exec.forward(1, prompt, false, &logits));
     const double secs = bench::now_s() - t0;
+    const ExecutorProfile& p1 = exec.profile();
+    std::fprintf(stderr, "prefill %.2f s: matmul %.2f s, attention %.2f s, other %.2f s; oneDNN ISA %d\n",
+                 secs, p1.matmul_s - p0.matmul_s, p1.attention_s - p0.attention_s,
+                 p1.other_s() - p0.other_s(), static_cast<int>(dnnl::get_effective_cpu_isa()));
     check(exec.remove_sequence(1));
     const double roof_s = std::max(bytes_per_token / C, 2.0 * params * prefill_tokens / G);
     nlohmann::json r = base;
@@ -175,12 +181,17 @@ int main(int argc, char** argv) {
     std::vector<int32_t> prompt(16);
     for (auto& t : prompt) t = tok(rng);
     check(exec.forward(2, prompt, false, &logits));
+    const ExecutorProfile p0 = exec.profile();
     const double t0 = bench::now_s();
     for (int i = 0; i < decode_tokens; ++i) {
       int32_t next = tok(rng);
       check(exec.forward(2, std::span(&next, 1), false, &logits));
     }
     const double secs = bench::now_s() - t0;
+    const ExecutorProfile& p1 = exec.profile();
+    std::fprintf(stderr, "decode %.2f s: matmul %.2f s, attention %.2f s, other %.2f s\n", secs,
+                 p1.matmul_s - p0.matmul_s, p1.attention_s - p0.attention_s,
+                 p1.other_s() - p0.other_s());
     const double tps = decode_tokens / secs;
     nlohmann::json r = base;
     r["phase"] = "decode";

@@ -10,6 +10,9 @@
 #     tests      every GoogleTest suite (GPU tests included), log under $OUT
 #     gemv       bench/gemv_bench (CPU decode GEMV vs measured read bandwidth)
 #     cpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/cpu_e2e_bench on each (decode + prefill 2048)
+#     train      (starts first, in the background) trains the default model on the GPU from the
+#                carried .train/ folder (tools/default_model/README.md) into $OUT
+#     diag       CPU flags (AMX?) and oneDNN's choice of kernel for a bf16 matmul
 #   writes JSON lines to $OUT/bench.jsonl and prints a short table last.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -59,24 +62,42 @@ ninja -C build-gpu 2>&1 | tail -2
 
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(tests gemv cpu-8b)
+train_pid=""
+if [[ " ${steps[*]} " == *" train "* ]]; then
+  PYTHONUNBUFFERED=1 python3 tools/default_model/train.py --data .train --out "$out" \
+    --minutes "${STRATA_TRAIN_MINUTES:-6}" > /tmp/train.out 2>&1 &
+  train_pid=$!
+fi
 jsonl=$out/bench.jsonl
 for step in "${steps[@]}"; do
   case $step in
     tests)
       (ctest --test-dir build-gpu -j8 --timeout 600 2>&1 || true) | tee "$out/ctest.log" | tail -15 ;;
     gemv)
-      build-gpu/bench/gemv_bench --read-gib 8 --json "$jsonl" --commit "$commit" 2>&1 | tee "$out/gemv.log" | tail -12 ;;
+      build-gpu/bench/gemv_bench --read-gib 8 --json "$jsonl" --commit "$commit" 2>&1 | tail -12 ;;
+    train) ;;
+    diag)
+      echo "cpu flags: $(grep -o -E 'amx[a-z_0-9]*|avx512_bf16|avx512_vnni|avx512f' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+      m=/tmp/llama3-8b-Q4_0.gguf
+      [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type Q4_0 --out "$m" 2>&1 | tail -1
+      ONEDNN_VERBOSE=1 build-gpu/bench/cpu_e2e_bench -m "$m" --prefill 512 --decode 4 --read-gib 2 \
+        2>&1 | grep -E -m4 'exec,cpu,matmul|info,cpu|prefill [0-9]' || true
+      build-gpu/bench/cpu_e2e_bench -m "$m" --model-name llama3-8b --scenario cpu-8b --prefill 2048 \
+        --decode 32 --read-gib 8 --json-out "$jsonl" --commit "$commit" 2>&1 | grep -E 'prefill [0-9]|decode [0-9]|Q4_0' ;;
     cpu-8b)
       for t in ${STRATA_CPU8B_TYPES:-F16 Q8_0 Q4_0}; do
         m=/tmp/llama3-8b-$t.gguf
         [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type "$t" --out "$m" 2>&1 | tail -1
         build-gpu/bench/cpu_e2e_bench -m "$m" --model-name llama3-8b --scenario cpu-8b \
           --prefill 2048 --decode 64 --read-gib 8 --json-out "$jsonl" --commit "$commit" \
-          --device-name "$cpu" 2>&1 | tee -a "$out/cpu-8b.log" | tail -4
+          --device-name "$cpu" 2>&1 | grep -E 'prefill [0-9]|decode [0-9]|^llama3'
       done ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done
+if [ -n "$train_pid" ]; then
+  echo "== waiting for training"; wait "$train_pid" || echo "training failed"; tail -25 /tmp/train.out
+fi
 echo "== summary ($commit)"
 python3 - "$jsonl" <<'PY' || true
 import json, sys
@@ -86,4 +107,4 @@ for line in open(sys.argv[1]):
     if 'phase' not in r: continue
     print(f"{r['scenario']:8} {r['type']:5} {r['phase']:8} {r['tokens_per_s']:9.2f} {r['roofline_tokens_per_s']:9.2f} {r['ratio_to_roofline']:6.3f}")
 PY
-python3 bench/plot.py "$jsonl" -o "$out/bench.png" 2>/dev/null || echo "(no plot: matplotlib missing)"
+[ -n "$train_pid" ] || python3 bench/plot.py "$jsonl" -o "$out/bench.png" 2>/dev/null || echo "(no plot)"

@@ -1,6 +1,7 @@
 #include "offload/exec/executor.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "cpu_backend/attention.h"
@@ -8,6 +9,24 @@
 #include "offload/core/dequantize.h"
 
 namespace strata {
+namespace {
+
+// Adds the wall time of its scope to *sink when sink is not null (profiling off: no clock reads).
+class ScopedTimer {
+ public:
+  explicit ScopedTimer(double* sink) : sink_(sink) {
+    if (sink_) start_ = std::chrono::steady_clock::now();
+  }
+  ~ScopedTimer() {
+    if (sink_) *sink_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  double* sink_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace
 
 Status ExecutorOptions::validate(const HyperParams& hp) const {
   if (max_context < 0) return Status::invalid_argument("--ctx must be positive");
@@ -84,6 +103,7 @@ int64_t Executor::activation_bytes() const {
 const float* Executor::small(const TensorSpec* t) const { return small_f32_.at(t).data(); }
 
 Status Executor::matmul(const TensorSpec* w, const float* x, int64_t n_tokens, float* y) {
+  ScopedTimer timer(options_.profile ? &profile_.matmul_s : nullptr);
   WeightMatrix m{w->type, w->num_rows(), w->row_length(), w->data.data()};
   return matmul_->run(m, x, n_tokens, y);
 }
@@ -159,6 +179,7 @@ Status Executor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool 
   const int64_t E = hp.n_embd, Q = hp.q_dim(), K = hp.kv_dim(), F = hp.n_ff;
   const float eps = static_cast<float>(hp.rms_eps);
   const cpu::AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
+  ScopedTimer chunk_timer(options_.profile ? &profile_.total_s : nullptr);
 
   STRATA_ASSIGN_OR_RETURN(const int64_t pos0, kv_->reserve_slots(seq, n));
   for (int64_t i = 0; i < n; ++i) positions_[i] = static_cast<int32_t>(pos0 + i);
@@ -183,8 +204,11 @@ Status Executor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool 
     cpu::rope(k_.data(), n, hp.n_head_kv, hp.head_dim, hp.rope_dims, positions_.data(),
               hp.rope_theta, hp.rope_style);
     store_kv(seq, l, pos0, n);
-    cpu::attention(q_.data(), n, positions_.data(), kv_->layer_view(seq, l), shape, att_.data(),
-                   att_scratch_.data());                               // att [n][Q]
+    {
+      ScopedTimer timer(options_.profile ? &profile_.attention_s : nullptr);
+      cpu::attention(q_.data(), n, positions_.data(), kv_->layer_view(seq, l), shape, att_.data(),
+                     att_scratch_.data());  // att [n][Q]
+    }
     STRATA_RETURN_IF_ERROR(matmul(w.wo, att_.data(), n, xb_.data()));  // [n][E]
     cpu::add_inplace(x_.data(), xb_.data(), n * E);
 

@@ -34,9 +34,19 @@ struct ExecutorOptions {
   int64_t kv_block_tokens = 16;
   DType kv_type = DType::kF32;    // kF32 (exact) or kF16
   cpu::MatmulPrecision prefill_precision = cpu::MatmulPrecision::kF32;
+  bool profile = false;           // accumulate per-op wall time (ExecutorProfile)
 
   // invalid_argument naming the option ("--ctx ...") when a value is out of range for `hp`.
   Status validate(const HyperParams& hp) const;
+};
+
+// Where forward time went, when ExecutorOptions::profile is set (seconds since create()).
+struct ExecutorProfile {
+  double matmul_s = 0;     // weight products (GEMV / oneDNN, including tile dequantization)
+  double attention_s = 0;  // attention over the KV cache
+  double total_s = 0;      // whole forward chunks
+  // Norms, rope, KV stores, elementwise, embedding.
+  double other_s() const { return total_s - matmul_s - attention_s; }
 };
 
 class Executor {
@@ -61,6 +71,7 @@ class Executor {
   const HyperParams& hp() const { return spec_.hp; }
   const ExecutorOptions& options() const { return options_; }
   KvCacheStats kv_stats() const { return kv_->stats(); }
+  const ExecutorProfile& profile() const { return profile_; }
   // Bytes of activation buffers and scratch held by the executor (the host compute tier).
   int64_t activation_bytes() const;
 
@@ -91,6 +102,7 @@ class Executor {
   std::vector<float> gate_;    // [n_ff]
   std::vector<float> up_;      // [n_ff]
   std::vector<int32_t> positions_;
+  ExecutorProfile profile_;
   std::vector<float> att_scratch_;
 };
 
