@@ -98,30 +98,43 @@ void* alloc_huge(int64_t bytes) {
 
 void free_huge(void* p) { std::free(p); }
 
-ReadBandwidth measure_cpu_read_bandwidth(int64_t buffer_bytes, int passes) {
-  ReadBandwidth result;
-  const int threads = omp_get_max_threads();
-  const int64_t slice = buffer_bytes / threads / kSliceAlign * kSliceAlign;
-  result.threads = threads;
-  result.passes = passes;
-  result.buffer_bytes = slice * threads;
-  auto* buffer = static_cast<uint8_t*>(alloc_huge(result.buffer_bytes));
-  if (buffer == nullptr || slice == 0 || passes < 1) {
-    free_huge(buffer);
-    return result;
-  }
-  constexpr int kNumMethods = sizeof(kMethods) / sizeof(kMethods[0]);
-  std::vector<double> seconds(static_cast<size_t>(passes) * kNumMethods);
-  std::vector<uint64_t> sums(threads);
-#pragma omp parallel num_threads(threads)
+CpuReadProbe::CpuReadProbe(int64_t buffer_bytes) {
+  threads_ = omp_get_max_threads();
+  slice_bytes_ = buffer_bytes / threads_ / kSliceAlign * kSliceAlign;
+  if (slice_bytes_ == 0) return;
+  buffer_ = static_cast<uint8_t*>(alloc_huge(slice_bytes_ * threads_));
+  if (buffer_ == nullptr) return;
+  uint8_t* const buffer = buffer_;
+  const int64_t slice = slice_bytes_;
+#pragma omp parallel num_threads(threads_)
   {
+    // First touch by the thread that will read it: the pages land on its NUMA node.
     const int t = omp_get_thread_num();
     uint8_t* mine = buffer + t * slice;
-    // First touch by the thread that will read it: the pages land on its NUMA node.
     for (int64_t i = 0; i < slice; i += 8) {
       const uint64_t v = static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull + t;
       std::memcpy(mine + i, &v, 8);
     }
+  }
+}
+
+CpuReadProbe::~CpuReadProbe() { free_huge(buffer_); }
+
+ReadBandwidth CpuReadProbe::measure(int passes) {
+  ReadBandwidth result;
+  result.threads = threads_;
+  result.passes = passes;
+  result.buffer_bytes = slice_bytes_ * threads_;
+  if (buffer_ == nullptr || passes < 1) return result;
+  constexpr int kNumMethods = sizeof(kMethods) / sizeof(kMethods[0]);
+  std::vector<double> seconds(static_cast<size_t>(passes) * kNumMethods);
+  std::vector<uint64_t> sums(threads_);
+  uint8_t* const buffer = buffer_;
+  const int64_t slice = slice_bytes_;
+#pragma omp parallel num_threads(threads_)
+  {
+    const int t = omp_get_thread_num();
+    const uint8_t* mine = buffer + t * slice;
     std::chrono::steady_clock::time_point start;
     for (int pass = 0; pass < passes; ++pass) {
       for (int m = 0; m < kNumMethods; ++m) {
@@ -137,7 +150,6 @@ ReadBandwidth measure_cpu_read_bandwidth(int64_t buffer_bytes, int passes) {
       }
     }
   }
-  free_huge(buffer);
   uint64_t sink = 0;
   for (uint64_t s : sums) sink += s;
   asm volatile("" : : "r"(sink));  // keep the sums alive
@@ -153,6 +165,12 @@ ReadBandwidth measure_cpu_read_bandwidth(int64_t buffer_bytes, int passes) {
     result.methods.push_back(method);
   }
   return result;
+}
+
+ReadBandwidth measure_cpu_read_bandwidth(int64_t buffer_bytes, int passes) {
+  CpuReadProbe probe(buffer_bytes);
+  if (!probe.ok()) return {};
+  return probe.measure(passes);
 }
 
 }  // namespace strata::bench

@@ -28,9 +28,30 @@ struct ReadBandwidth {
   int threads = 0;
 };
 
-// Reads `buffer_bytes` (rounded down to whole 4 KiB pages per thread) `passes` times per method
-// (the methods interleaved pass by pass, so that a noisy neighbour hurts them alike) with the
-// current OpenMP thread count; the buffer is allocated, first-touched, read and freed inside.
+// Owns the probe's buffer (`buffer_bytes` rounded down to whole 4 KiB pages per thread), first-
+// touched at construction by the current OpenMP threads, so that C can be measured again and
+// again during a run (on a shared host it drifts by tens of percent within seconds).
+// REQUIRES: the OpenMP thread count and placement do not change between construction and
+// measure(). Not thread-safe; call from outside parallel regions.
+class CpuReadProbe {
+ public:
+  explicit CpuReadProbe(int64_t buffer_bytes);
+  ~CpuReadProbe();
+  CpuReadProbe(const CpuReadProbe&) = delete;
+  CpuReadProbe& operator=(const CpuReadProbe&) = delete;
+
+  bool ok() const { return buffer_ != nullptr; }  // false: the allocation failed
+  // Reads the buffer `passes` times per method (methods interleaved pass by pass, so that a noisy
+  // neighbour hurts them alike). REQUIRES: ok().
+  ReadBandwidth measure(int passes);
+
+ private:
+  uint8_t* buffer_ = nullptr;
+  int64_t slice_bytes_ = 0;  // per thread
+  int threads_ = 0;
+};
+
+// One-shot: allocates, first-touches, measures and frees (best_bytes_per_s 0 if it cannot).
 ReadBandwidth measure_cpu_read_bandwidth(int64_t buffer_bytes, int passes);
 
 // Allocates `bytes` aligned to 2 MiB and asks for transparent huge pages (fewer TLB misses, as a
