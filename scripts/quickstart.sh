@@ -8,12 +8,7 @@ cd "$root"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 ninja -C build -j"$(nproc)" strata
 model=${STRATA_MODEL:-$root/models/default/strata-tiny.gguf}
-if [ ! -f "$model" ]; then
-  # No trained default model in this checkout yet: make a tiny random-weight one.
-  model=build/tiny-synth.gguf
-  ./build/strata synth --shape tiny --type F16 --out "$model"
-fi
 echo "== strata info $model"
 ./build/strata info "$model"
-echo "== strata tokenize"
-./build/strata tokenize -m "$model" "Strata runs models larger than VRAM."
+echo "== strata run (greedy, 64 tokens)"
+./build/strata run -m "$model" -p "In the beginning" -n 64 --temp 0
