@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -32,16 +33,30 @@ class OneDnnMatmul final : public CpuMatmul {
   }
 
  private:
-  // One oneDNN primitive per (tokens, K, tile rows, precision); dst rows are `ldy` apart.
-  dnnl::matmul& primitive(int64_t t, int64_t k, int64_t n, int64_t ldy, memory::data_type dt) {
+  // One oneDNN matmul per (tokens, K, tile rows, dst stride, precision). The weights' layout is
+  // left to oneDNN (format any): with AMX it wants them blocked, so each dequantized tile is
+  // reordered into that layout once per call instead of oneDNN re-blocking a plain layout inside
+  // every kernel invocation.
+  struct Primitive {
+    dnnl::matmul matmul;
+    dnnl::memory::desc weights_md;         // the layout the matmul wants
+    std::optional<dnnl::reorder> reorder;  // plain [n][k] tile -> weights_md, when they differ
+  };
+
+  Primitive& primitive(int64_t t, int64_t k, int64_t n, int64_t ldy, memory::data_type dt) {
     auto key = std::make_tuple(t, k, n, ldy, static_cast<int>(dt));
     auto it = cache_.find(key);
     if (it != cache_.end()) return it->second;
     memory::desc src({t, k}, dt, memory::dims{k, 1});
-    memory::desc wei({k, n}, dt, memory::dims{1, k});  // tile stored [n][k]: "ba" layout
+    memory::desc wei_any({k, n}, dt, memory::format_tag::any);
+    memory::desc wei_plain({k, n}, dt, memory::dims{1, k});  // tile stored [n][k]: "ba"
     memory::desc dst({t, n}, memory::data_type::f32, memory::dims{ldy, 1});
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), engine_);
-    return cache_.emplace(key, dnnl::matmul(pd)).first->second;
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei_any, dst), engine_);
+    Primitive p{dnnl::matmul(pd), pd.weights_desc(), std::nullopt};
+    if (p.weights_md != wei_plain) {
+      p.reorder = dnnl::reorder(dnnl::reorder::primitive_desc(engine_, wei_plain, engine_, p.weights_md));
+    }
+    return cache_.emplace(key, std::move(p)).first->second;
   }
 
   Status run_tiled(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y) {
@@ -82,15 +97,22 @@ class OneDnnMatmul final : public CpuMatmul {
         }
       }
       STRATA_RETURN_IF_ERROR(status);
-      dnnl::matmul& mm = primitive(n_tokens, k, n, w.rows, dt);
+      Primitive& p = primitive(n_tokens, k, n, w.rows, dt);
       memory::desc src_md({n_tokens, k}, dt, memory::dims{k, 1});
-      memory::desc wei_md({k, n}, dt, memory::dims{1, k});
+      memory::desc wei_plain_md({k, n}, dt, memory::dims{1, k});
       memory::desc dst_md({n_tokens, n}, memory::data_type::f32, memory::dims{w.rows, 1});
       memory src_mem(src_md, engine_, const_cast<void*>(src_ptr));
-      memory wei_mem(wei_md, engine_,
+      memory wei_mem(wei_plain_md, engine_,
                      bf16 ? static_cast<void*>(tile_bf16_.data()) : tile_f32_.data());
+      if (p.reorder) {
+        const size_t need = p.weights_md.get_size();
+        if (blocked_.size() < need) blocked_.resize(need);
+        memory blocked_mem(p.weights_md, engine_, blocked_.data());
+        p.reorder->execute(stream_, wei_mem, blocked_mem);
+        wei_mem = blocked_mem;
+      }
       memory dst_mem(dst_md, engine_, y + r0);
-      mm.execute(stream_, {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, wei_mem}, {DNNL_ARG_DST, dst_mem}});
+      p.matmul.execute(stream_, {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, wei_mem}, {DNNL_ARG_DST, dst_mem}});
       stream_.wait();
     }
     return Status::ok();
@@ -99,7 +121,8 @@ class OneDnnMatmul final : public CpuMatmul {
   MatmulOptions options_;
   dnnl::engine engine_;
   dnnl::stream stream_;
-  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int>, dnnl::matmul> cache_;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int>, Primitive> cache_;
+  std::vector<uint8_t> blocked_;  // one tile in the matmul's weight layout
   std::vector<float> tile_f32_;
   std::vector<uint16_t> tile_bf16_;
   std::vector<uint16_t> x_bf16_;

@@ -37,6 +37,7 @@ Status ExecutorOptions::validate(const HyperParams& hp) const {
   }
   if (max_sequences <= 0) return Status::invalid_argument("max_sequences must be positive");
   if (max_batch_tokens <= 0) return Status::invalid_argument("--batch must be positive");
+  if (attention_tile_tokens <= 0) return Status::invalid_argument("attention tile must be positive");
   if (kv_type != DType::kF32 && kv_type != DType::kF16) {
     return Status::invalid_argument("--kv-type must be f32 or f16");
   }
@@ -65,6 +66,7 @@ Status Executor::init() {
   cpu::MatmulOptions mm;
   mm.precision = options_.prefill_precision;
   STRATA_ASSIGN_OR_RETURN(matmul_, cpu::CpuMatmul::create(mm));
+  STRATA_ASSIGN_OR_RETURN(prefill_attention_, cpu::PrefillAttention::create(options_.attention_tile_tokens));
 
   auto to_f32 = [&](const TensorSpec* t) -> Status {
     if (t == nullptr || small_f32_.count(t)) return Status::ok();
@@ -206,8 +208,13 @@ Status Executor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool 
     store_kv(seq, l, pos0, n);
     {
       ScopedTimer timer(options_.profile ? &profile_.attention_s : nullptr);
-      cpu::attention(q_.data(), n, positions_.data(), kv_->layer_view(seq, l), shape, att_.data(),
-                     att_scratch_.data());  // att [n][Q]
+      if (n >= options_.gemm_attention_min_tokens) {
+        STRATA_RETURN_IF_ERROR(prefill_attention_->run(q_.data(), n, pos0, kv_->layer_view(seq, l),
+                                                       shape, att_.data()));  // att [n][Q]
+      } else {
+        cpu::attention(q_.data(), n, positions_.data(), kv_->layer_view(seq, l), shape,
+                       att_.data(), att_scratch_.data());  // att [n][Q]
+      }
     }
     STRATA_RETURN_IF_ERROR(matmul(w.wo, att_.data(), n, xb_.data()));  // [n][E]
     cpu::add_inplace(x_.data(), xb_.data(), n * E);

@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cpu_backend/attention_gemm.h"
 #include "cpu_backend/matmul.h"
 #include "memory/kv_cache.h"
 #include "offload/core/status.h"
@@ -30,7 +31,10 @@ namespace strata {
 struct ExecutorOptions {
   int64_t max_context = 0;        // tokens per sequence; 0: the model's trained context
   int64_t max_sequences = 1;      // the KV budget covers this many full-length sequences
-  int64_t max_batch_tokens = 512; // tokens per forward chunk (longer inputs are split)
+  int64_t max_batch_tokens = 2048; // tokens per forward chunk (longer inputs are split)
+  // Chunks of at least this many tokens attend through GEMMs (PrefillAttention).
+  int64_t gemm_attention_min_tokens = 32;
+  int64_t attention_tile_tokens = 512;  // query tile of PrefillAttention
   int64_t kv_block_tokens = 16;
   DType kv_type = DType::kF32;    // kF32 (exact) or kF16
   cpu::MatmulPrecision prefill_precision = cpu::MatmulPrecision::kF32;
@@ -89,6 +93,7 @@ class Executor {
   LlamaWeights weights_;
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<cpu::CpuMatmul> matmul_;
+  std::unique_ptr<cpu::PrefillAttention> prefill_attention_;
   // Norm weights and biases converted to float32 once at load (a few KiB per layer).
   std::unordered_map<const TensorSpec*, std::vector<float>> small_f32_;
 

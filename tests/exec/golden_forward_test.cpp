@@ -61,10 +61,14 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
     ASSERT_EQ(reference_.size(), prompt_.size() * n_vocab_);
   }
 
-  std::unique_ptr<Executor> make_executor(int64_t block_tokens, int64_t batch_tokens) {
+  std::unique_ptr<Executor> make_executor(int64_t block_tokens, int64_t batch_tokens,
+                                          int64_t gemm_attention_min_tokens = 32,
+                                          int64_t attention_tile_tokens = 512) {
     ExecutorOptions opts;
     opts.kv_block_tokens = block_tokens;
     opts.max_batch_tokens = batch_tokens;
+    opts.gemm_attention_min_tokens = gemm_attention_min_tokens;
+    opts.attention_tile_tokens = attention_tile_tokens;
     auto exec = Executor::create(model_->spec, opts);
     EXPECT_TRUE(exec.is_ok()) << exec.status().to_string();
     if (!exec.is_ok()) return nullptr;
@@ -137,6 +141,16 @@ TEST_P(GoldenForward, ChunkedPrefillMatchesReference) {
   std::vector<float> logits;
   ASSERT_TRUE(exec->forward(0, prompt_, true, &logits).is_ok());
   expect_exact(logits, "chunked");
+}
+
+TEST_P(GoldenForward, GemmAttentionPrefillMatchesReference) {
+  // The prefill attention path (GEMMs over query tiles): 6-token tiles, 9-token chunks, so
+  // tiles start mid-chunk and chunks start mid-sequence.
+  auto exec = make_executor(/*block_tokens=*/4, /*batch_tokens=*/9, /*gemm_min=*/1, /*tile=*/6);
+  ASSERT_NE(exec, nullptr);
+  std::vector<float> logits;
+  ASSERT_TRUE(exec->forward(0, prompt_, true, &logits).is_ok());
+  expect_exact(logits, "gemm-attention");
 }
 
 TEST_P(GoldenForward, GreedyContinuationMatches) {
