@@ -42,6 +42,9 @@ namespace {
 // enough that the out-of-order window alone does not keep enough DRAM reads in flight; asking
 // for the line this far ahead overlaps the memory latency with the decode (bench/NOTES.md).
 constexpr int64_t kPrefetchBytes = STRATA_GEMV_PREFETCH_BYTES;
+#ifndef STRATA_GEMV_PREFETCH_HINT
+#define STRATA_GEMV_PREFETCH_HINT _MM_HINT_T0
+#endif
 
 // Prefetches the cache lines kPrefetchBytes ahead of bytes [offset, offset + bytes) of a row that
 // is read in step with R - 1 following rows (R rows of row_bytes each, then the next R). Ahead
@@ -56,7 +59,7 @@ STRATA_ALWAYS_INLINE void prefetch_ahead(const uint8_t* row, int64_t offset, int
     for (int64_t line = 0; line < bytes; line += 64) {
       int64_t ahead = offset + kPrefetchBytes + line;
       if (ahead >= row_bytes) ahead += (R - 1) * row_bytes;
-      _mm_prefetch(reinterpret_cast<const char*>(row + ahead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(row + ahead), STRATA_GEMV_PREFETCH_HINT);
     }
   }
 }
