@@ -5,9 +5,13 @@
 // At batch 1 every weight byte is read once per token and used for two flops, so the kernel is
 // bound by DRAM read bandwidth. The weights are dequantized in registers, block by block, and fed
 // straight into float32 FMAs: no dequantized copy of the weights is ever written. Each weight value
-// is computed exactly as dequantize_row computes it (same formula, same rounding), and the
-// activations stay float32 (they are never quantized), so the result differs from a float64 dot of
-// the dequantized row only by float32 accumulation error (~1e-7 relative to sum |w||x|).
+// is computed as dequantize_row computes it (same formula, same rounding; the AVX-512 Q4_K kernel
+// alone fuses d1 * q - m1 into one rounding), and the activations stay float32 (they are never
+// quantized), so the result differs from a float64 dot of the dequantized row only by float32
+// accumulation error (~1e-7 relative to sum |w||x|).
+//
+// Speed: keep x rows 64-byte aligned (a misaligned x splits every 64-byte load over two cache
+// lines; F16 then runs at a quarter of the speed). bench/NOTES.md has the measured rates.
 //
 // Threads: the row range is split into one contiguous static chunk per OpenMP thread (the caller's
 // thread pool is OpenMP's; see thread_placement.h for pinning it). Calls made from inside an
