@@ -251,7 +251,7 @@ int run(const Options& opt) {
 
   std::ofstream json_file;
   if (!opt.json_path.empty()) {
-    json_file.open(opt.json_path, std::ios::trunc);
+    json_file.open(opt.json_path, std::ios::app);
     if (!json_file) {
       std::cerr << "gemv_bench: --json: cannot write " << opt.json_path << "\n";
       return 2;
