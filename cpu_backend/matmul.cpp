@@ -1,6 +1,9 @@
 #include "cpu_backend/matmul.h"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <tuple>
@@ -14,6 +17,15 @@ namespace strata::cpu {
 namespace {
 
 using dnnl::memory;
+
+// f32 -> bf16, round to nearest even (NaN stays NaN), as dtype.h's f32_to_bf16 but inline, so
+// that the per-element loops below vectorize instead of calling across translation units.
+inline uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 64);
+  return static_cast<uint16_t>((u + (0x7fffu + ((u >> 16) & 1))) >> 16);
+}
 
 class OneDnnMatmul final : public CpuMatmul {
  public:
@@ -72,12 +84,17 @@ class OneDnnMatmul final : public CpuMatmul {
     if (bf16) {
       if (static_cast<int64_t>(x_bf16_.size()) < n_tokens * k) x_bf16_.resize(n_tokens * k);
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < n_tokens * k; ++i) x_bf16_[i] = f32_to_bf16(x[i]);
+      for (int64_t i = 0; i < n_tokens * k; ++i) x_bf16_[i] = to_bf16(x[i]);
       src_ptr = x_bf16_.data();
     }
-    if (static_cast<int64_t>(tile_f32_.size()) < tile_rows * k) tile_f32_.resize(tile_rows * k);
-    if (bf16 && static_cast<int64_t>(tile_bf16_.size()) < tile_rows * k) {
-      tile_bf16_.resize(tile_rows * k);
+    // f32: dequantize straight into the tile. bf16: through one f32 row per thread (stays in
+    // L1/L2), so the only tile-sized buffer written is the bf16 one.
+    if (bf16) {
+      const int64_t rows_needed = static_cast<int64_t>(omp_get_max_threads()) * k;
+      if (static_cast<int64_t>(row_f32_.size()) < rows_needed) row_f32_.resize(rows_needed);
+      if (static_cast<int64_t>(tile_bf16_.size()) < tile_rows * k) tile_bf16_.resize(tile_rows * k);
+    } else if (static_cast<int64_t>(tile_f32_.size()) < tile_rows * k) {
+      tile_f32_.resize(tile_rows * k);
     }
 
     for (int64_t r0 = 0; r0 < w.rows; r0 += tile_rows) {
@@ -85,7 +102,8 @@ class OneDnnMatmul final : public CpuMatmul {
       Status status;
 #pragma omp parallel for schedule(static)
       for (int64_t r = 0; r < n; ++r) {
-        float* out = tile_f32_.data() + r * k;
+        float* out = bf16 ? row_f32_.data() + static_cast<int64_t>(omp_get_thread_num()) * k
+                          : tile_f32_.data() + r * k;
         Status s = dequantize_row(w.type, w.data + (r0 + r) * row_stride, out, k);
         if (!s.is_ok()) {
 #pragma omp critical
@@ -93,7 +111,9 @@ class OneDnnMatmul final : public CpuMatmul {
           continue;
         }
         if (bf16) {
-          for (int64_t i = 0; i < k; ++i) tile_bf16_[r * k + i] = f32_to_bf16(out[i]);
+          uint16_t* dst = tile_bf16_.data() + r * k;
+#pragma omp simd
+          for (int64_t i = 0; i < k; ++i) dst[i] = to_bf16(out[i]);
         }
       }
       STRATA_RETURN_IF_ERROR(status);
@@ -124,6 +144,7 @@ class OneDnnMatmul final : public CpuMatmul {
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int>, Primitive> cache_;
   std::vector<uint8_t> blocked_;  // one tile in the matmul's weight layout
   std::vector<float> tile_f32_;
+  std::vector<float> row_f32_;  // one dequantized row per thread (bf16 path)
   std::vector<uint16_t> tile_bf16_;
   std::vector<uint16_t> x_bf16_;
 };
