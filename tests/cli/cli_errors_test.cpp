@@ -2,42 +2,23 @@
 // never a crash; good input produces what the commands promise.
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "tests/testing/run_strata.h"
 #include "tests/testing/testdata.h"
 
 namespace strata {
 namespace {
 
-struct Result {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
+using testing::expect_clear_error;
+using testing::run_strata;
+using testing::StrataResult;
 
-Result run_strata(const std::string& args) {
-  const std::string cmd = std::string(STRATA_BINARY_DIR) + "/strata " + args + " 2>&1";
-  Result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
-
-std::string tiny_llama() { return testing::testdata_path("models/tiny-llama/tiny-llama-Q8_0.gguf"); }
-
-void expect_clear_error(const Result& r, const std::string& what) {
-  EXPECT_NE(r.exit_code, 0) << r.output;
-  EXPECT_LT(r.exit_code, 128) << "crashed: " << r.output;
-  EXPECT_NE(r.output.find(what), std::string::npos) << r.output;
+std::string tiny_llama() {
+  return testing::testdata_path("models/tiny-llama/tiny-llama-Q8_0.gguf");
 }
 
 TEST(Cli, UnknownFlagIsRejected) {
@@ -89,8 +70,8 @@ TEST(Cli, RunJsonGreedyMatchesGoldenContinuation) {
   const auto manifest = nlohmann::json::parse(in);
   std::string ids;
   for (int id : manifest["prompt"]["ids"]) ids += (ids.empty() ? "" : ",") + std::to_string(id);
-  const Result r = run_strata("run -m " + tiny_llama() + " --ids " + ids +
-                              " -n 24 --temp 0 --ignore-eos --json");
+  const StrataResult r = run_strata("run -m " + tiny_llama() + " --ids " + ids +
+                                    " -n 24 --temp 0 --ignore-eos --json");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
   EXPECT_EQ(j["generated_ids"], manifest["variants"]["Q8_0"]["greedy"]);
@@ -102,7 +83,8 @@ TEST(Cli, RunJsonGreedyMatchesGoldenContinuation) {
 TEST(Cli, EvalDumpsLogitsOfEveryPosition) {
   STRATA_REQUIRE_TESTDATA(tiny_llama());
   const auto out = std::filesystem::temp_directory_path() / "strata_cli_logits.f32";
-  const Result r = run_strata("eval -m " + tiny_llama() + " --ids 1,450,4996 --dump-logits " + out.string());
+  const StrataResult r =
+      run_strata("eval -m " + tiny_llama() + " --ids 1,450,4996 --dump-logits " + out.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(std::filesystem::file_size(out), 3u * 32000u * 4u);
   std::filesystem::remove(out);

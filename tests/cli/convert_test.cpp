@@ -4,8 +4,6 @@
 // Bad input is one clear error and leaves no output file behind.
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -14,28 +12,15 @@
 #include <vector>
 
 #include "offload/formats/gguf_file.h"
+#include "tests/testing/run_strata.h"
 #include "tests/testing/testdata.h"
 
 namespace strata {
 namespace {
 
-struct Result {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-Result run_strata(const std::string& args) {
-  const std::string cmd = std::string(STRATA_BINARY_DIR) + "/strata " + args + " 2>&1";
-  Result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
+using testing::expect_clear_error;
+using testing::run_strata;
+using testing::StrataResult;
 
 std::string hf_dir() { return testing::testdata_path("models/tiny-llama/hf"); }
 std::string golden_f32() { return testing::testdata_path("models/tiny-llama/tiny-llama-F32.gguf"); }
@@ -78,8 +63,8 @@ class ConvertTinyLlama : public ::testing::Test {
     out_ = temp_file(std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) +
                      "-F32.gguf");
     std::filesystem::remove(out_);
-    const Result r = run_strata("convert --hf " + hf_dir() + " --vocab " + spm_vocab() + " --out " +
-                                out_.string() + " --type F32 --name tiny-llama");
+    const StrataResult r = run_strata("convert --hf " + hf_dir() + " --vocab " + spm_vocab() +
+                                      " --out " + out_.string() + " --type F32 --name tiny-llama");
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("30 tensors"), std::string::npos) << r.output;
   }
@@ -131,8 +116,8 @@ TEST_F(ConvertTinyLlama, EvalLogitsEqualThoseOfTheGoldenFile) {
 
   const auto logits_converted = temp_file("logits-converted.f32");
   const auto logits_golden = temp_file("logits-golden.f32");
-  Result r = run_strata("eval -m " + out_.string() + " --ids " + ids + " --dump-logits " +
-                        logits_converted.string());
+  StrataResult r = run_strata("eval -m " + out_.string() + " --ids " + ids + " --dump-logits " +
+                              logits_converted.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = run_strata("eval -m " + golden_f32() + " --ids " + ids + " --dump-logits " +
                  logits_golden.string());
@@ -149,8 +134,8 @@ TEST(Convert, QuantizedOutputLoadsAndRuns) {
   STRATA_REQUIRE_TESTDATA(hf_dir());
   STRATA_REQUIRE_TESTDATA(spm_vocab());
   const auto out = temp_file("tiny-llama-Q8_0.gguf");
-  Result r = run_strata("convert --hf " + hf_dir() + " --vocab " + spm_vocab() + " --out " +
-                        out.string() + " --type q8_0");
+  StrataResult r = run_strata("convert --hf " + hf_dir() + " --vocab " + spm_vocab() + " --out " +
+                              out.string() + " --type q8_0");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = run_strata("info " + out.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -163,10 +148,7 @@ TEST(Convert, QuantizedOutputLoadsAndRuns) {
 void expect_clear_error_and_no_output(const std::string& args, const std::filesystem::path& out,
                                       const std::string& what) {
   std::filesystem::remove(out);
-  const Result r = run_strata(args);
-  EXPECT_NE(r.exit_code, 0) << r.output;
-  EXPECT_LT(r.exit_code, 128) << "crashed: " << r.output;
-  EXPECT_NE(r.output.find(what), std::string::npos) << r.output;
+  expect_clear_error(run_strata(args), what);
   EXPECT_FALSE(std::filesystem::exists(out)) << out;
   EXPECT_FALSE(std::filesystem::exists(out.string() + ".tmp")) << out;
 }
@@ -220,7 +202,7 @@ TEST(Convert, UnknownTypeIsRefused) {
 TEST(DefaultModel, GeneratesText) {
   const std::string model = std::string(STRATA_SOURCE_DIR) + "/models/default/strata-tiny.gguf";
   if (!std::filesystem::exists(model)) GTEST_SKIP() << "no default model at " << model;
-  const Result r =
+  const StrataResult r =
       run_strata("run -m " + model + " -p 'In the beginning' -n 16 --temp 0 --ignore-eos --json");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
