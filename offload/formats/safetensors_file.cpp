@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "offload/formats/json_text.h"
 #include "offload/formats/mapped_file.h"
 
 namespace strata {
@@ -46,35 +47,8 @@ const StDType* find_st_dtype(const std::string& name) {
   return nullptr;
 }
 
-// How deeply `text` nests JSON arrays and objects (brackets inside strings do not count).
-// A safetensors header nests three levels; refusing deep input up front keeps nlohmann's
-// recursive serializer (used for messages) far from the stack limit.
-int json_nesting_depth(std::string_view text) {
-  int depth = 0, max_depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      max_depth = std::max(max_depth, ++depth);
-    } else if (c == '}' || c == ']') {
-      --depth;
-    }
-  }
-  return max_depth;
-}
+// A safetensors header nests three levels; anything much deeper is refused before parsing.
 constexpr int kMaxHeaderDepth = 8;
-
-// A JSON value as it appears in a message: short, one line.
-std::string json_excerpt(const Json& v) {
-  std::string s = v.dump();
-  if (s.size() > 60) s = s.substr(0, 57) + "...";
-  return s;
-}
 
 }  // namespace
 

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "offload/formats/json_text.h"
 #include "offload/formats/mapped_file.h"
 #include "offload/formats/safetensors_file.h"
 
@@ -30,33 +31,7 @@ std::string shape_string(const std::vector<int64_t>& dims) {
   return s + "]";
 }
 
-std::string json_excerpt(const Json& v) {
-  std::string s = v.dump();
-  if (s.size() > 60) s = s.substr(0, 57) + "...";
-  return s;
-}
-
-// How deeply `text` nests JSON arrays and objects (brackets inside strings do not count).
-// Refusing absurd nesting up front keeps nlohmann's recursive serializer (used in messages)
-// far from the stack limit; real config files nest a few levels.
-int json_nesting_depth(std::string_view text) {
-  int depth = 0, max_depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      max_depth = std::max(max_depth, ++depth);
-    } else if (c == '}' || c == ']') {
-      --depth;
-    }
-  }
-  return max_depth;
-}
+// Real config files nest a few levels; anything much deeper is refused before parsing.
 constexpr int kMaxJsonDepth = 64;
 
 StatusOr<Json> read_json_file(const std::string& path) {
