@@ -1,9 +1,10 @@
 #include "offload/tokenizer/bpe_encoder.h"
 
 #include <cstring>
-#include <queue>
+#include <optional>
 
 #include "offload/tokenizer/byte_level.h"
+#include "offload/tokenizer/pair_merge.h"
 #include "offload/tokenizer/utf8.h"
 
 namespace strata {
@@ -16,29 +17,6 @@ void make_merge_key(std::string_view left, std::string_view right, std::string* 
   key->append(left);
   key->append(right);
 }
-
-// One piece of the word being merged; pieces form a linked list in word order. A piece that
-// was merged into its left neighbour keeps length_bytes == 0.
-struct Symbol {
-  size_t begin = 0;
-  size_t length_bytes = 0;
-  int prev = -1;
-  int next = -1;
-};
-
-struct Bigram {
-  int32_t rank;
-  int left;
-  int right;
-  size_t length_bytes;  // of the merged text; a mismatch later means the bigram is stale
-};
-
-// Lowest rank first; on equal ranks the leftmost pair.
-struct LowerPriority {
-  bool operator()(const Bigram& a, const Bigram& b) const {
-    return a.rank > b.rank || (a.rank == b.rank && a.left > b.left);
-  }
-};
 
 }  // namespace
 
@@ -96,61 +74,24 @@ void BpeEncoder::encode_word(std::string_view word, std::string* scratch,
     }
   }
 
-  std::vector<Symbol> symbols;
-  symbols.reserve(word.size());
-  for (size_t pos = 0; pos < word.size();) {
-    Symbol s;
-    s.begin = pos;
-    s.length_bytes = std::min(utf8_sequence_length(static_cast<uint8_t>(word[pos])),
-                              word.size() - pos);
-    pos += s.length_bytes;
-    s.prev = static_cast<int>(symbols.size()) - 1;
-    s.next = pos == word.size() ? -1 : static_cast<int>(symbols.size()) + 1;
-    symbols.push_back(s);
-  }
-  const auto text_of = [&](const Symbol& s) { return word.substr(s.begin, s.length_bytes); };
-
-  std::priority_queue<Bigram, std::vector<Bigram>, LowerPriority> queue;
-  const auto add_bigram = [&](int left, int right) {
-    if (left == -1 || right == -1) return;
-    const int32_t rank = merge_rank(text_of(symbols[left]), text_of(symbols[right]), scratch);
-    if (rank < 0) return;
-    queue.push(Bigram{rank, left, right,
-                      symbols[left].length_bytes + symbols[right].length_bytes});
+  // Lowest merge rank first.
+  const auto pair_priority = [&](std::string_view left, std::string_view right,
+                                 std::string_view /*merged*/) -> std::optional<int32_t> {
+    const int32_t rank = merge_rank(left, right, scratch);
+    if (rank < 0) return std::nullopt;
+    return -rank;
   };
-  for (int i = 1; i < static_cast<int>(symbols.size()); ++i) add_bigram(i - 1, i);
-
-  while (!queue.empty()) {
-    const Bigram bigram = queue.top();
-    queue.pop();
-    Symbol& left = symbols[bigram.left];
-    Symbol& right = symbols[bigram.right];
-    // Both sides only ever grow, and `right` starts where `left` ends while both live, so equal
-    // lengths mean the pair still spells the text it was queued with.
-    if (left.length_bytes == 0 || right.length_bytes == 0 ||
-        left.length_bytes + right.length_bytes != bigram.length_bytes) {
-      continue;
-    }
-    left.length_bytes += right.length_bytes;
-    right.length_bytes = 0;
-    left.next = right.next;
-    if (right.next >= 0) symbols[right.next].prev = bigram.left;
-    add_bigram(left.prev, bigram.left);
-    add_bigram(bigram.left, left.next);
-  }
-
-  for (int i = 0; i != -1; i = symbols[i].next) {
-    const std::string_view piece = text_of(symbols[i]);
+  merge_pairs(word, pair_priority, [&](std::string_view piece) {
     const int32_t id = vocab_->find(piece);
     if (id != kNoToken) {
       ids->push_back(id);
-      continue;
+      return;
     }
     for (char c : piece) {
       const int32_t byte_id = vocab_->find(std::string_view(&c, 1));
       if (byte_id != kNoToken) ids->push_back(byte_id);
     }
-  }
+  });
 }
 
 }  // namespace strata

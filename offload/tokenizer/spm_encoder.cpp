@@ -1,38 +1,15 @@
 #include "offload/tokenizer/spm_encoder.h"
 
 #include <cstdio>
-#include <queue>
+#include <optional>
 #include <string>
 
-#include "offload/tokenizer/utf8.h"
+#include "offload/tokenizer/pair_merge.h"
 
 namespace strata {
 namespace {
 
 constexpr std::string_view kSpaceMarker = "\xE2\x96\x81";  // U+2581 LOWER ONE EIGHTH BLOCK
-
-// One piece of the text being merged; pieces form a linked list in text order. A piece that
-// was merged into its left neighbour keeps length_bytes == 0.
-struct Symbol {
-  size_t begin = 0;
-  size_t length_bytes = 0;
-  int prev = -1;
-  int next = -1;
-};
-
-struct Bigram {
-  float score;
-  int left;
-  int right;
-  size_t length_bytes;  // of the merged text; a mismatch later means the bigram is stale
-};
-
-// Highest score first; on equal scores the leftmost pair.
-struct LowerPriority {
-  bool operator()(const Bigram& a, const Bigram& b) const {
-    return a.score < b.score || (a.score == b.score && a.left > b.left);
-  }
-};
 
 }  // namespace
 
@@ -56,61 +33,26 @@ void SpmEncoder::encode(std::string_view raw_text, std::vector<int32_t>* ids) co
   }
   if (text.empty()) return;
 
-  std::vector<Symbol> symbols;
-  symbols.reserve(text.size());
-  for (size_t pos = 0; pos < text.size();) {
-    Symbol s;
-    s.begin = pos;
-    s.length_bytes = std::min(utf8_sequence_length(static_cast<uint8_t>(text[pos])),
-                              text.size() - pos);
-    pos += s.length_bytes;
-    s.prev = static_cast<int>(symbols.size()) - 1;
-    s.next = pos == text.size() ? -1 : static_cast<int>(symbols.size()) + 1;
-    symbols.push_back(s);
-  }
-
-  std::priority_queue<Bigram, std::vector<Bigram>, LowerPriority> queue;
-  const auto try_add_bigram = [&](int left, int right) {
-    if (left == -1 || right == -1) return;
-    const size_t length = symbols[left].length_bytes + symbols[right].length_bytes;
-    const int32_t id = vocab_->find(std::string_view(text).substr(symbols[left].begin, length));
-    if (id == kNoToken) return;
-    queue.push(Bigram{vocab_->score(id), left, right, length});
+  // Highest token score first; a pair may merge only when its text is a token.
+  const auto pair_priority = [&](std::string_view /*left*/, std::string_view /*right*/,
+                                 std::string_view merged) -> std::optional<float> {
+    const int32_t id = vocab_->find(merged);
+    if (id == kNoToken) return std::nullopt;
+    return vocab_->score(id);
   };
-  for (int i = 1; i < static_cast<int>(symbols.size()); ++i) try_add_bigram(i - 1, i);
-
-  while (!queue.empty()) {
-    const Bigram bigram = queue.top();
-    queue.pop();
-    Symbol& left = symbols[bigram.left];
-    Symbol& right = symbols[bigram.right];
-    if (left.length_bytes == 0 || right.length_bytes == 0 ||
-        left.length_bytes + right.length_bytes != bigram.length_bytes) {
-      continue;  // one side has changed since this pair was queued
-    }
-    left.length_bytes += right.length_bytes;
-    right.length_bytes = 0;
-    left.next = right.next;
-    if (right.next >= 0) symbols[right.next].prev = bigram.left;
-    try_add_bigram(left.prev, bigram.left);
-    try_add_bigram(bigram.left, left.next);
-  }
-
-  // Every merged piece is a token (pairs are only queued when they are); single characters
-  // that are not fall back to their bytes.
-  for (int i = 0; i != -1; i = symbols[i].next) {
-    const std::string_view piece = std::string_view(text).substr(symbols[i].begin,
-                                                                 symbols[i].length_bytes);
+  // Every merged piece is a token (pairs only merge when they are); single characters that are
+  // not fall back to their bytes.
+  merge_pairs(text, pair_priority, [&](std::string_view piece) {
     const int32_t id = vocab_->find(piece);
     if (id != kNoToken) {
       ids->push_back(id);
-      continue;
+      return;
     }
     for (char c : piece) {
       const int32_t byte_id = byte_token_ids_[static_cast<uint8_t>(c)];
       if (byte_id != kNoToken) ids->push_back(byte_id);
     }
-  }
+  });
 }
 
 }  // namespace strata
