@@ -119,21 +119,10 @@ void dequantize_q6_k(const BlockQ6_K* blocks, float* dst, int64_t n_blocks) {
   }
 }
 
-std::string type_name(DType type) {
-  const std::optional<DTypeTraits> t = dtype_traits(static_cast<uint32_t>(type));
-  return t ? std::string(t->name) : "type id " + std::to_string(static_cast<uint32_t>(type));
-}
-
 }  // namespace
 
 Status dequantize_row(DType type, const void* src, float* dst, int64_t n_elems) {
-  const std::optional<DTypeTraits> t = dtype_traits(static_cast<uint32_t>(type));
-  if (n_elems < 0 || (t && n_elems % t->block_elems != 0)) {
-    return Status::invalid_argument("dequantize_row: " + std::to_string(n_elems) + " " +
-                                    type_name(type) + " elements are not whole blocks of " +
-                                    std::to_string(t ? t->block_elems : 1));
-  }
-  const int64_t n_blocks = t ? n_elems / t->block_elems : 0;
+  STRATA_ASSIGN_OR_RETURN(const int64_t n_blocks, row_blocks("dequantize_row", type, n_elems));
   switch (type) {
     case DType::kF32:
       if (n_elems > 0) std::memcpy(dst, src, static_cast<size_t>(n_elems) * sizeof(float));
@@ -157,7 +146,7 @@ Status dequantize_row(DType type, const void* src, float* dst, int64_t n_elems) 
       dequantize_q6_k(static_cast<const BlockQ6_K*>(src), dst, n_blocks);
       return Status::ok();
     default:
-      return Status::unsupported("dequantize_row: tensor type " + type_name(type) +
+      return Status::unsupported("dequantize_row: tensor type " + dtype_name_or_id(type) +
                                  " is not one Strata reads (F32, F16, BF16, Q8_0, Q4_0, Q4_K, "
                                  "Q6_K)");
   }

@@ -49,6 +49,21 @@ const DTypeTraits& traits(DType type) {
   return kTraits[0];
 }
 
+std::string dtype_name_or_id(DType type) {
+  const std::optional<DTypeTraits> t = dtype_traits(static_cast<uint32_t>(type));
+  return t ? std::string(t->name) : "type id " + std::to_string(static_cast<uint32_t>(type));
+}
+
+StatusOr<int64_t> row_blocks(std::string_view caller, DType type, int64_t n_elems) {
+  const std::optional<DTypeTraits> t = dtype_traits(static_cast<uint32_t>(type));
+  if (n_elems < 0 || (t && n_elems % t->block_elems != 0)) {
+    return Status::invalid_argument(std::string(caller) + ": " + std::to_string(n_elems) + " " +
+                                    dtype_name_or_id(type) + " elements are not whole blocks of " +
+                                    std::to_string(t ? t->block_elems : 1));
+  }
+  return t ? n_elems / t->block_elems : 0;
+}
+
 std::optional<DType> dtype_from_name(std::string_view name) {
   for (const DTypeTraits& t : kTraits) {
     std::string_view n = t.name;

@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "offload/core/status.h"
+
 namespace strata {
 
 enum class DType : uint32_t {
@@ -48,6 +50,13 @@ const DTypeTraits& traits(DType type);  // REQUIRES: type is one of the enumerat
 inline const char* dtype_name(DType type) { return traits(type).name; }
 std::optional<DType> dtype_from_name(std::string_view name);  // case-insensitive "q8_0" -> kQ8_0
 inline bool dtype_supported(DType type) { return traits(type).supported; }
+// The type's name, or "type id N" for a value outside the enum (for messages about bad input).
+std::string dtype_name_or_id(DType type);
+
+// Blocks in a row of `n_elems` elements of `type`; invalid_argument, its message starting with
+// `caller`, when n_elems is negative or not whole blocks. A value outside the enum has no block
+// size and gives 0 blocks (the caller then reports the type as unsupported).
+StatusOr<int64_t> row_blocks(std::string_view caller, DType type, int64_t n_elems);
 
 // Bytes of one row of `n_elems` elements. REQUIRES: n_elems % block_elems == 0.
 inline int64_t row_bytes(DType type, int64_t n_elems) {

@@ -357,21 +357,10 @@ void quantize_q6_k(const float* src, BlockQ6_K* blocks, int64_t n_blocks) {
   }
 }
 
-std::string type_name(DType type) {
-  const std::optional<DTypeTraits> t = dtype_traits(static_cast<uint32_t>(type));
-  return t ? std::string(t->name) : "type id " + std::to_string(static_cast<uint32_t>(type));
-}
-
 }  // namespace
 
 Status quantize_row(DType type, const float* src, void* dst, int64_t n_elems) {
-  const std::optional<DTypeTraits> t = dtype_traits(static_cast<uint32_t>(type));
-  if (n_elems < 0 || (t && n_elems % t->block_elems != 0)) {
-    return Status::invalid_argument("quantize_row: " + std::to_string(n_elems) + " " +
-                                    type_name(type) + " elements are not whole blocks of " +
-                                    std::to_string(t ? t->block_elems : 1));
-  }
-  const int64_t n_blocks = t ? n_elems / t->block_elems : 0;
+  STRATA_ASSIGN_OR_RETURN(const int64_t n_blocks, row_blocks("quantize_row", type, n_elems));
   switch (type) {
     case DType::kF32:
       if (n_elems > 0) std::memcpy(dst, src, static_cast<size_t>(n_elems) * sizeof(float));
@@ -399,8 +388,8 @@ Status quantize_row(DType type, const float* src, void* dst, int64_t n_elems) {
       quantize_q6_k(src, static_cast<BlockQ6_K*>(dst), n_blocks);
       return Status::ok();
     default:
-      return Status::unsupported("quantize_row: cannot write tensor type " + type_name(type) +
-                                 " (F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K can be written)");
+      return Status::unsupported("quantize_row: cannot write tensor type " +
+                                 dtype_name_or_id(type) + " (F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K can be written)");
   }
 }
 
