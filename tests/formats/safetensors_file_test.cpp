@@ -12,18 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "tests/testing/expect_contains.h"
 #include "tests/testing/testdata.h"
 
 namespace strata {
 namespace {
-
-// gmock is not linked: a plain substring check that prints both strings.
-#define EXPECT_CONTAINS(haystack, needle)                                              \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos)                     \
-      << "message: " << (haystack) << "\nexpected to contain: " << (needle)
-#define ASSERT_CONTAINS(haystack, needle)                                              \
-  ASSERT_NE(std::string(haystack).find(needle), std::string::npos)                     \
-      << "message: " << (haystack) << "\nexpected to contain: " << (needle)
 
 // 8-byte little-endian length, the header text, then `data`.
 std::vector<uint8_t> st_bytes(const std::string& header, const std::vector<uint8_t>& data) {

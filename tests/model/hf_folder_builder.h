@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "offload/core/dtype.h"
+#include "tests/testing/expect_contains.h"
 
 namespace strata::testing {
 
@@ -187,11 +188,3 @@ inline void write_sharded_hf_folder(const TempFolder& folder, const nlohmann::js
 }
 
 }  // namespace strata::testing
-
-// gmock is not linked: a plain substring check that prints both strings.
-#define EXPECT_CONTAINS(haystack, needle)                                  \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos)         \
-      << "message: " << (haystack) << "\nexpected to contain: " << (needle)
-#define ASSERT_CONTAINS(haystack, needle)                                  \
-  ASSERT_NE(std::string(haystack).find(needle), std::string::npos)         \
-      << "message: " << (haystack) << "\nexpected to contain: " << (needle)
