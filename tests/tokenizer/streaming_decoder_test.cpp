@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <memory>
+#include <string>
 
 #include "offload/tokenizer/utf8.h"
 #include "tests/testing/testdata.h"
@@ -24,6 +26,26 @@ Tokenizer toy() {
 }
 
 bool is_well_formed_utf8(const std::string& s) { return sanitize_utf8(s) == s; }
+
+struct Streamed {
+  std::string pushed;          // what push() returned, token after token
+  std::string flushed;         // what flush() returned after the last token
+  size_t most_held_bytes = 0;  // the most bytes the decoder held back at once
+};
+
+// Streams `ids` one token at a time, expecting every piece to be well-formed UTF-8.
+Streamed stream_one_by_one(const Tokenizer& t, const Ids& ids) {
+  StreamingDecoder stream(t);
+  Streamed out;
+  for (int32_t id : ids) {
+    const std::string piece = stream.push(id);
+    EXPECT_TRUE(is_well_formed_utf8(piece)) << "token " << id;
+    out.most_held_bytes = std::max(out.most_held_bytes, stream.pending_bytes());
+    out.pushed += piece;
+  }
+  out.flushed = stream.flush();
+  return out;
+}
 
 TEST(StreamingDecoder, HoldsBackBytesUntilTheCharacterIsComplete) {
   const Tokenizer t = toy();
@@ -84,18 +106,9 @@ TEST(StreamingDecoder, ByteLevelBpeStreamsWholeCharacters) {
   const std::string text = "Llamas \xF0\x9F\xA6\x99 and \xE1\x9E\x80\xE1\x9E\xB6 "
                            "\xF0\x9F\x98\xB6\xE2\x80\x8D\xF0\x9F\x8C\xAB\xEF\xB8\x8F!";
   const Ids ids = t->encode(text, false, false);
-  StreamingDecoder stream(*t);
-  std::string streamed;
-  size_t most_held = 0;
-  for (int32_t id : ids) {
-    const std::string piece = stream.push(id);
-    EXPECT_TRUE(is_well_formed_utf8(piece)) << "token " << id;
-    most_held = std::max(most_held, stream.pending_bytes());
-    streamed += piece;
-  }
-  streamed += stream.flush();
-  EXPECT_EQ(streamed, text);
-  EXPECT_GT(most_held, 0u) << "no token split a character: the test checks nothing";
+  const Streamed streamed = stream_one_by_one(*t, ids);
+  EXPECT_EQ(streamed.pushed + streamed.flushed, text);
+  EXPECT_GT(streamed.most_held_bytes, 0u) << "no token split a character: the test checks nothing";
 }
 
 TEST(StreamingDecoder, SentencePieceByteFallbackStreamsWholeCharacters) {
@@ -108,18 +121,10 @@ TEST(StreamingDecoder, SentencePieceByteFallbackStreamsWholeCharacters) {
 
   const std::string text = "smile \xF0\x9F\x98\x81 \xF0\x9F\xA6\x99";
   const Ids ids = t->encode(text, false, false);
-  StreamingDecoder stream(*t);
-  std::string streamed;
-  size_t most_held = 0;
-  for (int32_t id : ids) {
-    const std::string piece = stream.push(id);
-    EXPECT_TRUE(is_well_formed_utf8(piece)) << "token " << id;
-    most_held = std::max(most_held, stream.pending_bytes());
-    streamed += piece;
-  }
-  EXPECT_EQ(stream.flush(), "");
-  EXPECT_EQ(streamed, " " + text);  // the stream keeps SentencePiece's leading space
-  EXPECT_EQ(most_held, 3u);          // 4-byte characters come as <0xF0><0x9F>...
+  const Streamed streamed = stream_one_by_one(*t, ids);
+  EXPECT_EQ(streamed.flushed, "");
+  EXPECT_EQ(streamed.pushed, " " + text);   // the stream keeps SentencePiece's leading space
+  EXPECT_EQ(streamed.most_held_bytes, 3u);  // 4-byte characters come as <0xF0><0x9F>...
 }
 
 }  // namespace
