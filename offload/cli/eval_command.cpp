@@ -38,12 +38,8 @@ Status eval(const EvalFlags& flags) {
     return Status::invalid_argument("give exactly one of --ids and -p");
   }
   STRATA_ASSIGN_OR_RETURN(ModelRuntime rt, ModelRuntime::load(flags.runtime));
-  std::vector<int32_t> ids;
-  if (!flags.ids.empty()) {
-    STRATA_ASSIGN_OR_RETURN(ids, rt.parse_ids(flags.ids));
-  } else {
-    STRATA_ASSIGN_OR_RETURN(ids, rt.tokenize_prompt(flags.prompt));
-  }
+  STRATA_ASSIGN_OR_RETURN(const std::vector<int32_t> ids,
+                          rt.ids_or_prompt(flags.ids, flags.prompt));
   STRATA_RETURN_IF_ERROR(rt.exec->add_sequence(0));
   std::vector<float> logits;
   STRATA_RETURN_IF_ERROR(rt.exec->forward(0, ids, /*all_logits=*/true, &logits));

@@ -84,4 +84,10 @@ StatusOr<std::vector<int32_t>> ModelRuntime::tokenize_prompt(const std::string& 
   return ids;
 }
 
+StatusOr<std::vector<int32_t>> ModelRuntime::ids_or_prompt(const std::string& ids_text,
+                                                           const std::string& prompt_text) const {
+  if (!ids_text.empty()) return parse_ids(ids_text);
+  return tokenize_prompt(prompt_text);
+}
+
 }  // namespace strata::cli

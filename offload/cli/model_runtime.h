@@ -41,6 +41,10 @@ struct ModelRuntime {
   StatusOr<std::vector<int32_t>> parse_ids(const std::string& text) const;
   // The prompt as ids: tokenized with BOS and special tokens (GGUF models).
   StatusOr<std::vector<int32_t>> tokenize_prompt(const std::string& text) const;
+  // What --ids and -p give: parse_ids(ids_text) when it is not empty, else
+  // tokenize_prompt(prompt_text).
+  StatusOr<std::vector<int32_t>> ids_or_prompt(const std::string& ids_text,
+                                               const std::string& prompt_text) const;
 };
 
 }  // namespace strata::cli

@@ -44,12 +44,8 @@ Status run(const RunFlags& flags) {
     return Status::invalid_argument("the prompt is empty: give text with -p or token ids with --ids");
   }
   STRATA_ASSIGN_OR_RETURN(ModelRuntime rt, ModelRuntime::load(flags.runtime));
-  std::vector<int32_t> prompt;
-  if (!flags.ids.empty()) {
-    STRATA_ASSIGN_OR_RETURN(prompt, rt.parse_ids(flags.ids));
-  } else {
-    STRATA_ASSIGN_OR_RETURN(prompt, rt.tokenize_prompt(flags.prompt));
-  }
+  STRATA_ASSIGN_OR_RETURN(const std::vector<int32_t> prompt,
+                          rt.ids_or_prompt(flags.ids, flags.prompt));
   const int64_t ctx = rt.exec->options().max_context;
   if (static_cast<int64_t>(prompt.size()) > ctx) {
     return Status::invalid_argument("the prompt has " + std::to_string(prompt.size()) +
