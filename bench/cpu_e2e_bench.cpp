@@ -20,9 +20,7 @@
 #include "offload/model/model_loader.h"
 
 namespace strata::bench {
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -53,7 +51,8 @@ double measure_gemm_flops(int64_t m, int64_t k, int64_t n, dnnl::memory::data_ty
     }
   };
   fill(am, m * k);
-  fill(bm, static_cast<int64_t>(pd.weights_desc().get_size() / (dt == memory::data_type::f32 ? 4 : 2)));
+  fill(bm,
+       static_cast<int64_t>(pd.weights_desc().get_size() / (dt == memory::data_type::f32 ? 4 : 2)));
   std::vector<double> times;
   for (int r = 0; r < 6; ++r) {
     const double t0 = now_s();
@@ -81,14 +80,16 @@ int main(int argc, char** argv) {
   app.add_option("-t,--threads", threads, "Threads (default: physical cores)");
   app.add_option("--decode", decode_tokens, "Tokens to decode (batch 1)");
   app.add_option("--prefill", prefill_tokens, "Prompt tokens for the prefill phase (0: skip)");
-  app.add_option("--prefill-precision", precision, "f32 or bf16")->check(CLI::IsMember({"f32", "bf16"}));
+  app.add_option("--prefill-precision", precision, "f32 or bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("--read-gib", read_gib, "Buffer for the read-bandwidth measurement");
   app.add_option("--json-out", json_out, "Append JSON lines here");
   app.add_option("--commit", commit, "Commit id for the record");
   app.add_option("--device-name", device, "Device description for the record");
   CLI11_PARSE(app, argc, argv);
 
-  const ThreadPlacement placement = apply_thread_placement(threads > 0 ? threads : default_thread_count());
+  const ThreadPlacement placement =
+      apply_thread_placement(threads > 0 ? threads : default_thread_count());
   auto loaded = load_model(model_path);
   if (!loaded.is_ok()) {
     std::fprintf(stderr, "%s\n", loaded.status().to_string().c_str());
@@ -112,15 +113,18 @@ int main(int argc, char** argv) {
   const bench::ReadBandwidth bw =
       bench::measure_cpu_read_bandwidth(static_cast<int64_t>(read_gib * (1ll << 30)), 7);
   const double C = bw.best_bytes_per_s;
-  const auto gemm_dt = precision == "bf16" ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
-  const double G = prefill_tokens > 0
-                       ? bench::measure_gemm_flops(prefill_tokens, spec.hp.n_embd, spec.hp.n_ff, gemm_dt)
-                       : 0.0;
+  const auto gemm_dt =
+      precision == "bf16" ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+  const double G = prefill_tokens > 0 ? bench::measure_gemm_flops(prefill_tokens, spec.hp.n_embd,
+                                                                  spec.hp.n_ff, gemm_dt)
+                                      : 0.0;
 
   ExecutorOptions opts;
-  opts.max_context = std::min<int64_t>(spec.hp.n_ctx_train, std::max(prefill_tokens, 256) + decode_tokens + 64);
+  opts.max_context =
+      std::min<int64_t>(spec.hp.n_ctx_train, std::max(prefill_tokens, 256) + decode_tokens + 64);
   opts.max_batch_tokens = std::max(prefill_tokens, 1);
-  opts.prefill_precision = precision == "bf16" ? cpu::MatmulPrecision::kBF16 : cpu::MatmulPrecision::kF32;
+  opts.prefill_precision =
+      precision == "bf16" ? cpu::MatmulPrecision::kBF16 : cpu::MatmulPrecision::kF32;
   opts.profile = true;
   auto exec_or = Executor::create(spec, opts);
   if (!exec_or.is_ok()) {
@@ -139,12 +143,24 @@ int main(int argc, char** argv) {
   };
 
   nlohmann::json base = {
-      {"scenario", scenario}, {"model", model_name}, {"type", type_name}, {"policy", "cpu"},
-      {"vram_budget_bytes", 0}, {"batch", 1}, {"peak_vram_bytes", 0}, {"device", device},
-      {"commit", commit}, {"threads", placement.num_threads},
-      {"limits", {{"hbm_bytes_per_s", 0}, {"h2d_pinned_bytes_per_s", 0}, {"cpu_read_bytes_per_s", C},
-                  {"host_combined_bytes_per_s", 0}, {"gemm_flop_per_s", G}}},
-      {"bytes_per_token", {{"vram", 0}, {"stream", 0}, {"cpu", bytes_per_token}, {"kv_vram", 0}, {"kv_host", 0}}}};
+      {"scenario", scenario},
+      {"model", model_name},
+      {"type", type_name},
+      {"policy", "cpu"},
+      {"vram_budget_bytes", 0},
+      {"batch", 1},
+      {"peak_vram_bytes", 0},
+      {"device", device},
+      {"commit", commit},
+      {"threads", placement.num_threads},
+      {"limits",
+       {{"hbm_bytes_per_s", 0},
+        {"h2d_pinned_bytes_per_s", 0},
+        {"cpu_read_bytes_per_s", C},
+        {"host_combined_bytes_per_s", 0},
+        {"gemm_flop_per_s", G}}},
+      {"bytes_per_token",
+       {{"vram", 0}, {"stream", 0}, {"cpu", bytes_per_token}, {"kv_vram", 0}, {"kv_host", 0}}}};
   std::vector<nlohmann::json> records;
 
   // Warm-up: one token through every layer, so page faults of the mapping are not timed.
@@ -162,7 +178,8 @@ int main(int argc, char** argv) {
     check(exec.forward(1, prompt, false, &logits));
     const double secs = bench::now_s() - t0;
     const ExecutorProfile& p1 = exec.profile();
-    std::fprintf(stderr, "prefill %.2f s: matmul %.2f s, attention %.2f s, other %.2f s; oneDNN ISA %d\n",
+    std::fprintf(stderr,
+                 "prefill %.2f s: matmul %.2f s, attention %.2f s, other %.2f s; oneDNN ISA %d\n",
                  secs, p1.matmul_s - p0.matmul_s, p1.attention_s - p0.attention_s,
                  p1.other_s() - p0.other_s(), static_cast<int>(dnnl::get_effective_cpu_isa()));
     check(exec.remove_sequence(1));
@@ -210,8 +227,9 @@ int main(int argc, char** argv) {
     std::printf("%s\n", r.dump().c_str());
     if (out) out << r.dump() << "\n";
   }
-  std::printf("\n%-8s %-6s %-8s %10s %10s %7s   C %.1f GB/s, G %.2f TFLOP/s (%s)\n", "model", "type",
-              "phase", "tok/s", "roof tok/s", "ratio", C / 1e9, G / 1e12, precision.c_str());
+  std::printf("\n%-8s %-6s %-8s %10s %10s %7s   C %.1f GB/s, G %.2f TFLOP/s (%s)\n", "model",
+              "type", "phase", "tok/s", "roof tok/s", "ratio", C / 1e9, G / 1e12,
+              precision.c_str());
   for (const auto& r : records) {
     std::printf("%-8s %-6s %-8s %10.2f %10.2f %7.3f\n", model_name.substr(0, 8).c_str(),
                 type_name.c_str(), r["phase"].get<std::string>().c_str(),

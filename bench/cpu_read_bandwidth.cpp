@@ -27,9 +27,12 @@ enum class Method { kLoad32, kLoad64, kLoad64Prefetch };
 constexpr Method kMethods[] = {Method::kLoad32, Method::kLoad64, Method::kLoad64Prefetch};
 const char* method_name(Method m) {
   switch (m) {
-    case Method::kLoad32: return "load32";
-    case Method::kLoad64: return "load64";
-    default: return "load64+prefetch";
+    case Method::kLoad32:
+      return "load32";
+    case Method::kLoad64:
+      return "load64";
+    default:
+      return "load64+prefetch";
   }
 }
 
@@ -53,7 +56,8 @@ uint64_t read_slice(const uint8_t* p, int64_t bytes, Method method) {
       a2 = _mm512_add_epi64(a2, _mm512_load_si512(v + i + 2));
       a3 = _mm512_add_epi64(a3, _mm512_load_si512(v + i + 3));
     }
-    return _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+    return _mm512_reduce_add_epi64(
+        _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
   }
 #endif
 #if defined(__AVX2__)

@@ -12,8 +12,8 @@ namespace strata::bench {
 
 // One way of reading the buffer and what it reached.
 struct ReadMethod {
-  const char* name = "";          // "load32", "load64", "load64+prefetch"
-  double best_bytes_per_s = 0;    // the fastest pass
+  const char* name = "";        // "load32", "load64", "load64+prefetch"
+  double best_bytes_per_s = 0;  // the fastest pass
   double median_bytes_per_s = 0;
 };
 
@@ -24,7 +24,7 @@ struct ReadBandwidth {
   double best_bytes_per_s = 0;
   std::vector<ReadMethod> methods;
   int64_t buffer_bytes = 0;
-  int passes = 0;                 // per method
+  int passes = 0;  // per method
   int threads = 0;
 };
 

@@ -10,8 +10,6 @@
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -20,6 +18,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <string>
@@ -46,10 +45,8 @@ struct Shape {
 // llama3-8b: 32 layers of q, o (4096x4096), k, v (1024x4096), gate, up (14336x4096), down
 // (4096x14336), and the output head (128256x4096).
 const std::vector<Shape> kLlama3_8b = {
-    {"attn_q,attn_o", 4096, 4096, 64},
-    {"attn_k,attn_v", 1024, 4096, 64},
-    {"ffn_gate,ffn_up", 14336, 4096, 64},
-    {"ffn_down", 4096, 14336, 32},
+    {"attn_q,attn_o", 4096, 4096, 64},    {"attn_k,attn_v", 1024, 4096, 64},
+    {"ffn_gate,ffn_up", 14336, 4096, 64}, {"ffn_down", 4096, 14336, 32},
     {"output", 128256, 4096, 1},
 };
 
@@ -133,8 +130,8 @@ void fill_weights(DType type, uint8_t* data, int64_t bytes) {
 
 struct ShapeResult {
   Shape shape;
-  int64_t bytes = 0;       // weight bytes one call reads
-  int copies = 0;          // matrices rotated over
+  int64_t bytes = 0;  // weight bytes one call reads
+  int copies = 0;     // matrices rotated over
   double median_s = 0, min_s = 0;
 };
 
@@ -165,8 +162,8 @@ struct Activations {
   float* x_base = nullptr;
 };
 
-ShapeResult time_shape(DType type, const Shape& shape, int batch, GemvIsa isa,
-                       const uint8_t* arena, int64_t arena_bytes, int repeats, int x_offset) {
+ShapeResult time_shape(DType type, const Shape& shape, int batch, GemvIsa isa, const uint8_t* arena,
+                       int64_t arena_bytes, int repeats, int x_offset) {
   ShapeResult r;
   r.shape = shape;
   r.bytes = shape.rows * row_bytes(type, shape.cols);
@@ -181,7 +178,8 @@ ShapeResult time_shape(DType type, const Shape& shape, int batch, GemvIsa isa,
     const WeightMatrix w{type, shape.rows, shape.cols, arena + (call % r.copies) * r.bytes};
     const auto start = std::chrono::steady_clock::now();
     const Status s = gemv_batched(w, act.x, batch, act.y, 0, 0, isa);
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (!s.is_ok()) {
       std::cerr << "gemv_bench: " << s.to_string() << "\n";
       std::exit(1);
@@ -245,8 +243,9 @@ int run(const Options& opt) {
     std::fprintf(stderr, "gemv_bench: read %-16s best %7.2f GB/s, median %7.2f GB/s\n", m.name,
                  m.best_bytes_per_s / 1e9, m.median_bytes_per_s / 1e9);
   }
-  std::fprintf(stderr, "gemv_bench: C = %.2f GB/s (best pass of any method; %d passes each over %.2f GiB)\n",
-               first.best_bytes_per_s / 1e9, first.passes, first.buffer_bytes / kGiB);
+  std::fprintf(
+      stderr, "gemv_bench: C = %.2f GB/s (best pass of any method; %d passes each over %.2f GiB)\n",
+      first.best_bytes_per_s / 1e9, first.passes, first.buffer_bytes / kGiB);
   std::vector<ReadBandwidth> probes = {first};  // probes[t] before type t, probes[t + 1] after it
 
   std::ofstream json_file;
@@ -306,17 +305,22 @@ int run(const Options& opt) {
   };
   std::vector<Row> table;
   for (const Measured& m : measured) {
-    const double c_local =
-        std::max(probes[m.probe_before].best_bytes_per_s, probes[m.probe_before + 1].best_bytes_per_s);
+    const double c_local = std::max(probes[m.probe_before].best_bytes_per_s,
+                                    probes[m.probe_before + 1].best_bytes_per_s);
     nlohmann::json shapes = nlohmann::json::array();
     double worst = 1e9;
     for (const ShapeResult& r : m.shapes) {
       const double rate = r.bytes / r.median_s;
       worst = std::min(worst, rate / c);
-      shapes.push_back({{"role", r.shape.role}, {"rows", r.shape.rows}, {"cols", r.shape.cols},
-                        {"weight_bytes", r.bytes}, {"copies_rotated", r.copies},
-                        {"median_s", r.median_s}, {"min_s", r.min_s},
-                        {"weight_bytes_per_s", rate}, {"ratio_to_roofline", rate / c}});
+      shapes.push_back({{"role", r.shape.role},
+                        {"rows", r.shape.rows},
+                        {"cols", r.shape.cols},
+                        {"weight_bytes", r.bytes},
+                        {"copies_rotated", r.copies},
+                        {"median_s", r.median_s},
+                        {"min_s", r.min_s},
+                        {"weight_bytes_per_s", rate},
+                        {"ratio_to_roofline", rate / c}});
     }
     // The rate a whole decoded token sees (each shape weighted by its reads per token).
     const double rate = m.token_bytes / m.token_s;
@@ -326,54 +330,64 @@ int run(const Options& opt) {
       read_methods[method.name] = {{"best_bytes_per_s", method.best_bytes_per_s},
                                    {"median_bytes_per_s", method.median_bytes_per_s}};
     }
-    nlohmann::json record = {
-        {"scenario", "cpu-gemv"}, {"model", "llama3-8b"}, {"type", dtype_name(m.type)},
-        {"phase", "decode"}, {"policy", "cpu-only"}, {"batch", m.batch},
-        {"threads", placed.num_threads}, {"pinned", placed.pinned},
-        {"isa", gemv_isa_name(isa)},
-        {"weight_bytes_per_token", m.token_bytes},
-        {"weight_bytes_per_s", rate},
-        {"cpu_read_bytes_per_s", c},
-        {"ratio_to_roofline", rate / c},
-        {"local_cpu_read_bytes_per_s", c_local},
-        {"ratio_to_local_roofline", rate / c_local},
-        {"best_weight_bytes_per_s", best_rate},
-        {"best_ratio_to_roofline", best_rate / c},
-        {"tokens_per_s", 1.0 / m.token_s},
-        {"roofline_tokens_per_s", c / m.token_bytes},
-        {"limits", {{"cpu_read_bytes_per_s", c},
-                    {"cpu_read_first_probe_methods", read_methods},
-                    {"cpu_read_buffer_bytes", first.buffer_bytes}}},
-        {"bytes_per_token", {{"cpu", m.token_bytes}}},
-        {"working_set_bytes", m.arena_bytes},
-        {"repeats", opt.repeats},
-        {"x_offset_floats", opt.x_offset_floats},
-        {"shapes", shapes},
-        {"device", device},
-        {"commit", opt.commit}};
+    nlohmann::json record = {{"scenario", "cpu-gemv"},
+                             {"model", "llama3-8b"},
+                             {"type", dtype_name(m.type)},
+                             {"phase", "decode"},
+                             {"policy", "cpu-only"},
+                             {"batch", m.batch},
+                             {"threads", placed.num_threads},
+                             {"pinned", placed.pinned},
+                             {"isa", gemv_isa_name(isa)},
+                             {"weight_bytes_per_token", m.token_bytes},
+                             {"weight_bytes_per_s", rate},
+                             {"cpu_read_bytes_per_s", c},
+                             {"ratio_to_roofline", rate / c},
+                             {"local_cpu_read_bytes_per_s", c_local},
+                             {"ratio_to_local_roofline", rate / c_local},
+                             {"best_weight_bytes_per_s", best_rate},
+                             {"best_ratio_to_roofline", best_rate / c},
+                             {"tokens_per_s", 1.0 / m.token_s},
+                             {"roofline_tokens_per_s", c / m.token_bytes},
+                             {"limits",
+                              {{"cpu_read_bytes_per_s", c},
+                               {"cpu_read_first_probe_methods", read_methods},
+                               {"cpu_read_buffer_bytes", first.buffer_bytes}}},
+                             {"bytes_per_token", {{"cpu", m.token_bytes}}},
+                             {"working_set_bytes", m.arena_bytes},
+                             {"repeats", opt.repeats},
+                             {"x_offset_floats", opt.x_offset_floats},
+                             {"shapes", shapes},
+                             {"device", device},
+                             {"commit", opt.commit}};
     const std::string line = record.dump();
     std::cout << line << "\n" << std::flush;
     if (json_file) json_file << line << "\n" << std::flush;
-    table.push_back({dtype_name(m.type), m.batch, rate, rate / c, rate / c_local, best_rate / c, worst});
+    table.push_back(
+        {dtype_name(m.type), m.batch, rate, rate / c, rate / c_local, best_rate / c, worst});
   }
 
-  std::printf("\nC (all-core read, best of %zu probes) = %.2f GB/s; probes ranged %.2f-%.2f GB/s; %s\n",
-              probes.size(), c / 1e9,
-              std::min_element(probes.begin(), probes.end(),
-                               [](const ReadBandwidth& a, const ReadBandwidth& b) {
-                                 return a.best_bytes_per_s < b.best_bytes_per_s;
-                               })->best_bytes_per_s / 1e9,
-              c / 1e9, device.c_str());
+  std::printf(
+      "\nC (all-core read, best of %zu probes) = %.2f GB/s; probes ranged %.2f-%.2f GB/s; %s\n",
+      probes.size(), c / 1e9,
+      std::min_element(
+          probes.begin(), probes.end(),
+          [](const ReadBandwidth& a, const ReadBandwidth& b) {
+            return a.best_bytes_per_s < b.best_bytes_per_s;
+          })->best_bytes_per_s /
+          1e9,
+      c / 1e9, device.c_str());
   std::printf("%-6s %5s %10s %7s %10s %10s %12s\n", "type", "batch", "GEMV GB/s", "ratio",
               "local-ratio", "best-ratio", "worst shape");
   for (const Row& r : table) {
     std::printf("%-6s %5d %10.2f %7.3f %10.3f %10.3f %12.3f\n", r.type.c_str(), r.batch,
                 r.bytes_per_s / 1e9, r.ratio, r.local_ratio, r.best_ratio, r.worst_shape_ratio);
   }
-  std::printf("(GEMV GB/s: weight bytes per token / summed median call times, llama3-8b shapes;\n"
-              " ratio = that / C; local-ratio = that / the best probe just before or after;\n"
-              " best-ratio uses the fastest call of each shape; worst shape = lowest per-shape\n"
-              " median ratio to C)\n");
+  std::printf(
+      "(GEMV GB/s: weight bytes per token / summed median call times, llama3-8b shapes;\n"
+      " ratio = that / C; local-ratio = that / the best probe just before or after;\n"
+      " best-ratio uses the fastest call of each shape; worst shape = lowest per-shape\n"
+      " median ratio to C)\n");
   return 0;
 }
 
@@ -383,9 +397,11 @@ int run(const Options& opt) {
 int main(int argc, char** argv) {
   strata::bench::Options opt;
   CLI::App app{"Decode GEMV on the CPU against the host's all-core DRAM read bandwidth"};
-  app.add_option("--threads", opt.threads, "OpenMP threads, pinned one per core (0: physical cores)")
+  app.add_option("--threads", opt.threads,
+                 "OpenMP threads, pinned one per core (0: physical cores)")
       ->capture_default_str();
-  app.add_option("--read-gib", opt.read_gib, "buffer for the read-bandwidth probe, GiB (>= 4 on the target)")
+  app.add_option("--read-gib", opt.read_gib,
+                 "buffer for the read-bandwidth probe, GiB (>= 4 on the target)")
       ->capture_default_str();
   app.add_option("--read-passes", opt.read_passes, "passes of the read probe; the best is C")
       ->capture_default_str();

@@ -49,8 +49,10 @@ class OneDnnPrefillAttention final : public PrefillAttention {
     m.s_md = memory::desc({G, T, C}, f32, memory::dims{T * C, C, 1});
     m.v_md = memory::desc({1, C, D}, f32, memory::dims{C * D, D, 1});
     m.o_md = memory::desc({G, T, D}, f32, memory::dims{D, Q, 1});
-    m.scores = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(m.q_md, m.kt_md, m.s_md), engine_));
-    m.mix = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(m.s_md, m.v_md, m.o_md), engine_));
+    m.scores = dnnl::matmul(
+        dnnl::matmul::primitive_desc(dnnl::matmul::desc(m.q_md, m.kt_md, m.s_md), engine_));
+    m.mix = dnnl::matmul(
+        dnnl::matmul::primitive_desc(dnnl::matmul::desc(m.s_md, m.v_md, m.o_md), engine_));
     return cache_.emplace(key, std::move(m)).first->second;
   }
 
@@ -84,7 +86,8 @@ class OneDnnPrefillAttention final : public PrefillAttention {
     const int64_t G = shape.n_head / shape.n_head_kv;
     const int64_t Q = shape.n_head * D;
     const int64_t n_keys = first_position + n_tokens;
-    if (n_keys > kv.num_tokens) return Status::internal("attention: the KV cache holds too few tokens");
+    if (n_keys > kv.num_tokens)
+      return Status::internal("attention: the KV cache holds too few tokens");
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
 
     for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
@@ -99,7 +102,8 @@ class OneDnnPrefillAttention final : public PrefillAttention {
         memory q_mem(m.q_md, engine_, q_tile), kt_mem(m.kt_md, engine_, k_.data()),
             s_mem(m.s_md, engine_, s_.data()), v_mem(m.v_md, engine_, v_.data()),
             o_mem(m.o_md, engine_, o_tile);
-        m.scores.execute(stream_, {{DNNL_ARG_SRC, q_mem}, {DNNL_ARG_WEIGHTS, kt_mem}, {DNNL_ARG_DST, s_mem}});
+        m.scores.execute(
+            stream_, {{DNNL_ARG_SRC, q_mem}, {DNNL_ARG_WEIGHTS, kt_mem}, {DNNL_ARG_DST, s_mem}});
         stream_.wait();
         // Masked softmax of each score row: token t0 + t sees keys 0 .. first_position + t0 + t.
 #pragma omp parallel for collapse(2) schedule(static)
@@ -120,7 +124,8 @@ class OneDnnPrefillAttention final : public PrefillAttention {
             std::fill(row + visible, row + C, 0.0f);
           }
         }
-        m.mix.execute(stream_, {{DNNL_ARG_SRC, s_mem}, {DNNL_ARG_WEIGHTS, v_mem}, {DNNL_ARG_DST, o_mem}});
+        m.mix.execute(stream_,
+                      {{DNNL_ARG_SRC, s_mem}, {DNNL_ARG_WEIGHTS, v_mem}, {DNNL_ARG_DST, o_mem}});
         stream_.wait();
       }
     }

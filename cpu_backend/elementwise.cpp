@@ -5,7 +5,8 @@
 
 namespace strata::cpu {
 
-void rms_norm(const float* x, const float* weight, float* y, int64_t n_tokens, int64_t n, float eps) {
+void rms_norm(const float* x, const float* weight, float* y, int64_t n_tokens, int64_t n,
+              float eps) {
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < n_tokens; ++t) {
     const float* xr = x + t * n;

@@ -10,7 +10,8 @@
 namespace strata::cpu {
 
 // y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight, as HF's LlamaRMSNorm (x and y may alias).
-void rms_norm(const float* x, const float* weight, float* y, int64_t n_tokens, int64_t n, float eps);
+void rms_norm(const float* x, const float* weight, float* y, int64_t n_tokens, int64_t n,
+              float eps);
 
 // Rotates the first rope_dims of every head of x [n_tokens][n_heads * head_dim] in place by the
 // angle positions[t] * theta^(-2i/rope_dims) of pair i; pairs are adjacent elements or the two

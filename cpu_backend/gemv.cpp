@@ -24,9 +24,12 @@ GemvIsa resolve(GemvIsa isa) {
 
 RowKernel kernel_for(GemvIsa isa, DType type) {
   switch (resolve(isa)) {
-    case GemvIsa::kAvx512: return gemv_detail::avx512_row_kernel(type);
-    case GemvIsa::kAvx2: return gemv_detail::avx2_row_kernel(type);
-    default: return gemv_detail::scalar_row_kernel(type);
+    case GemvIsa::kAvx512:
+      return gemv_detail::avx512_row_kernel(type);
+    case GemvIsa::kAvx2:
+      return gemv_detail::avx2_row_kernel(type);
+    default:
+      return gemv_detail::scalar_row_kernel(type);
   }
 }
 
@@ -67,18 +70,24 @@ const float* gemv_detail::f16_to_f32_table() {
 bool gemv_isa_available(GemvIsa isa) {
   switch (isa) {
     case GemvIsa::kBest:
-    case GemvIsa::kScalar: return true;
-    case GemvIsa::kAvx2: return gemv_detail::avx2_row_kernel(DType::kF32) != nullptr;
-    case GemvIsa::kAvx512: return gemv_detail::avx512_row_kernel(DType::kF32) != nullptr;
+    case GemvIsa::kScalar:
+      return true;
+    case GemvIsa::kAvx2:
+      return gemv_detail::avx2_row_kernel(DType::kF32) != nullptr;
+    case GemvIsa::kAvx512:
+      return gemv_detail::avx512_row_kernel(DType::kF32) != nullptr;
   }
   return false;
 }
 
 const char* gemv_isa_name(GemvIsa isa) {
   switch (resolve(isa)) {
-    case GemvIsa::kAvx512: return "avx512";
-    case GemvIsa::kAvx2: return "avx2";
-    default: return "scalar";
+    case GemvIsa::kAvx512:
+      return "avx512";
+    case GemvIsa::kAvx2:
+      return "avx2";
+    default:
+      return "scalar";
   }
 }
 

@@ -34,8 +34,8 @@ namespace strata {
 // data + n * row_bytes(type, cols). The view owns nothing.
 struct WeightMatrix {
   DType type = DType::kF32;
-  int64_t rows = 0;             // output features (ne[1])
-  int64_t cols = 0;             // input features (ne[0]); a multiple of the type's block size
+  int64_t rows = 0;  // output features (ne[1])
+  int64_t cols = 0;  // input features (ne[0]); a multiple of the type's block size
   const uint8_t* data = nullptr;
 
   int64_t row_stride_bytes() const { return row_bytes(type, cols); }

@@ -189,7 +189,8 @@ struct Q4_KRow {
         const __m256i b0 = u8x8(q), b1 = u8x8(q + 8), b2 = u8x8(q + 16), b3 = u8x8(q + 24);
         // d1 * q - m1, rounded twice as dequantize_row rounds it.
         const auto lo = [&](__m256i v) {
-          return _mm256_sub_ps(_mm256_mul_ps(d1, _mm256_cvtepi32_ps(_mm256_and_si256(v, low4))), m1);
+          return _mm256_sub_ps(_mm256_mul_ps(d1, _mm256_cvtepi32_ps(_mm256_and_si256(v, low4))),
+                               m1);
         };
         const auto hi = [&](__m256i v) {
           return _mm256_sub_ps(_mm256_mul_ps(d2, _mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4))), m2);
@@ -226,7 +227,8 @@ struct Q6_KRow {
           const __m256i lo_a = u8x8(ql + l), lo_b = u8x8(ql + l + 32), h = u8x8(qh + l);
           const auto weights = [&](__m256i low, int shift, int is) {
             const __m256i high = _mm256_and_si256(_mm256_srli_epi32(h, shift), two_bits);
-            const __m256i q = _mm256_sub_epi32(_mm256_or_si256(low, _mm256_slli_epi32(high, 4)), bias);
+            const __m256i q =
+                _mm256_sub_epi32(_mm256_or_si256(low, _mm256_slli_epi32(high, 4)), bias);
             const __m256 scale = _mm256_set1_ps(d * static_cast<float>(sc[is]));
             return _mm256_mul_ps(scale, _mm256_cvtepi32_ps(q));
           };
@@ -257,14 +259,22 @@ template <class Row>
 void row_kernel(const GemvArgs& a, int64_t row_begin, int64_t row_end) {
   static_assert(kGemvMaxBatch == 8, "one instantiation per batch size below");
   switch (a.batch) {
-    case 1: return rows_for_batch<Row, 1>(a, row_begin, row_end);
-    case 2: return rows_for_batch<Row, 2>(a, row_begin, row_end);
-    case 3: return rows_for_batch<Row, 3>(a, row_begin, row_end);
-    case 4: return rows_for_batch<Row, 4>(a, row_begin, row_end);
-    case 5: return rows_for_batch<Row, 5>(a, row_begin, row_end);
-    case 6: return rows_for_batch<Row, 6>(a, row_begin, row_end);
-    case 7: return rows_for_batch<Row, 7>(a, row_begin, row_end);
-    default: return rows_for_batch<Row, 8>(a, row_begin, row_end);
+    case 1:
+      return rows_for_batch<Row, 1>(a, row_begin, row_end);
+    case 2:
+      return rows_for_batch<Row, 2>(a, row_begin, row_end);
+    case 3:
+      return rows_for_batch<Row, 3>(a, row_begin, row_end);
+    case 4:
+      return rows_for_batch<Row, 4>(a, row_begin, row_end);
+    case 5:
+      return rows_for_batch<Row, 5>(a, row_begin, row_end);
+    case 6:
+      return rows_for_batch<Row, 6>(a, row_begin, row_end);
+    case 7:
+      return rows_for_batch<Row, 7>(a, row_begin, row_end);
+    default:
+      return rows_for_batch<Row, 8>(a, row_begin, row_end);
   }
 }
 
@@ -272,14 +282,22 @@ void row_kernel(const GemvArgs& a, int64_t row_begin, int64_t row_end) {
 
 RowKernel avx2_row_kernel(DType type) {
   switch (type) {
-    case DType::kF32: return &row_kernel<PlainRow<DType::kF32>>;
-    case DType::kF16: return &row_kernel<PlainRow<DType::kF16>>;
-    case DType::kBF16: return &row_kernel<PlainRow<DType::kBF16>>;
-    case DType::kQ8_0: return &row_kernel<Q8_0Row>;
-    case DType::kQ4_0: return &row_kernel<Q4_0Row>;
-    case DType::kQ4_K: return &row_kernel<Q4_KRow>;
-    case DType::kQ6_K: return &row_kernel<Q6_KRow>;
-    default: return nullptr;
+    case DType::kF32:
+      return &row_kernel<PlainRow<DType::kF32>>;
+    case DType::kF16:
+      return &row_kernel<PlainRow<DType::kF16>>;
+    case DType::kBF16:
+      return &row_kernel<PlainRow<DType::kBF16>>;
+    case DType::kQ8_0:
+      return &row_kernel<Q8_0Row>;
+    case DType::kQ4_0:
+      return &row_kernel<Q4_0Row>;
+    case DType::kQ4_K:
+      return &row_kernel<Q4_KRow>;
+    case DType::kQ6_K:
+      return &row_kernel<Q6_KRow>;
+    default:
+      return nullptr;
   }
 }
 

@@ -8,7 +8,8 @@
 // trick below removes a port-5 shuffle or a vector op per 16 weights (bench/NOTES.md):
 //   Q4_0, Q4_K: a 4-bit quant has 16 possible values, so each (sub-)block builds a 16-entry float
 //     table (d * (q - 8), or d1 * q - m1) and vpermps looks the weights up: the index is the byte
-//     zero-extended to 32 bits (vpermps reads only its low 4 bits), or that byte shifted right by 4.
+//     zero-extended to 32 bits (vpermps reads only its low 4 bits), or that byte shifted right
+//     by 4.
 //   Scales: f16 block scales come from a 65536-entry table as broadcast loads (no shuffle); per
 //     sub-block scales are stored once per super-block and broadcast from memory.
 //   Q6_K: the 6-bit quants of a 128-element half are assembled in bytes (low nibbles from ql, two
@@ -280,7 +281,7 @@ struct Q4_0Row {
           _mm512_mul_ps(q_minus_8, broadcast_half(f16_table, blk + offsetof(BlockQ4_0, d)));
       const __m512i bytes = _mm512_cvtepu8_epi32(
           _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + offsetof(BlockQ4_0, qs))));
-      lo[r] = _mm512_permutexvar_ps(bytes, table);                         // low nibbles
+      lo[r] = _mm512_permutexvar_ps(bytes, table);                        // low nibbles
       hi[r] = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);  // high nibbles
     }
     const int64_t k = b * kQK4_0;
@@ -318,10 +319,10 @@ struct Q4_KRow {
     std::memcpy(u, blk + offsetof(BlockQ4_K, scales), kKScaleBytes);
     constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
     u[3] = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);  // m[4..7]
-    const uint32_t m_low = u[1] & kLow6;                           // m[0..3]
-    u[1] = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);          // sc[4..7]
+    const uint32_t m_low = u[1] & kLow6;                          // m[0..3]
+    u[1] = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);         // sc[4..7]
     u[2] = m_low;
-    u[0] &= kLow6;                                                 // sc[0..3]
+    u[0] &= kLow6;  // sc[0..3]
     const __m512 d_then_dmin =
         _mm512_mask_blend_ps(0xFF00, broadcast_half(f16_table, blk + offsetof(BlockQ4_K, d)),
                              broadcast_half(f16_table, blk + offsetof(BlockQ4_K, dmin)));
@@ -409,12 +410,14 @@ struct Q6_KRow {
     const __m512i shift_b = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002,
                                              0x0002000200020002, 0x0002000200020002, 0, 0, 0, 0);
     const __m512i l = _mm512_loadu_si512(ql);
-    const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh)));
+    const __m512i h =
+        _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh)));
     // (h_shifted & 0x30) | low nibbles, in one vpternlogd (0xEA: (A & B) | C).
     const __m512i q_a = _mm512_ternarylogic_epi32(_mm512_sllv_epi16(h, shift_a), bits45,
                                                   _mm512_and_si512(l, low4), 0xEA);
-    const __m512i q_b = _mm512_ternarylogic_epi32(
-        _mm512_srlv_epi16(h, shift_b), bits45, _mm512_and_si512(_mm512_srli_epi16(l, 4), low4), 0xEA);
+    const __m512i q_b =
+        _mm512_ternarylogic_epi32(_mm512_srlv_epi16(h, shift_b), bits45,
+                                  _mm512_and_si512(_mm512_srli_epi16(l, 4), low4), 0xEA);
     _mm512_store_si512(q, q_a);
     _mm512_store_si512(q + 64, q_b);
   }
@@ -460,10 +463,18 @@ struct Q6_KRow {
           }
           const int64_t kg = k + 128 * half + 16 * g;
           switch (g % 4) {  // a compile-time slot once unrolled
-            case 0: acc.template fma<0>(w, kg); break;
-            case 1: acc.template fma<1>(w, kg); break;
-            case 2: acc.template fma<2>(w, kg); break;
-            default: acc.template fma<3>(w, kg); break;
+            case 0:
+              acc.template fma<0>(w, kg);
+              break;
+            case 1:
+              acc.template fma<1>(w, kg);
+              break;
+            case 2:
+              acc.template fma<2>(w, kg);
+              break;
+            default:
+              acc.template fma<3>(w, kg);
+              break;
           }
         }
       }
@@ -501,14 +512,22 @@ template <class Row>
 void row_kernel(const GemvArgs& a, int64_t row_begin, int64_t row_end) {
   static_assert(kGemvMaxBatch == 8, "one instantiation per batch size below");
   switch (a.batch) {
-    case 1: return rows_for_batch<Row, 1>(a, row_begin, row_end);
-    case 2: return rows_for_batch<Row, 2>(a, row_begin, row_end);
-    case 3: return rows_for_batch<Row, 3>(a, row_begin, row_end);
-    case 4: return rows_for_batch<Row, 4>(a, row_begin, row_end);
-    case 5: return rows_for_batch<Row, 5>(a, row_begin, row_end);
-    case 6: return rows_for_batch<Row, 6>(a, row_begin, row_end);
-    case 7: return rows_for_batch<Row, 7>(a, row_begin, row_end);
-    default: return rows_for_batch<Row, 8>(a, row_begin, row_end);
+    case 1:
+      return rows_for_batch<Row, 1>(a, row_begin, row_end);
+    case 2:
+      return rows_for_batch<Row, 2>(a, row_begin, row_end);
+    case 3:
+      return rows_for_batch<Row, 3>(a, row_begin, row_end);
+    case 4:
+      return rows_for_batch<Row, 4>(a, row_begin, row_end);
+    case 5:
+      return rows_for_batch<Row, 5>(a, row_begin, row_end);
+    case 6:
+      return rows_for_batch<Row, 6>(a, row_begin, row_end);
+    case 7:
+      return rows_for_batch<Row, 7>(a, row_begin, row_end);
+    default:
+      return rows_for_batch<Row, 8>(a, row_begin, row_end);
   }
 }
 
@@ -516,14 +535,22 @@ void row_kernel(const GemvArgs& a, int64_t row_begin, int64_t row_end) {
 
 RowKernel avx512_row_kernel(DType type) {
   switch (type) {
-    case DType::kF32: return &row_kernel<F32Row>;
-    case DType::kF16: return &row_kernel<HalfRow<false>>;
-    case DType::kBF16: return &row_kernel<HalfRow<true>>;
-    case DType::kQ8_0: return &row_kernel<Q8_0Row>;
-    case DType::kQ4_0: return &row_kernel<Q4_0Row>;
-    case DType::kQ4_K: return &row_kernel<Q4_KRow>;
-    case DType::kQ6_K: return &row_kernel<Q6_KRow>;
-    default: return nullptr;
+    case DType::kF32:
+      return &row_kernel<F32Row>;
+    case DType::kF16:
+      return &row_kernel<HalfRow<false>>;
+    case DType::kBF16:
+      return &row_kernel<HalfRow<true>>;
+    case DType::kQ8_0:
+      return &row_kernel<Q8_0Row>;
+    case DType::kQ4_0:
+      return &row_kernel<Q4_0Row>;
+    case DType::kQ4_K:
+      return &row_kernel<Q4_KRow>;
+    case DType::kQ6_K:
+      return &row_kernel<Q6_KRow>;
+    default:
+      return nullptr;
   }
 }
 

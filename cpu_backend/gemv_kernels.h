@@ -13,14 +13,14 @@
 namespace strata::gemv_detail {
 
 struct GemvArgs {
-  const uint8_t* w = nullptr;   // row n starts at w + n * w_row_bytes
+  const uint8_t* w = nullptr;  // row n starts at w + n * w_row_bytes
   int64_t w_row_bytes = 0;
-  int64_t cols = 0;             // a multiple of the type's block size
-  const float* x = nullptr;     // [batch][x_stride], cols used
+  int64_t cols = 0;          // a multiple of the type's block size
+  const float* x = nullptr;  // [batch][x_stride], cols used
   int64_t x_stride = 0;
-  float* y = nullptr;           // [batch][y_stride], rows used
+  float* y = nullptr;  // [batch][y_stride], rows used
   int64_t y_stride = 0;
-  int batch = 1;                // 1..kGemvMaxBatch
+  int batch = 1;  // 1..kGemvMaxBatch
 };
 
 using RowKernel = void (*)(const GemvArgs& args, int64_t row_begin, int64_t row_end);

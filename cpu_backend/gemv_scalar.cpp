@@ -168,14 +168,22 @@ void row_kernel(const GemvArgs& a, int64_t row_begin, int64_t row_end) {
 
 RowKernel scalar_row_kernel(DType type) {
   switch (type) {
-    case DType::kF32: return &row_kernel<DType::kF32>;
-    case DType::kF16: return &row_kernel<DType::kF16>;
-    case DType::kBF16: return &row_kernel<DType::kBF16>;
-    case DType::kQ8_0: return &row_kernel<DType::kQ8_0>;
-    case DType::kQ4_0: return &row_kernel<DType::kQ4_0>;
-    case DType::kQ4_K: return &row_kernel<DType::kQ4_K>;
-    case DType::kQ6_K: return &row_kernel<DType::kQ6_K>;
-    default: return nullptr;
+    case DType::kF32:
+      return &row_kernel<DType::kF32>;
+    case DType::kF16:
+      return &row_kernel<DType::kF16>;
+    case DType::kBF16:
+      return &row_kernel<DType::kBF16>;
+    case DType::kQ8_0:
+      return &row_kernel<DType::kQ8_0>;
+    case DType::kQ4_0:
+      return &row_kernel<DType::kQ4_0>;
+    case DType::kQ4_K:
+      return &row_kernel<DType::kQ4_K>;
+    case DType::kQ6_K:
+      return &row_kernel<DType::kQ6_K>;
+    default:
+      return nullptr;
   }
 }
 

@@ -4,12 +4,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <dnnl.hpp>
 #include <map>
 #include <optional>
 #include <tuple>
 #include <vector>
-
-#include <dnnl.hpp>
 
 #include "offload/core/dequantize.h"
 
@@ -66,7 +65,8 @@ class OneDnnMatmul final : public CpuMatmul {
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei_any, dst), engine_);
     Primitive p{dnnl::matmul(pd), pd.weights_desc(), std::nullopt};
     if (p.weights_md != wei_plain) {
-      p.reorder = dnnl::reorder(dnnl::reorder::primitive_desc(engine_, wei_plain, engine_, p.weights_md));
+      p.reorder =
+          dnnl::reorder(dnnl::reorder::primitive_desc(engine_, wei_plain, engine_, p.weights_md));
     }
     return cache_.emplace(key, std::move(p)).first->second;
   }
@@ -132,7 +132,8 @@ class OneDnnMatmul final : public CpuMatmul {
         wei_mem = blocked_mem;
       }
       memory dst_mem(dst_md, engine_, y + r0);
-      p.matmul.execute(stream_, {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, wei_mem}, {DNNL_ARG_DST, dst_mem}});
+      p.matmul.execute(
+          stream_, {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, wei_mem}, {DNNL_ARG_DST, dst_mem}});
       stream_.wait();
     }
     return Status::ok();

@@ -22,9 +22,9 @@
 namespace strata {
 
 struct CpuTopology {
-  int physical_cores = 0;  // cores this process may run on (its cpuset), not all of the machine's
-  int logical_cpus = 0;    // hardware threads this process may run on
-  bool from_hwloc = false; // false: hwloc failed and the counts come from OpenMP (logical only)
+  int physical_cores = 0;   // cores this process may run on (its cpuset), not all of the machine's
+  int logical_cpus = 0;     // hardware threads this process may run on
+  bool from_hwloc = false;  // false: hwloc failed and the counts come from OpenMP (logical only)
 };
 
 // Reads the topology with hwloc; on failure falls back to omp_get_num_procs() for both counts.
@@ -34,9 +34,9 @@ CpuTopology probe_cpu_topology();
 int default_thread_count();
 
 struct ThreadPlacement {
-  int num_threads = 0;     // threads OpenMP will use from now on
-  bool pinned = false;     // every thread was bound to a core
-  std::string warning;     // empty, or why the threads are not pinned
+  int num_threads = 0;  // threads OpenMP will use from now on
+  bool pinned = false;  // every thread was bound to a core
+  std::string warning;  // empty, or why the threads are not pinned
 };
 
 // Sets OpenMP to `num_threads` threads (0: default_thread_count()) and pins them, one per core.

@@ -25,8 +25,9 @@ std::string format_bytes(int64_t bytes) {
 Status BlockPoolConfig::validate() const {
   STRATA_RETURN_IF_ERROR(layout.validate());
   if (max_blocks <= 0 || max_blocks > std::numeric_limits<int32_t>::max()) {
-    return Status::invalid_argument("KV cache: the budget must be between 1 and 2^31-1 blocks, got " +
-                                    std::to_string(max_blocks) + " blocks");
+    return Status::invalid_argument(
+        "KV cache: the budget must be between 1 and 2^31-1 blocks, got " +
+        std::to_string(max_blocks) + " blocks");
   }
   if (blocks_per_slab <= 0) {
     return Status::invalid_argument("KV cache: blocks_per_slab must be > 0, got " +
@@ -90,10 +91,10 @@ Status BlockPool::grow() {
 Status BlockPool::allocate_blocks(int64_t num_blocks, std::vector<int32_t>* block_ids) {
   assert(num_blocks >= 0);
   if (num_blocks > num_available_blocks()) {
-    return Status::out_of_memory("KV cache budget exhausted: " + std::to_string(num_blocks) +
-                                 " more blocks needed, but only " +
-                                 std::to_string(num_available_blocks()) + " are left: " +
-                                 describe_budget() + "; raise the KV budget or shorten the context");
+    return Status::out_of_memory(
+        "KV cache budget exhausted: " + std::to_string(num_blocks) +
+        " more blocks needed, but only " + std::to_string(num_available_blocks()) +
+        " are left: " + describe_budget() + "; raise the KV budget or shorten the context");
   }
   // Back the missing blocks with memory first, so that a failing slab allocation changes nothing
   // that a caller sees (new blocks sit in the free queue, ready for the next request).
@@ -142,7 +143,8 @@ Status BlockPool::check_invariants() const {
   int64_t num_zero_ref = 0;
   for (const KvBlock& block : blocks_) {
     if (block.ref_count < 0) {
-      return Status::internal("block " + std::to_string(block.block_id) + " has a negative ref count");
+      return Status::internal("block " + std::to_string(block.block_id) +
+                              " has a negative ref count");
     }
     if ((block.ref_count == 0) != FreeBlockQueue::is_queued(block)) {
       return Status::internal("block " + std::to_string(block.block_id) + " has ref count " +
@@ -164,9 +166,11 @@ Status BlockPool::check_invariants() const {
   }
   int64_t slab_bytes = 0;
   for (const Slab& slab : slabs_) slab_bytes += slab.size_bytes;
-  if (slab_bytes != allocated_bytes_ || allocated_bytes_ != num_allocated_blocks() * block_bytes()) {
+  if (slab_bytes != allocated_bytes_ ||
+      allocated_bytes_ != num_allocated_blocks() * block_bytes()) {
     return Status::internal("allocated bytes " + std::to_string(allocated_bytes_) +
-                            " disagree with the slabs (" + std::to_string(slab_bytes) + ") or blocks");
+                            " disagree with the slabs (" + std::to_string(slab_bytes) +
+                            ") or blocks");
   }
   return Status::ok();
 }

@@ -58,9 +58,9 @@ class BlockPool {
   BlockPool(const BlockPool&) = delete;
   BlockPool& operator=(const BlockPool&) = delete;
 
-  // Hands out `num_blocks` blocks with ref_count 1 and appends their ids to `block_ids`: blocks from
-  // the free queue first, then new blocks from new slabs. All or nothing: on out_of_memory (budget
-  // or tier exhausted) the pool and `block_ids` are unchanged.
+  // Hands out `num_blocks` blocks with ref_count 1 and appends their ids to `block_ids`: blocks
+  // from the free queue first, then new blocks from new slabs. All or nothing: on out_of_memory
+  // (budget or tier exhausted) the pool and `block_ids` are unchanged.
   Status allocate_blocks(int64_t num_blocks, std::vector<int32_t>* block_ids);
 
   // One more holder for each block (a shared prefix). internal error if a block is not in use.
@@ -103,7 +103,8 @@ class BlockPool {
   };
 
   BlockPool(const BlockPoolConfig& config, std::unique_ptr<KvSlabAllocator> allocator);
-  // Allocates one slab of up to blocks_per_slab blocks (never past max_blocks) and queues its blocks.
+  // Allocates one slab of up to blocks_per_slab blocks (never past max_blocks) and queues its
+  // blocks.
   Status grow();
   std::string describe_budget() const;
 

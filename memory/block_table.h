@@ -1,6 +1,6 @@
 // BlockTable: the blocks of one sequence, in token order. Token t lives in block
-// block_ids()[t / block_tokens] at row t % block_tokens; the table grows a block at a time as tokens
-// arrive and gives all its blocks back when the sequence ends.
+// block_ids()[t / block_tokens] at row t % block_tokens; the table grows a block at a time as
+// tokens arrive and gives all its blocks back when the sequence ends.
 //
 // The table does not own its blocks: the BlockPool does. The owner of the table (KvCache) must call
 // release() before dropping it, or the blocks stay in use.

@@ -100,7 +100,8 @@ KvRowPtrs KvCache::rows(SeqId seq, int64_t layer, int64_t position) const {
   const KvSlot slot = sequence.table.slot(position);
   const KvBlock& block = pool_->block(slot.block_id);
   const int64_t row_offset_bytes = slot.row * layout().row_bytes();
-  return KvRowPtrs{block.k_layer(layer) + row_offset_bytes, block.v_layer(layer) + row_offset_bytes};
+  return KvRowPtrs{block.k_layer(layer) + row_offset_bytes,
+                   block.v_layer(layer) + row_offset_bytes};
 }
 
 KvCacheStats KvCache::stats() const {

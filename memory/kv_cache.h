@@ -52,15 +52,15 @@ struct KvCacheConfig {
 // What `strata run` reports about KV memory.
 struct KvCacheStats {
   int64_t num_sequences = 0;
-  int64_t num_tokens = 0;          // held by all sequences together
-  int64_t num_used_blocks = 0;     // held by a sequence
-  int64_t num_free_blocks = 0;     // backed by memory and waiting for reuse
-  int64_t max_blocks = 0;          // the budget
-  int64_t block_bytes = 0;         // one block: K and V of every layer
-  int64_t used_bytes = 0;          // num_used_blocks * block_bytes
-  int64_t peak_used_bytes = 0;     // the most used_bytes since the cache was created
-  int64_t allocated_bytes = 0;     // taken from the tier; never shrinks, so it is also the peak
-  int64_t budget_bytes = 0;        // max_blocks * block_bytes
+  int64_t num_tokens = 0;       // held by all sequences together
+  int64_t num_used_blocks = 0;  // held by a sequence
+  int64_t num_free_blocks = 0;  // backed by memory and waiting for reuse
+  int64_t max_blocks = 0;       // the budget
+  int64_t block_bytes = 0;      // one block: K and V of every layer
+  int64_t used_bytes = 0;       // num_used_blocks * block_bytes
+  int64_t peak_used_bytes = 0;  // the most used_bytes since the cache was created
+  int64_t allocated_bytes = 0;  // taken from the tier; never shrinks, so it is also the peak
+  int64_t budget_bytes = 0;     // max_blocks * block_bytes
 };
 
 class KvCache {

@@ -17,7 +17,8 @@ KvLayout KvLayout::for_model(const HyperParams& hp, int64_t block_tokens, DType 
 
 Status KvLayout::validate() const {
   if (n_layer <= 0) {
-    return Status::invalid_argument("KV layout: n_layer must be > 0, got " + std::to_string(n_layer));
+    return Status::invalid_argument("KV layout: n_layer must be > 0, got " +
+                                    std::to_string(n_layer));
   }
   if (kv_dim <= 0) {
     return Status::invalid_argument("KV layout: kv_dim must be > 0, got " + std::to_string(kv_dim));

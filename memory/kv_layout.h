@@ -14,9 +14,9 @@ struct HyperParams;
 
 struct KvLayout {
   int64_t n_layer = 0;
-  int64_t kv_dim = 0;             // n_head_kv * head_dim
-  int64_t block_tokens = 16;      // token slots per block; vLLM and most kernels use 16 or 32
-  DType dtype = DType::kF32;      // kF32 (what the exact golden tests need) or kF16
+  int64_t kv_dim = 0;         // n_head_kv * head_dim
+  int64_t block_tokens = 16;  // token slots per block; vLLM and most kernels use 16 or 32
+  DType dtype = DType::kF32;  // kF32 (what the exact golden tests need) or kF16
 
   // The layout for a model: one row of kv_dim = n_head_kv * head_dim per token and layer.
   static KvLayout for_model(const HyperParams& hp, int64_t block_tokens = 16,

@@ -40,7 +40,8 @@ StatusOr<std::vector<int32_t>> parse_ids(const std::string& text) {
     errno = 0;
     const long long value = std::strtoll(word.c_str(), &parse_end, 10);
     if (parse_end != word.c_str() + word.size() || errno == ERANGE ||
-        value < std::numeric_limits<int32_t>::min() || value > std::numeric_limits<int32_t>::max()) {
+        value < std::numeric_limits<int32_t>::min() ||
+        value > std::numeric_limits<int32_t>::max()) {
       return Status::invalid_argument("detokenize: '" + word + "' is not a token id");
     }
     ids.push_back(static_cast<int32_t>(value));
@@ -73,8 +74,7 @@ int run_detokenize(const DetokenizeArgs& args) {
 void add_detokenize_command(CLI::App& app, int* exit_code) {
   auto* cmd = app.add_subcommand("detokenize", "Print the text of token ids");
   auto args = std::make_shared<DetokenizeArgs>();
-  cmd->add_option("-m,--model", args->model_path, "GGUF file with tokenizer metadata")
-      ->required();
+  cmd->add_option("-m,--model", args->model_path, "GGUF file with tokenizer metadata")->required();
   cmd->add_option("ids", args->id_words, "Token ids, separated by commas or spaces")->required();
   cmd->callback([=] { *exit_code = run_detokenize(*args); });
 }

@@ -56,7 +56,8 @@ Status eval(const EvalFlags& flags) {
 }  // namespace
 
 void add_eval_command(CLI::App& app, int* exit_code) {
-  auto* cmd = app.add_subcommand("eval", "Run token ids through the model; dump every position's logits");
+  auto* cmd =
+      app.add_subcommand("eval", "Run token ids through the model; dump every position's logits");
   auto flags = std::make_shared<EvalFlags>();
   flags->runtime.add_to(cmd);
   cmd->add_option("--ids", flags->ids, "Comma-separated token ids");

@@ -60,28 +60,32 @@ int run_info(const std::string& path, bool as_json) {
                              {"rope_dims", hp.rope_dims}, {"rope_theta", hp.rope_theta},
                              {"rms_eps", hp.rms_eps},     {"tied_embeddings", hp.tied_embeddings},
                              {"qkv_bias", hp.qkv_bias}};
-    for (const auto& [name, u] : by_type) j["tensor_types"][name] = {{"count", u.count}, {"bytes", u.bytes}};
+    for (const auto& [name, u] : by_type)
+      j["tensor_types"][name] = {{"count", u.count}, {"bytes", u.bytes}};
     j["n_params"] = n_params;
     j["weight_bytes"] = weight_bytes;
     j["kv_f16_bytes_per_token"] = kv_per_token;
     for (int64_t c : contexts) j["kv_f16_bytes"][std::to_string(c)] = kv_per_token * c;
-    j["full_gpu_vram_bytes"] = {{"weights", weight_bytes},
-                                {"kv_at_train_context", full_ctx_kv},
-                                {"compute_estimate", compute_bytes},
-                                {"total_at_train_context", weight_bytes + full_ctx_kv + compute_bytes},
-                                {"total_at_4k_context", weight_bytes + kv_per_token * 4096 + compute_bytes}};
+    j["full_gpu_vram_bytes"] = {
+        {"weights", weight_bytes},
+        {"kv_at_train_context", full_ctx_kv},
+        {"compute_estimate", compute_bytes},
+        {"total_at_train_context", weight_bytes + full_ctx_kv + compute_bytes},
+        {"total_at_4k_context", weight_bytes + kv_per_token * 4096 + compute_bytes}};
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
 
   std::printf("model         %s\n", spec.path.c_str());
-  std::printf("format        %s\n", spec.format == SourceFormat::kGguf ? "GGUF" : "safetensors (HF)");
-  std::printf("architecture  %s%s%s\n", arch_name(spec.arch), spec.name.empty() ? "" : "  name: ",
-              spec.name.c_str());
+  std::printf("format        %s\n",
+              spec.format == SourceFormat::kGguf ? "GGUF" : "safetensors (HF)");
+  std::printf("architecture  %s%s%s\n", arch_name(spec.arch),
+              spec.name.empty() ? "" : "  name: ", spec.name.c_str());
   std::printf("parameters    %s\n", format_count(n_params).c_str());
   std::printf("\nhyper-parameters\n");
   std::printf("  vocab %lld, embedding %lld, layers %lld, feed-forward %lld\n",
-              (long long)hp.n_vocab, (long long)hp.n_embd, (long long)hp.n_layer, (long long)hp.n_ff);
+              (long long)hp.n_vocab, (long long)hp.n_embd, (long long)hp.n_layer,
+              (long long)hp.n_ff);
   std::printf("  heads %lld (kv %lld, head dim %lld), rope %s dims %lld base %g, rms eps %g\n",
               (long long)hp.n_head, (long long)hp.n_head_kv, (long long)hp.head_dim,
               hp.rope_style == RopeStyle::kAdjacentPairs ? "adjacent-pairs" : "neox-halves",
@@ -99,11 +103,12 @@ int run_info(const std::string& path, bool as_json) {
     std::printf("  %7lld tokens  %s\n", (long long)c, format_bytes(kv_per_token * c).c_str());
   }
   std::printf("\nfull-GPU run needs about\n");
-  std::printf("  %s at the trained context of %lld tokens if KV is reserved up front "
-              "(weights %s + KV %s + compute %s)\n",
-              format_bytes(weight_bytes + full_ctx_kv + compute_bytes).c_str(),
-              (long long)hp.n_ctx_train, format_bytes(weight_bytes).c_str(),
-              format_bytes(full_ctx_kv).c_str(), format_bytes(compute_bytes).c_str());
+  std::printf(
+      "  %s at the trained context of %lld tokens if KV is reserved up front "
+      "(weights %s + KV %s + compute %s)\n",
+      format_bytes(weight_bytes + full_ctx_kv + compute_bytes).c_str(), (long long)hp.n_ctx_train,
+      format_bytes(weight_bytes).c_str(), format_bytes(full_ctx_kv).c_str(),
+      format_bytes(compute_bytes).c_str());
   std::printf("  %s for a 4k-token conversation (Strata allocates KV blocks as tokens arrive)\n",
               format_bytes(weight_bytes + kv_per_token * 4096 + compute_bytes).c_str());
   return 0;

@@ -15,8 +15,9 @@ int report_error(const std::string& message) {
 }  // namespace strata::cli
 
 int main(int argc, char** argv) {
-  CLI::App app{"Strata: run language models larger than GPU memory across VRAM, pinned host "
-               "memory and the CPU"};
+  CLI::App app{
+      "Strata: run language models larger than GPU memory across VRAM, pinned host "
+      "memory and the CPU"};
   app.require_subcommand(1);
   int exit_code = 0;
   strata::cli::add_info_command(app, &exit_code);

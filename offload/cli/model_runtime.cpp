@@ -12,7 +12,8 @@ void RuntimeFlags::add_to(CLI::App* cmd) {
       ->check(CLI::IsMember({"auto", "cpu", "gpu"}));
   cmd->add_option("-t,--threads", threads, "CPU threads (default: one per physical core)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("-c,--ctx", ctx, "Context length in tokens (default: the model's trained context)")
+  cmd->add_option("-c,--ctx", ctx,
+                  "Context length in tokens (default: the model's trained context)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("-b,--batch", batch, "Tokens per forward chunk (default 512)")
       ->check(CLI::PositiveNumber);
@@ -26,8 +27,9 @@ void RuntimeFlags::add_to(CLI::App* cmd) {
 StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
   ModelRuntime rt;
   if (flags.device == "gpu") {
-    return Status::unsupported("--device gpu: this build has no GPU execution path yet; use "
-                               "--device cpu (or auto)");
+    return Status::unsupported(
+        "--device gpu: this build has no GPU execution path yet; use "
+        "--device cpu (or auto)");
   }
   rt.device = "cpu";
   const ThreadPlacement placement =
@@ -66,7 +68,8 @@ StatusOr<std::vector<int32_t>> ModelRuntime::parse_ids(const std::string& text) 
       return Status::invalid_argument("--ids: '" + item + "' is not a token id");
     }
     if (v < 0 || v >= model->spec.hp.n_vocab) {
-      return Status::invalid_argument("--ids: token id " + item + " is outside the vocabulary (0.." +
+      return Status::invalid_argument("--ids: token id " + item +
+                                      " is outside the vocabulary (0.." +
                                       std::to_string(model->spec.hp.n_vocab - 1) + ")");
     }
     ids.push_back(static_cast<int32_t>(v));
@@ -77,8 +80,8 @@ StatusOr<std::vector<int32_t>> ModelRuntime::parse_ids(const std::string& text) 
 
 StatusOr<std::vector<int32_t>> ModelRuntime::tokenize_prompt(const std::string& text) const {
   if (!tokenizer) {
-    return Status::invalid_argument(model->spec.path +
-                                    ": this model has no GGUF tokenizer; give token ids with --ids");
+    return Status::invalid_argument(
+        model->spec.path + ": this model has no GGUF tokenizer; give token ids with --ids");
   }
   std::vector<int32_t> ids = tokenizer->encode(text, /*add_special=*/true, /*parse_special=*/true);
   return ids;

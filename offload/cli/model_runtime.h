@@ -18,11 +18,11 @@ namespace strata::cli {
 
 struct RuntimeFlags {
   std::string model_path;
-  std::string device = "auto";   // auto | cpu | gpu
-  int threads = 0;               // 0: one per physical core
-  int64_t ctx = 0;               // 0: the model's trained context
-  int64_t batch = 512;           // tokens per forward chunk
-  std::string kv_type = "f32";   // f32 | f16
+  std::string device = "auto";            // auto | cpu | gpu
+  int threads = 0;                        // 0: one per physical core
+  int64_t ctx = 0;                        // 0: the model's trained context
+  int64_t batch = 512;                    // tokens per forward chunk
+  std::string kv_type = "f32";            // f32 | f16
   std::string prefill_precision = "f32";  // f32 (exact) | bf16 (AMX / AVX512-BF16)
 
   void add_to(CLI::App* cmd);

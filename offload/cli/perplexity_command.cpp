@@ -24,9 +24,11 @@ Status perplexity(PerplexityFlags flags) {
   if (flags.runtime.ctx == 0) flags.runtime.ctx = 512;  // llama.cpp's perplexity default
   STRATA_ASSIGN_OR_RETURN(std::string text, read_text_file(flags.file));
   STRATA_ASSIGN_OR_RETURN(ModelRuntime rt, ModelRuntime::load(flags.runtime));
-  if (!rt.tokenizer) return Status::invalid_argument(flags.runtime.model_path + ": no GGUF tokenizer");
+  if (!rt.tokenizer)
+    return Status::invalid_argument(flags.runtime.model_path + ": no GGUF tokenizer");
   const Tokenizer& tok = *rt.tokenizer;
-  const std::vector<int32_t> tokens = tok.encode(text, /*add_special=*/true, /*parse_special=*/false);
+  const std::vector<int32_t> tokens =
+      tok.encode(text, /*add_special=*/true, /*parse_special=*/false);
   const int64_t n_ctx = flags.runtime.ctx;
   if (static_cast<int64_t>(tokens.size()) < 2 * n_ctx) {
     return Status::invalid_argument(flags.file + ": " + std::to_string(tokens.size()) +
@@ -55,7 +57,8 @@ Status perplexity(PerplexityFlags flags) {
       const float* row = logits.data() + j * n_vocab;
       const float max_logit = *std::max_element(row, row + n_vocab);
       double sum = 0;
-      for (int64_t v = 0; v < n_vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - max_logit);
+      for (int64_t v = 0; v < n_vocab; ++v)
+        sum += std::exp(static_cast<double>(row[v]) - max_logit);
       // The target is the original token, not the BOS that replaced the chunk's first.
       const int32_t target = tokens[c * n_ctx + j + 1];
       const double nll = std::log(sum) - (static_cast<double>(row[target]) - max_logit);

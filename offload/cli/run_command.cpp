@@ -41,7 +41,8 @@ Status run(const RunFlags& flags) {
   STRATA_RETURN_IF_ERROR(flags.sampling.validate());
   if (flags.n_predict < 0) return Status::invalid_argument("-n must be >= 0");
   if (flags.ids.empty() && (!flags.prompt_given || flags.prompt.empty())) {
-    return Status::invalid_argument("the prompt is empty: give text with -p or token ids with --ids");
+    return Status::invalid_argument(
+        "the prompt is empty: give text with -p or token ids with --ids");
   }
   STRATA_ASSIGN_OR_RETURN(ModelRuntime rt, ModelRuntime::load(flags.runtime));
   STRATA_ASSIGN_OR_RETURN(const std::vector<int32_t> prompt,
@@ -116,9 +117,9 @@ Status run(const RunFlags& flags) {
     j["device"] = rt.device;
     j["threads"] = rt.threads;
     j["seed"] = sampler.seed();
-    j["timings"] = {{"prompt_tokens", prompt.size()},     {"prompt_seconds", prompt_s},
-                    {"prompt_tokens_per_s", prompt_tps},  {"generated_tokens", generated.size()},
-                    {"generation_seconds", gen_s},        {"generation_tokens_per_s", gen_tps}};
+    j["timings"] = {{"prompt_tokens", prompt.size()},    {"prompt_seconds", prompt_s},
+                    {"prompt_tokens_per_s", prompt_tps}, {"generated_tokens", generated.size()},
+                    {"generation_seconds", gen_s},       {"generation_tokens_per_s", gen_tps}};
     j["memory"] = {{"vram_peak_bytes", 0},
                    {"host_weights_mapped_bytes", weight_bytes},
                    {"host_kv_peak_bytes", kv.peak_used_bytes},
@@ -131,7 +132,8 @@ Status run(const RunFlags& flags) {
   std::fprintf(stderr, "\nprompt      %5zu tokens  %8.2f tok/s\n", prompt.size(), prompt_tps);
   std::fprintf(stderr, "generation  %5zu tokens  %8.2f tok/s  (stopped: %s)\n", generated.size(),
                gen_tps, stop_reason.c_str());
-  std::fprintf(stderr, "memory peak  vram 0 B | host: weights %s (mapped), KV %s, activations %s | "
+  std::fprintf(stderr,
+               "memory peak  vram 0 B | host: weights %s (mapped), KV %s, activations %s | "
                "process RSS %s\n",
                format_bytes(weight_bytes).c_str(), format_bytes(kv.peak_used_bytes).c_str(),
                format_bytes(rt.exec->activation_bytes()).c_str(),
@@ -147,9 +149,11 @@ void add_sampling_flags(CLI::App* cmd, SamplerConfig* s) {
   cmd->add_option("--temp", s->temperature, "Temperature; 0 = greedy (default 0.8)");
   cmd->add_option("--top-k", s->top_k, "Keep the k most likely tokens; 0 = off (default 40)");
   cmd->add_option("--top-p", s->top_p, "Nucleus sampling threshold; 1 = off (default 0.95)");
-  cmd->add_option("--min-p", s->min_p, "Drop tokens below min-p x the top probability (default 0.05)");
+  cmd->add_option("--min-p", s->min_p,
+                  "Drop tokens below min-p x the top probability (default 0.05)");
   cmd->add_option("--repeat-penalty", s->repeat_penalty, "Repetition penalty; 1 = off (default 1)");
-  cmd->add_option("--repeat-last-n", s->repeat_last_n, "Tokens the penalty looks back over (default 64)");
+  cmd->add_option("--repeat-last-n", s->repeat_last_n,
+                  "Tokens the penalty looks back over (default 64)");
   cmd->add_option("-s,--seed", s->seed, "Random seed (default: random)");
 }
 
@@ -157,8 +161,9 @@ void add_run_command(CLI::App& app, int* exit_code) {
   auto* cmd = app.add_subcommand("run", "Generate text from a prompt");
   auto flags = std::make_shared<RunFlags>();
   flags->runtime.add_to(cmd);
-  cmd->add_option("-p,--prompt", flags->prompt, "Prompt text")
-      ->each([flags](const std::string&) { flags->prompt_given = true; });
+  cmd->add_option("-p,--prompt", flags->prompt, "Prompt text")->each([flags](const std::string&) {
+    flags->prompt_given = true;
+  });
   cmd->add_option("--ids", flags->ids, "Prompt as comma-separated token ids instead of text");
   cmd->add_option("-n,--n-predict", flags->n_predict, "Tokens to generate (default 128)");
   cmd->add_flag("--json", flags->json, "Print one JSON object instead of streamed text");

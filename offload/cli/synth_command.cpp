@@ -55,8 +55,10 @@ int run_synth(const SynthArgs& args) {
     print_shapes();
     return 0;
   }
-  if (args.shape.empty()) return report_error("synth: --shape is required (see `strata synth --list`)");
-  if (args.type.empty()) return report_error("synth: --type is required (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)");
+  if (args.shape.empty())
+    return report_error("synth: --shape is required (see `strata synth --list`)");
+  if (args.type.empty())
+    return report_error("synth: --type is required (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)");
   if (args.out.empty()) return report_error("synth: --out is required");
   StatusOr<DType> type = parse_synth_type(args.type);
   if (!type.is_ok()) return report_error("synth: " + type.status().message());
@@ -79,7 +81,8 @@ int run_synth(const SynthArgs& args) {
       printed = true;
       const double mib = static_cast<double>(p.data_bytes_written) / (1 << 20);
       const double total_mib = static_cast<double>(p.data_bytes_total) / (1 << 20);
-      const double mb_s = p.seconds > 0 ? static_cast<double>(p.data_bytes_written) / 1e6 / p.seconds : 0;
+      const double mb_s =
+          p.seconds > 0 ? static_cast<double>(p.data_bytes_written) / 1e6 / p.seconds : 0;
       std::fprintf(stderr, "\rsynth: %.0f / %.0f MiB (%.0f%%), %.0f MB/s   ", mib, total_mib,
                    total_mib > 0 ? 100.0 * mib / total_mib : 100.0, mb_s);
       std::fflush(stderr);
@@ -95,12 +98,15 @@ int run_synth(const SynthArgs& args) {
   if (!result.is_ok()) return report_error("synth: " + result.status().message());
 
   const SynthResult& r = *result;
-  std::printf("wrote %s: shape %s, %s, %lld layers, %lld tensors, %.2fB params, %.3f GiB in %.1f s (%.0f MB/s)\n",
-              args.out.c_str(), args.shape.c_str(), dtype_name(opt.type),
-              static_cast<long long>(args.layers > 0 ? args.layers : find_synth_shape(args.shape)->hp.n_layer),
-              static_cast<long long>(r.num_tensors), static_cast<double>(r.num_params) / 1e9,
-              static_cast<double>(r.file_bytes) / (1ull << 30), r.seconds,
-              r.seconds > 0 ? static_cast<double>(r.file_bytes) / 1e6 / r.seconds : 0.0);
+  std::printf(
+      "wrote %s: shape %s, %s, %lld layers, %lld tensors, %.2fB params, %.3f GiB in %.1f s (%.0f "
+      "MB/s)\n",
+      args.out.c_str(), args.shape.c_str(), dtype_name(opt.type),
+      static_cast<long long>(args.layers > 0 ? args.layers
+                                             : find_synth_shape(args.shape)->hp.n_layer),
+      static_cast<long long>(r.num_tensors), static_cast<double>(r.num_params) / 1e9,
+      static_cast<double>(r.file_bytes) / (1ull << 30), r.seconds,
+      r.seconds > 0 ? static_cast<double>(r.file_bytes) / 1e6 / r.seconds : 0.0);
   return 0;
 }
 
@@ -115,8 +121,9 @@ void add_synth_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--type", args->type, "Weight type: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K");
   cmd->add_option("--out", args->out, "Output GGUF file (written via FILE.tmp, then renamed)");
   cmd->add_option("--seed", args->seed, "Random seed (same seed, same bytes)")->default_val(0);
-  cmd->add_option("--vocab", args->vocab,
-                  "GGUF file whose tokenizer.* keys to copy (default: a synthetic byte-level BPE vocab)");
+  cmd->add_option(
+      "--vocab", args->vocab,
+      "GGUF file whose tokenizer.* keys to copy (default: a synthetic byte-level BPE vocab)");
   cmd->add_option("--layers", args->layers, "Override the layer count (for small test files)")
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));
   cmd->add_option("--threads", args->threads, "Generation threads (default: all cores)")

@@ -56,10 +56,8 @@ int run_tokenize(const TokenizeArgs& args, bool have_text) {
 void add_tokenize_command(CLI::App& app, int* exit_code) {
   auto* cmd = app.add_subcommand("tokenize", "Print the token ids of a text (comma-separated)");
   auto args = std::make_shared<TokenizeArgs>();
-  cmd->add_option("-m,--model", args->model_path, "GGUF file with tokenizer metadata")
-      ->required();
-  cmd->add_flag("--raw", args->raw,
-                "Add no BOS/EOS and encode special-token texts as plain text");
+  cmd->add_option("-m,--model", args->model_path, "GGUF file with tokenizer metadata")->required();
+  cmd->add_flag("--raw", args->raw, "Add no BOS/EOS and encode special-token texts as plain text");
   cmd->add_option("--file", args->text_file, "Read the text from this file, byte for byte");
   auto* text_option = cmd->add_option("text", args->text, "The text to tokenize");
   cmd->callback([=] { *exit_code = run_tokenize(*args, text_option->count() > 0); });

@@ -10,26 +10,16 @@ namespace strata {
 namespace {
 
 constexpr std::array<DTypeTraits, 20> kTraits = {{
-    {DType::kF32, "F32", 1, 4, true},
-    {DType::kF16, "F16", 1, 2, true},
-    {DType::kQ4_0, "Q4_0", 32, 18, true},
-    {DType::kQ4_1, "Q4_1", 32, 20, false},
-    {DType::kQ5_0, "Q5_0", 32, 22, false},
-    {DType::kQ5_1, "Q5_1", 32, 24, false},
-    {DType::kQ8_0, "Q8_0", 32, 34, true},
-    {DType::kQ8_1, "Q8_1", 32, 36, false},
-    {DType::kQ2_K, "Q2_K", 256, 84, false},
-    {DType::kQ3_K, "Q3_K", 256, 110, false},
-    {DType::kQ4_K, "Q4_K", 256, 144, true},
-    {DType::kQ5_K, "Q5_K", 256, 176, false},
-    {DType::kQ6_K, "Q6_K", 256, 210, true},
-    {DType::kQ8_K, "Q8_K", 256, 292, false},
-    {DType::kI8, "I8", 1, 1, false},
-    {DType::kI16, "I16", 1, 2, false},
-    {DType::kI32, "I32", 1, 4, false},
-    {DType::kI64, "I64", 1, 8, false},
-    {DType::kF64, "F64", 1, 8, false},
-    {DType::kBF16, "BF16", 1, 2, true},
+    {DType::kF32, "F32", 1, 4, true},       {DType::kF16, "F16", 1, 2, true},
+    {DType::kQ4_0, "Q4_0", 32, 18, true},   {DType::kQ4_1, "Q4_1", 32, 20, false},
+    {DType::kQ5_0, "Q5_0", 32, 22, false},  {DType::kQ5_1, "Q5_1", 32, 24, false},
+    {DType::kQ8_0, "Q8_0", 32, 34, true},   {DType::kQ8_1, "Q8_1", 32, 36, false},
+    {DType::kQ2_K, "Q2_K", 256, 84, false}, {DType::kQ3_K, "Q3_K", 256, 110, false},
+    {DType::kQ4_K, "Q4_K", 256, 144, true}, {DType::kQ5_K, "Q5_K", 256, 176, false},
+    {DType::kQ6_K, "Q6_K", 256, 210, true}, {DType::kQ8_K, "Q8_K", 256, 292, false},
+    {DType::kI8, "I8", 1, 1, false},        {DType::kI16, "I16", 1, 2, false},
+    {DType::kI32, "I32", 1, 4, false},      {DType::kI64, "I64", 1, 8, false},
+    {DType::kF64, "F64", 1, 8, false},      {DType::kBF16, "BF16", 1, 2, true},
 }};
 
 }  // namespace
@@ -106,7 +96,8 @@ uint16_t f32_to_f16(float f) {
   std::memcpy(&x, &f, 4);
   const uint32_t sign = (x >> 16) & 0x8000u;
   const uint32_t abs = x & 0x7fffffffu;
-  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));  // NaN
+  if (abs > 0x7f800000u)
+    return static_cast<uint16_t>(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));  // NaN
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to >= 65536: inf
   if (abs < 0x38800000u) {  // below the smallest normal half: subnormal or zero
     if (abs < 0x33000000u) return static_cast<uint16_t>(sign);  // < half of the smallest subnormal

@@ -38,10 +38,10 @@ enum class DType : uint32_t {
 
 struct DTypeTraits {
   DType type;
-  const char* name;      // as ggml prints it: "F32", "Q4_K", ...
-  int64_t block_elems;   // elements per block (1 for plain types)
-  int64_t block_bytes;   // bytes per block
-  bool supported;        // Strata can dequantize and compute with it
+  const char* name;     // as ggml prints it: "F32", "Q4_K", ...
+  int64_t block_elems;  // elements per block (1 for plain types)
+  int64_t block_bytes;  // bytes per block
+  bool supported;       // Strata can dequantize and compute with it
 };
 
 // Traits of a ggml type id, or nullopt when the id is not a type whose layout we know.

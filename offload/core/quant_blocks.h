@@ -22,22 +22,22 @@ inline constexpr int kQK_K = 256;  // super-block size of the K-quants
 inline constexpr int kKScaleBytes = 12;
 
 struct BlockQ8_0 {
-  uint16_t d;           // f16 scale
+  uint16_t d;  // f16 scale
   int8_t qs[kQK8_0];
 };
 static_assert(sizeof(BlockQ8_0) == 34);
 
 struct BlockQ4_0 {
-  uint16_t d;               // f16 scale
-  uint8_t qs[kQK4_0 / 2];   // element i in the low nibble of qs[i], element i+16 in the high one
+  uint16_t d;              // f16 scale
+  uint8_t qs[kQK4_0 / 2];  // element i in the low nibble of qs[i], element i+16 in the high one
 };
 static_assert(sizeof(BlockQ4_0) == 18);
 
 struct BlockQ4_K {
-  uint16_t d;                     // f16 super-block scale of the sub-block scales
-  uint16_t dmin;                  // f16 super-block scale of the sub-block mins
-  uint8_t scales[kKScaleBytes];   // 8 scales and 8 mins, 6 bits each
-  uint8_t qs[kQK_K / 2];          // 4-bit quants
+  uint16_t d;                    // f16 super-block scale of the sub-block scales
+  uint16_t dmin;                 // f16 super-block scale of the sub-block mins
+  uint8_t scales[kKScaleBytes];  // 8 scales and 8 mins, 6 bits each
+  uint8_t qs[kQK_K / 2];         // 4-bit quants
 };
 static_assert(sizeof(BlockQ4_K) == 144);
 

@@ -35,7 +35,9 @@ inline int nearest_int(float value) {
   return (bits & 0x007fffff) - 0x00400000;
 }
 
-inline int clamp_int(int value, int lo, int hi) { return value < lo ? lo : (value > hi ? hi : value); }
+inline int clamp_int(int value, int lo, int hi) {
+  return value < lo ? lo : (value > hi ? hi : value);
+}
 
 // float -> int truncating toward zero after clamping to [lo, hi] (NaN -> lo), so that inputs
 // outside the range (infinities, NaN) cannot make the conversion undefined.
@@ -249,7 +251,7 @@ void quantize_q4_k(const float* src, BlockQ4_K* blocks, int64_t n_blocks) {
 
 constexpr int kQ6KSubBlock = 16;
 constexpr int kQ6KSubBlocks = kQK_K / kQ6KSubBlock;
-constexpr int kQ6KHalfRange = 32;         // q - 32 in [-32, 31]
+constexpr int kQ6KHalfRange = 32;          // q - 32 in [-32, 31]
 constexpr float kQ6KZeroEpsilon = 1e-15f;  // sub-blocks below this are all zero
 
 // Fits x[i] ~= scale * l[i], l in [-32, 31], minimising sum x[i]^2 * err[i]^2 over the plain
@@ -324,7 +326,8 @@ void quantize_q6_k(const float* src, BlockQ6_K* blocks, int64_t n_blocks) {
       const float inv = -128.0f / signed_max_scale;
       block.d = f32_to_f16(1.0f / inv);
       for (int sub = 0; sub < kQ6KSubBlocks; ++sub) {
-        block.scales[sub] = static_cast<int8_t>(clamp_int(nearest_int(inv * scales[sub]), -128, 127));
+        block.scales[sub] =
+            static_cast<int8_t>(clamp_int(nearest_int(inv * scales[sub]), -128, 127));
       }
       // Requantize with the scales as stored.
       const float d = f16_to_f32(block.d);
@@ -389,7 +392,8 @@ Status quantize_row(DType type, const float* src, void* dst, int64_t n_elems) {
       return Status::ok();
     default:
       return Status::unsupported("quantize_row: cannot write tensor type " +
-                                 dtype_name_or_id(type) + " (F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K can be written)");
+                                 dtype_name_or_id(type) +
+                                 " (F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K can be written)");
   }
 }
 

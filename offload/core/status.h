@@ -31,7 +31,9 @@ class [[nodiscard]] Status {
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
 
   static Status ok() { return Status(); }
-  static Status invalid_argument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+  static Status invalid_argument(std::string m) {
+    return {StatusCode::kInvalidArgument, std::move(m)};
+  }
   static Status invalid_data(std::string m) { return {StatusCode::kInvalidData, std::move(m)}; }
   static Status not_found(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
   static Status io_error(std::string m) { return {StatusCode::kIoError, std::move(m)}; }
@@ -55,7 +57,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] StatusOr {
  public:
-  StatusOr(T value) : data_(std::move(value)) {}  // NOLINT: implicit by design
+  StatusOr(T value) : data_(std::move(value)) {}        // NOLINT: implicit by design
   StatusOr(Status status) : data_(std::move(status)) {  // NOLINT
     assert(!std::get<Status>(data_).is_ok() && "StatusOr built from an OK status");
   }
@@ -66,9 +68,18 @@ class [[nodiscard]] StatusOr {
     return is_ok() ? kOk : std::get<Status>(data_);
   }
   // REQUIRES: is_ok()
-  T& value() & { assert(is_ok()); return std::get<T>(data_); }
-  const T& value() const& { assert(is_ok()); return std::get<T>(data_); }
-  T&& value() && { assert(is_ok()); return std::get<T>(std::move(data_)); }
+  T& value() & {
+    assert(is_ok());
+    return std::get<T>(data_);
+  }
+  const T& value() const& {
+    assert(is_ok());
+    return std::get<T>(data_);
+  }
+  T&& value() && {
+    assert(is_ok());
+    return std::get<T>(std::move(data_));
+  }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }
@@ -84,9 +95,9 @@ class [[nodiscard]] StatusOr {
 #define STRATA_CONCAT_(a, b) STRATA_CONCAT_INNER_(a, b)
 
 // Returns the Status of `expr` from the calling function when it is not OK.
-#define STRATA_RETURN_IF_ERROR(expr)              \
-  do {                                            \
-    ::strata::Status strata_status_ = (expr);     \
+#define STRATA_RETURN_IF_ERROR(expr)                    \
+  do {                                                  \
+    ::strata::Status strata_status_ = (expr);           \
     if (!strata_status_.is_ok()) return strata_status_; \
   } while (0)
 

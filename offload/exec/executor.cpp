@@ -18,7 +18,8 @@ class ScopedTimer {
     if (sink_) start_ = std::chrono::steady_clock::now();
   }
   ~ScopedTimer() {
-    if (sink_) *sink_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    if (sink_)
+      *sink_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   }
 
  private:
@@ -37,7 +38,8 @@ Status ExecutorOptions::validate(const HyperParams& hp) const {
   }
   if (max_sequences <= 0) return Status::invalid_argument("max_sequences must be positive");
   if (max_batch_tokens <= 0) return Status::invalid_argument("--batch must be positive");
-  if (attention_tile_tokens <= 0) return Status::invalid_argument("attention tile must be positive");
+  if (attention_tile_tokens <= 0)
+    return Status::invalid_argument("attention tile must be positive");
   if (kv_type != DType::kF32 && kv_type != DType::kF16) {
     return Status::invalid_argument("--kv-type must be f32 or f16");
   }
@@ -66,7 +68,8 @@ Status Executor::init() {
   cpu::MatmulOptions mm;
   mm.precision = options_.prefill_precision;
   STRATA_ASSIGN_OR_RETURN(matmul_, cpu::CpuMatmul::create(mm));
-  STRATA_ASSIGN_OR_RETURN(prefill_attention_, cpu::PrefillAttention::create(options_.attention_tile_tokens));
+  STRATA_ASSIGN_OR_RETURN(prefill_attention_,
+                          cpu::PrefillAttention::create(options_.attention_tile_tokens));
 
   auto to_f32 = [&](const TensorSpec* t) -> Status {
     if (t == nullptr || small_f32_.count(t)) return Status::ok();
@@ -149,7 +152,8 @@ Status Executor::forward(SeqId seq, std::span<const int32_t> tokens, bool all_lo
   if (tokens.empty()) return Status::invalid_argument("no tokens to run");
   for (int32_t id : tokens) {
     if (id < 0 || id >= hp.n_vocab) {
-      return Status::invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary (0.." +
+      return Status::invalid_argument("token id " + std::to_string(id) +
+                                      " is outside the vocabulary (0.." +
                                       std::to_string(hp.n_vocab - 1) + ")");
     }
   }
@@ -212,8 +216,8 @@ Status Executor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool 
         STRATA_RETURN_IF_ERROR(prefill_attention_->run(q_.data(), n, pos0, kv_->layer_view(seq, l),
                                                        shape, att_.data()));  // att [n][Q]
       } else {
-        cpu::attention(q_.data(), n, positions_.data(), kv_->layer_view(seq, l), shape,
-                       att_.data(), att_scratch_.data());  // att [n][Q]
+        cpu::attention(q_.data(), n, positions_.data(), kv_->layer_view(seq, l), shape, att_.data(),
+                       att_scratch_.data());  // att [n][Q]
       }
     }
     STRATA_RETURN_IF_ERROR(matmul(w.wo, att_.data(), n, xb_.data()));  // [n][E]

@@ -29,16 +29,16 @@
 namespace strata {
 
 struct ExecutorOptions {
-  int64_t max_context = 0;        // tokens per sequence; 0: the model's trained context
-  int64_t max_sequences = 1;      // the KV budget covers this many full-length sequences
-  int64_t max_batch_tokens = 2048; // tokens per forward chunk (longer inputs are split)
+  int64_t max_context = 0;          // tokens per sequence; 0: the model's trained context
+  int64_t max_sequences = 1;        // the KV budget covers this many full-length sequences
+  int64_t max_batch_tokens = 2048;  // tokens per forward chunk (longer inputs are split)
   // Chunks of at least this many tokens attend through GEMMs (PrefillAttention).
   int64_t gemm_attention_min_tokens = 32;
   int64_t attention_tile_tokens = 512;  // query tile of PrefillAttention
   int64_t kv_block_tokens = 16;
-  DType kv_type = DType::kF32;    // kF32 (exact) or kF16
+  DType kv_type = DType::kF32;  // kF32 (exact) or kF16
   cpu::MatmulPrecision prefill_precision = cpu::MatmulPrecision::kF32;
-  bool profile = false;           // accumulate per-op wall time (ExecutorProfile)
+  bool profile = false;  // accumulate per-op wall time (ExecutorProfile)
 
   // invalid_argument naming the option ("--ctx ...") when a value is out of range for `hp`.
   Status validate(const HyperParams& hp) const;
@@ -80,7 +80,8 @@ class Executor {
   int64_t activation_bytes() const;
 
  private:
-  Executor(const ModelSpec& spec, const ExecutorOptions& options) : spec_(spec), options_(options) {}
+  Executor(const ModelSpec& spec, const ExecutorOptions& options)
+      : spec_(spec), options_(options) {}
   Status init();
   Status forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool all_logits, float* logits);
   Status matmul(const TensorSpec* w, const float* x, int64_t n_tokens, float* y);
@@ -98,14 +99,14 @@ class Executor {
   std::unordered_map<const TensorSpec*, std::vector<float>> small_f32_;
 
   // Activations, [max_batch_tokens][width], allocated once.
-  std::vector<float> x_;       // residual stream [n_embd]
-  std::vector<float> xb_;      // normed input / projection output [n_embd]
-  std::vector<float> q_;       // [q_dim]
-  std::vector<float> k_;       // [kv_dim]
-  std::vector<float> v_;       // [kv_dim]
-  std::vector<float> att_;     // attention output [q_dim]
-  std::vector<float> gate_;    // [n_ff]
-  std::vector<float> up_;      // [n_ff]
+  std::vector<float> x_;     // residual stream [n_embd]
+  std::vector<float> xb_;    // normed input / projection output [n_embd]
+  std::vector<float> q_;     // [q_dim]
+  std::vector<float> k_;     // [kv_dim]
+  std::vector<float> v_;     // [kv_dim]
+  std::vector<float> att_;   // attention output [q_dim]
+  std::vector<float> gate_;  // [n_ff]
+  std::vector<float> up_;    // [n_ff]
   std::vector<int32_t> positions_;
   ExecutorProfile profile_;
   std::vector<float> att_scratch_;

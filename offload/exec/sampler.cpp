@@ -68,11 +68,13 @@ void Sampler::reset() {
 }
 
 void Sampler::accept(int32_t token) {
-  if (config_.repeat_penalty == 1.0f || config_.repeat_last_n == 0) return;  // no penalty: no history
+  if (config_.repeat_penalty == 1.0f || config_.repeat_last_n == 0)
+    return;  // no penalty: no history
   if (config_.repeat_last_n > 0) {
     // Keep at most 2n tokens, dropping the oldest n at a time: amortised O(1), no reallocation.
     const auto window = static_cast<size_t>(config_.repeat_last_n);
-    if (history_.size() >= 2 * window) history_.erase(history_.begin(), history_.end() - (window - 1));
+    if (history_.size() >= 2 * window)
+      history_.erase(history_.begin(), history_.end() - (window - 1));
   }
   history_.push_back(token);
 }
@@ -169,7 +171,8 @@ void Sampler::keep_min_p() {
   if (config_.min_p <= 0.0f) return;
   float max_logit = candidates_[0].logit;
   if (!candidates_sorted_) {
-    for (size_t i = 1; i < num_candidates_; ++i) max_logit = std::max(max_logit, candidates_[i].logit);
+    for (size_t i = 1; i < num_candidates_; ++i)
+      max_logit = std::max(max_logit, candidates_[i].logit);
   }
   // p_i >= min_p * p_max  <=>  logit_i >= max_logit + log(min_p). The most likely token stays.
   const float min_logit = max_logit + std::log(config_.min_p);
@@ -181,14 +184,15 @@ void Sampler::keep_min_p() {
 }
 
 double Sampler::next_uniform() {
-  const uint32_t high = rng_() >> 5;  // 27 bits
-  const uint32_t low = rng_() >> 6;   // 26 bits
+  const uint32_t high = rng_() >> 5;                      // 27 bits
+  const uint32_t low = rng_() >> 6;                       // 26 bits
   return (high * 67108864.0 + low) / 9007199254740992.0;  // / 2^53
 }
 
 int32_t Sampler::draw() {
   float max_logit = candidates_[0].logit;
-  for (size_t i = 1; i < num_candidates_; ++i) max_logit = std::max(max_logit, candidates_[i].logit);
+  for (size_t i = 1; i < num_candidates_; ++i)
+    max_logit = std::max(max_logit, candidates_[i].logit);
   const double inv_temperature = 1.0 / config_.temperature;
   double total = 0.0;
   for (size_t i = 0; i < num_candidates_; ++i) {

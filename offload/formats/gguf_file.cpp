@@ -10,19 +10,32 @@ namespace strata {
 
 const char* gguf_type_name(GgufType type) {
   switch (type) {
-    case GgufType::kUint8: return "uint8";
-    case GgufType::kInt8: return "int8";
-    case GgufType::kUint16: return "uint16";
-    case GgufType::kInt16: return "int16";
-    case GgufType::kUint32: return "uint32";
-    case GgufType::kInt32: return "int32";
-    case GgufType::kFloat32: return "float32";
-    case GgufType::kBool: return "bool";
-    case GgufType::kString: return "string";
-    case GgufType::kArray: return "array";
-    case GgufType::kUint64: return "uint64";
-    case GgufType::kInt64: return "int64";
-    case GgufType::kFloat64: return "float64";
+    case GgufType::kUint8:
+      return "uint8";
+    case GgufType::kInt8:
+      return "int8";
+    case GgufType::kUint16:
+      return "uint16";
+    case GgufType::kInt16:
+      return "int16";
+    case GgufType::kUint32:
+      return "uint32";
+    case GgufType::kInt32:
+      return "int32";
+    case GgufType::kFloat32:
+      return "float32";
+    case GgufType::kBool:
+      return "bool";
+    case GgufType::kString:
+      return "string";
+    case GgufType::kArray:
+      return "array";
+    case GgufType::kUint64:
+      return "uint64";
+    case GgufType::kInt64:
+      return "int64";
+    case GgufType::kFloat64:
+      return "float64";
   }
   return "unknown";
 }
@@ -146,9 +159,7 @@ class GgufParser {
   StatusOr<GgufFile> parse(std::shared_ptr<const void> keep_alive);
 
  private:
-  Status fail(const std::string& what) const {
-    return Status::invalid_data(name_ + ": " + what);
-  }
+  Status fail(const std::string& what) const { return Status::invalid_data(name_ + ": " + what); }
   size_t remaining() const { return bytes_.size() - pos_; }
 
   template <typename T>
@@ -176,11 +187,23 @@ class GgufParser {
 
   static size_t scalar_size(GgufType t) {
     switch (t) {
-      case GgufType::kUint8: case GgufType::kInt8: case GgufType::kBool: return 1;
-      case GgufType::kUint16: case GgufType::kInt16: return 2;
-      case GgufType::kUint32: case GgufType::kInt32: case GgufType::kFloat32: return 4;
-      case GgufType::kUint64: case GgufType::kInt64: case GgufType::kFloat64: return 8;
-      default: return 0;
+      case GgufType::kUint8:
+      case GgufType::kInt8:
+      case GgufType::kBool:
+        return 1;
+      case GgufType::kUint16:
+      case GgufType::kInt16:
+        return 2;
+      case GgufType::kUint32:
+      case GgufType::kInt32:
+      case GgufType::kFloat32:
+        return 4;
+      case GgufType::kUint64:
+      case GgufType::kInt64:
+      case GgufType::kFloat64:
+        return 8;
+      default:
+        return 0;
     }
   }
 
@@ -198,20 +221,72 @@ class GgufParser {
 Status GgufParser::read_scalar(GgufType t, const std::string& key, GgufValue* out) {
   const char* what = "a metadata value";
   switch (t) {
-    case GgufType::kUint8: { uint8_t v = 0; STRATA_RETURN_IF_ERROR(read(&v, what)); *out = GgufValue::integer(t, v); break; }
-    case GgufType::kInt8: { int8_t v = 0; STRATA_RETURN_IF_ERROR(read(&v, what)); *out = GgufValue::integer(t, v); break; }
-    case GgufType::kUint16: { uint16_t v = 0; STRATA_RETURN_IF_ERROR(read(&v, what)); *out = GgufValue::integer(t, v); break; }
-    case GgufType::kInt16: { int16_t v = 0; STRATA_RETURN_IF_ERROR(read(&v, what)); *out = GgufValue::integer(t, v); break; }
-    case GgufType::kUint32: { uint32_t v = 0; STRATA_RETURN_IF_ERROR(read(&v, what)); *out = GgufValue::integer(t, v); break; }
-    case GgufType::kInt32: { int32_t v = 0; STRATA_RETURN_IF_ERROR(read(&v, what)); *out = GgufValue::integer(t, v); break; }
-    case GgufType::kInt64: { int64_t v = 0; STRATA_RETURN_IF_ERROR(read(&v, what)); *out = GgufValue::integer(t, v); break; }
-    case GgufType::kUint64: { uint64_t v = 0; STRATA_RETURN_IF_ERROR(read(&v, what)); *out = GgufValue::uint64(v); break; }
-    case GgufType::kFloat32: { float v = 0; STRATA_RETURN_IF_ERROR(read(&v, what)); *out = GgufValue::floating(t, v); break; }
-    case GgufType::kFloat64: { double v = 0; STRATA_RETURN_IF_ERROR(read(&v, what)); *out = GgufValue::floating(t, v); break; }
+    case GgufType::kUint8: {
+      uint8_t v = 0;
+      STRATA_RETURN_IF_ERROR(read(&v, what));
+      *out = GgufValue::integer(t, v);
+      break;
+    }
+    case GgufType::kInt8: {
+      int8_t v = 0;
+      STRATA_RETURN_IF_ERROR(read(&v, what));
+      *out = GgufValue::integer(t, v);
+      break;
+    }
+    case GgufType::kUint16: {
+      uint16_t v = 0;
+      STRATA_RETURN_IF_ERROR(read(&v, what));
+      *out = GgufValue::integer(t, v);
+      break;
+    }
+    case GgufType::kInt16: {
+      int16_t v = 0;
+      STRATA_RETURN_IF_ERROR(read(&v, what));
+      *out = GgufValue::integer(t, v);
+      break;
+    }
+    case GgufType::kUint32: {
+      uint32_t v = 0;
+      STRATA_RETURN_IF_ERROR(read(&v, what));
+      *out = GgufValue::integer(t, v);
+      break;
+    }
+    case GgufType::kInt32: {
+      int32_t v = 0;
+      STRATA_RETURN_IF_ERROR(read(&v, what));
+      *out = GgufValue::integer(t, v);
+      break;
+    }
+    case GgufType::kInt64: {
+      int64_t v = 0;
+      STRATA_RETURN_IF_ERROR(read(&v, what));
+      *out = GgufValue::integer(t, v);
+      break;
+    }
+    case GgufType::kUint64: {
+      uint64_t v = 0;
+      STRATA_RETURN_IF_ERROR(read(&v, what));
+      *out = GgufValue::uint64(v);
+      break;
+    }
+    case GgufType::kFloat32: {
+      float v = 0;
+      STRATA_RETURN_IF_ERROR(read(&v, what));
+      *out = GgufValue::floating(t, v);
+      break;
+    }
+    case GgufType::kFloat64: {
+      double v = 0;
+      STRATA_RETURN_IF_ERROR(read(&v, what));
+      *out = GgufValue::floating(t, v);
+      break;
+    }
     case GgufType::kBool: {
       uint8_t v;
       STRATA_RETURN_IF_ERROR(read(&v, what));
-      if (v > 1) return fail("metadata key '" + key + "': bool value " + std::to_string(v) + " is not 0 or 1");
+      if (v > 1)
+        return fail("metadata key '" + key + "': bool value " + std::to_string(v) +
+                    " is not 0 or 1");
       *out = GgufValue::boolean(v != 0);
       break;
     }
@@ -235,10 +310,12 @@ Status GgufParser::read_value(GgufType t, const std::string& key, GgufValue* out
   STRATA_RETURN_IF_ERROR(read(&elem_raw, "an array element type"));
   STRATA_RETURN_IF_ERROR(read(&n, "an array length"));
   if (!valid_type(elem_raw)) {
-    return fail("metadata key '" + key + "': unknown array element type " + std::to_string(elem_raw));
+    return fail("metadata key '" + key + "': unknown array element type " +
+                std::to_string(elem_raw));
   }
   const GgufType elem = static_cast<GgufType>(elem_raw);
-  if (elem == GgufType::kArray) return fail("metadata key '" + key + "': arrays of arrays are not supported");
+  if (elem == GgufType::kArray)
+    return fail("metadata key '" + key + "': arrays of arrays are not supported");
   // Every element takes at least its scalar size (8 for a string's length): bound n before
   // reserving so that an absurd count cannot allocate.
   const size_t min_elem = elem == GgufType::kString ? 8 : scalar_size(elem);
@@ -285,12 +362,15 @@ StatusOr<GgufFile> GgufParser::parse(std::shared_ptr<const void> keep_alive) {
   f.keep_alive_ = std::move(keep_alive);
 
   char magic[4];
-  if (bytes_.size() < 4) return fail("truncated file: " + std::to_string(bytes_.size()) + " bytes, no GGUF header");
+  if (bytes_.size() < 4)
+    return fail("truncated file: " + std::to_string(bytes_.size()) + " bytes, no GGUF header");
   std::memcpy(magic, bytes_.data(), 4);
   pos_ = 4;
-  if (std::memcmp(magic, "GGUF", 4) != 0) return fail("not a GGUF file (wrong magic; expected \"GGUF\")");
+  if (std::memcmp(magic, "GGUF", 4) != 0)
+    return fail("not a GGUF file (wrong magic; expected \"GGUF\")");
   STRATA_RETURN_IF_ERROR(read(&f.version_, "the header"));
-  if (f.version_ == 1) return Status::unsupported(name_ + ": GGUF version 1 is not supported (only 2 and 3)");
+  if (f.version_ == 1)
+    return Status::unsupported(name_ + ": GGUF version 1 is not supported (only 2 and 3)");
   if (f.version_ != 2 && f.version_ != 3) {
     return Status::unsupported(name_ + ": unknown GGUF version " + std::to_string(f.version_) +
                                " (expected 2 or 3; a big-endian file also reads this way)");
@@ -300,8 +380,10 @@ StatusOr<GgufFile> GgufParser::parse(std::shared_ptr<const void> keep_alive) {
   STRATA_RETURN_IF_ERROR(read(&n_kv, "the header"));
   // A key/value takes at least 8 (key length) + 4 (type) + 1 bytes; a tensor info at least
   // 8 + 4 + 8 + 4 + 8. Bound the counts by what the file can hold before allocating.
-  if (n_kv > remaining() / 13) return fail("metadata count " + std::to_string(n_kv) + " is larger than the file can hold");
-  if (n_tensors > remaining() / 32) return fail("tensor count " + std::to_string(n_tensors) + " is larger than the file can hold");
+  if (n_kv > remaining() / 13)
+    return fail("metadata count " + std::to_string(n_kv) + " is larger than the file can hold");
+  if (n_tensors > remaining() / 32)
+    return fail("tensor count " + std::to_string(n_tensors) + " is larger than the file can hold");
 
   f.metadata_.reserve(n_kv);
   for (uint64_t i = 0; i < n_kv; ++i) {
@@ -335,13 +417,15 @@ StatusOr<GgufFile> GgufParser::parse(std::shared_ptr<const void> keep_alive) {
     uint32_t n_dims = 0;
     STRATA_RETURN_IF_ERROR(read(&n_dims, "a tensor's dimension count"));
     if (n_dims == 0 || n_dims > GgufFile::kMaxDims) {
-      return fail("tensor '" + t.name + "': " + std::to_string(n_dims) + " dimensions (expected 1 to 4)");
+      return fail("tensor '" + t.name + "': " + std::to_string(n_dims) +
+                  " dimensions (expected 1 to 4)");
     }
     t.ne.resize(n_dims);
     int64_t n_elems = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       STRATA_RETURN_IF_ERROR(read(&t.ne[d], "a tensor's dimensions"));
-      if (t.ne[d] < 0) return fail("tensor '" + t.name + "': negative dimension " + std::to_string(t.ne[d]));
+      if (t.ne[d] < 0)
+        return fail("tensor '" + t.name + "': negative dimension " + std::to_string(t.ne[d]));
       if (t.ne[d] != 0 && n_elems > std::numeric_limits<int64_t>::max() / t.ne[d]) {
         return fail("tensor '" + t.name + "': element count overflows");
       }
@@ -387,8 +471,9 @@ StatusOr<GgufFile> GgufParser::parse(std::shared_ptr<const void> keep_alive) {
   const uint64_t data_size = f.data_offset_ <= file_size ? file_size - f.data_offset_ : 0;
   for (GgufTensorInfo& t : f.tensors_) {
     if (t.offset > data_size || t.size_bytes > data_size - t.offset) {
-      return fail("tensor '" + t.name + "' (" + std::to_string(t.size_bytes) + " bytes at data offset " +
-                  std::to_string(t.offset) + ") ends past the end of the file (truncated?)");
+      return fail("tensor '" + t.name + "' (" + std::to_string(t.size_bytes) +
+                  " bytes at data offset " + std::to_string(t.offset) +
+                  ") ends past the end of the file (truncated?)");
     }
     t.data = bytes_.subspan(f.data_offset_ + t.offset, t.size_bytes);
   }

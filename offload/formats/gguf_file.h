@@ -66,14 +66,14 @@ class GgufValue {
   GgufType array_type() const { return elem_type_; }  // REQUIRES: is_array()
   size_t array_size() const;
 
-  std::optional<int64_t> to_int() const;  // any integer scalar that fits int64
+  std::optional<int64_t> to_int() const;   // any integer scalar that fits int64
   std::optional<double> to_float() const;  // a float or integer scalar
   std::optional<bool> to_bool() const;
   const std::string* to_string() const;  // nullptr unless a string scalar
 
-  const std::vector<int64_t>* ints() const;  // integer (but uint64) or bool arrays
-  const std::vector<uint64_t>* uints() const;  // uint64 arrays
-  const std::vector<double>* floats() const;  // float arrays
+  const std::vector<int64_t>* ints() const;         // integer (but uint64) or bool arrays
+  const std::vector<uint64_t>* uints() const;       // uint64 arrays
+  const std::vector<double>* floats() const;        // float arrays
   const std::vector<std::string>* strings() const;  // string arrays
 
  private:

@@ -33,7 +33,9 @@ namespace {
 constexpr size_t kMaxTensorNameBytes = 63;
 constexpr uint32_t kGgufVersion = 3;
 
-uint64_t align_up(uint64_t x, uint64_t alignment) { return (x + alignment - 1) / alignment * alignment; }
+uint64_t align_up(uint64_t x, uint64_t alignment) {
+  return (x + alignment - 1) / alignment * alignment;
+}
 
 // Serializes the header into memory (it is small next to the data: at most a few MiB of
 // tokenizer strings) while checking every value against its declared type.
@@ -65,8 +67,14 @@ class HeaderBuilder {
 
 bool is_integer_type(GgufType t) {
   switch (t) {
-    case GgufType::kUint8: case GgufType::kInt8: case GgufType::kUint16: case GgufType::kInt16:
-    case GgufType::kUint32: case GgufType::kInt32: case GgufType::kUint64: case GgufType::kInt64:
+    case GgufType::kUint8:
+    case GgufType::kInt8:
+    case GgufType::kUint16:
+    case GgufType::kInt16:
+    case GgufType::kUint32:
+    case GgufType::kInt32:
+    case GgufType::kUint64:
+    case GgufType::kInt64:
       return true;
     default:
       return false;
@@ -172,7 +180,8 @@ Status HeaderBuilder::put_value(const std::string& key, const GgufValue& value) 
     for (const std::string& s : *v) put_string(s);
   } else if (elem == GgufType::kFloat32 || elem == GgufType::kFloat64) {
     const std::vector<double>* v = value.floats();
-    if (v == nullptr) return bad(key, std::string("a ") + gguf_type_name(elem) + " array that holds no floats");
+    if (v == nullptr)
+      return bad(key, std::string("a ") + gguf_type_name(elem) + " array that holds no floats");
     put<uint64_t>(v->size());
     for (double x : *v) {
       if (elem == GgufType::kFloat32) {
@@ -186,7 +195,8 @@ Status HeaderBuilder::put_value(const std::string& key, const GgufValue& value) 
     if (v == nullptr) return bad(key, "a bool array that holds no bools");
     put<uint64_t>(v->size());
     for (int64_t x : *v) {
-      if (x != 0 && x != 1) return bad(key, "bool array element " + std::to_string(x) + " is not 0 or 1");
+      if (x != 0 && x != 1)
+        return bad(key, "bool array element " + std::to_string(x) + " is not 0 or 1");
       put<uint8_t>(static_cast<uint8_t>(x));
     }
   } else if (elem == GgufType::kUint64 && value.uints() != nullptr) {
@@ -195,7 +205,8 @@ Status HeaderBuilder::put_value(const std::string& key, const GgufValue& value) 
     for (uint64_t x : *v) put<uint64_t>(x);
   } else if (is_integer_type(elem)) {
     const std::vector<int64_t>* v = value.ints();
-    if (v == nullptr) return bad(key, std::string("a ") + gguf_type_name(elem) + " array that holds no integers");
+    if (v == nullptr)
+      return bad(key, std::string("a ") + gguf_type_name(elem) + " array that holds no integers");
     put<uint64_t>(v->size());
     for (int64_t x : *v) STRATA_RETURN_IF_ERROR(put_integer(key, elem, x));
   } else if (elem == GgufType::kArray) {
@@ -291,7 +302,8 @@ StatusOr<std::unique_ptr<GgufWriter>> GgufWriter::create(const std::string& path
   const uint64_t header_bytes = h.bytes().size();
   // As gguf-py writes it: no padding after the header of a file without tensors.
   w->data_offset_ = tensors.empty() ? header_bytes : align_up(header_bytes, w->alignment_);
-  w->file_size_ = tensors.empty() ? header_bytes : w->data_offset_ + align_up(data_end, w->alignment_);
+  w->file_size_ =
+      tensors.empty() ? header_bytes : w->data_offset_ + align_up(data_end, w->alignment_);
   w->tensors_ = std::move(tensors);
 
   // ---- create the temp file and write the header ----
@@ -302,7 +314,8 @@ StatusOr<std::unique_ptr<GgufWriter>> GgufWriter::create(const std::string& path
   STRATA_RETURN_IF_ERROR(w->write_raw(h.bytes().data(), h.bytes().size()));
   STRATA_RETURN_IF_ERROR(w->write_zeros(w->data_offset_ - header_bytes));
   // Zero-byte tensors at the start are complete already.
-  while (w->current_tensor_ < w->tensors_.size() && w->tensors_[w->current_tensor_].size_bytes() == 0) {
+  while (w->current_tensor_ < w->tensors_.size() &&
+         w->tensors_[w->current_tensor_].size_bytes() == 0) {
     ++w->current_tensor_;
   }
   return w;

@@ -86,8 +86,8 @@ class GgufWriter {
 
   const std::string& path() const { return path_; }
   uint64_t alignment() const { return alignment_; }
-  uint64_t data_offset() const { return data_offset_; }  // file offset of the data section
-  uint64_t file_size_bytes() const { return file_size_; }  // size of the finished file
+  uint64_t data_offset() const { return data_offset_; }      // file offset of the data section
+  uint64_t file_size_bytes() const { return file_size_; }    // size of the finished file
   uint64_t data_bytes_total() const { return data_total_; }  // sum of the tensors' sizes
   uint64_t data_bytes_appended() const { return data_appended_; }
   const std::vector<uint64_t>& tensor_offsets() const { return offsets_; }  // in the data section

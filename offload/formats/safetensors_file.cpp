@@ -3,11 +3,10 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "offload/formats/json_text.h"
 #include "offload/formats/mapped_file.h"
@@ -31,13 +30,13 @@ struct StDType {
   std::optional<DType> strata_type;  // set for the types Strata reads
 };
 constexpr StDType kStDTypes[] = {
-    {"F32", DType::kF32},  {"F16", DType::kF16},      {"BF16", DType::kBF16},
-    {"F64", std::nullopt}, {"I64", std::nullopt},     {"U64", std::nullopt},
-    {"I32", std::nullopt}, {"U32", std::nullopt},     {"I16", std::nullopt},
-    {"U16", std::nullopt}, {"I8", std::nullopt},      {"U8", std::nullopt},
-    {"BOOL", std::nullopt}, {"F8_E5M2", std::nullopt}, {"F8_E4M3", std::nullopt},
+    {"F32", DType::kF32},      {"F16", DType::kF16},      {"BF16", DType::kBF16},
+    {"F64", std::nullopt},     {"I64", std::nullopt},     {"U64", std::nullopt},
+    {"I32", std::nullopt},     {"U32", std::nullopt},     {"I16", std::nullopt},
+    {"U16", std::nullopt},     {"I8", std::nullopt},      {"U8", std::nullopt},
+    {"BOOL", std::nullopt},    {"F8_E5M2", std::nullopt}, {"F8_E4M3", std::nullopt},
     {"F8_E8M0", std::nullopt}, {"F6_E2M3", std::nullopt}, {"F6_E3M2", std::nullopt},
-    {"F4", std::nullopt},  {"C64", std::nullopt},
+    {"F4", std::nullopt},      {"C64", std::nullopt},
 };
 
 const StDType* find_st_dtype(const std::string& name) {
@@ -114,8 +113,7 @@ StatusOr<SafetensorsFile> SafetensorsParser::parse(std::shared_ptr<const void> k
           } else if (event == Json::parse_event_t::object_end) {
             if (!keys_per_object.empty()) keys_per_object.pop_back();
           } else if (event == Json::parse_event_t::key && !keys_per_object.empty()) {
-            if (!keys_per_object.back().insert(parsed.get<std::string>()).second &&
-                !repeated_key) {
+            if (!keys_per_object.back().insert(parsed.get<std::string>()).second && !repeated_key) {
               repeated_key = parsed.get<std::string>();
             }
           }
@@ -184,8 +182,7 @@ Status SafetensorsParser::parse_tensor(const std::string& tensor_name, const Jso
   for (const Json& dim : *shape_it) {
     if (!dim.is_number_unsigned() ||
         dim.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-      return fail(where + ": shape entry " + json_excerpt(dim) +
-                  " is not a non-negative integer");
+      return fail(where + ": shape entry " + json_excerpt(dim) + " is not a non-negative integer");
     }
     const int64_t d = static_cast<int64_t>(dim.get<uint64_t>());
     if (d != 0 && n_elems > std::numeric_limits<int64_t>::max() / d) {
@@ -200,8 +197,8 @@ Status SafetensorsParser::parse_tensor(const std::string& tensor_name, const Jso
   }
   const uint64_t expected_bytes = static_cast<uint64_t>(n_elems * elem_bytes);
 
-  if (!offsets_it->is_array() || offsets_it->size() != 2 || !(*offsets_it)[0].is_number_unsigned() ||
-      !(*offsets_it)[1].is_number_unsigned()) {
+  if (!offsets_it->is_array() || offsets_it->size() != 2 ||
+      !(*offsets_it)[0].is_number_unsigned() || !(*offsets_it)[1].is_number_unsigned()) {
     return fail(where + ": data_offsets must be two non-negative integers [begin, end], found " +
                 json_excerpt(*offsets_it));
   }
@@ -226,7 +223,8 @@ Status SafetensorsParser::parse_tensor(const std::string& tensor_name, const Jso
   return Status::ok();
 }
 
-Status SafetensorsParser::check_no_overlap(const std::vector<SafetensorsTensorInfo>& tensors) const {
+Status SafetensorsParser::check_no_overlap(
+    const std::vector<SafetensorsTensorInfo>& tensors) const {
   std::vector<const SafetensorsTensorInfo*> by_offset;
   for (const auto& t : tensors) {
     if (t.size_bytes > 0) by_offset.push_back(&t);

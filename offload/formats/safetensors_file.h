@@ -39,10 +39,10 @@ namespace strata {
 
 struct SafetensorsTensorInfo {
   std::string name;
-  DType type = DType::kF32;    // F32, F16 or BF16
-  std::vector<int64_t> shape;  // row-major, outermost first (torch order); may be empty (scalar)
-  uint64_t offset = 0;         // data_offsets[0], from the start of the data area
-  uint64_t size_bytes = 0;     // data_offsets[1] - data_offsets[0] == numel * element size
+  DType type = DType::kF32;       // F32, F16 or BF16
+  std::vector<int64_t> shape;     // row-major, outermost first (torch order); may be empty (scalar)
+  uint64_t offset = 0;            // data_offsets[0], from the start of the data area
+  uint64_t size_bytes = 0;        // data_offsets[1] - data_offsets[0] == numel * element size
   std::span<const uint8_t> data;  // into the mapping
 
   int64_t num_elements() const;

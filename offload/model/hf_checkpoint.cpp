@@ -5,11 +5,10 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_map>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "offload/formats/json_text.h"
 #include "offload/formats/mapped_file.h"
@@ -68,9 +67,9 @@ class ConfigFields {
       *out = *fallback;
       return Status::ok();
     }
-    if (!v->is_number_integer() || (v->is_number_unsigned() &&
-                                    v->get<uint64_t>() > static_cast<uint64_t>(
-                                                             std::numeric_limits<int64_t>::max())) ||
+    if (!v->is_number_integer() ||
+        (v->is_number_unsigned() &&
+         v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) ||
         v->get<int64_t>() <= 0) {
       return bad(name(key) + " must be a positive integer, found " + json_excerpt(*v));
     }
@@ -95,7 +94,8 @@ class ConfigFields {
       *out = fallback;
       return Status::ok();
     }
-    if (!v->is_boolean()) return bad(name(key) + " must be true or false, found " + json_excerpt(*v));
+    if (!v->is_boolean())
+      return bad(name(key) + " must be true or false, found " + json_excerpt(*v));
     *out = v->get<bool>();
     return Status::ok();
   }
@@ -218,11 +218,13 @@ StatusOr<HfConfig> read_config(const std::string& dir) {
   out.arch = info->arch;
   if (const Json* quant = config.get("quantization_config")) {
     std::string method = "unknown";
-    if (quant->is_object() && quant->contains("quant_method") && (*quant)["quant_method"].is_string()) {
+    if (quant->is_object() && quant->contains("quant_method") &&
+        (*quant)["quant_method"].is_string()) {
       method = (*quant)["quant_method"].get<std::string>();
     }
     return config.unsupported("quantized checkpoints (quantization_config, quant_method '" +
-                              method + "') are not supported; use an F32/F16/BF16 checkpoint "
+                              method +
+                              "') are not supported; use an F32/F16/BF16 checkpoint "
                               "or a GGUF file");
   }
 
@@ -277,7 +279,8 @@ StatusOr<HfConfig> read_config(const std::string& dir) {
 
   STRATA_RETURN_IF_ERROR(config.string("_name_or_path", "", &out.name));
   if (out.name.empty()) out.name = fs::path(dir).lexically_normal().filename().string();
-  if (out.name.empty()) out.name = fs::path(dir).lexically_normal().parent_path().filename().string();
+  if (out.name.empty())
+    out.name = fs::path(dir).lexically_normal().parent_path().filename().string();
   return out;
 }
 
@@ -323,8 +326,8 @@ std::string gguf_to_hf_tensor_name(const std::string& gguf_name) {
 
 // The shard files of a checkpoint: the single file, or those the index lists.
 struct ShardList {
-  std::vector<std::string> paths;  // in order of first mention
-  std::string index_path;          // empty for a single file
+  std::vector<std::string> paths;                               // in order of first mention
+  std::string index_path;                                       // empty for a single file
   std::vector<std::pair<std::string, std::string>> weight_map;  // tensor -> shard path
 };
 
@@ -438,7 +441,8 @@ StatusOr<ModelSpec> model_spec_from_hf_folder(const std::string& dir) {
   shards.reserve(list.paths.size());  // FoundTensor points into it: no reallocation below
   std::unordered_map<std::string, const SafetensorsFile*> shard_by_path;
   for (const std::string& path : list.paths) {
-    if (!fs::exists(path, ec)) return Status::not_found(path + ": missing (listed in " + kIndexName + ")");
+    if (!fs::exists(path, ec))
+      return Status::not_found(path + ": missing (listed in " + kIndexName + ")");
     STRATA_ASSIGN_OR_RETURN(SafetensorsFile shard, SafetensorsFile::open(path));
     shards.push_back(std::move(shard));
     shard_by_path.emplace(path, &shards.back());
@@ -452,7 +456,7 @@ StatusOr<ModelSpec> model_spec_from_hf_folder(const std::string& dir) {
 
   // Map every shard tensor (transformers loads them all, listed or not) to its llama.cpp name.
   std::map<std::string, FoundTensor> found;  // by llama.cpp name
-  std::vector<std::string> file_order;        // llama.cpp names, shard by shard, header order
+  std::vector<std::string> file_order;       // llama.cpp names, shard by shard, header order
   const char* class_name = config.arch == Arch::kQwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
   for (const SafetensorsFile& shard : shards) {
     for (const SafetensorsTensorInfo& t : shard.tensors()) {
@@ -482,8 +486,9 @@ StatusOr<ModelSpec> model_spec_from_hf_folder(const std::string& dir) {
       if (embd == found.end() || embd->second.info->type != h->type ||
           embd->second.info->shape != h->shape ||
           std::memcmp(embd->second.info->data.data(), h->data.data(), h->size_bytes) != 0) {
-        return Status::invalid_data(head->second.shard->path() + ": tie_word_embeddings is true in " +
-                                    kConfigName + ", but lm_head.weight differs from "
+        return Status::invalid_data(head->second.shard->path() +
+                                    ": tie_word_embeddings is true in " + kConfigName +
+                                    ", but lm_head.weight differs from "
                                     "model.embed_tokens.weight");
       }
       found.erase(head);

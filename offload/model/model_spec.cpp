@@ -8,8 +8,10 @@ namespace strata {
 
 const char* arch_name(Arch arch) {
   switch (arch) {
-    case Arch::kLlama: return "llama";
-    case Arch::kQwen2: return "qwen2";
+    case Arch::kLlama:
+      return "llama";
+    case Arch::kQwen2:
+      return "qwen2";
   }
   return "unknown";
 }
@@ -78,11 +80,9 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> expected_tensors(Arch 
 
 Status validate_model_spec(const ModelSpec& spec) {
   const HyperParams& hp = spec.hp;
-  auto bad = [&](const std::string& what) {
-    return Status::invalid_data(spec.path + ": " + what);
-  };
-  if (hp.n_vocab <= 0 || hp.n_embd <= 0 || hp.n_layer <= 0 || hp.n_head <= 0 ||
-      hp.n_head_kv <= 0 || hp.head_dim <= 0 || hp.n_ff <= 0 || hp.n_ctx_train <= 0) {
+  auto bad = [&](const std::string& what) { return Status::invalid_data(spec.path + ": " + what); };
+  if (hp.n_vocab <= 0 || hp.n_embd <= 0 || hp.n_layer <= 0 || hp.n_head <= 0 || hp.n_head_kv <= 0 ||
+      hp.head_dim <= 0 || hp.n_ff <= 0 || hp.n_ctx_train <= 0) {
     return bad("hyper-parameters must be positive (vocab " + std::to_string(hp.n_vocab) +
                ", embd " + std::to_string(hp.n_embd) + ", layers " + std::to_string(hp.n_layer) +
                ", heads " + std::to_string(hp.n_head) + "/" + std::to_string(hp.n_head_kv) +
@@ -136,7 +136,9 @@ StatusOr<ModelSpec> model_spec_from_gguf(const GgufFile& file) {
   spec.path = file.path();
   spec.format = SourceFormat::kGguf;
   spec.storage.push_back(file.storage());
-  auto bad = [&](const std::string& what) { return Status::invalid_data(file.path() + ": " + what); };
+  auto bad = [&](const std::string& what) {
+    return Status::invalid_data(file.path() + ": " + what);
+  };
 
   std::optional<std::string> arch = file.get_string("general.architecture");
   if (!arch) return bad("missing general.architecture");
@@ -155,8 +157,9 @@ StatusOr<ModelSpec> model_spec_from_gguf(const GgufFile& file) {
     const GgufValue* v = file.find(key);
     if (v == nullptr) return bad("missing metadata key " + key);
     auto i = v->to_int();
-    if (!i) return bad("metadata key " + key + " must be an integer scalar (it is " +
-                       gguf_type_name(v->type()) + ")");
+    if (!i)
+      return bad("metadata key " + key + " must be an integer scalar (it is " +
+                 gguf_type_name(v->type()) + ")");
     *out = *i;
     return Status::ok();
   };

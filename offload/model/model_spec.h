@@ -40,10 +40,10 @@ struct HyperParams {
   int64_t n_layer = 0;
   int64_t n_head = 0;
   int64_t n_head_kv = 0;
-  int64_t head_dim = 0;      // per head, for Q and K (and V)
+  int64_t head_dim = 0;  // per head, for Q and K (and V)
   int64_t n_ff = 0;
-  int64_t n_ctx_train = 0;   // the context the model was trained for (max usable --ctx)
-  int64_t rope_dims = 0;     // leading dims of each head that rope rotates (= head_dim usually)
+  int64_t n_ctx_train = 0;  // the context the model was trained for (max usable --ctx)
+  int64_t rope_dims = 0;    // leading dims of each head that rope rotates (= head_dim usually)
   double rope_theta = 10000.0;
   double rms_eps = 1e-5;
   RopeStyle rope_style = RopeStyle::kAdjacentPairs;

@@ -81,7 +81,8 @@ std::vector<SynthTensor> plan_tensors(const SynthShape& shape, const HyperParams
   for (const auto& [name, ne] : expected) {
     if (ends_with(name, ".bias")) continue;
     order.push_back({name, ne});
-    const std::string bias = name.substr(0, name.size() - std::string_view(".weight").size()) + ".bias";
+    const std::string bias =
+        name.substr(0, name.size() - std::string_view(".weight").size()) + ".bias";
     if (auto it = biases.find(bias); it != biases.end()) order.push_back({bias, it->second});
   }
 
@@ -118,9 +119,15 @@ std::vector<SynthTensor> plan_tensors(const SynthShape& shape, const HyperParams
 Status fill_row(const SynthTensor& t, int64_t row, float* x, uint8_t* dst) {
   const int64_t n = t.row_len;
   switch (t.init) {
-    case Init::kNormal: fill_normal(mix64(t.key + static_cast<uint64_t>(row) * kGolden), t.sigma, x, n); break;
-    case Init::kOnes: std::fill(x, x + n, 1.0f); break;
-    case Init::kValues: std::copy(t.values.begin(), t.values.end(), x); break;
+    case Init::kNormal:
+      fill_normal(mix64(t.key + static_cast<uint64_t>(row) * kGolden), t.sigma, x, n);
+      break;
+    case Init::kOnes:
+      std::fill(x, x + n, 1.0f);
+      break;
+    case Init::kValues:
+      std::copy(t.values.begin(), t.values.end(), x);
+      break;
   }
   // Every row's byte size is even (2-byte types, 34/18/144/210-byte blocks), so `dst` is aligned
   // for the 16-bit fields quantize_row stores.
@@ -141,8 +148,9 @@ size_t next_chunk(const std::vector<SynthTensor>& tensors, size_t chunk_bytes, s
   size_t used = 0;
   while (*tensor < tensors.size()) {
     const SynthTensor& t = tensors[*tensor];
-    const size_t room_rows = t.row_bytes == 0 ? static_cast<size_t>(t.num_rows - *row)
-                                              : (chunk_bytes - std::min(used, chunk_bytes)) / t.row_bytes;
+    const size_t room_rows = t.row_bytes == 0
+                                 ? static_cast<size_t>(t.num_rows - *row)
+                                 : (chunk_bytes - std::min(used, chunk_bytes)) / t.row_bytes;
     int64_t take = std::min<int64_t>(t.num_rows - *row, static_cast<int64_t>(room_rows));
     if (take == 0 && used == 0) take = 1;  // a row larger than the chunk still goes alone
     if (take == 0) break;
@@ -169,7 +177,8 @@ Status fill_chunk(const std::vector<SynthTensor>& tensors, const std::vector<Pie
       const SynthTensor& t = tensors[p.tensor];
 #pragma omp for schedule(static) nowait
       for (int64_t r = p.row_begin; r < p.row_end; ++r) {
-        uint8_t* dst = buffer + p.buffer_offset + static_cast<size_t>(r - p.row_begin) * t.row_bytes;
+        uint8_t* dst =
+            buffer + p.buffer_offset + static_cast<size_t>(r - p.row_begin) * t.row_bytes;
         Status s = fill_row(t, r, scratch.data(), dst);
         if (!s.is_ok()) {
 #pragma omp critical(strata_synth_error)
@@ -205,7 +214,9 @@ void append_utf8(uint32_t cp, std::string* out) {
 // GPT-2's bytes_to_unicode(): printable bytes map to themselves, the others to 256, 257, ...
 // Returns the 256 byte tokens in GPT-2's vocabulary order (printable bytes first).
 std::vector<std::string> byte_tokens() {
-  auto printable = [](int b) { return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255); };
+  auto printable = [](int b) {
+    return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+  };
   std::vector<std::string> out;
   for (int b = 0; b < 256; ++b) {
     if (!printable(b)) continue;
@@ -279,14 +290,22 @@ DType synth_tensor_type(DType requested, const std::vector<int64_t>& ne) {
 
 std::optional<uint32_t> llama_file_type(DType type) {
   switch (type) {
-    case DType::kF32: return 0;    // LLAMA_FTYPE_ALL_F32
-    case DType::kF16: return 1;    // LLAMA_FTYPE_MOSTLY_F16
-    case DType::kQ4_0: return 2;   // LLAMA_FTYPE_MOSTLY_Q4_0
-    case DType::kQ8_0: return 7;   // LLAMA_FTYPE_MOSTLY_Q8_0
-    case DType::kQ4_K: return 14;  // LLAMA_FTYPE_MOSTLY_Q4_K_S (Q4_K for every tensor)
-    case DType::kQ6_K: return 18;  // LLAMA_FTYPE_MOSTLY_Q6_K
-    case DType::kBF16: return 32;  // LLAMA_FTYPE_MOSTLY_BF16
-    default: return std::nullopt;
+    case DType::kF32:
+      return 0;  // LLAMA_FTYPE_ALL_F32
+    case DType::kF16:
+      return 1;  // LLAMA_FTYPE_MOSTLY_F16
+    case DType::kQ4_0:
+      return 2;  // LLAMA_FTYPE_MOSTLY_Q4_0
+    case DType::kQ8_0:
+      return 7;  // LLAMA_FTYPE_MOSTLY_Q8_0
+    case DType::kQ4_K:
+      return 14;  // LLAMA_FTYPE_MOSTLY_Q4_K_S (Q4_K for every tensor)
+    case DType::kQ6_K:
+      return 18;  // LLAMA_FTYPE_MOSTLY_Q6_K
+    case DType::kBF16:
+      return 32;  // LLAMA_FTYPE_MOSTLY_BF16
+    default:
+      return std::nullopt;
   }
 }
 
@@ -298,10 +317,10 @@ GgufMetadata synthetic_vocab(const SynthShape& shape, int64_t n_vocab) {
   }
   // A few merges of frequent English byte pairs ("Ġ" is the space byte), so that BPE tokenizers
   // (llama.cpp's, Strata's) that refuse an empty merge list accept the vocab and really merge.
-  static const char* const kMerges[] = {
-      "Ġ t", "Ġ a", "h e", "i n", "r e", "o n", "Ġ s", "e r", "a t", "n d", "o u", "e n",
-      "Ġ w", "Ġ o", "Ġ c", "Ġ b", "i s", "o r", "e s", "i t", "Ġ f", "Ġ p", "a n", "a l",
-      "Ġ m", "a r", "l e", "Ġ d", "Ġ h", "i c", "e d", "Ġ i"};
+  static const char* const kMerges[] = {"Ġ t", "Ġ a", "h e", "i n", "r e", "o n", "Ġ s", "e r",
+                                        "a t", "n d", "o u", "e n", "Ġ w", "Ġ o", "Ġ c", "Ġ b",
+                                        "i s", "o r", "e s", "i t", "Ġ f", "Ġ p", "a n", "a l",
+                                        "Ġ m", "a r", "l e", "Ġ d", "Ġ h", "i c", "e d", "Ġ i"};
   std::vector<std::string> merges;
   std::vector<std::string> tokens = byte_tokens();
   std::vector<int64_t> types(256, 1);  // LLAMA_TOKEN_TYPE_NORMAL
@@ -332,9 +351,11 @@ GgufMetadata synthetic_vocab(const SynthShape& shape, int64_t n_vocab) {
   }
   GgufMetadata md;
   md.push_back({"tokenizer.ggml.model", GgufValue::string("gpt2")});
-  md.push_back({"tokenizer.ggml.pre", GgufValue::string(shape.arch == Arch::kQwen2 ? "qwen2" : "llama-bpe")});
+  md.push_back({"tokenizer.ggml.pre",
+                GgufValue::string(shape.arch == Arch::kQwen2 ? "qwen2" : "llama-bpe")});
   md.push_back({"tokenizer.ggml.tokens", GgufValue::string_array(std::move(tokens))});
-  md.push_back({"tokenizer.ggml.token_type", GgufValue::int_array(GgufType::kInt32, std::move(types))});
+  md.push_back(
+      {"tokenizer.ggml.token_type", GgufValue::int_array(GgufType::kInt32, std::move(types))});
   md.push_back({"tokenizer.ggml.merges", GgufValue::string_array(std::move(merges))});
   md.push_back({"tokenizer.ggml.bos_token_id", u32(bos)});
   md.push_back({"tokenizer.ggml.eos_token_id", u32(eos)});
@@ -354,9 +375,9 @@ StatusOr<GgufMetadata> copy_vocab(const std::string& vocab_path, int64_t n_vocab
   }
   const int64_t n_tokens = static_cast<int64_t>(tokens->array_size());
   if (n_tokens > n_vocab) {
-    return Status::invalid_argument("--vocab " + vocab_path + " has " + std::to_string(n_tokens) +
-                                    " tokens, more than the " + std::to_string(n_vocab) +
-                                    " rows of token_embd in shape '" + std::string(shape_name) + "'");
+    return Status::invalid_argument(
+        "--vocab " + vocab_path + " has " + std::to_string(n_tokens) + " tokens, more than the " +
+        std::to_string(n_vocab) + " rows of token_embd in shape '" + std::string(shape_name) + "'");
   }
   GgufMetadata md;
   for (const auto& [key, value] : file->metadata()) {
@@ -366,7 +387,8 @@ StatusOr<GgufMetadata> copy_vocab(const std::string& vocab_path, int64_t n_vocab
       md.push_back({key, value});
     } else if (key == "tokenizer.ggml.tokens") {
       std::vector<std::string> v = *value.strings();
-      for (int64_t id = n_tokens; id < n_vocab; ++id) v.push_back("[PAD" + std::to_string(id) + "]");
+      for (int64_t id = n_tokens; id < n_vocab; ++id)
+        v.push_back("[PAD" + std::to_string(id) + "]");
       md.push_back({key, GgufValue::string_array(std::move(v))});
     } else if (key == "tokenizer.ggml.token_type" && value.ints() != nullptr) {
       std::vector<int64_t> v = *value.ints();
@@ -378,8 +400,8 @@ StatusOr<GgufMetadata> copy_vocab(const std::string& vocab_path, int64_t n_vocab
       md.push_back({key, GgufValue::float_array(value.array_type(), std::move(v))});
     } else {
       return Status::unsupported("--vocab " + vocab_path + ": cannot pad per-token key " + key +
-                                 " from " + std::to_string(n_tokens) + " to " + std::to_string(n_vocab) +
-                                 " entries");
+                                 " from " + std::to_string(n_tokens) + " to " +
+                                 std::to_string(n_vocab) + " entries");
     }
   }
   return md;
@@ -394,12 +416,13 @@ StatusOr<SynthResult> synthesize(const SynthOptions& options) {
 
   const SynthShape* shape = find_synth_shape(options.shape);
   if (shape == nullptr) {
-    return Status::invalid_argument("unknown --shape '" + options.shape + "' (known: " +
-                                    known_shapes() + "; see `strata synth --list`)");
+    return Status::invalid_argument("unknown --shape '" + options.shape +
+                                    "' (known: " + known_shapes() + "; see `strata synth --list`)");
   }
   if (!llama_file_type(options.type)) {
-    return Status::invalid_argument(std::string("--type ") + dtype_name(options.type) +
-                                    " is not one synth writes (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)");
+    return Status::invalid_argument(
+        std::string("--type ") + dtype_name(options.type) +
+        " is not one synth writes (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)");
   }
   if (options.out_path.empty()) return Status::invalid_argument("--out is required");
   if (options.n_layer < 0 || options.n_layer > 4096) {
@@ -413,7 +436,8 @@ StatusOr<SynthResult> synthesize(const SynthOptions& options) {
   if (options.vocab_path.empty()) {
     for (auto& kv : synthetic_vocab(*shape, hp.n_vocab)) md.push_back(std::move(kv));
   } else {
-    STRATA_ASSIGN_OR_RETURN(GgufMetadata vocab, copy_vocab(options.vocab_path, hp.n_vocab, shape->name));
+    STRATA_ASSIGN_OR_RETURN(GgufMetadata vocab,
+                            copy_vocab(options.vocab_path, hp.n_vocab, shape->name));
     for (auto& kv : vocab) md.push_back(std::move(kv));
   }
   md.push_back({"general.quantization_version", u32(2)});
@@ -431,15 +455,17 @@ StatusOr<SynthResult> synthesize(const SynthOptions& options) {
 
   GgufWriterOptions wopt;
   wopt.sync_before_rename = options.sync_before_rename;
-  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<GgufWriter> writer,
-                          GgufWriter::create(options.out_path, std::move(md), std::move(decls), wopt));
+  STRATA_ASSIGN_OR_RETURN(
+      std::unique_ptr<GgufWriter> writer,
+      GgufWriter::create(options.out_path, std::move(md), std::move(decls), wopt));
 
   const int num_threads = options.num_threads > 0 ? options.num_threads : omp_get_max_threads();
   const size_t chunk_bytes = std::max<size_t>(options.chunk_bytes, 1);
   const size_t buffer_bytes = std::max<size_t>(chunk_bytes, max_row_bytes);
   // Two buffers: one filled while the other is written. Declared before `inflight`, whose
   // destructor waits for the write, so a buffer never dies under a running write.
-  std::vector<uint8_t> buffers[2] = {std::vector<uint8_t>(buffer_bytes), std::vector<uint8_t>(buffer_bytes)};
+  std::vector<uint8_t> buffers[2] = {std::vector<uint8_t>(buffer_bytes),
+                                     std::vector<uint8_t>(buffer_bytes)};
   std::future<Status> inflight;
 
   auto report = [&]() -> Status {
@@ -459,7 +485,8 @@ StatusOr<SynthResult> synthesize(const SynthOptions& options) {
   std::vector<Piece> pieces;
   for (int k = 0; tensor < tensors.size(); k ^= 1) {
     const size_t used = next_chunk(tensors, chunk_bytes, &tensor, &row, &pieces);
-    STRATA_RETURN_IF_ERROR(fill_chunk(tensors, pieces, max_row_len, num_threads, buffers[k].data()));
+    STRATA_RETURN_IF_ERROR(
+        fill_chunk(tensors, pieces, max_row_len, num_threads, buffers[k].data()));
     STRATA_RETURN_IF_ERROR(wait_inflight());
     std::span<const uint8_t> bytes(buffers[k].data(), used);
     GgufWriter* w = writer.get();

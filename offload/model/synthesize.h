@@ -62,15 +62,15 @@ struct SynthProgress {
 };
 
 struct SynthOptions {
-  std::string shape;                // a name from synth_shapes(); required
-  DType type = DType::kF16;         // F32, F16, BF16, Q8_0, Q4_0, Q4_K or Q6_K
-  std::string out_path;             // required; written through "<out_path>.tmp"
+  std::string shape;         // a name from synth_shapes(); required
+  DType type = DType::kF16;  // F32, F16, BF16, Q8_0, Q4_0, Q4_K or Q6_K
+  std::string out_path;      // required; written through "<out_path>.tmp"
   uint64_t seed = 0;
-  std::string vocab_path;           // a GGUF file to copy tokenizer.* from; "" = synthetic vocab
-  int64_t n_layer = 0;              // > 0 overrides the shape's layer count
-  int num_threads = 0;              // generation threads; 0 = OpenMP's default
+  std::string vocab_path;  // a GGUF file to copy tokenizer.* from; "" = synthetic vocab
+  int64_t n_layer = 0;     // > 0 overrides the shape's layer count
+  int num_threads = 0;     // generation threads; 0 = OpenMP's default
   size_t chunk_bytes = size_t{64} << 20;  // bytes generated per step (two such buffers live)
-  bool sync_before_rename = true;   // fdatasync the file before renaming it into place
+  bool sync_before_rename = true;         // fdatasync the file before renaming it into place
   // Called after each chunk is written (on the calling thread). Returning false cancels: the
   // temp file is removed and synthesize() returns an error.
   std::function<bool(const SynthProgress&)> on_progress;

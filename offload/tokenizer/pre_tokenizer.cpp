@@ -14,17 +14,15 @@ namespace {
 
 // "(?i:'s|'t|'re|'ve|'m|'ll|'d)" spelled without the inline flag, as llama.cpp does.
 #define STRATA_CONTRACTIONS "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
-#define STRATA_GPT2_PATTERN                                               \
+#define STRATA_GPT2_PATTERN                                                  \
   "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\x{85}\\p{L}\\p{N}]+" \
   "|[\\s\\x{85}]+(?![^\\s\\x{85}])"
 
-constexpr const char* kLlama3Pattern =
-    STRATA_CONTRACTIONS
+constexpr const char* kLlama3Pattern = STRATA_CONTRACTIONS
     "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\x{85}\\p{L}\\p{N}]+[\\r\\n]*"
     "|[\\s\\x{85}]*[\\r\\n]+|[\\s\\x{85}]+(?![^\\s\\x{85}])|[\\s\\x{85}]+";
 
-constexpr const char* kQwen2Pattern =
-    STRATA_CONTRACTIONS
+constexpr const char* kQwen2Pattern = STRATA_CONTRACTIONS
     "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\x{85}\\p{L}\\p{N}]+[\\r\\n]*"
     "|[\\s\\x{85}]*[\\r\\n]+|[\\s\\x{85}]+(?![^\\s\\x{85}])|[\\s\\x{85}]+";
 
@@ -32,9 +30,12 @@ constexpr const char* kGpt2Pattern = STRATA_GPT2_PATTERN;
 
 std::vector<const char*> patterns_for(PreTokenizerKind kind) {
   switch (kind) {
-    case PreTokenizerKind::kLlama3: return {kLlama3Pattern};
-    case PreTokenizerKind::kQwen2: return {kQwen2Pattern};
-    case PreTokenizerKind::kGpt2: return {kGpt2Pattern};
+    case PreTokenizerKind::kLlama3:
+      return {kLlama3Pattern};
+    case PreTokenizerKind::kQwen2:
+      return {kQwen2Pattern};
+    case PreTokenizerKind::kGpt2:
+      return {kGpt2Pattern};
     case PreTokenizerKind::kDefault:
       return {"[\\p{P}\\$\\+<=>\\^~\\|]+", kGpt2Pattern, "\\p{N}+", "[0-9][0-9][0-9]"};
   }
@@ -61,10 +62,14 @@ struct PreTokenizer::CompiledPattern {
 
 const char* pre_tokenizer_kind_name(PreTokenizerKind kind) {
   switch (kind) {
-    case PreTokenizerKind::kDefault: return "default";
-    case PreTokenizerKind::kGpt2: return "gpt-2";
-    case PreTokenizerKind::kLlama3: return "llama3";
-    case PreTokenizerKind::kQwen2: return "qwen2";
+    case PreTokenizerKind::kDefault:
+      return "default";
+    case PreTokenizerKind::kGpt2:
+      return "gpt-2";
+    case PreTokenizerKind::kLlama3:
+      return "llama3";
+    case PreTokenizerKind::kQwen2:
+      return "qwen2";
   }
   return "?";
 }
@@ -105,8 +110,7 @@ void split_piece(const pcre2_code* code, pcre2_match_data* match_data, std::stri
     int rc = pcre2_match(code, subject, piece.size(), search_from, 0, match_data, nullptr);
     if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
       // e.g. a JIT stack limit on a pathological input: retry without JIT.
-      rc = pcre2_match(code, subject, piece.size(), search_from, PCRE2_NO_JIT, match_data,
-                       nullptr);
+      rc = pcre2_match(code, subject, piece.size(), search_from, PCRE2_NO_JIT, match_data, nullptr);
     }
     if (rc < 0) break;  // no further match (or an error): the rest is one gap
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match_data);
@@ -136,7 +140,8 @@ void PreTokenizer::split(std::string_view text, std::vector<std::string_view>* p
   for (const auto& pattern : patterns_) {
     next.clear();
     next.reserve(pieces->size() * 2);
-    for (std::string_view piece : *pieces) split_piece(pattern->code, match_data.get(), piece, &next);
+    for (std::string_view piece : *pieces)
+      split_piece(pattern->code, match_data.get(), piece, &next);
     pieces->swap(next);
   }
 }

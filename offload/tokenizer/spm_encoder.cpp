@@ -28,8 +28,10 @@ void SpmEncoder::encode(std::string_view raw_text, std::vector<int32_t>* ids) co
   std::string text;
   text.reserve(raw_text.size() + raw_text.size() / 4);
   for (char c : raw_text) {
-    if (c == ' ') text.append(kSpaceMarker);
-    else text.push_back(c);
+    if (c == ' ')
+      text.append(kSpaceMarker);
+    else
+      text.push_back(c);
   }
   if (text.empty()) return;
 

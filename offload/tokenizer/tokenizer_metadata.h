@@ -22,14 +22,14 @@ struct TokenizerMetadata {
   std::vector<std::string> merges;   // tokenizer.ggml.merges ("left right", by rank)
 
   // Special ids; absent keys leave the model's default (e.g. BOS 1 for "llama").
-  std::optional<int64_t> bos_id;       // tokenizer.ggml.bos_token_id
-  std::optional<int64_t> eos_id;       // tokenizer.ggml.eos_token_id
-  std::optional<int64_t> eot_id;       // tokenizer.ggml.eot_token_id
-  std::optional<int64_t> eom_id;       // tokenizer.ggml.eom_token_id
-  std::optional<int64_t> unknown_id;   // tokenizer.ggml.unknown_token_id
+  std::optional<int64_t> bos_id;        // tokenizer.ggml.bos_token_id
+  std::optional<int64_t> eos_id;        // tokenizer.ggml.eos_token_id
+  std::optional<int64_t> eot_id;        // tokenizer.ggml.eot_token_id
+  std::optional<int64_t> eom_id;        // tokenizer.ggml.eom_token_id
+  std::optional<int64_t> unknown_id;    // tokenizer.ggml.unknown_token_id
   std::optional<int64_t> separator_id;  // tokenizer.ggml.seperator_token_id (sic, as in GGUF)
-  std::optional<int64_t> padding_id;   // tokenizer.ggml.padding_token_id
-  std::optional<int64_t> mask_id;      // tokenizer.ggml.mask_token_id
+  std::optional<int64_t> padding_id;    // tokenizer.ggml.padding_token_id
+  std::optional<int64_t> mask_id;       // tokenizer.ggml.mask_token_id
 
   std::optional<bool> add_bos;           // tokenizer.ggml.add_bos_token
   std::optional<bool> add_eos;           // tokenizer.ggml.add_eos_token

@@ -42,9 +42,12 @@ std::string sanitize_utf8(std::string_view text) {
     // llama.cpp's decoder: 10xxxxxx and 11111xxx never start a character; the others need
     // 1..3 continuation bytes. It does not reject overlong forms or surrogates.
     size_t length = 0;
-    if ((lead & 0xE0) == 0xC0) length = 2;
-    else if ((lead & 0xF0) == 0xE0) length = 3;
-    else if ((lead & 0xF8) == 0xF0) length = 4;
+    if ((lead & 0xE0) == 0xC0)
+      length = 2;
+    else if ((lead & 0xF0) == 0xE0)
+      length = 3;
+    else if ((lead & 0xF8) == 0xF0)
+      length = 4;
     bool complete = length != 0 && pos + length <= text.size();
     for (size_t k = 1; complete && k < length; ++k) {
       complete = is_continuation(static_cast<uint8_t>(text[pos + k]));
@@ -74,9 +77,12 @@ size_t incomplete_utf8_suffix_length(std::string_view bytes) {
   if (continuation_count == bytes.size()) return 0;  // only continuation bytes: malformed
   const auto lead = static_cast<uint8_t>(bytes[bytes.size() - 1 - continuation_count]);
   size_t length = 0;
-  if (lead >= 0xC2 && lead <= 0xDF) length = 2;
-  else if (lead >= 0xE0 && lead <= 0xEF) length = 3;
-  else if (lead >= 0xF0 && lead <= 0xF4) length = 4;
+  if (lead >= 0xC2 && lead <= 0xDF)
+    length = 2;
+  else if (lead >= 0xE0 && lead <= 0xEF)
+    length = 3;
+  else if (lead >= 0xF0 && lead <= 0xF4)
+    length = 4;
   if (length == 0) return 0;  // ASCII or an invalid lead: nothing to wait for
   const size_t have = continuation_count + 1;
   return have < length ? have : 0;

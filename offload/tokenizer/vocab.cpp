@@ -12,7 +12,7 @@ struct PreTokenizerFamily {
   const char* name;
   PreTokenizerKind kind;
   bool ignore_merges = false;
-  bool add_bos = false;       // default for tokenizer.ggml.add_bos_token
+  bool add_bos = false;  // default for tokenizer.ggml.add_bos_token
   bool clean_spaces = true;
 };
 
@@ -49,16 +49,25 @@ std::string supported_pre_names() {
 // Texts that llama.cpp recognises as end-of-turn / end-of-generation tokens when the file
 // does not name them. The first present one becomes the EOT id.
 constexpr std::array<std::string_view, 10> kEndOfTurnTexts = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
-    "<EOT>", "_<EOT>", "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+    "_<EOT>",
+    "<\xEF\xBD\x9C"
+    "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
     "<end_of_utterance>"};
 constexpr std::array<std::string_view, 12> kEndOfGenerationTexts = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>",
-    "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>"};
+    "<|eot_id|>", "<|im_end|>",    "<|end|>",         "<|return|>",
+    "<|call|>",   "<end_of_turn>", "<|endoftext|>",   "<|eom_id|>",
+    "<EOT>",      "_<EOT>",        "<|end_of_text|>", "<end_of_utterance>"};
 // Fill-in-the-middle pad / repo / file-separator tokens also end a generation.
 constexpr std::array<std::string_view, 10> kFimEndTexts = {
-    "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "<|fim_repo|>", "<|repo_name|>",
-    "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>"};
+    "<|fim_pad|>",   "<fim-pad>",  "<fim_pad>", "<PAD>",      "<|fim_repo|>",
+    "<|repo_name|>", "<fim-repo>", "<REPO>",    "<reponame>", "<|file_sep|>"};
 
 }  // namespace
 
@@ -96,9 +105,9 @@ class VocabBuilder {
         if (pre == f.name) family = &f;
       }
       if (family == nullptr) {
-        return Status::unsupported("tokenizer.ggml.pre '" + pre +
-                                   "' is not a supported pre-tokenizer (supported: " +
-                                   supported_pre_names() + ")");
+        return Status::unsupported(
+            "tokenizer.ggml.pre '" + pre +
+            "' is not a supported pre-tokenizer (supported: " + supported_pre_names() + ")");
       }
       v_.pre_tokenizer_ = family->kind;
       v_.ignore_merges_ = family->ignore_merges;
@@ -139,9 +148,8 @@ class VocabBuilder {
       if (!m_.token_types.empty()) {
         const int64_t type = m_.token_types[id];
         if (type < 0 || type > 6) {
-          return Status::invalid_data("tokenizer.ggml.token_type[" + std::to_string(id) +
-                                      "] = " + std::to_string(type) +
-                                      " is not a token type (0..6)");
+          return Status::invalid_data("tokenizer.ggml.token_type[" + std::to_string(id) + "] = " +
+                                      std::to_string(type) + " is not a token type (0..6)");
         }
         v_.kinds_[id] = static_cast<TokenKind>(type);
       }
@@ -239,10 +247,9 @@ class VocabBuilder {
         v_.special_tokens_.push_back(id);
       }
     }
-    std::stable_sort(v_.special_tokens_.begin(), v_.special_tokens_.end(),
-                     [this](int32_t a, int32_t b) {
-                       return v_.texts_[a].size() > v_.texts_[b].size();
-                     });
+    std::stable_sort(
+        v_.special_tokens_.begin(), v_.special_tokens_.end(),
+        [this](int32_t a, int32_t b) { return v_.texts_[a].size() > v_.texts_[b].size(); });
   }
 
   TokenizerMetadata m_;

@@ -81,7 +81,7 @@ class Vocab {
   bool add_bos() const { return add_bos_; }
   bool add_eos() const { return add_eos_; }
   bool add_space_prefix() const { return add_space_prefix_; }  // SentencePiece: " " before text
-  bool clean_spaces() const { return clean_spaces_; }  // decode drops " " before ?!., etc.
+  bool clean_spaces() const { return clean_spaces_; }          // decode drops " " before ?!., etc.
   bool ignore_merges() const { return ignore_merges_; }  // BPE: a word that is a token stays whole
 
   // Control, user-defined and unknown tokens, longest text first: the texts that

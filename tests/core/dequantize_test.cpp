@@ -45,14 +45,14 @@ TEST(DequantizeRow, F32CopiesBitsUnchanged) {
 }
 
 TEST(DequantizeRow, F16DecodesNormalsSubnormalsZerosAndInfinities) {
-  const uint16_t src[] = {kHalfOne, kHalfMinusTwo, 0x7BFF, 0x0400, 0x0001, 0x03FF,
-                          kHalfMinusZero, 0x7C00, 0xFC00, kHalfTenth};
+  const uint16_t src[] = {kHalfOne, kHalfMinusTwo,  0x7BFF, 0x0400, 0x0001,
+                          0x03FF,   kHalfMinusZero, 0x7C00, 0xFC00, kHalfTenth};
   const float expected[] = {1.0f,
                             -2.0f,
                             65504.0f,
-                            std::ldexp(1.0f, -14),      // smallest normal
-                            std::ldexp(1.0f, -24),      // smallest subnormal
-                            std::ldexp(1023.0f, -24),   // largest subnormal
+                            std::ldexp(1.0f, -14),     // smallest normal
+                            std::ldexp(1.0f, -24),     // smallest subnormal
+                            std::ldexp(1023.0f, -24),  // largest subnormal
                             -0.0f,
                             std::numeric_limits<float>::infinity(),
                             -std::numeric_limits<float>::infinity(),
@@ -81,8 +81,11 @@ TEST(DequantizeRow, F16RowAgreesWithScalarConversionForEveryHalf) {
 
 TEST(DequantizeRow, BF16WidensTheTopSixteenBits) {
   const uint16_t src[] = {0x3F80, 0xC0A0, 0x0001, 0x7F80, 0x8000, 0x3DCD};
-  const float expected[] = {1.0f, -5.0f, std::ldexp(1.0f, -133),
-                            std::numeric_limits<float>::infinity(), -0.0f,
+  const float expected[] = {1.0f,
+                            -5.0f,
+                            std::ldexp(1.0f, -133),
+                            std::numeric_limits<float>::infinity(),
+                            -0.0f,
                             std::ldexp(static_cast<float>(0x4D | 0x80), -11)};  // 0x3DCD0000
   const std::vector<float> out = dequantize_or_die(DType::kBF16, src, 6);
   for (int i = 0; i < 6; ++i) EXPECT_EQ(float_bits(out[i]), float_bits(expected[i])) << i;
@@ -146,8 +149,8 @@ constexpr uint8_t kQ4KMin[8] = {0, 5, 63, 17, 9, 48, 2, 60};
 //   sc4 = 37 = 0b10'0101, sc5 = 14 = 0b00'1110, sc6 = 52 = 0b11'0100, sc7 = 1
 //   m4 = 9 = 0b00'1001, m5 = 48 = 0b11'0000, m6 = 2, m7 = 60 = 0b11'1100
 constexpr uint8_t kQ4KPackedScales[12] = {
-    3 | (2 << 6), 10 | (0 << 6), 20 | (3 << 6), 63 | (0 << 6),   // 0x83 0x0A 0xD4 0x3F
-    0 | (0 << 6), 5 | (3 << 6),  63 | (0 << 6), 17 | (3 << 6),   // 0x00 0xC5 0x3F 0xD1
+    3 | (2 << 6), 10 | (0 << 6), 20 | (3 << 6), 63 | (0 << 6),  // 0x83 0x0A 0xD4 0x3F
+    0 | (0 << 6), 5 | (3 << 6),  63 | (0 << 6), 17 | (3 << 6),  // 0x00 0xC5 0x3F 0xD1
     0x95,         0x0E,          0x24,          0xC1};
 
 // Where element e (0..255) of a Q4_K block lives: 32-byte group e / 64, byte e % 32 in it, the
@@ -238,14 +241,14 @@ TEST(DequantizeRow, Q6_KSpotValuesFromHandPackedBits) {
   block.ql[64] = 0x0F;  // element 128 (second half): low nibble 0xF
   block.qh[32] = 0x03;  // element 128: high bits 3 -> q = 63
   const std::vector<float> out = dequantize_or_die(DType::kQ6_K, &block, 256);
-  EXPECT_EQ(out[0], 0.5f * 2 * (10 - 32));          // q = 0x0A        -> -22
-  EXPECT_EQ(out[32], 0.5f * 3 * (3 + 16 - 32));     // q = 0x03 | 1<<4 -> -19.5
-  EXPECT_EQ(out[64], 0.5f * -1 * (5 + 32 - 32));    // q = 0x05 | 2<<4 -> -2.5
-  EXPECT_EQ(out[96], 0.5f * 4 * (12 + 48 - 32));    // q = 0x0C | 3<<4 -> 56
-  EXPECT_EQ(out[128], 0.5f * 2 * (63 - 32));        // second half, scale 8 -> 31
+  EXPECT_EQ(out[0], 0.5f * 2 * (10 - 32));        // q = 0x0A        -> -22
+  EXPECT_EQ(out[32], 0.5f * 3 * (3 + 16 - 32));   // q = 0x03 | 1<<4 -> -19.5
+  EXPECT_EQ(out[64], 0.5f * -1 * (5 + 32 - 32));  // q = 0x05 | 2<<4 -> -2.5
+  EXPECT_EQ(out[96], 0.5f * 4 * (12 + 48 - 32));  // q = 0x0C | 3<<4 -> 56
+  EXPECT_EQ(out[128], 0.5f * 2 * (63 - 32));      // second half, scale 8 -> 31
   EXPECT_EQ(out[1], -32.0f);
   EXPECT_EQ(out[255], -32.0f);
-  EXPECT_EQ(out[16], 0.5f * 2 * -32);               // scale 1
+  EXPECT_EQ(out[16], 0.5f * 2 * -32);  // scale 1
 }
 
 TEST(DequantizeRow, Q6_KDecodesEveryElementFromItsQlQhBitsAndScale) {

@@ -47,8 +47,8 @@ GgufFile open_or_die(const std::string& file) {
 std::vector<float> dequantize_tensor(const GgufTensorInfo& tensor) {
   std::vector<float> out(static_cast<size_t>(tensor.num_elements()),
                          std::numeric_limits<float>::quiet_NaN());
-  const Status status = dequantize_row(tensor.type, tensor.data.data(), out.data(),
-                                       tensor.num_elements());
+  const Status status =
+      dequantize_row(tensor.type, tensor.data.data(), out.data(), tensor.num_elements());
   EXPECT_TRUE(status.is_ok()) << tensor.name << ": " << status.to_string();
   return out;
 }

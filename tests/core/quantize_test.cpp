@@ -29,7 +29,8 @@ using testing::seed_trace;
 
 std::vector<uint8_t> quantize_or_die(DType type, const std::vector<float>& src) {
   std::vector<uint8_t> out(static_cast<size_t>(row_bytes(type, static_cast<int64_t>(src.size()))));
-  const Status status = quantize_row(type, src.data(), out.data(), static_cast<int64_t>(src.size()));
+  const Status status =
+      quantize_row(type, src.data(), out.data(), static_cast<int64_t>(src.size()));
   EXPECT_TRUE(status.is_ok()) << status.to_string();
   return out;
 }
@@ -69,13 +70,13 @@ TEST(QuantizeRow, Q8_0ScalesByAbsMaxOver127AndRoundsHalvesAwayFromZero) {
 TEST(QuantizeRow, Q4_0MapsTheLargestMagnitudeToMinusEightTimesTheScale) {
   // Largest magnitude -16 -> d = -16 / -8 = 2 (0x4000); q = trunc(x / 2 + 8.5), capped at 15.
   std::vector<float> x(32, 0.0f);
-  x[0] = 3.0f;     // 1.5 + 8.5 = 10
-  x[1] = -16.0f;   // -8 + 8.5 = 0.5 -> 0
-  x[2] = 14.0f;    // 7 + 8.5 = 15.5 -> 15
-  x[3] = 1.0f;     // 0.5 + 8.5 = 9 -> 9: a half step rounds up
-  x[4] = -1.0f;    // -0.5 + 8.5 = 8 -> 8
-  x[16] = 15.9f;   // 7.95 + 8.5 = 16.45 -> 16 -> capped to 15
-  x[17] = -3.2f;   // -1.6 + 8.5 = 6.9 -> 6
+  x[0] = 3.0f;    // 1.5 + 8.5 = 10
+  x[1] = -16.0f;  // -8 + 8.5 = 0.5 -> 0
+  x[2] = 14.0f;   // 7 + 8.5 = 15.5 -> 15
+  x[3] = 1.0f;    // 0.5 + 8.5 = 9 -> 9: a half step rounds up
+  x[4] = -1.0f;   // -0.5 + 8.5 = 8 -> 8
+  x[16] = 15.9f;  // 7.95 + 8.5 = 16.45 -> 16 -> capped to 15
+  x[17] = -3.2f;  // -1.6 + 8.5 = 6.9 -> 6
   const std::vector<uint8_t> bytes = quantize_or_die(DType::kQ4_0, x);
   BlockQ4_0 block;
   std::memcpy(&block, bytes.data(), sizeof(block));
@@ -256,7 +257,8 @@ TEST(QuantizeRow, KQuantsHandleScalesThatVaryAcrossSubBlocks) {
   // Sub-blocks of 16 elements whose scale grows by 2x each: the small ones lose resolution to
   // the block-wide scale, but the block as a whole stays accurate and finite.
   std::vector<float> x = gaussian(rng, 256 * 256);
-  for (size_t i = 0; i < x.size(); ++i) x[i] *= std::ldexp(1.0f, static_cast<int>(i % 256) / 16 - 8);
+  for (size_t i = 0; i < x.size(); ++i)
+    x[i] *= std::ldexp(1.0f, static_cast<int>(i % 256) / 16 - 8);
   for (const ErrorBound& bound : {ErrorBound{DType::kQ4_K, 0.09}, ErrorBound{DType::kQ6_K, 0.02}}) {
     const double err = rel_rms_error(round_trip(bound.type, x), x);
     std::printf("[ measure  ] %s rel RMS error, sub-block scales 2^-8..2^7: %.5f\n",
@@ -271,7 +273,7 @@ TEST(QuantizeRow, Q4_KUsesItsMinForOneSidedAndConstantData) {
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> uniform(2.0f, 3.0f);
   std::vector<float> x(256 * 64);
-  for (float& v : x) v = -uniform(rng);  // all in [-3, -2]: needs the min, not the scale
+  for (float& v : x) v = -uniform(rng);        // all in [-3, -2]: needs the min, not the scale
   for (int i = 0; i < 256; ++i) x[i] = -2.5f;  // one block of a single negative constant
   const std::vector<float> back = round_trip(DType::kQ4_K, x);
   const double err = rel_rms_error(back, x);

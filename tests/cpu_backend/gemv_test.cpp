@@ -8,8 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -23,7 +23,7 @@
 namespace strata {
 namespace {
 
-constexpr DType kTypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0,
+constexpr DType kTypes[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ8_0,
                             DType::kQ4_0, DType::kQ4_K, DType::kQ6_K};
 constexpr GemvIsa kIsas[] = {GemvIsa::kScalar, GemvIsa::kAvx2, GemvIsa::kAvx512};
 
@@ -31,7 +31,9 @@ constexpr GemvIsa kIsas[] = {GemvIsa::kScalar, GemvIsa::kAvx2, GemvIsa::kAvx512}
 constexpr double kRelTol = 1e-6;
 constexpr float kPoison = std::numeric_limits<float>::quiet_NaN();
 
-uint64_t fresh_seed() { return (static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}(); }
+uint64_t fresh_seed() {
+  return (static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}();
+}
 
 std::string seed_note(uint64_t seed) { return "seed=" + std::to_string(seed); }
 
@@ -161,8 +163,9 @@ double expect_matches_reference(const TestMatrix& w, const float* x, const float
 
 int64_t random_cols(DType type, std::mt19937_64& rng) {
   const int64_t block = traits(type).block_elems;
-  if (block == 1) return 1 + static_cast<int64_t>(rng() % 3000);          // any length, tails too
-  return block * (1 + static_cast<int64_t>(rng() % (block == 32 ? 90 : 12)));  // odd block counts too
+  if (block == 1) return 1 + static_cast<int64_t>(rng() % 3000);  // any length, tails too
+  return block *
+         (1 + static_cast<int64_t>(rng() % (block == 32 ? 90 : 12)));  // odd block counts too
 }
 
 std::string label(DType type, GemvIsa isa) {
@@ -265,12 +268,13 @@ TEST(Gemv, BatchedMatchesSingleCalls) {
         const int64_t x_stride = cols + 3, y_stride = rows + 5;
         const std::vector<float> x = random_vector(batch * x_stride, rng);
         std::vector<float> y(batch * y_stride, kPoison);
-        ASSERT_TRUE(gemv_batched(w.view(), x.data(), batch, y.data(), x_stride, y_stride, isa).is_ok());
+        ASSERT_TRUE(
+            gemv_batched(w.view(), x.data(), batch, y.data(), x_stride, y_stride, isa).is_ok());
         for (int64_t m = 0; m < batch; ++m) {
           std::vector<float> single(rows, kPoison);
           ASSERT_TRUE(gemv(w.view(), x.data() + m * x_stride, single.data(), isa).is_ok());
-          const std::string what = label(type, isa) + " batch " + std::to_string(batch) +
-                                   " row " + std::to_string(m);
+          const std::string what =
+              label(type, isa) + " batch " + std::to_string(batch) + " row " + std::to_string(m);
           const float* xm = x.data() + m * x_stride;
           const float* ym = y.data() + m * y_stride;
           expect_matches_reference(w, xm, ym, what);
@@ -351,9 +355,8 @@ TEST(Gemv, BadShapesAndPointersAreInvalidArguments) {
   std::vector<uint8_t> data(1 << 16, 0);
   std::vector<float> x(1024, 1.0f), y(64, 42.0f);
   const auto code = [&](const WeightMatrix& w, const float* xp, int64_t batch, float* yp,
-                        int64_t xs = 0, int64_t ys = 0) {
-    return gemv_batched(w, xp, batch, yp, xs, ys).code();
-  };
+                        int64_t xs = 0,
+                        int64_t ys = 0) { return gemv_batched(w, xp, batch, yp, xs, ys).code(); };
   EXPECT_EQ(code({DType::kQ4_K, 4, 300, data.data()}, x.data(), 1, y.data()),
             StatusCode::kInvalidArgument);  // 300 is not a multiple of 256
   EXPECT_EQ(code({DType::kQ8_0, 4, 48, data.data()}, x.data(), 1, y.data()),

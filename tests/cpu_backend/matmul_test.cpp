@@ -31,7 +31,8 @@ double run_case(const Case& c, MatmulPrecision precision, uint32_t seed) {
   const int64_t stride = row_bytes(c.type, c.cols);
   std::vector<uint8_t> w(c.rows * stride);
   for (int64_t r = 0; r < c.rows; ++r) {
-    EXPECT_TRUE(quantize_row(c.type, w_f32.data() + r * c.cols, w.data() + r * stride, c.cols).is_ok());
+    EXPECT_TRUE(
+        quantize_row(c.type, w_f32.data() + r * c.cols, w.data() + r * stride, c.cols).is_ok());
   }
   std::vector<float> deq(c.cols);
   std::vector<double> ref(c.tokens * c.rows, 0.0);
@@ -49,7 +50,8 @@ double run_case(const Case& c, MatmulPrecision precision, uint32_t seed) {
   auto mm = CpuMatmul::create(opts);
   EXPECT_TRUE(mm.is_ok());
   std::vector<float> y(c.tokens * c.rows, std::numeric_limits<float>::quiet_NaN());
-  const Status s = (*mm)->run(WeightMatrix{c.type, c.rows, c.cols, w.data()}, x.data(), c.tokens, y.data());
+  const Status s =
+      (*mm)->run(WeightMatrix{c.type, c.rows, c.cols, w.data()}, x.data(), c.tokens, y.data());
   EXPECT_TRUE(s.is_ok()) << s.to_string();
   double d2 = 0, r2 = 0;
   for (size_t i = 0; i < y.size(); ++i) {

@@ -33,7 +33,8 @@ std::vector<float> read_f32(const std::string& path) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   std::vector<float> v(static_cast<size_t>(in.tellg()) / sizeof(float));
   in.seekg(0);
-  in.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
+  in.read(reinterpret_cast<char*>(v.data()),
+          static_cast<std::streamsize>(v.size() * sizeof(float)));
   return v;
 }
 
@@ -102,8 +103,8 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
                 argmax(reference_.data() + p * n_vocab_, n_vocab_))
           << what << ": argmax at position " << p;
     }
-    std::printf("[ %s ] %s: rel L2 %.3g, max |diff| %.3g\n", GetParam().variant.c_str(), what.c_str(),
-                rel, max_abs);
+    std::printf("[ %s ] %s: rel L2 %.3g, max |diff| %.3g\n", GetParam().variant.c_str(),
+                what.c_str(), rel, max_abs);
   }
 
   std::string dir_;
@@ -177,7 +178,8 @@ std::vector<Variant> all_variants() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(TinyModels, GoldenForward, ::testing::ValuesIn(all_variants()), PrintVariant);
+INSTANTIATE_TEST_SUITE_P(TinyModels, GoldenForward, ::testing::ValuesIn(all_variants()),
+                         PrintVariant);
 
 }  // namespace
 }  // namespace strata

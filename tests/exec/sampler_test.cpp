@@ -71,18 +71,24 @@ TEST(SamplerConfigTest, InvalidValuesGiveAnErrorNamingTheFlagAndTheValue) {
     std::string message;
   };
   const std::vector<Case> cases = {
-      {[](SamplerConfig& c) { c.temperature = -1.0f; }, "--temp must be a finite number >= 0 (0 = greedy), got -1"},
-      {[](SamplerConfig& c) { c.temperature = NAN; }, "--temp must be a finite number >= 0 (0 = greedy), got nan"},
-      {[](SamplerConfig& c) { c.temperature = kInf; }, "--temp must be a finite number >= 0 (0 = greedy), got inf"},
+      {[](SamplerConfig& c) { c.temperature = -1.0f; },
+       "--temp must be a finite number >= 0 (0 = greedy), got -1"},
+      {[](SamplerConfig& c) { c.temperature = NAN; },
+       "--temp must be a finite number >= 0 (0 = greedy), got nan"},
+      {[](SamplerConfig& c) { c.temperature = kInf; },
+       "--temp must be a finite number >= 0 (0 = greedy), got inf"},
       {[](SamplerConfig& c) { c.top_k = -3; }, "--top-k must be >= 0 (0 = off), got -3"},
       {[](SamplerConfig& c) { c.top_p = 1.5f; }, "--top-p must be in (0, 1], got 1.5"},
       {[](SamplerConfig& c) { c.top_p = 0.0f; }, "--top-p must be in (0, 1], got 0"},
       {[](SamplerConfig& c) { c.top_p = NAN; }, "--top-p must be in (0, 1], got nan"},
       {[](SamplerConfig& c) { c.min_p = -0.1f; }, "--min-p must be in [0, 1], got -0.1"},
       {[](SamplerConfig& c) { c.min_p = 2.0f; }, "--min-p must be in [0, 1], got 2"},
-      {[](SamplerConfig& c) { c.repeat_penalty = 0.0f; }, "--repeat-penalty must be a finite number > 0 (1 = off), got 0"},
-      {[](SamplerConfig& c) { c.repeat_penalty = -1.1f; }, "--repeat-penalty must be a finite number > 0 (1 = off), got -1.1"},
-      {[](SamplerConfig& c) { c.repeat_last_n = -2; }, "--repeat-last-n must be >= -1 (0 = off, -1 = all), got -2"},
+      {[](SamplerConfig& c) { c.repeat_penalty = 0.0f; },
+       "--repeat-penalty must be a finite number > 0 (1 = off), got 0"},
+      {[](SamplerConfig& c) { c.repeat_penalty = -1.1f; },
+       "--repeat-penalty must be a finite number > 0 (1 = off), got -1.1"},
+      {[](SamplerConfig& c) { c.repeat_last_n = -2; },
+       "--repeat-last-n must be >= -1 (0 = off, -1 = all), got -2"},
   };
   for (const Case& c : cases) {
     SamplerConfig config;
@@ -317,7 +323,8 @@ TEST(SamplerTest, HistoryTokenOutsideTheVocabularyIsAnError) {
   auto token = sampler.sample(std::vector<float>{1.0f, 2.0f});
   ASSERT_FALSE(token.is_ok());
   EXPECT_EQ(token.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(token.status().message().find("token 10 in the repetition history is outside the vocabulary of 2 tokens"),
+  EXPECT_NE(token.status().message().find(
+                "token 10 in the repetition history is outside the vocabulary of 2 tokens"),
             std::string::npos)
       << token.status().message();
 }

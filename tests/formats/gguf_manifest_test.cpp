@@ -181,18 +181,18 @@ TEST_P(GgufManifestTest, HyperParamsMatchManifestConfig) {
     EXPECT_EQ(hp.qkv_bias, config["qkv_bias"].get<bool>());
     // "NORM (adjacent pairs; ...)" for llama, "NEOX (halves; ...)" for qwen2.
     const std::string rope = config["rope"];
-    EXPECT_EQ(hp.rope_style, rope.starts_with("NEOX") ? RopeStyle::kNeoxHalves
-                                                      : RopeStyle::kAdjacentPairs);
+    EXPECT_EQ(hp.rope_style,
+              rope.starts_with("NEOX") ? RopeStyle::kNeoxHalves : RopeStyle::kAdjacentPairs);
     EXPECT_EQ(spec->tensors.size(), entry["tensors"].size());
     EXPECT_EQ(spec->find("output.weight") == nullptr, hp.tied_embeddings);
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(GoldenModels, GgufManifestTest,
-                         ::testing::Values("tiny-llama", "tiny-qwen2"),
-                         [](const auto& info) {
+                         ::testing::Values("tiny-llama", "tiny-qwen2"), [](const auto& info) {
                            std::string name = info.param;
-                           for (char& c : name) if (c == '-') c = '_';
+                           for (char& c : name)
+                             if (c == '-') c = '_';
                            return name;
                          });
 

@@ -55,7 +55,8 @@ std::vector<uint8_t> read_all(const std::string& p) {
 // Writes `tensors` with `data[i]` as tensor i's bytes, appending in chunks of `chunk` bytes.
 Status write_file(const std::string& p, GgufMetadata md, std::vector<GgufTensorDecl> tensors,
                   const std::vector<std::vector<uint8_t>>& data, size_t chunk) {
-  STRATA_ASSIGN_OR_RETURN(auto w, GgufWriter::create(p, std::move(md), std::move(tensors), fast_options()));
+  STRATA_ASSIGN_OR_RETURN(auto w,
+                          GgufWriter::create(p, std::move(md), std::move(tensors), fast_options()));
   std::vector<uint8_t> all;
   for (const auto& d : data) all.insert(all.end(), d.begin(), d.end());
   for (size_t at = 0; at < all.size(); at += chunk) {
@@ -152,7 +153,8 @@ struct TensorCase {
 void expect_tensors_round_trip(const std::string& p, const std::vector<TensorCase>& cases,
                                std::optional<uint32_t> alignment, size_t chunk) {
   GgufMetadata md = {{"general.architecture", GgufValue::string("llama")}};
-  if (alignment) md.push_back({"general.alignment", GgufValue::integer(GgufType::kUint32, *alignment)});
+  if (alignment)
+    md.push_back({"general.alignment", GgufValue::integer(GgufType::kUint32, *alignment)});
   std::vector<GgufTensorDecl> decls;
   std::vector<std::vector<uint8_t>> data;
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -185,13 +187,9 @@ void expect_tensors_round_trip(const std::string& p, const std::vector<TensorCas
 }
 
 const std::vector<TensorCase> kEveryType = {
-    {DType::kF32, {7}},          // 28 bytes: the next tensor needs padding
-    {DType::kF16, {3, 5}},
-    {DType::kBF16, {33, 2, 1}},
-    {DType::kQ8_0, {64, 3}},
-    {DType::kQ4_0, {32, 5}},
-    {DType::kQ4_K, {256, 3}},
-    {DType::kQ6_K, {512, 1, 2, 1}},
+    {DType::kF32, {7}},  // 28 bytes: the next tensor needs padding
+    {DType::kF16, {3, 5}},   {DType::kBF16, {33, 2, 1}}, {DType::kQ8_0, {64, 3}},
+    {DType::kQ4_0, {32, 5}}, {DType::kQ4_K, {256, 3}},   {DType::kQ6_K, {512, 1, 2, 1}},
     {DType::kF32, {1}},
 };
 
@@ -204,7 +202,8 @@ TEST_F(GgufWriterTest, HonoursAlignment64) {
 }
 
 TEST_F(GgufWriterTest, ChunkBoundariesDoNotChangeTheFile) {
-  const std::vector<TensorCase> cases = {{DType::kF32, {5}}, {DType::kQ8_0, {32, 9}}, {DType::kF16, {100}}};
+  const std::vector<TensorCase> cases = {
+      {DType::kF32, {5}}, {DType::kQ8_0, {32, 9}}, {DType::kF16, {100}}};
   expect_tensors_round_trip(path("one.gguf"), cases, std::nullopt, 1);
   expect_tensors_round_trip(path("odd.gguf"), cases, std::nullopt, 37);
   expect_tensors_round_trip(path("big.gguf"), cases, std::nullopt, 1 << 20);
@@ -229,8 +228,8 @@ TEST_F(GgufWriterTest, LargeAppendsBypassTheBuffer) {
 }
 
 TEST_F(GgufWriterTest, ReportsLayoutBeforeWriting) {
-  auto w = GgufWriter::create(path("x.gguf"), {}, {{"a", DType::kF32, {3}}, {"b", DType::kF16, {4}}},
-                              fast_options());
+  auto w = GgufWriter::create(path("x.gguf"), {},
+                              {{"a", DType::kF32, {3}}, {"b", DType::kF16, {4}}}, fast_options());
   ASSERT_TRUE(w.is_ok());
   EXPECT_EQ((*w)->tensor_offsets(), (std::vector<uint64_t>{0, 32}));
   EXPECT_EQ((*w)->data_bytes_total(), 12u + 8u);
@@ -239,7 +238,8 @@ TEST_F(GgufWriterTest, ReportsLayoutBeforeWriting) {
 
 TEST_F(GgufWriterTest, TooFewBytesFailsAndLeavesNoFile) {
   const std::string p = path("short.gguf");
-  auto w = GgufWriter::create(p, {}, {{"a", DType::kF32, {4}}, {"b", DType::kF32, {4}}}, fast_options());
+  auto w =
+      GgufWriter::create(p, {}, {{"a", DType::kF32, {4}}, {"b", DType::kF32, {4}}}, fast_options());
   ASSERT_TRUE(w.is_ok());
   std::vector<uint8_t> bytes(20);
   ASSERT_TRUE((*w)->append(bytes).is_ok());
@@ -280,7 +280,8 @@ TEST_F(GgufWriterTest, WriterDestroyedBeforeFinishKeepsTheOldFile) {
 TEST_F(GgufWriterTest, FinishReplacesAnExistingFile) {
   const std::string p = path("replace.gguf");
   { std::ofstream(p) << "old contents"; }
-  ASSERT_TRUE(write_file(p, {}, {{"a", DType::kF32, {2}}}, {std::vector<uint8_t>(8, 1)}, 8).is_ok());
+  ASSERT_TRUE(
+      write_file(p, {}, {{"a", DType::kF32, {2}}}, {std::vector<uint8_t>(8, 1)}, 8).is_ok());
   EXPECT_TRUE(GgufFile::open(p).is_ok());
   EXPECT_FALSE(fs::exists(p + ".tmp"));
 }
@@ -332,7 +333,8 @@ TEST_F(GgufWriterTest, RejectsBadDeclarationsWithoutCreatingFiles) {
   expect_bad({{"k", one}, {"k", one}}, {}, "'k' is given twice");
   expect_bad({{"k", GgufValue::integer(GgufType::kUint8, 300)}}, {}, "does not fit uint8");
   expect_bad({{"k", GgufValue::int_array(GgufType::kInt8, {1, 200})}}, {}, "does not fit int8");
-  expect_bad({{"general.alignment", GgufValue::integer(GgufType::kUint32, 48)}}, {}, "power of two");
+  expect_bad({{"general.alignment", GgufValue::integer(GgufType::kUint32, 48)}}, {},
+             "power of two");
   expect_bad({{"general.alignment", GgufValue::integer(GgufType::kUint64, 64)}}, {}, "uint32");
   expect_bad({}, {{"a", DType::kF32, {1}}, {"a", DType::kF32, {1}}}, "declared twice");
   expect_bad({}, {{"a", DType::kQ8_0, {48}}}, "not a multiple of the Q8_0 block size 32");

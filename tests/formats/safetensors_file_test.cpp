@@ -32,7 +32,8 @@ class SafetensorsFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = std::filesystem::path(::testing::TempDir()) /
-           ("strata_st_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+           ("strata_st_" +
+            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
     std::filesystem::create_directories(dir_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
@@ -40,7 +41,8 @@ class SafetensorsFileTest : public ::testing::Test {
   std::string write(const std::vector<uint8_t>& bytes, const std::string& name = "t.safetensors") {
     const std::string path = (dir_ / name).string();
     std::ofstream out(path, std::ios::binary);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
     return path;
   }
 
@@ -107,9 +109,10 @@ TEST_F(SafetensorsFileTest, AcceptsEmptyHeaderObjectAndZeroSizedTensors) {
   ASSERT_TRUE(empty.is_ok()) << empty.status().to_string();
   EXPECT_TRUE(empty->tensors().empty());
 
-  auto zero = SafetensorsFile::open(write(st_bytes(
-      R"({"e":{"dtype":"F16","shape":[0,4],"data_offsets":[0,0]},)"
-      R"("x":{"dtype":"F16","shape":[],"data_offsets":[0,2]}})", {0, 0})));
+  auto zero = SafetensorsFile::open(
+      write(st_bytes(R"({"e":{"dtype":"F16","shape":[0,4],"data_offsets":[0,0]},)"
+                     R"("x":{"dtype":"F16","shape":[],"data_offsets":[0,2]}})",
+                     {0, 0})));
   ASSERT_TRUE(zero.is_ok()) << zero.status().to_string();
   EXPECT_EQ(zero->find_tensor("e")->size_bytes, 0u);
   EXPECT_EQ(zero->find_tensor("x")->num_elements(), 1);  // a scalar
@@ -146,8 +149,8 @@ TEST_F(SafetensorsFileTest, RejectsFileTooShortForHeaderLength) {
 }
 
 TEST_F(SafetensorsFileTest, RejectsTruncatedHeader) {
-  std::vector<uint8_t> bytes = st_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
-                                        {0, 0, 0, 0});
+  std::vector<uint8_t> bytes =
+      st_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", {0, 0, 0, 0});
   bytes.resize(30);  // the length still claims the whole header
   const std::string path = write(bytes);
   auto f = SafetensorsFile::open(path);
@@ -199,8 +202,8 @@ TEST_F(SafetensorsFileTest, RejectsOffsetsPastTheEnd) {
   expect_error(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", 12,
                StatusCode::kInvalidData, "run past the end of the 12-byte data area");
   // An offset too large for uint64 parses as a float and is refused as not an integer.
-  expect_error(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[0,99999999999999999999999]}})",
-               0, StatusCode::kInvalidData, "two non-negative integers");
+  expect_error(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[0,99999999999999999999999]}})", 0,
+               StatusCode::kInvalidData, "two non-negative integers");
 }
 
 TEST_F(SafetensorsFileTest, RejectsOverlappingTensors) {
@@ -226,8 +229,8 @@ TEST_F(SafetensorsFileTest, RejectsReversedOrMalformedOffsets) {
 TEST_F(SafetensorsFileTest, RejectsUnknownDtype) {
   expect_error(R"({"a":{"dtype":"F12","shape":[1],"data_offsets":[0,4]}})", 4,
                StatusCode::kInvalidData, "unknown dtype 'F12'");
-  expect_error(R"({"a":{"dtype":7,"shape":[1],"data_offsets":[0,4]}})", 4,
-               StatusCode::kInvalidData, "dtype must be a string");
+  expect_error(R"({"a":{"dtype":7,"shape":[1],"data_offsets":[0,4]}})", 4, StatusCode::kInvalidData,
+               "dtype must be a string");
 }
 
 TEST_F(SafetensorsFileTest, ReportsOtherKnownDtypesAsUnsupported) {
@@ -292,7 +295,8 @@ TEST_F(SafetensorsFileTest, RandomHeaderCorruptionNeverCrashes) {
   for (int trial = 0; trial < 5000; ++trial) {
     std::vector<uint8_t> bytes = good;
     const int flips = 1 + static_cast<int>(rng() % 3);
-    for (int i = 0; i < flips; ++i) bytes[rng() % (8 + header.size())] = static_cast<uint8_t>(rng());
+    for (int i = 0; i < flips; ++i)
+      bytes[rng() % (8 + header.size())] = static_cast<uint8_t>(rng());
     // Copy into an exactly-sized buffer so that sanitizers see any read past the end.
     auto exact = std::make_unique<uint8_t[]>(bytes.size());
     std::memcpy(exact.get(), bytes.data(), bytes.size());

@@ -38,7 +38,8 @@ std::unique_ptr<KvCache> make_cache(SlabRecord* record, int64_t max_blocks,
 
 // A value that names (sequence, layer, K or V, position, element), to find misplaced writes.
 float stamp(SeqId seq, int64_t layer, bool is_v, int64_t position, int64_t elem) {
-  return static_cast<float>(((seq * 16 + layer) * 2 + (is_v ? 1 : 0)) * 100000 + position * 8 + elem);
+  return static_cast<float>(((seq * 16 + layer) * 2 + (is_v ? 1 : 0)) * 100000 + position * 8 +
+                            elem);
 }
 
 void write_stamps(KvCache& cache, SeqId seq, int64_t first, int64_t last) {
@@ -62,8 +63,8 @@ std::string check_stamps(const KvCache& cache, SeqId seq) {
       const auto* v = static_cast<const float*>(kv_v_row(view, t));
       for (int64_t e = 0; e < view.kv_dim; ++e) {
         if (k[e] != stamp(seq, layer, false, t, e) || v[e] != stamp(seq, layer, true, t, e)) {
-          return "sequence " + std::to_string(seq) + " layer " + std::to_string(layer) +
-                 " token " + std::to_string(t) + " element " + std::to_string(e);
+          return "sequence " + std::to_string(seq) + " layer " + std::to_string(layer) + " token " +
+                 std::to_string(t) + " element " + std::to_string(e);
         }
       }
     }

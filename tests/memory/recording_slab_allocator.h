@@ -16,7 +16,7 @@ struct SlabRecord {
   int64_t num_release_calls = 0;
   int64_t outstanding_bytes = 0;
   std::vector<int64_t> allocated_sizes;  // in call order
-  int64_t fail_after_allocations = -1;  // refuse once this many allocations succeeded (-1: never)
+  int64_t fail_after_allocations = -1;   // refuse once this many allocations succeeded (-1: never)
 };
 
 class RecordingSlabAllocator final : public KvSlabAllocator {

@@ -116,8 +116,8 @@ TEST_P(TinyLlamaGgufVsHf, WeightsEqualBitForBitAfterUndoingQkPermutation) {
         if (mismatches++ == 0) first = i;
       }
     }
-    EXPECT_EQ(mismatches, 0u) << "first at element " << first << ": gguf " << gv[first]
-                              << " vs hf " << hv[first];
+    EXPECT_EQ(mismatches, 0u) << "first at element " << first << ": gguf " << gv[first] << " vs hf "
+                              << hv[first];
     ++checked;
   }
   EXPECT_EQ(checked, 30);

@@ -163,18 +163,27 @@ TEST(HfCheckpoint, Qwen2FolderMatchesTheGgufItWasWrittenFrom) {
   std::vector<StTensor> tensors;
   for (const TensorSpec& t : gguf_spec->tensors) {
     ASSERT_EQ(hf_of.count(t.name), 1u) << t.name;
-    tensors.push_back({hf_of[t.name], dtype_name(t.type), {t.ne.rbegin(), t.ne.rend()},
+    tensors.push_back({hf_of[t.name],
+                       dtype_name(t.type),
+                       {t.ne.rbegin(), t.ne.rend()},
                        {t.data.begin(), t.data.end()}});
   }
   const HyperParams& hp = gguf_spec->hp;
-  nlohmann::json config = {
-      {"architectures", {"Qwen2ForCausalLM"}}, {"model_type", "qwen2"},
-      {"hidden_size", hp.n_embd}, {"intermediate_size", hp.n_ff},
-      {"num_hidden_layers", hp.n_layer}, {"num_attention_heads", hp.n_head},
-      {"num_key_value_heads", hp.n_head_kv}, {"max_position_embeddings", hp.n_ctx_train},
-      {"rms_norm_eps", 1e-6}, {"rope_parameters", {{"rope_theta", 1e6}, {"rope_type", "default"}}},
-      {"tie_word_embeddings", true}, {"vocab_size", hp.n_vocab}, {"use_sliding_window", false},
-      {"sliding_window", nullptr}, {"hidden_act", "silu"}};
+  nlohmann::json config = {{"architectures", {"Qwen2ForCausalLM"}},
+                           {"model_type", "qwen2"},
+                           {"hidden_size", hp.n_embd},
+                           {"intermediate_size", hp.n_ff},
+                           {"num_hidden_layers", hp.n_layer},
+                           {"num_attention_heads", hp.n_head},
+                           {"num_key_value_heads", hp.n_head_kv},
+                           {"max_position_embeddings", hp.n_ctx_train},
+                           {"rms_norm_eps", 1e-6},
+                           {"rope_parameters", {{"rope_theta", 1e6}, {"rope_type", "default"}}},
+                           {"tie_word_embeddings", true},
+                           {"vocab_size", hp.n_vocab},
+                           {"use_sliding_window", false},
+                           {"sliding_window", nullptr},
+                           {"hidden_act", "silu"}};
   TempFolder folder("qwen2");
   testing::write_hf_folder(folder, config, tensors);
 
@@ -202,9 +211,9 @@ TEST(HfCheckpoint, ReadsTransformers4ConfigWithDefaults) {
   ToyDims d;
   nlohmann::json config = testing::toy_config(d, "llama");
   config.erase("rope_parameters");
-  config.erase("head_dim");             // default hidden / heads = 4
-  config.erase("rms_norm_eps");         // default 1e-6
-  config.erase("tie_word_embeddings");  // default false
+  config.erase("head_dim");                 // default hidden / heads = 4
+  config.erase("rms_norm_eps");             // default 1e-6
+  config.erase("tie_word_embeddings");      // default false
   config.erase("max_position_embeddings");  // llama default 2048
   config["rope_theta"] = 123456.0;
   config["rope_scaling"] = nullptr;
@@ -262,8 +271,8 @@ TEST(HfCheckpoint, TiedHeadDifferentFromEmbeddingsIsAnError) {
 TEST(HfCheckpoint, SkipsStoredRopeInverseFrequencies) {
   ToyDims d;
   std::vector<StTensor> tensors = testing::toy_tensors(d, false, true);
-  tensors.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq", "F32", {2},
-                     std::vector<uint8_t>(8, 0)});
+  tensors.push_back(
+      {"model.layers.0.self_attn.rotary_emb.inv_freq", "F32", {2}, std::vector<uint8_t>(8, 0)});
   TempFolder folder("inv_freq");
   testing::write_hf_folder(folder, testing::toy_config(d, "llama"), tensors);
   auto spec = model_spec_from_hf_folder(folder.path());
@@ -282,8 +291,7 @@ TEST(HfCheckpointErrors, MissingConfigJson) {
   TempFolder folder("no_config");
   testing::write_bytes(folder.file("model.safetensors"),
                        testing::safetensors_bytes(testing::toy_tensors(d, false, true)));
-  expect_folder_error(folder.path(), StatusCode::kNotFound, folder.file("config.json"),
-                      "missing");
+  expect_folder_error(folder.path(), StatusCode::kNotFound, folder.file("config.json"), "missing");
 }
 
 TEST(HfCheckpointErrors, ConfigThatIsNotJson) {
@@ -334,10 +342,13 @@ TEST(HfCheckpointErrors, MissingRequiredConfigKey) {
 
 TEST(HfCheckpointErrors, BadConfigValues) {
   ToyDims d;
-  for (const auto& [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
-           {"num_attention_heads", 0}, {"num_hidden_layers", -2}, {"hidden_size", 8.5},
-           {"intermediate_size", "16"}, {"rms_norm_eps", "small"},
-           {"tie_word_embeddings", 1}}) {
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, nlohmann::json>>{{"num_attention_heads", 0},
+                                                           {"num_hidden_layers", -2},
+                                                           {"hidden_size", 8.5},
+                                                           {"intermediate_size", "16"},
+                                                           {"rms_norm_eps", "small"},
+                                                           {"tie_word_embeddings", 1}}) {
     SCOPED_TRACE(key);
     nlohmann::json config = testing::toy_config(d, "llama");
     config[key] = value;
@@ -398,9 +409,9 @@ TEST(HfCheckpointErrors, NoWeights) {
 TEST(HfCheckpointErrors, MissingTensorIsNamedTheHfWay) {
   ToyDims d;
   TempFolder folder("missing");
-  testing::write_hf_folder(folder, testing::toy_config(d, "llama"),
-                           without(testing::toy_tensors(d, false, true),
-                                   "model.layers.1.mlp.up_proj.weight"));
+  testing::write_hf_folder(
+      folder, testing::toy_config(d, "llama"),
+      without(testing::toy_tensors(d, false, true), "model.layers.1.mlp.up_proj.weight"));
   expect_folder_error(folder.path(), StatusCode::kInvalidData, folder.path(),
                       "missing tensor 'model.layers.1.mlp.up_proj.weight' (blk.1.ffn_up.weight)");
 }
@@ -438,7 +449,8 @@ TEST(HfCheckpointErrors, WrongShapeIsNamedTheHfWay) {
 
 TEST(HfCheckpointErrors, UnexpectedTensor) {
   ToyDims d;
-  for (const char* name : {"model.layers.0.self_attn.o_proj.bias", "model.layers.7.mlp.up_proj.weight"}) {
+  for (const char* name :
+       {"model.layers.0.self_attn.o_proj.bias", "model.layers.7.mlp.up_proj.weight"}) {
     std::vector<StTensor> tensors = testing::toy_tensors(d, false, true);
     tensors.push_back({name, "BF16", {8}, testing::random_bf16(8, 5)});
     TempFolder folder("unexpected");
@@ -514,8 +526,7 @@ TEST(HfCheckpointErrors, TensorInTwoShards) {
   second.push_back(tensors[0]);
   testing::write_bytes(folder.file("model-00002-of-00002.safetensors"),
                        testing::safetensors_bytes(second));
-  expect_folder_error(folder.path(), StatusCode::kInvalidData, tensors[0].name,
-                      "appears in both");
+  expect_folder_error(folder.path(), StatusCode::kInvalidData, tensors[0].name, "appears in both");
 }
 
 }  // namespace

@@ -23,14 +23,15 @@ namespace strata::testing {
 
 struct StTensor {
   std::string name;
-  std::string dtype;            // "F32", "F16", "BF16", ...
-  std::vector<int64_t> shape;   // torch order ([out, in])
-  std::vector<uint8_t> bytes;   // numel * element size
+  std::string dtype;           // "F32", "F16", "BF16", ...
+  std::vector<int64_t> shape;  // torch order ([out, in])
+  std::vector<uint8_t> bytes;  // numel * element size
 };
 
 inline void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
   ASSERT_TRUE(out.good()) << "cannot write " << path;
 }
 
@@ -50,7 +51,8 @@ inline std::vector<uint8_t> safetensors_bytes(const std::vector<StTensor>& tenso
   header["__metadata__"] = {{"format", "pt"}};
   uint64_t offset = 0;
   for (const StTensor& t : tensors) {
-    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape},
+    header[t.name] = {{"dtype", t.dtype},
+                      {"shape", t.shape},
                       {"data_offsets", {offset, offset + t.bytes.size()}}};
     offset += t.bytes.size();
   }
@@ -116,9 +118,10 @@ inline std::vector<StTensor> toy_tensors(const ToyDims& d, bool with_bias, bool 
 // A config.json for the toy dims, in transformers 5's spelling.
 inline nlohmann::json toy_config(const ToyDims& d, const std::string& model_type) {
   nlohmann::json c = {
-      {"architectures", {model_type == "qwen2" ? "Qwen2ForCausalLM"
-                         : model_type == "mistral" ? "MistralForCausalLM"
-                                                   : "LlamaForCausalLM"}},
+      {"architectures",
+       {model_type == "qwen2"     ? "Qwen2ForCausalLM"
+        : model_type == "mistral" ? "MistralForCausalLM"
+                                  : "LlamaForCausalLM"}},
       {"model_type", model_type},
       {"hidden_size", d.embd},
       {"intermediate_size", d.ff},

@@ -68,8 +68,8 @@ TEST(LoadModel, MissingPathIsNotFound) {
 
 TEST(LoadModel, FileWithoutGgufMagicIsAnError) {
   TempFolder folder("not_gguf");
-  for (const std::string& content : {std::string("hello world, not a model"), std::string("GG"),
-                                     std::string()}) {
+  for (const std::string& content :
+       {std::string("hello world, not a model"), std::string("GG"), std::string()}) {
     const std::string path = folder.file("model.bin");
     testing::write_text(path, content);
     auto model = load_model(path);

@@ -232,7 +232,8 @@ TEST(ModelSpecFromGguf, MissingBiasInALaterLayerIsNamed) {
   m.layers = 2;
   ToyOptions opt;
   opt.edit_tensors = [](auto& t) { erase_tensor(t, "blk.1.attn_v.bias"); };
-  expect_spec_error(toy_gguf(m, opt), StatusCode::kInvalidData, "missing tensor 'blk.1.attn_v.bias'");
+  expect_spec_error(toy_gguf(m, opt), StatusCode::kInvalidData,
+                    "missing tensor 'blk.1.attn_v.bias'");
 }
 
 TEST(ModelSpecFromGguf, WrongShapeIsNamedWithBothShapes) {

@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include <cmath>
-#include <cstring>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -24,7 +24,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const DType kAllTypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0,
+const DType kAllTypes[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ8_0,
                            DType::kQ4_0, DType::kQ4_K, DType::kQ6_K};
 
 class SynthTest : public ::testing::Test {
@@ -35,7 +35,8 @@ class SynthTest : public ::testing::Test {
     for (char& c : name) {
       if (c == '/') c = '_';
     }
-    dir_ = fs::path(::testing::TempDir()) / ("strata_synth_" + name + "_" + std::to_string(::getpid()));
+    dir_ = fs::path(::testing::TempDir()) /
+           ("strata_synth_" + name + "_" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -131,7 +132,8 @@ std::vector<TinyCase> tiny_cases() {
 
 INSTANTIATE_TEST_SUITE_P(EveryType, SynthTinyTest, ::testing::ValuesIn(tiny_cases()),
                          [](const ::testing::TestParamInfo<TinyCase>& info) {
-                           std::string s = std::string(info.param.shape) + "_" + dtype_name(info.param.type);
+                           std::string s =
+                               std::string(info.param.shape) + "_" + dtype_name(info.param.type);
                            for (char& ch : s) {
                              if (ch == '-') ch = '_';
                            }
@@ -280,7 +282,8 @@ TEST_F(SynthTest, WritesTheStandardKeysWithConverterTypes) {
     EXPECT_EQ(type_of(*l, std::string("llama.") + k), GgufType::kFloat32) << k;
     EXPECT_EQ(type_of(*q, std::string("qwen2.") + k), GgufType::kFloat32) << k;
   }
-  for (const char* k : {"vocab_size", "rope.dimension_count", "attention.key_length", "attention.value_length"}) {
+  for (const char* k :
+       {"vocab_size", "rope.dimension_count", "attention.key_length", "attention.value_length"}) {
     EXPECT_EQ(type_of(*l, std::string("llama.") + k), GgufType::kUint32) << k;
     EXPECT_EQ(q->find(std::string("qwen2.") + k), nullptr) << k;  // as the converter writes qwen2
   }
@@ -310,7 +313,7 @@ TEST_F(SynthTest, SyntheticVocabIsByteLevelBpe) {
   EXPECT_EQ(f->find("tokenizer.ggml.token_type")->array_type(), GgufType::kInt32);
   EXPECT_EQ((*tokens)[0], "!");
   EXPECT_EQ((*tokens)[93], "~");
-  EXPECT_EQ((*tokens)[188], "\xC4\x80");  // byte 0 -> U+0100 'Ā'
+  EXPECT_EQ((*tokens)[188], "\xC4\x80");       // byte 0 -> U+0100 'Ā'
   EXPECT_EQ((*tokens)[188 + 32], "\xC4\xA0");  // byte 0x20 (space) -> U+0120 'Ġ'
   std::set<std::string> bytes(tokens->begin(), tokens->begin() + 256);
   EXPECT_EQ(bytes.size(), 256u);
@@ -324,7 +327,7 @@ TEST_F(SynthTest, SyntheticVocabIsByteLevelBpe) {
   const auto* merges = f->find("tokenizer.ggml.merges")->strings();
   ASSERT_NE(merges, nullptr);
   ASSERT_EQ(merges->size(), 32u);
-  EXPECT_EQ((*merges)[0], "\xC4\xA0 t");  // "Ġ t"
+  EXPECT_EQ((*merges)[0], "\xC4\xA0 t");   // "Ġ t"
   EXPECT_EQ((*tokens)[256], "\xC4\xA0t");  // the first merged token
   EXPECT_EQ((*types)[256], 1);
   EXPECT_EQ((*tokens)[287], "\xC4\xA0i");  // the last one
@@ -433,7 +436,8 @@ TEST_F(SynthTest, CopiesVocabKeyByKeyWithTheirTypes) {
       }
     } else {
       EXPECT_EQ(got->to_int(), want.to_int());
-      EXPECT_EQ(got->to_string() ? *got->to_string() : "", want.to_string() ? *want.to_string() : "");
+      EXPECT_EQ(got->to_string() ? *got->to_string() : "",
+                want.to_string() ? *want.to_string() : "");
     }
     ++copied;
   }
@@ -460,7 +464,8 @@ TEST_F(SynthTest, PadsASmallerVocabLikeHfConverters) {
   ASSERT_EQ(tokens.size(), 128256u);
   ASSERT_EQ(types.size(), 128256u);
   ASSERT_EQ(scores.size(), 128256u);
-  EXPECT_EQ(f->find("tokenizer.ggml.scores")->array_type(), v->find("tokenizer.ggml.scores")->array_type());
+  EXPECT_EQ(f->find("tokenizer.ggml.scores")->array_type(),
+            v->find("tokenizer.ggml.scores")->array_type());
   EXPECT_EQ(tokens[31999], v->find("tokenizer.ggml.tokens")->strings()->at(31999));
   EXPECT_EQ(tokens[32000], "[PAD32000]");
   EXPECT_EQ(tokens[128255], "[PAD128255]");
@@ -515,7 +520,8 @@ TEST_F(SynthTest, BadArgumentsGetClearErrors) {
   auto r = synthesize(bad_vocab);
   ASSERT_FALSE(r.is_ok());
   EXPECT_NE(r.status().message().find("--vocab"), std::string::npos) << r.status().message();
-  EXPECT_NE(r.status().message().find("no-such-vocab.gguf"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("no-such-vocab.gguf"), std::string::npos)
+      << r.status().message();
 
   EXPECT_TRUE(parse_synth_type("q4_k").is_ok());
   EXPECT_EQ(*parse_synth_type("bf16"), DType::kBF16);

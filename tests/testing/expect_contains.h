@@ -6,9 +6,9 @@
 
 #include <string>
 
-#define EXPECT_CONTAINS(haystack, needle)                                  \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos)         \
+#define EXPECT_CONTAINS(haystack, needle)                          \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) \
       << "message: " << (haystack) << "\nexpected to contain: " << (needle)
-#define ASSERT_CONTAINS(haystack, needle)                                  \
-  ASSERT_NE(std::string(haystack).find(needle), std::string::npos)         \
+#define ASSERT_CONTAINS(haystack, needle)                          \
+  ASSERT_NE(std::string(haystack).find(needle), std::string::npos) \
       << "message: " << (haystack) << "\nexpected to contain: " << (needle)

@@ -17,11 +17,11 @@ inline std::string testdata_path(const std::string& relative) {
 }  // namespace strata::testing
 
 // Skips the current test, naming the path, when a golden file or folder is not there.
-#define STRATA_REQUIRE_TESTDATA(path_expr)                                              \
-  do {                                                                                  \
-    const std::string strata_td_path_ = (path_expr);                                    \
-    if (!std::filesystem::exists(strata_td_path_)) {                                    \
-      GTEST_SKIP() << "golden data missing: looked for " << strata_td_path_             \
-                   << " (set -DSTRATA_TESTDATA_DIR=...)";                               \
-    }                                                                                   \
+#define STRATA_REQUIRE_TESTDATA(path_expr)                                  \
+  do {                                                                      \
+    const std::string strata_td_path_ = (path_expr);                        \
+    if (!std::filesystem::exists(strata_td_path_)) {                        \
+      GTEST_SKIP() << "golden data missing: looked for " << strata_td_path_ \
+                   << " (set -DSTRATA_TESTDATA_DIR=...)";                   \
+    }                                                                       \
   } while (0)

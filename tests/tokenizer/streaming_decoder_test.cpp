@@ -82,7 +82,9 @@ TEST(StreamingDecoder, MalformedBytesAreNotHeldForever) {
   StreamingDecoder stream(t);
   EXPECT_EQ(stream.push(toy_byte_id(0xFF)), "\xFF");  // can never start a character
   EXPECT_EQ(stream.push(toy_byte_id(0xE2)), "");
-  EXPECT_EQ(stream.push(kToyFirstNormalId + 1), "\xE2" "a");  // 'a' cannot continue it
+  EXPECT_EQ(stream.push(kToyFirstNormalId + 1),
+            "\xE2"
+            "a");  // 'a' cannot continue it
 }
 
 TEST(StreamingDecoder, ControlTokensFollowRenderSpecial) {
@@ -103,8 +105,9 @@ TEST(StreamingDecoder, ByteLevelBpeStreamsWholeCharacters) {
   StatusOr<Tokenizer> t = Tokenizer::from_gguf(*file);
   ASSERT_TRUE(t.is_ok()) << t.status().to_string();
 
-  const std::string text = "Llamas \xF0\x9F\xA6\x99 and \xE1\x9E\x80\xE1\x9E\xB6 "
-                           "\xF0\x9F\x98\xB6\xE2\x80\x8D\xF0\x9F\x8C\xAB\xEF\xB8\x8F!";
+  const std::string text =
+      "Llamas \xF0\x9F\xA6\x99 and \xE1\x9E\x80\xE1\x9E\xB6 "
+      "\xF0\x9F\x98\xB6\xE2\x80\x8D\xF0\x9F\x8C\xAB\xEF\xB8\x8F!";
   const Ids ids = t->encode(text, false, false);
   const Streamed streamed = stream_one_by_one(*t, ids);
   EXPECT_EQ(streamed.pushed + streamed.flushed, text);

@@ -17,7 +17,10 @@ TEST(Utf8, SanitizeKeepsWellFormedText) {
 }
 
 TEST(Utf8, SanitizeReplacesEachBadByte) {
-  EXPECT_EQ(sanitize_utf8("a\xFF" "b"), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(sanitize_utf8("a\xFF"
+                          "b"),
+            "a\xEF\xBF\xBD"
+            "b");
   EXPECT_EQ(sanitize_utf8("\x80\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD");
   EXPECT_EQ(sanitize_utf8("x\xE2\x82"), "x\xEF\xBF\xBD\xEF\xBF\xBD");  // truncated €
   // llama.cpp decodes overlong forms and writes them back in their shortest form.
@@ -77,13 +80,16 @@ TEST(PreTokenizer, ContractionsAndPunctuation) {
 
 TEST(PreTokenizer, CountsNextLineAsWhitespace) {
   // U+0085 is whitespace for llama.cpp (and Python's regex), so the run splits before "b".
-  EXPECT_EQ(split(PreTokenizerKind::kLlama3, "a\xC2\x85\xC2\x85" "b"),
-            (Pieces{"a", "\xC2\x85", "\xC2\x85" "b"}));
+  EXPECT_EQ(split(PreTokenizerKind::kLlama3,
+                  "a\xC2\x85\xC2\x85"
+                  "b"),
+            (Pieces{"a", "\xC2\x85",
+                    "\xC2\x85"
+                    "b"}));
 }
 
 TEST(PreTokenizer, DefaultAppliesItsPatternsInTurn) {
-  EXPECT_EQ(split(PreTokenizerKind::kDefault, "ab, 12345"),
-            (Pieces{"ab", ",", " ", "123", "45"}));
+  EXPECT_EQ(split(PreTokenizerKind::kDefault, "ab, 12345"), (Pieces{"ab", ",", " ", "123", "45"}));
 }
 
 TEST(PreTokenizer, PiecesCoverMalformedInput) {

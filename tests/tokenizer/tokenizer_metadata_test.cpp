@@ -140,8 +140,13 @@ StatusOr<Tokenizer> from_bytes(const GgufBytes& b) {
   return Tokenizer::from_gguf(*file);
 }
 
-const std::vector<std::string> kTokens = {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a",
-                                          "\xE2\x96\x81" "a"};
+const std::vector<std::string> kTokens = {"<unk>",
+                                          "<s>",
+                                          "</s>",
+                                          "\xE2\x96\x81",
+                                          "a",
+                                          "\xE2\x96\x81"
+                                          "a"};
 
 TEST(TokenizerFromGguf, BuildsFromAMinimalFile) {
   GgufBytes b;

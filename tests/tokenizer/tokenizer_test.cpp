@@ -58,8 +58,12 @@ constexpr int32_t kAB = kToyFirstNormalId + 4;
 constexpr int32_t kBC = kToyFirstNormalId + 5;
 
 Tokenizer toy_spm_tokenizer(float score_ab, float score_bc) {
-  return build(toy_spm({{"\xE2\x96\x81", -10}, {"a", -20}, {"b", -20}, {"c", -20},
-                        {"ab", score_ab}, {"bc", score_bc}}));
+  return build(toy_spm({{"\xE2\x96\x81", -10},
+                        {"a", -20},
+                        {"b", -20},
+                        {"c", -20},
+                        {"ab", score_ab},
+                        {"bc", score_bc}}));
 }
 
 TEST(SentencePiece, MergesHighestScoringPairFirst) {
@@ -113,32 +117,33 @@ TEST(SentencePiece, RealVocabularyMatchesLlamaCppPrompt) {
   // tiny-llama's manifest prompt: BOS + llama-tokenize --no-bos.
   EXPECT_EQ(t->encode("The quick brown fox jumps over the lazy dog, and then it runs back home.",
                       true, true),
-            (Ids{1, 450, 4996, 17354, 1701, 29916, 432, 17204, 975, 278, 17366, 11203, 29892,
-                 322, 769, 372, 6057, 1250, 3271, 29889}));
+            (Ids{1,     450,   4996,  17354, 1701, 29916, 432,  17204, 975,  278,
+                 17366, 11203, 29892, 322,   769,  372,   6057, 1250,  3271, 29889}));
 }
 
 // ---- Byte-level BPE ---------------------------------------------------------------------
 
 TEST(ByteLevelBpe, MergesLowestRankFirst) {
-  const Ids ab_first = build(toy_bpe("qwen2", {"ab", "bc"}, {"a b", "b c"}))
-                           .encode("abc", false, false);
+  const Ids ab_first =
+      build(toy_bpe("qwen2", {"ab", "bc"}, {"a b", "b c"})).encode("abc", false, false);
   EXPECT_EQ(ab_first, (Ids{256, 'c'}));
-  const Ids bc_first = build(toy_bpe("qwen2", {"ab", "bc"}, {"b c", "a b"}))
-                           .encode("abc", false, false);
+  const Ids bc_first =
+      build(toy_bpe("qwen2", {"ab", "bc"}, {"b c", "a b"})).encode("abc", false, false);
   EXPECT_EQ(bc_first, (Ids{'a', 257}));
 }
 
 TEST(ByteLevelBpe, Llama3KeepsWordsThatAreTokensWhole) {
   // "abc" is a token, but no merges lead to it.
   const std::vector<std::string> extra = {"ab", "abc"};
-  EXPECT_EQ(build(toy_bpe("llama-bpe", extra, {"a b"})).encode("abc", false, false),
-            (Ids{257}));
-  EXPECT_EQ(build(toy_bpe("qwen2", extra, {"a b"})).encode("abc", false, false),
-            (Ids{256, 'c'}));
+  EXPECT_EQ(build(toy_bpe("llama-bpe", extra, {"a b"})).encode("abc", false, false), (Ids{257}));
+  EXPECT_EQ(build(toy_bpe("qwen2", extra, {"a b"})).encode("abc", false, false), (Ids{256, 'c'}));
 }
 
 TEST(ByteLevelBpe, SpacesAndBytesUseTheByteLevelAlphabet) {
-  const Tokenizer t = build(toy_bpe("qwen2", {"\xC4\xA0" "a"}, {"\xC4\xA0 a"}));  // "Ġa"
+  const Tokenizer t = build(toy_bpe("qwen2",
+                                    {"\xC4\xA0"
+                                     "a"},
+                                    {"\xC4\xA0 a"}));  // "Ġa"
   EXPECT_EQ(t.encode("a a\n", false, false), (Ids{'a', 256, '\n'}));
   EXPECT_EQ(t.decode(Ids{'a', 256, '\n'}), "a a\n");
 }
@@ -249,15 +254,15 @@ TEST(Decode, CheckIdsNamesTheFirstBadId) {
   EXPECT_EQ(t.decode(Ids{kSpace, 999, kA}), "a");  // decode skips what check_ids rejects
 }
 
-
 // ---- Arbitrary input ---------------------------------------------------------------------
 
 // Random bytes (malformed UTF-8, NULs, stray special-token texts) must encode and decode
 // without trouble, and every id must be in range.
 TEST(ArbitraryInput, RandomBytesEncodeAndDecode) {
   std::mt19937 rng(1234);
-  const std::vector<std::string> fragments = {"<|im_start|>", "<s>", "</s>", "\xE2\x96\x81", " ",
-                                              "\n", "'s", "123", "\xF0\x9F", "\xC3\xA9"};
+  const std::vector<std::string> fragments = {
+      "<|im_start|>", "<s>", "</s>", "\xE2\x96\x81", " ",
+      "\n",           "'s",  "123",  "\xF0\x9F",     "\xC3\xA9"};
   for (const char* name : {"llama-spm", "llama-bpe", "qwen2"}) {
     std::shared_ptr<const Tokenizer> t = real_vocab(name);
     if (t == nullptr) continue;
@@ -265,8 +270,10 @@ TEST(ArbitraryInput, RandomBytesEncodeAndDecode) {
       std::string text;
       const int length = static_cast<int>(rng() % 64);
       for (int i = 0; i < length; ++i) {
-        if (rng() % 4 == 0) text += fragments[rng() % fragments.size()];
-        else text.push_back(static_cast<char>(rng() % 256));
+        if (rng() % 4 == 0)
+          text += fragments[rng() % fragments.size()];
+        else
+          text.push_back(static_cast<char>(rng() % 256));
       }
       const bool special = round % 2 == 0;
       const Ids ids = t->encode(text, special, special);
