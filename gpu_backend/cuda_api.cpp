@@ -1,0 +1,279 @@
+// cuda_api with the CUDA runtime: the only includer of cuda_runtime.h (see cuda_api.h).
+#include "gpu_backend/cuda_api.h"
+
+#include <cuda_runtime.h>
+
+#include <cassert>
+#include <string>
+#include <utility>
+
+namespace strata::cuda {
+namespace {
+
+// "cudaMalloc(268435456 bytes): out of memory". Also clears the error from the runtime's
+// last-error slot: a non-sticky failure (a refused allocation) must not be reported again by the
+// next check_last_launch as if a kernel had failed.
+Status cuda_status(cudaError_t error, const std::string& call) {
+  if (error == cudaSuccess) return Status::ok();
+  (void)cudaGetLastError();
+  return Status::device_error(call + ": " + cudaGetErrorString(error));
+}
+
+std::string bytes_arg(const char* call, int64_t size_bytes) {
+  return std::string(call) + "(" + std::to_string(size_bytes) + " bytes)";
+}
+
+cudaMemcpyKind memcpy_kind(CopyKind kind) {
+  switch (kind) {
+    case CopyKind::kHostToDevice:
+      return cudaMemcpyHostToDevice;
+    case CopyKind::kDeviceToHost:
+      return cudaMemcpyDeviceToHost;
+    case CopyKind::kDeviceToDevice:
+      return cudaMemcpyDeviceToDevice;
+    case CopyKind::kHostToHost:
+      return cudaMemcpyHostToHost;
+  }
+  return cudaMemcpyDefault;
+}
+
+const char* copy_kind_name(CopyKind kind) {
+  switch (kind) {
+    case CopyKind::kHostToDevice:
+      return "host to device";
+    case CopyKind::kDeviceToHost:
+      return "device to host";
+    case CopyKind::kDeviceToDevice:
+      return "device to device";
+    case CopyKind::kHostToHost:
+      return "host to host";
+  }
+  return "?";
+}
+
+}  // namespace
+
+bool built_with_cuda() { return true; }
+
+StatusOr<int> device_count() {
+  int count = 0;
+  STRATA_RETURN_IF_ERROR(cuda_status(cudaGetDeviceCount(&count), "cudaGetDeviceCount"));
+  return count;
+}
+
+StatusOr<DeviceProperties> device_properties(int device) {
+  cudaDeviceProp prop{};
+  STRATA_RETURN_IF_ERROR(
+      cuda_status(cudaGetDeviceProperties(&prop, device),
+                  "cudaGetDeviceProperties(device " + std::to_string(device) + ")"));
+  DeviceProperties out;
+  out.name = prop.name;
+  out.compute_major = prop.major;
+  out.compute_minor = prop.minor;
+  out.sm_count = prop.multiProcessorCount;
+  out.total_bytes = static_cast<int64_t>(prop.totalGlobalMem);
+  out.l2_cache_bytes = prop.l2CacheSize;
+  out.memory_bus_width_bits = prop.memoryBusWidth;
+  out.pci_bus_id = prop.pciBusID;
+  return out;
+}
+
+Status set_device(int device) {
+  return cuda_status(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")");
+}
+
+StatusOr<MemoryInfo> memory_info() {
+  size_t free_bytes = 0, total_bytes = 0;
+  STRATA_RETURN_IF_ERROR(cuda_status(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo"));
+  return MemoryInfo{static_cast<int64_t>(free_bytes), static_cast<int64_t>(total_bytes)};
+}
+
+StatusOr<void*> device_malloc(int64_t size_bytes) {
+  if (size_bytes <= 0)
+    return Status::invalid_argument(bytes_arg("cudaMalloc", size_bytes) +
+                                    ": size must be positive");
+  void* ptr = nullptr;
+  const cudaError_t error = cudaMalloc(&ptr, static_cast<size_t>(size_bytes));
+  if (error == cudaErrorMemoryAllocation) {
+    // A full device is a full tier (out_of_memory), not a broken one: the caller may trim and
+    // retry.
+    (void)cudaGetLastError();
+    return Status::out_of_memory(bytes_arg("cudaMalloc", size_bytes) + ": " +
+                                 cudaGetErrorString(error));
+  }
+  STRATA_RETURN_IF_ERROR(cuda_status(error, bytes_arg("cudaMalloc", size_bytes)));
+  return ptr;
+}
+
+Status device_free(void* device_ptr) { return cuda_status(cudaFree(device_ptr), "cudaFree"); }
+
+// ---- PinnedHostBuffer
+// ----------------------------------------------------------------------------
+
+StatusOr<PinnedHostBuffer> PinnedHostBuffer::allocate(int64_t size_bytes) {
+  if (size_bytes <= 0)
+    return Status::invalid_argument(bytes_arg("cudaMallocHost", size_bytes) +
+                                    ": size must be positive");
+  void* ptr = nullptr;
+  STRATA_RETURN_IF_ERROR(cuda_status(cudaMallocHost(&ptr, static_cast<size_t>(size_bytes)),
+                                     bytes_arg("cudaMallocHost", size_bytes)));
+  return PinnedHostBuffer(ptr, size_bytes);
+}
+
+PinnedHostBuffer::~PinnedHostBuffer() {
+  if (data_ != nullptr) (void)cudaFreeHost(data_);
+}
+
+PinnedHostBuffer::PinnedHostBuffer(PinnedHostBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)),
+      size_bytes_(std::exchange(other.size_bytes_, 0)) {}
+
+PinnedHostBuffer& PinnedHostBuffer::operator=(PinnedHostBuffer&& other) noexcept {
+  if (this != &other) {
+    if (data_ != nullptr) (void)cudaFreeHost(data_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_bytes_ = std::exchange(other.size_bytes_, 0);
+  }
+  return *this;
+}
+
+// ---- HostRegistration
+// ----------------------------------------------------------------------------
+
+StatusOr<HostRegistration> HostRegistration::register_range(void* host_ptr, int64_t size_bytes) {
+  if (host_ptr == nullptr || size_bytes <= 0) {
+    return Status::invalid_argument(bytes_arg("cudaHostRegister", size_bytes) +
+                                    ": needs a non-null pointer and a positive size");
+  }
+  STRATA_RETURN_IF_ERROR(cuda_status(
+      cudaHostRegister(host_ptr, static_cast<size_t>(size_bytes), cudaHostRegisterDefault),
+      bytes_arg("cudaHostRegister", size_bytes)));
+  return HostRegistration(host_ptr, size_bytes);
+}
+
+HostRegistration::~HostRegistration() {
+  if (data_ != nullptr) (void)cudaHostUnregister(data_);
+}
+
+HostRegistration::HostRegistration(HostRegistration&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)),
+      size_bytes_(std::exchange(other.size_bytes_, 0)) {}
+
+HostRegistration& HostRegistration::operator=(HostRegistration&& other) noexcept {
+  if (this != &other) {
+    if (data_ != nullptr) (void)cudaHostUnregister(data_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_bytes_ = std::exchange(other.size_bytes_, 0);
+  }
+  return *this;
+}
+
+// ---- Stream
+// --------------------------------------------------------------------------------------
+
+StatusOr<Stream> Stream::create() {
+  cudaStream_t stream = nullptr;
+  STRATA_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+                                     "cudaStreamCreateWithFlags"));
+  return Stream(stream);
+}
+
+Stream::~Stream() {
+  if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+}
+
+Stream::Stream(Stream&& other) noexcept : stream_(std::exchange(other.stream_, nullptr)) {}
+
+Stream& Stream::operator=(Stream&& other) noexcept {
+  if (this != &other) {
+    if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+    stream_ = std::exchange(other.stream_, nullptr);
+  }
+  return *this;
+}
+
+Status Stream::synchronize() const {
+  assert(stream_ != nullptr);
+  return cuda_status(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+}
+
+Status Stream::wait(const Event& event) const {
+  assert(stream_ != nullptr && event.native() != nullptr);
+  return cuda_status(cudaStreamWaitEvent(stream_, event.native(), 0), "cudaStreamWaitEvent");
+}
+
+// ---- Event
+// ---------------------------------------------------------------------------------------
+
+StatusOr<Event> Event::create(EventTiming timing) {
+  cudaEvent_t event = nullptr;
+  const unsigned flags =
+      timing == EventTiming::kEnabled ? cudaEventDefault : cudaEventDisableTiming;
+  STRATA_RETURN_IF_ERROR(
+      cuda_status(cudaEventCreateWithFlags(&event, flags), "cudaEventCreateWithFlags"));
+  return Event(event);
+}
+
+Event::~Event() {
+  if (event_ != nullptr) (void)cudaEventDestroy(event_);
+}
+
+Event::Event(Event&& other) noexcept : event_(std::exchange(other.event_, nullptr)) {}
+
+Event& Event::operator=(Event&& other) noexcept {
+  if (this != &other) {
+    if (event_ != nullptr) (void)cudaEventDestroy(event_);
+    event_ = std::exchange(other.event_, nullptr);
+  }
+  return *this;
+}
+
+Status Event::record(const Stream& stream) const {
+  assert(event_ != nullptr && stream.native() != nullptr);
+  return cuda_status(cudaEventRecord(event_, stream.native()), "cudaEventRecord");
+}
+
+Status Event::synchronize() const {
+  assert(event_ != nullptr);
+  return cuda_status(cudaEventSynchronize(event_), "cudaEventSynchronize");
+}
+
+StatusOr<bool> Event::is_complete() const {
+  assert(event_ != nullptr);
+  const cudaError_t error = cudaEventQuery(event_);
+  if (error == cudaErrorNotReady) {
+    (void)cudaGetLastError();  // "not ready" is an answer, not a failure
+    return false;
+  }
+  STRATA_RETURN_IF_ERROR(cuda_status(error, "cudaEventQuery"));
+  return true;
+}
+
+StatusOr<float> elapsed_ms(const Event& start, const Event& end) {
+  float ms = 0.0f;
+  STRATA_RETURN_IF_ERROR(
+      cuda_status(cudaEventElapsedTime(&ms, start.native(), end.native()), "cudaEventElapsedTime"));
+  return ms;
+}
+
+// ---- Copies and launches
+// -------------------------------------------------------------------------
+
+Status memcpy_async(void* dst, const void* src, int64_t size_bytes, CopyKind kind,
+                    const Stream& stream) {
+  assert(stream.native() != nullptr);
+  const std::string call =
+      "cudaMemcpyAsync(" + std::to_string(size_bytes) + " bytes, " + copy_kind_name(kind) + ")";
+  if (size_bytes < 0) return Status::invalid_argument(call + ": negative size");
+  return cuda_status(cudaMemcpyAsync(dst, src, static_cast<size_t>(size_bytes), memcpy_kind(kind),
+                                     stream.native()),
+                     call);
+}
+
+Status check_last_launch(const std::string& what) {
+  const cudaError_t error = cudaGetLastError();
+  if (error == cudaSuccess) return Status::ok();
+  return Status::device_error("launch of " + what + ": " + cudaGetErrorString(error));
+}
+
+}  // namespace strata::cuda
