@@ -99,7 +99,7 @@ if [ -n "$train_pid" ]; then
   echo "== waiting for training"; wait "$train_pid" || echo "training failed"; tail -25 /tmp/train.out
 fi
 echo "== summary ($commit)"
-python3 - "$jsonl" <<'PY' || true
+[ -f "$jsonl" ] && python3 - "$jsonl" <<'PY' || true
 import json, sys
 print(f"{'scenario':8} {'type':5} {'phase':8} {'tok/s':>9} {'roof':>9} {'ratio':>6}")
 for line in open(sys.argv[1]):
