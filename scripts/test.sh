@@ -36,7 +36,9 @@ set +e
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 900 2>&1 | tee build/ctest.log
 status=${PIPESTATUS[0]}
 set -e
-summary=$(grep -E 'tests passed' build/ctest.log | tail -1)
-skipped=$(grep -cE '\(Skipped\)|\*\*\*Skipped' build/ctest.log || true)
-echo "test summary: ${summary:-no ctest summary}; ${skipped} skipped"
+total=$(sed -nE 's/.*tests failed out of ([0-9]+).*/\1/p' build/ctest.log | tail -1)
+failed=$(sed -nE 's/.* ([0-9]+) tests failed out of.*/\1/p' build/ctest.log | tail -1)
+skipped=$(grep -cE '^\s+[0-9]+ - .*\(Skipped\)$' build/ctest.log || true)
+total=${total:-0}; failed=${failed:-0}
+echo "test summary: $((total - failed - skipped)) passed, ${failed} failed, ${skipped} skipped, of ${total} tests"
 exit "$status"
