@@ -37,8 +37,11 @@ inline const float* row_as_f32(const void* row, int64_t n, bool f16, float* buf)
 
 }  // namespace
 
-int64_t attention_scratch_floats(int64_t max_kv_tokens) {
-  return static_cast<int64_t>(omp_get_max_threads()) * kMaxGroup * (max_kv_tokens + 1024);
+// Per thread: one score row of max_kv_tokens for each query head processed together (at most
+// kMaxGroup), plus room to widen one f16 head row.
+int64_t attention_scratch_floats(int64_t max_kv_tokens, const AttentionShape& shape) {
+  const int64_t rows = std::min(kMaxGroup, shape.n_head / shape.n_head_kv);
+  return static_cast<int64_t>(omp_get_max_threads()) * (rows * max_kv_tokens + shape.head_dim);
 }
 
 void attention(const float* q, int64_t n_tokens, const int32_t* positions, const KvLayerView& kv,
@@ -48,14 +51,15 @@ void attention(const float* q, int64_t n_tokens, const int32_t* positions, const
   const int64_t hd = shape.head_dim;
   const int64_t group = shape.n_head / shape.n_head_kv;  // query heads per KV head
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  // Per thread: group score rows of num_tokens, plus room to widen one f16 row.
-  const int64_t per_thread = kMaxGroup * (kv.num_tokens + 1024);
+  // Per thread, as attention_scratch_floats lays it out for this call's token count.
+  const int64_t rows = std::min(kMaxGroup, group);
+  const int64_t per_thread = rows * kv.num_tokens + hd;
 
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
   for (int64_t t = 0; t < n_tokens; ++t) {
     for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
       float* base = scratch + static_cast<int64_t>(omp_get_thread_num()) * per_thread;
-      float* row_buf = base + kMaxGroup * kv.num_tokens;
+      float* row_buf = base + rows * kv.num_tokens;
       const int64_t n_ctx = static_cast<int64_t>(positions[t]) + 1;
       for (int64_t g0 = 0; g0 < group; g0 += kMaxGroup) {
         const int64_t g_count = std::min(kMaxGroup, group - g0);

@@ -23,6 +23,6 @@ void attention(const float* q, int64_t n_tokens, const int32_t* positions, const
                const AttentionShape& shape, float* out, float* scratch);
 
 // Scratch for attention over up to max_kv_tokens: one score row per thread.
-int64_t attention_scratch_floats(int64_t max_kv_tokens);
+int64_t attention_scratch_floats(int64_t max_kv_tokens, const AttentionShape& shape);
 
 }  // namespace strata::cpu

@@ -90,10 +90,14 @@ class OneDnnPrefillAttention final : public PrefillAttention {
       return Status::internal("attention: the KV cache holds too few tokens");
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
 
+    // The score matrix is G x T x C floats: shrink the query tile as the context grows so that
+    // it stays under kMaxScoreFloats (128 MiB) even at 128k tokens of context.
+    constexpr int64_t kMaxScoreFloats = 32ll << 20;
+    const int64_t tile = std::clamp<int64_t>(kMaxScoreFloats / (G * n_keys), 1, max_tile_);
     for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
       gather(kv, kvh, n_keys, D);
-      for (int64_t t0 = 0; t0 < n_tokens; t0 += max_tile_) {
-        const int64_t T = std::min(max_tile_, n_tokens - t0);
+      for (int64_t t0 = 0; t0 < n_tokens; t0 += tile) {
+        const int64_t T = std::min(tile, n_tokens - t0);
         const int64_t C = first_position + t0 + T;  // keys the tile's last token sees
         s_.resize(static_cast<size_t>(G * T * C));
         Matmuls& m = matmuls(G, T, C, D, Q);

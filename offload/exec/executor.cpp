@@ -95,7 +95,8 @@ Status Executor::init() {
   gate_.resize(n * hp.n_ff);
   up_.resize(n * hp.n_ff);
   positions_.resize(n);
-  att_scratch_.resize(static_cast<size_t>(cpu::attention_scratch_floats(options_.max_context)));
+  att_scratch_.resize(static_cast<size_t>(cpu::attention_scratch_floats(
+      options_.max_context, cpu::AttentionShape{hp.n_head, hp.n_head_kv, hp.head_dim})));
   return Status::ok();
 }
 
