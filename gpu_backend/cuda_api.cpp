@@ -270,6 +270,13 @@ Status memcpy_async(void* dst, const void* src, int64_t size_bytes, CopyKind kin
                      call);
 }
 
+Status memset_async(void* device_ptr, int value, int64_t size_bytes, const Stream& stream) {
+  const std::string call = "cudaMemsetAsync(" + std::to_string(size_bytes) + " bytes)";
+  if (size_bytes < 0) return Status::invalid_argument(call + ": negative size");
+  return cuda_status(
+      cudaMemsetAsync(device_ptr, value, static_cast<size_t>(size_bytes), stream.native()), call);
+}
+
 Status check_last_launch(const std::string& what) {
   const cudaError_t error = cudaGetLastError();
   if (error == cudaSuccess) return Status::ok();

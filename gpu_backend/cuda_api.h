@@ -180,6 +180,10 @@ enum class CopyKind { kHostToDevice, kDeviceToHost, kDeviceToDevice, kHostToHost
 Status memcpy_async(void* dst, const void* src, int64_t size_bytes, CopyKind kind,
                     const Stream& stream);
 
+// Queues a fill of `size_bytes` device bytes with the byte `value` on `stream` (tests poison
+// outputs with 0xFF: every float becomes NaN, so an element a kernel did not write shows).
+Status memset_async(void* device_ptr, int value, int64_t size_bytes, const Stream& stream);
+
 // cudaGetLastError after a kernel launch: OK, or a device_error naming `what` (the kernel) and
 // CUDA's message. It also clears a non-sticky error so the next check does not report it again.
 Status check_last_launch(const std::string& what);

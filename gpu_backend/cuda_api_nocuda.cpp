@@ -75,6 +75,8 @@ Status memcpy_async(void*, const void*, int64_t, CopyKind, const Stream&) {
   return no_cuda("cudaMemcpyAsync");
 }
 
+Status memset_async(void*, int, int64_t, const Stream&) { return no_cuda("cudaMemsetAsync"); }
+
 Status check_last_launch(const std::string& what) { return no_cuda("launch of " + what); }
 
 }  // namespace strata::cuda

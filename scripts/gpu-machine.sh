@@ -22,7 +22,7 @@ shift || true
 
 debs=(libdnnl-dev libdnnl2 libhwloc-dev libhwloc15 libmimalloc-dev libmimalloc2.0
       libtomlplusplus-dev libtomlplusplus3 libcli11-dev nlohmann-json3-dev libpcre2-dev
-      libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libgtest-dev libgmock-dev
+      libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 ocl-icd-opencl-dev ocl-icd-libopencl1 opencl-c-headers opencl-clhpp-headers libgtest-dev libgmock-dev
       libbenchmark-dev libbenchmark1debian pkgconf pkgconf-bin libpkgconf3 libudev1 libxml2 libicu72)
 
 if [ "$mode" = bundle ]; then

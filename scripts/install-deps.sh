@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git python3
       libdnnl-dev libhwloc-dev libmimalloc-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
-      libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev)
+      libpcre2-dev ocl-icd-opencl-dev libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,0 +1,35 @@
+// GpuKvView: what a GPU kernel sees of one sequence's paged KV cache: plain data, like
+// memory/kv_view.h is for the CPU kernels. The block memory is VRAM from the device arena; the
+// block table is a device array of pointers, block-major so that a new block's entries for every
+// layer are one contiguous upload:
+//
+//   block_table[(b * n_layer + layer) * 2 + 0] -> K rows of block b in `layer` [block_tokens][kv_dim]
+//   block_table[(b * n_layer + layer) * 2 + 1] -> V rows of block b in `layer`
+//
+// Token t is row (t % block_tokens) of block (t / block_tokens). Elements are float (kF32) or IEEE
+// half bits (kF16); a row holds the n_head_kv heads one after another (head h, dim d at
+// h * head_dim + d).
+#pragma once
+
+#include <cstdint>
+
+#include "offload/core/dtype.h"
+
+namespace strata::gpu {
+
+struct GpuKvView {
+  void* const* block_table = nullptr;  // device, see above
+  int64_t n_layer = 0;
+  int64_t num_tokens = 0;    // rows [0, num_tokens) are valid (after this step's store)
+  int64_t block_tokens = 0;
+  int64_t kv_dim = 0;        // n_head_kv * head_dim
+  DType dtype = DType::kF32; // kF32 or kF16
+};
+
+struct AttentionShape {
+  int64_t n_head = 0;
+  int64_t n_head_kv = 0;
+  int64_t head_dim = 0;
+};
+
+}  // namespace strata::gpu
