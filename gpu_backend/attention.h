@@ -4,7 +4,8 @@
 // Query token i of a chunk of n_tokens sits at position pos0 + i and attends to KV positions
 // 0 .. pos0 + i (the chunk's own K/V are already stored in the cache). Two paths:
 //   - few query tokens (decode): flash-decoding. The KV sequence is split into pieces of
-//     `split_tokens`; one CUDA block per (query token, head, piece) computes a partial softmax
+//     `split_tokens`; one CUDA block per (query token, group of 1-4 query heads sharing a KV
+//     head, piece) reads each K/V row once and computes a partial softmax
 //     (running max m, sum l, weighted V sum) in float32, and a second kernel merges the pieces
 //     exactly through their log-sum-exp. Long contexts thus fill the GPU at batch 1.
 //   - many query tokens (prefill, n_tokens >= gemm_min_tokens): the cache rows 0..pos0+n-1 are
@@ -41,7 +42,9 @@ struct GpuAttentionOptions {
   int64_t max_tokens = 0;        // most query tokens per run() call
   int64_t gemm_min_tokens = 32;  // at or above: the GEMM path
   int64_t query_tile_tokens = 256;  // GEMM path: queries per score tile
-  int64_t split_tokens = 256;    // decode path: KV tokens per piece
+  // Decode path: KV tokens per piece. Small pieces fill the GPU at short contexts; the merge
+  // costs one partial per piece.
+  int64_t split_tokens = 64;
   GemmPrecision precision = GemmPrecision::kF32;
 };
 

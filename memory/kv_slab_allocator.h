@@ -1,6 +1,6 @@
 // KvSlabAllocator: where a BlockPool gets the memory for its blocks, one slab of one or more blocks
-// at a time, in one tier. The host allocator (mimalloc) is the only one today; the device tier will
-// carve its slabs from the VRAM arena so that KV blocks count against --vram-budget.
+// at a time, in one tier: host memory (mimalloc) for the CPU path, or slabs carved from the VRAM
+// arena for the GPU path, so that KV blocks count against --vram-budget.
 //
 // A slab is requested only when a block is first needed and is released only when the pool is
 // destroyed: freed blocks are reused, never returned, so a steady workload allocates nothing.
@@ -31,5 +31,10 @@ class KvSlabAllocator {
 
 // Host memory through mimalloc.
 std::unique_ptr<KvSlabAllocator> make_host_kv_slab_allocator();
+
+class DeviceArena;
+// VRAM from `arena` (tag kKv), so KV blocks count against --vram-budget. The memory is device
+// memory: only GPU kernels may touch it. REQUIRES: the arena outlives the allocator.
+std::unique_ptr<KvSlabAllocator> make_device_kv_slab_allocator(DeviceArena& arena);
 
 }  // namespace strata

@@ -8,6 +8,10 @@
 # There:                          scripts/gpu-machine.sh run [STEP...]
 #   unpacks the packages into /tmp/strata-prefix, builds (CUDA on), and runs the steps:
 #     tests      every GoogleTest suite (GPU tests included), log under $OUT
+#     gpu-tests  only the GPU suites: gpu_backend kernels and the golden forward tests (exec)
+#     gpu-gemv   bench/gpu_gemv_bench (GPU decode GEMV vs measured HBM read bandwidth)
+#     gpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/gpu_e2e_bench on each (decode 64 +
+#                prefill 2048 in VRAM vs B/H and FLOPs/G)
 #     gemv       bench/gemv_bench (CPU decode GEMV vs measured read bandwidth)
 #     cpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/cpu_e2e_bench on each (decode + prefill 2048)
 #     train      (starts first, in the background) trains the default model on the GPU from the
@@ -31,7 +35,7 @@ if [ "$mode" = bundle ]; then
   rm -rf .golden && mkdir -p .golden/models/tiny-llama .golden/models/tiny-qwen2 .golden/vocab
   # Under 64 MiB with the packages: tiny-llama's quantized files, one dense file, the HF folder.
   cp "$td"/models/README.md .golden/models/
-  cp "$td"/models/tiny-llama/{manifest.json,tiny-llama-F16.gguf,tiny-llama-Q8_0.gguf,tiny-llama-Q4_0.gguf,tiny-llama-Q4_K.gguf,tiny-llama-Q6_K.gguf} .golden/models/tiny-llama/
+  cp "$td"/models/tiny-llama/{manifest.json,tiny-llama-F16.gguf,tiny-llama-BF16.gguf,tiny-llama-Q8_0.gguf,tiny-llama-Q4_0.gguf,tiny-llama-Q4_K.gguf,tiny-llama-Q6_K.gguf} .golden/models/tiny-llama/
   cp "$td"/models/tiny-llama/logits-{dense,Q8_0,Q4_0,Q4_K,Q6_K}.f32 .golden/models/tiny-llama/
   du -sh .debs .golden
   exit 0
@@ -73,6 +77,26 @@ for step in "${steps[@]}"; do
   case $step in
     tests)
       (ctest --test-dir build-gpu -j8 --timeout 600 2>&1 || true) | tee "$out/ctest.log" | tail -15 ;;
+    gpu-tests)
+      # The binaries directly (one CUDA context per binary, not per test as under ctest); the
+      # golden suite only for its GPU cases (the CPU ones run in CI).
+      build-gpu/tests/strata_gpu_backend_tests > "$out/gtest-gpu_backend.log" 2>&1 || true
+      build-gpu/tests/strata_exec_tests --gtest_filter='*gpu*' > "$out/gtest-exec.log" 2>&1 || true
+      for t in gpu_backend exec; do
+        echo "== $t"
+        grep -E "^\[  FAILED  \]|Failure|rel L2|Which is|Expected" "$out/gtest-$t.log" | head -60
+        grep -E "^\[  (PASSED|FAILED|SKIPPED)  \] [0-9]+ test|tests? from .* ran" "$out/gtest-$t.log"
+      done ;;
+    gpu-gemv)
+      build-gpu/bench/gpu_gemv_bench --json "$jsonl" --commit "$commit" 2>&1 | tail -9 ;;
+    gpu-8b)
+      for t in ${STRATA_GPU8B_TYPES:-F16 Q8_0 Q4_0}; do
+        m=/tmp/llama3-8b-$t.gguf
+        [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type "$t" --out "$m" 2>&1 | tail -1
+        build-gpu/bench/gpu_e2e_bench -m "$m" --model-name llama3-8b --scenario gpu-8b \
+          --prefill 2048 --decode 64 --json-out "$jsonl" --commit "$commit" 2>&1 | tail -4
+        rm -f "$m"  # the disk holds one 8B model at a time comfortably
+      done ;;
     gemv)
       build-gpu/bench/gemv_bench --read-gib 8 --json "$jsonl" --commit "$commit" 2>&1 | tail -12 ;;
     train) ;;

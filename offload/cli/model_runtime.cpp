@@ -3,6 +3,9 @@
 #include <sstream>
 
 #include "cpu_backend/thread_placement.h"
+#include "gpu_backend/device_probe.h"
+#include "offload/cli/format_units.h"
+#include "offload/exec/gpu_executor.h"
 
 namespace strata::cli {
 
@@ -20,18 +23,32 @@ void RuntimeFlags::add_to(CLI::App* cmd) {
   cmd->add_option("--kv-type", kv_type, "KV cache element type: f32 or f16 (default f32)")
       ->check(CLI::IsMember({"f32", "f16"}));
   cmd->add_option("--prefill-precision", prefill_precision,
-                  "Prefill matmul inputs: f32 (exact) or bf16 (faster, rounds like llama.cpp)")
-      ->check(CLI::IsMember({"f32", "bf16"}));
+                  "Prefill matmul inputs: f32 (exact), bf16 (CPU AMX) or f16 (GPU tensor cores); "
+                  "auto = f32 on the CPU, f16 on the GPU (default auto)")
+      ->check(CLI::IsMember({"auto", "f32", "bf16", "f16"}));
+  cmd->add_option("--vram-budget", vram_budget,
+                  "Hard cap on the VRAM Strata uses, e.g. 8GiB (default: free VRAM minus 1 GiB)");
 }
 
 StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
   ModelRuntime rt;
-  if (flags.device == "gpu") {
-    return Status::unsupported(
-        "--device gpu: this build has no GPU execution path yet; use "
-        "--device cpu (or auto)");
+  int64_t vram_budget = 0;
+  if (!flags.vram_budget.empty()) {
+    STRATA_ASSIGN_OR_RETURN(vram_budget, parse_byte_size("--vram-budget", flags.vram_budget));
   }
-  rt.device = "cpu";
+  // auto: the GPU when one is usable, else the CPU (saying why once); gpu: the GPU or an error.
+  bool use_gpu = false;
+  if (flags.device != "cpu") {
+    const GpuProbe probe = probe_gpu(0);
+    if (probe.usable) {
+      use_gpu = true;
+    } else if (flags.device == "gpu") {
+      return Status::unsupported("--device gpu: " + probe.reason);
+    } else {
+      std::fprintf(stderr, "strata: running on the CPU (%s)\n", probe.reason.c_str());
+    }
+  }
+  rt.device = use_gpu ? "gpu" : "cpu";
   const ThreadPlacement placement =
       apply_thread_placement(flags.threads > 0 ? flags.threads : default_thread_count());
   rt.threads = placement.num_threads;
@@ -47,8 +64,19 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
   opts.max_context = flags.ctx;
   opts.max_batch_tokens = flags.batch;
   opts.kv_type = flags.kv_type == "f16" ? DType::kF16 : DType::kF32;
-  opts.prefill_precision =
-      flags.prefill_precision == "bf16" ? cpu::MatmulPrecision::kBF16 : cpu::MatmulPrecision::kF32;
+  if (use_gpu) {
+    GpuExecutorOptions gpu;
+    gpu.base = opts;
+    gpu.vram_budget_bytes = vram_budget;
+    gpu.gemm_precision = flags.prefill_precision == "f32" ? gpu::GemmPrecision::kF32
+                                                          : gpu::GemmPrecision::kF16;
+    gpu.show_progress = true;
+    STRATA_ASSIGN_OR_RETURN(rt.exec, GpuExecutor::create(rt.model->spec, gpu));
+    return rt;
+  }
+  opts.prefill_precision = flags.prefill_precision == "bf16" || flags.prefill_precision == "f16"
+                               ? cpu::MatmulPrecision::kBF16
+                               : cpu::MatmulPrecision::kF32;
   STRATA_ASSIGN_OR_RETURN(rt.exec, Executor::create(rt.model->spec, opts));
   return rt;
 }

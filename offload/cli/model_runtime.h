@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "offload/core/status.h"
+#include "offload/exec/engine.h"
 #include "offload/exec/executor.h"
 #include "offload/model/model_loader.h"
 #include "offload/tokenizer/tokenizer.h"
@@ -23,7 +24,9 @@ struct RuntimeFlags {
   int64_t ctx = 0;                        // 0: the model's trained context
   int64_t batch = 512;                    // tokens per forward chunk
   std::string kv_type = "f32";            // f32 | f16
-  std::string prefill_precision = "f32";  // f32 (exact) | bf16 (AMX / AVX512-BF16)
+  // auto: f32 on the CPU (exact), f16 on the GPU (tensor cores); f32 | bf16 | f16.
+  std::string prefill_precision = "auto";
+  std::string vram_budget;                // --vram-budget; empty: free VRAM minus 1 GiB
 
   void add_to(CLI::App* cmd);
 };
@@ -31,9 +34,9 @@ struct RuntimeFlags {
 struct ModelRuntime {
   std::unique_ptr<LoadedModel> model;
   std::optional<Tokenizer> tokenizer;  // GGUF models only
-  std::unique_ptr<Executor> exec;
+  std::unique_ptr<Engine> exec;
   int threads = 0;
-  std::string device;  // what runs: "cpu"
+  std::string device;  // what runs: "cpu" or "gpu"
 
   static StatusOr<ModelRuntime> load(const RuntimeFlags& flags);
 

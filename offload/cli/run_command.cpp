@@ -47,7 +47,7 @@ Status run(const RunFlags& flags) {
   STRATA_ASSIGN_OR_RETURN(ModelRuntime rt, ModelRuntime::load(flags.runtime));
   STRATA_ASSIGN_OR_RETURN(const std::vector<int32_t> prompt,
                           rt.ids_or_prompt(flags.ids, flags.prompt));
-  const int64_t ctx = rt.exec->options().max_context;
+  const int64_t ctx = rt.exec->max_context();
   if (static_cast<int64_t>(prompt.size()) > ctx) {
     return Status::invalid_argument("the prompt has " + std::to_string(prompt.size()) +
                                     " tokens, more than the context of " + std::to_string(ctx) +
@@ -102,6 +102,7 @@ Status run(const RunFlags& flags) {
   if (rt.tokenizer) generated_text = rt.tokenizer->decode(generated);
 
   const KvCacheStats kv = rt.exec->kv_stats();
+  const std::optional<DeviceArenaStats> vram = rt.exec->device_stats();
   const int64_t weight_bytes = static_cast<int64_t>(rt.model->spec.total_weight_bytes());
   const double prompt_tps = prompt_s > 0 ? prompt.size() / prompt_s : 0.0;
   // The first generated token comes from the prompt's logits; the rest each took a forward pass.
@@ -120,26 +121,48 @@ Status run(const RunFlags& flags) {
     j["timings"] = {{"prompt_tokens", prompt.size()},    {"prompt_seconds", prompt_s},
                     {"prompt_tokens_per_s", prompt_tps}, {"generated_tokens", generated.size()},
                     {"generation_seconds", gen_s},       {"generation_tokens_per_s", gen_tps}};
-    j["memory"] = {{"vram_peak_bytes", 0},
+    const bool kv_on_host = std::string(rt.exec->kv_tier()) == "host";
+    j["memory"] = {{"vram_peak_bytes", vram ? vram->peak_used_bytes : 0},
                    {"host_weights_mapped_bytes", weight_bytes},
-                   {"host_kv_peak_bytes", kv.peak_used_bytes},
-                   {"host_kv_allocated_bytes", kv.allocated_bytes},
-                   {"host_activation_bytes", rt.exec->activation_bytes()},
+                   {"host_kv_peak_bytes", kv_on_host ? kv.peak_used_bytes : 0},
+                   {"host_kv_allocated_bytes", kv_on_host ? kv.allocated_bytes : 0},
+                   {"host_activation_bytes", rt.exec->host_activation_bytes()},
                    {"process_peak_rss_bytes", peak_rss_bytes()}};
+    if (vram) {
+      j["memory"]["vram_budget_bytes"] = vram->budget_bytes;
+      for (int tag = 0; tag < kNumDeviceMemoryTags; ++tag) {
+        j["memory"][std::string("vram_peak_") +
+                    device_memory_tag_name(static_cast<DeviceMemoryTag>(tag)) + "_bytes"] =
+            vram->peak_bytes_by_tag[static_cast<size_t>(tag)];
+      }
+    }
     std::printf("%s\n", j.dump().c_str());
     return Status::ok();
   }
   std::fprintf(stderr, "\nprompt      %5zu tokens  %8.2f tok/s\n", prompt.size(), prompt_tps);
   std::fprintf(stderr, "generation  %5zu tokens  %8.2f tok/s  (stopped: %s)\n", generated.size(),
                gen_tps, stop_reason.c_str());
-  std::fprintf(stderr,
-               "memory peak  vram 0 B | host: weights %s (mapped), KV %s, activations %s | "
-               "process RSS %s\n",
-               format_bytes(weight_bytes).c_str(), format_bytes(kv.peak_used_bytes).c_str(),
-               format_bytes(rt.exec->activation_bytes()).c_str(),
-               format_bytes(peak_rss_bytes()).c_str());
-  std::fprintf(stderr, "device %s, %d threads, seed %u\n", rt.device.c_str(), rt.threads,
-               sampler.seed());
+  if (vram) {
+    std::fprintf(stderr,
+                 "memory peak  vram %s of %s budget (weights %s, KV %s, activations %s, "
+                 "workspace %s) | host: weights %s (mapped) | process RSS %s\n",
+                 format_bytes(vram->peak_used_bytes).c_str(),
+                 format_bytes(vram->budget_bytes).c_str(),
+                 format_bytes(vram->peak(DeviceMemoryTag::kWeights)).c_str(),
+                 format_bytes(vram->peak(DeviceMemoryTag::kKv)).c_str(),
+                 format_bytes(vram->peak(DeviceMemoryTag::kActivations)).c_str(),
+                 format_bytes(vram->peak(DeviceMemoryTag::kWorkspace)).c_str(),
+                 format_bytes(weight_bytes).c_str(), format_bytes(peak_rss_bytes()).c_str());
+  } else {
+    std::fprintf(stderr,
+                 "memory peak  vram 0 B | host: weights %s (mapped), KV %s, activations %s | "
+                 "process RSS %s\n",
+                 format_bytes(weight_bytes).c_str(), format_bytes(kv.peak_used_bytes).c_str(),
+                 format_bytes(rt.exec->host_activation_bytes()).c_str(),
+                 format_bytes(peak_rss_bytes()).c_str());
+  }
+  std::fprintf(stderr, "device %s, %d threads, seed %u\n", rt.exec->device_description().c_str(),
+               rt.threads, sampler.seed());
   return Status::ok();
 }
 

@@ -100,7 +100,7 @@ Status Executor::init() {
   return Status::ok();
 }
 
-int64_t Executor::activation_bytes() const {
+int64_t Executor::host_activation_bytes() const {
   const size_t floats = x_.size() + xb_.size() + q_.size() + k_.size() + v_.size() + att_.size() +
                         gate_.size() + up_.size() + att_scratch_.size();
   return static_cast<int64_t>(floats * sizeof(float) + positions_.size() * sizeof(int32_t));

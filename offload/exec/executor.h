@@ -22,6 +22,7 @@
 #include "cpu_backend/attention_gemm.h"
 #include "cpu_backend/matmul.h"
 #include "memory/kv_cache.h"
+#include "offload/exec/engine.h"
 #include "offload/core/status.h"
 #include "offload/model/llama_weights.h"
 #include "offload/model/model_spec.h"
@@ -53,7 +54,7 @@ struct ExecutorProfile {
   double other_s() const { return total_s - matmul_s - attention_s; }
 };
 
-class Executor {
+class Executor final : public Engine {
  public:
   // REQUIRES: `spec` outlives the executor.
   static StatusOr<std::unique_ptr<Executor>> create(const ModelSpec& spec,
@@ -61,23 +62,26 @@ class Executor {
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
 
-  Status add_sequence(SeqId seq) { return kv_->add_sequence(seq); }
-  Status remove_sequence(SeqId seq) { return kv_->remove_sequence(seq); }
-  int64_t num_tokens(SeqId seq) const { return kv_->num_tokens(seq); }
+  Status add_sequence(SeqId seq) override { return kv_->add_sequence(seq); }
+  Status remove_sequence(SeqId seq) override { return kv_->remove_sequence(seq); }
+  int64_t num_tokens(SeqId seq) const override { return kv_->num_tokens(seq); }
 
   // Appends `tokens` to sequence `seq` and runs them through the model. `logits` receives the
   // next-token logits of the last token ([n_vocab]) or, with all_logits, of every token
   // ([tokens.size()][n_vocab]). invalid_argument for a token id out of range or a sequence that
   // would pass max_context (nothing is appended then).
   Status forward(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
-                 std::vector<float>* logits);
+                 std::vector<float>* logits) override;
 
-  const HyperParams& hp() const { return spec_.hp; }
+  const HyperParams& hp() const override { return spec_.hp; }
+  int64_t max_context() const override { return options_.max_context; }
   const ExecutorOptions& options() const { return options_; }
-  KvCacheStats kv_stats() const { return kv_->stats(); }
+  KvCacheStats kv_stats() const override { return kv_->stats(); }
+  const char* kv_tier() const override { return "host"; }
+  std::string device_description() const override { return "cpu"; }
   const ExecutorProfile& profile() const { return profile_; }
   // Bytes of activation buffers and scratch held by the executor (the host compute tier).
-  int64_t activation_bytes() const;
+  int64_t host_activation_bytes() const override;
 
  private:
   Executor(const ModelSpec& spec, const ExecutorOptions& options)

@@ -1,0 +1,188 @@
+// gpu_gemv_bench: does the GPU decode GEMV (gpu_backend/gemv.h) read weights at HBM bandwidth?
+// Per weight type, the llama3-8b decode matrices of one layer (q/o 4096x4096, k/v 1024x4096,
+// gate/up 14336x4096, down 4096x14336; random contents, 8 layers' worth so that nothing is served
+// from L2) are multiplied at batch 1 back to back, timed with CUDA events; achieved weight
+// bytes/s over H, the HBM read bandwidth measured in the same run. Also the fused forms the
+// executor uses (QKV in one launch, gate+up with SwiGLU). One JSON line per type, a table last.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "gpu_backend/cuda_device_allocator.h"
+#include "gpu_backend/device_probe.h"
+#include "gpu_backend/gemv.h"
+#include "gpu_backend/probes.h"
+
+namespace {
+
+using namespace strata;
+
+template <typename T>
+T check(StatusOr<T> v, const char* what) {
+  if (!v.is_ok()) {
+    std::fprintf(stderr, "gpu_gemv_bench: %s: %s\n", what, v.status().to_string().c_str());
+    std::exit(1);
+  }
+  return std::move(v).value();
+}
+void check(const Status& s, const char* what) {
+  if (!s.is_ok()) {
+    std::fprintf(stderr, "gpu_gemv_bench: %s: %s\n", what, s.to_string().c_str());
+    std::exit(1);
+  }
+}
+
+struct Matrix {
+  DeviceBuffer buffer;
+  gpu::GpuWeight w;
+};
+
+Matrix make_matrix(DeviceArena& arena, const cuda::Stream& stream, DType type, int64_t rows,
+                   int64_t cols, uint64_t seed) {
+  const auto layout = check(gpu::gpu_weight_layout(type, rows, cols), "layout");
+  Matrix m;
+  m.buffer = check(arena.allocate(layout.total_bytes, DeviceMemoryTag::kWeights), "alloc");
+  auto* base = static_cast<uint8_t*>(m.buffer.data());
+  if (type == DType::kF32 || type == DType::kF16 || type == DType::kBF16) {
+    check(gpu::fill_random(base, rows * cols, type, seed, 0.05f, stream), "fill");
+  } else {
+    check(gpu::fill_random(base, layout.payload_bytes, DType::kQ8_0, seed, 1, stream), "fill");
+    // Scales: small finite halves, so that the arithmetic is what real weights cost.
+    if (layout.scale_row_elems > 0) {
+      check(gpu::fill_random(base + layout.scale_offset_bytes, rows * layout.scale_row_elems,
+                             DType::kF16, seed + 1, 0.01f, stream),
+            "fill");
+    }
+  }
+  m.w = gpu::GpuWeight{type, rows, cols, base,
+                       layout.scale_row_elems > 0
+                           ? reinterpret_cast<const uint16_t*>(base + layout.scale_offset_bytes)
+                           : nullptr};
+  return m;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"GPU decode GEMV bytes/s against the measured HBM read bandwidth"};
+  std::string types_arg = "F16,BF16,Q8_0,Q4_0,Q4_K,Q6_K", json_out, commit;
+  int layers = 8, repeats = 20;
+  app.add_option("--types", types_arg, "Comma-separated weight types");
+  app.add_option("--layers", layers, "Layers' worth of matrices to rotate through");
+  app.add_option("--repeats", repeats, "Timed passes over all matrices");
+  app.add_option("--json", json_out, "Append JSON lines here");
+  app.add_option("--commit", commit, "Commit id for the record");
+  CLI11_PARSE(app, argc, argv);
+
+  const GpuProbe probe = probe_gpu(0);
+  if (!probe.usable) {
+    std::fprintf(stderr, "gpu_gemv_bench: no usable GPU: %s\n", probe.reason.c_str());
+    return 1;
+  }
+  auto stream = check(cuda::Stream::create(), "stream");
+  DeviceArenaOptions o;
+  o.budget_bytes = int64_t{40} << 30;
+  auto arena = check(DeviceArena::create(o, make_cuda_device_allocator(0)), "arena");
+  const auto bw = check(gpu::measure_hbm_read_bandwidth(*arena, int64_t{4} << 30, 10, stream), "hbm");
+  const double H = bw.best_bytes_per_s;
+  arena->trim();
+  std::fprintf(stderr, "HBM read: best %.0f GB/s, median %.0f GB/s\n", H / 1e9,
+               bw.median_bytes_per_s / 1e9);
+
+  DeviceBuffer x = check(arena->allocate(14336 * 4 * 8, DeviceMemoryTag::kActivations), "x");
+  DeviceBuffer y = check(arena->allocate(14336 * 4 * 8, DeviceMemoryTag::kActivations), "y");
+  DeviceBuffer y2 = check(arena->allocate(14336 * 4 * 8, DeviceMemoryTag::kActivations), "y");
+  DeviceBuffer y3 = check(arena->allocate(14336 * 4 * 8, DeviceMemoryTag::kActivations), "y");
+  check(gpu::fill_random(x.data(), 14336 * 8, DType::kF32, 5, 1.0f, stream), "fill");
+  auto* xf = static_cast<float*>(x.data());
+  auto* yf = static_cast<float*>(y.data());
+  auto* y2f = static_cast<float*>(y2.data());
+  auto* y3f = static_cast<float*>(y3.data());
+
+  std::vector<nlohmann::json> records;
+  std::stringstream types_in(types_arg);
+  std::string type_name;
+  while (std::getline(types_in, type_name, ',')) {
+    const DType type = *dtype_from_name(type_name);
+    struct LayerMats {
+      Matrix q, k, v, o, gate, up, down;
+    };
+    std::vector<LayerMats> mats;
+    int64_t layer_bytes = 0;
+    for (int l = 0; l < layers; ++l) {
+      LayerMats m{make_matrix(*arena, stream, type, 4096, 4096, 100 * l + 1),
+                  make_matrix(*arena, stream, type, 1024, 4096, 100 * l + 2),
+                  make_matrix(*arena, stream, type, 1024, 4096, 100 * l + 3),
+                  make_matrix(*arena, stream, type, 4096, 4096, 100 * l + 4),
+                  make_matrix(*arena, stream, type, 14336, 4096, 100 * l + 5),
+                  make_matrix(*arena, stream, type, 14336, 4096, 100 * l + 6),
+                  make_matrix(*arena, stream, type, 4096, 14336, 100 * l + 7)};
+      if (l == 0) {
+        for (const Matrix* mm : {&m.q, &m.k, &m.v, &m.o, &m.gate, &m.up, &m.down}) {
+          layer_bytes += row_bytes(type, mm->w.cols) * mm->w.rows;  // bytes as stored
+        }
+      }
+      mats.push_back(std::move(m));
+    }
+    auto start = check(cuda::Event::create(cuda::EventTiming::kEnabled), "event");
+    auto end = check(cuda::Event::create(cuda::EventTiming::kEnabled), "event");
+    // Separate: seven launches a layer. Fused: QKV, o, gate+up SwiGLU, down (four launches).
+    auto run = [&](bool fused) -> double {
+      std::vector<double> ms;
+      for (int r = -2; r < repeats; ++r) {
+        check(start.record(stream), "record");
+        for (const LayerMats& m : mats) {
+          if (fused) {
+            const gpu::GpuWeight qkv[3] = {m.q.w, m.k.w, m.v.w};
+            float* const outs[3] = {yf, y2f, y3f};
+            check(gpu::gemv_multi(qkv, xf, 1, outs, stream), "multi");
+            check(gpu::gemv(m.o.w, xf, 1, yf, gpu::GemvOutput::kAccumulate, stream), "o");
+            check(gpu::gemv_swiglu(m.gate.w, m.up.w, xf, 1, y2f, stream), "swiglu");
+            check(gpu::gemv(m.down.w, xf, 1, yf, gpu::GemvOutput::kAccumulate, stream), "down");
+          } else {
+            for (const Matrix* mm : {&m.q, &m.k, &m.v, &m.o, &m.gate, &m.up, &m.down}) {
+              check(gpu::gemv(mm->w, xf, 1, yf, gpu::GemvOutput::kStore, stream), "gemv");
+            }
+          }
+        }
+        check(end.record(stream), "record");
+        check(end.synchronize(), "sync");
+        if (r >= 0) ms.push_back(check(cuda::elapsed_ms(start, end), "elapsed"));
+      }
+      std::sort(ms.begin(), ms.end());
+      return static_cast<double>(layer_bytes) * layers / (ms[ms.size() / 2] * 1e-3);
+    };
+    const double separate = run(false), fused = run(true);
+    nlohmann::json r;
+    r["bench"] = "gpu_gemv";
+    r["type"] = type_name;
+    r["batch"] = 1;
+    r["weight_bytes_per_s"] = separate;
+    r["fused_weight_bytes_per_s"] = fused;
+    r["hbm_bytes_per_s"] = H;
+    r["ratio_to_hbm"] = separate / H;
+    r["fused_ratio_to_hbm"] = fused / H;
+    r["device"] = probe.caps.name;
+    r["commit"] = commit;
+    std::printf("%s\n", r.dump().c_str());
+    records.push_back(r);
+    mats.clear();
+    arena->trim();
+  }
+  if (!json_out.empty()) {
+    std::ofstream out(json_out, std::ios::app);
+    for (const auto& r : records) out << r.dump() << "\n";
+  }
+  std::fprintf(stderr, "\n%-6s %12s %7s %12s %7s  (H = %.0f GB/s)\n", "type", "GB/s", "ratio",
+               "fused GB/s", "ratio", H / 1e9);
+  for (const auto& r : records) {
+    std::fprintf(stderr, "%-6s %12.0f %7.3f %12.0f %7.3f\n", r["type"].get<std::string>().c_str(),
+                 r["weight_bytes_per_s"].get<double>() / 1e9, r["ratio_to_hbm"].get<double>(),
+                 r["fused_weight_bytes_per_s"].get<double>() / 1e9,
+                 r["fused_ratio_to_hbm"].get<double>());
+  }
+  return 0;
+}

@@ -1,0 +1,586 @@
+// Decode GEMV kernels (see gemv.h). One kernel template per (weight type, token count):
+//
+//   block = 8 warps. The warps of a block split into row groups of kRows[type] rows; the
+//   `ksplit` warps of one group cut each row's 16-byte units between them (interleaved, so the 8
+//   warps of a block read neighbouring 512-byte runs), every lane keeps kUnroll units in flight.
+//   Partial sums are reduced by warp shuffles, then across the ksplit warps through shared memory,
+//   and the first warp of the group writes the epilogue (store, add, or SwiGLU of gate and up).
+//
+// A "unit" is what one lane decodes from one 16-byte load (Q6_K: three 4-byte loads):
+//   F32 4 elements, F16/BF16 8, Q8_0 16 (half a block), Q4_0 32 (a block), Q4_K 32 (a 16-byte run
+//   of a super-block's quants, two sub-blocks of 16), Q6_K 16 (4 positions of 4 sub-blocks).
+// Integers become floats through the magic-number trick: the byte b placed in the low mantissa
+// of 2^23 is the float 2^23 + b exactly, and one subtraction gives b (minus the type's offset)
+// exactly, on the FP32 pipe instead of the slow integer-to-float converter.
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "gpu_backend/gemv.h"
+#include "offload/core/quant_blocks.h"
+
+namespace strata::gpu {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kUnroll = 2;
+constexpr int kMaxJobs = 3;
+
+enum class Mode : int { kStore, kAccumulate, kSwiGLU };
+
+struct Job {
+  const uint8_t* payload = nullptr;
+  const uint16_t* scales = nullptr;
+  float* y = nullptr;
+  int64_t rows = 0;
+};
+
+struct Params {
+  Job jobs[kMaxJobs];
+  int num_jobs = 0;
+  const float* x = nullptr;
+  int64_t cols = 0;
+  int64_t units_per_row = 0;
+  int64_t payload_row_bytes = 0;
+  int64_t scale_row_elems = 0;
+  int n_tokens = 0;
+  int ksplit = 1;
+  Mode mode = Mode::kStore;
+};
+
+__device__ __forceinline__ float magic_byte(uint32_t word, int k) {
+  // 0x4B0000bb: byte k of `word` in the low mantissa byte of 2^23.
+  return __int_as_float(static_cast<int>(__byte_perm(word, 0x4B000000u, 0x7540u | k)));
+}
+
+__device__ __forceinline__ float h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+
+template <DType T>
+struct Unit;
+
+template <>
+struct Unit<DType::kF32> {
+  static constexpr int kElems = 4;
+  static constexpr int kRows = 2;
+  static __device__ __forceinline__ int64_t elem0(int64_t u) { return u * 4; }
+  static __device__ __forceinline__ void load(const uint8_t* row, const uint16_t*, int64_t u,
+                                              uint4* w, float*) {
+    *w = __ldg(reinterpret_cast<const uint4*>(row) + u);
+  }
+  static __device__ __forceinline__ float dot(const uint4& w, float, const float* x) {
+    return __uint_as_float(w.x) * x[0] + __uint_as_float(w.y) * x[1] +
+           __uint_as_float(w.z) * x[2] + __uint_as_float(w.w) * x[3];
+  }
+};
+
+template <>
+struct Unit<DType::kF16> {
+  static constexpr int kElems = 8;
+  static constexpr int kRows = 2;
+  static __device__ __forceinline__ int64_t elem0(int64_t u) { return u * 8; }
+  static __device__ __forceinline__ void load(const uint8_t* row, const uint16_t*, int64_t u,
+                                              uint4* w, float*) {
+    *w = __ldg(reinterpret_cast<const uint4*>(row) + u);
+  }
+  static __device__ __forceinline__ float dot(const uint4& w, float, const float* x) {
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&words[i]));
+      s = fmaf(f.x, x[2 * i], s);
+      s = fmaf(f.y, x[2 * i + 1], s);
+    }
+    return s;
+  }
+};
+
+template <>
+struct Unit<DType::kBF16> {
+  static constexpr int kElems = 8;
+  static constexpr int kRows = 2;
+  static __device__ __forceinline__ int64_t elem0(int64_t u) { return u * 8; }
+  static __device__ __forceinline__ void load(const uint8_t* row, const uint16_t*, int64_t u,
+                                              uint4* w, float*) {
+    *w = __ldg(reinterpret_cast<const uint4*>(row) + u);
+  }
+  static __device__ __forceinline__ float dot(const uint4& w, float, const float* x) {
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      s = fmaf(__uint_as_float(words[i] << 16), x[2 * i], s);
+      s = fmaf(__uint_as_float(words[i] & 0xFFFF0000u), x[2 * i + 1], s);
+    }
+    return s;
+  }
+};
+
+template <>
+struct Unit<DType::kQ8_0> {
+  static constexpr int kElems = 16;
+  static constexpr int kRows = 4;
+  static __device__ __forceinline__ int64_t elem0(int64_t u) { return u * 16; }
+  static __device__ __forceinline__ void load(const uint8_t* row, const uint16_t* scales,
+                                              int64_t u, uint4* w, float* d) {
+    *w = __ldg(reinterpret_cast<const uint4*>(row) + u);
+    *d = h2f(__ldg(scales + u / 2));
+  }
+  static __device__ __forceinline__ float dot(const uint4& w, float d, const float* x) {
+    const uint32_t words[4] = {w.x ^ 0x80808080u, w.y ^ 0x80808080u, w.z ^ 0x80808080u,
+                               w.w ^ 0x80808080u};
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        // (b ^ 0x80) = q + 128 for the int8 q; 2^23 + 128 + q - (2^23 + 128) = q exactly.
+        s = fmaf(magic_byte(words[i], k) - 8388736.0f, x[4 * i + k], s);
+      }
+    }
+    return d * s;
+  }
+};
+
+template <>
+struct Unit<DType::kQ4_0> {
+  static constexpr int kElems = 32;
+  static constexpr int kRows = 4;
+  static __device__ __forceinline__ int64_t elem0(int64_t u) { return u * 32; }
+  static __device__ __forceinline__ void load(const uint8_t* row, const uint16_t* scales,
+                                              int64_t u, uint4* w, float* d) {
+    *w = __ldg(reinterpret_cast<const uint4*>(row) + u);
+    *d = h2f(__ldg(scales + u));
+  }
+  static __device__ __forceinline__ float dot(const uint4& w, float d, const float* x) {
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t lo = words[i] & 0x0F0F0F0Fu;          // elements 4i .. 4i+3
+      const uint32_t hi = (words[i] >> 4) & 0x0F0F0F0Fu;   // elements 16+4i .. 16+4i+3
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        s = fmaf(magic_byte(lo, k) - 8388616.0f, x[4 * i + k], s);  // q - 8
+        s = fmaf(magic_byte(hi, k) - 8388616.0f, x[16 + 4 * i + k], s);
+      }
+    }
+    return d * s;
+  }
+};
+
+// Q4_K: unit u = 16-byte run c = u % 8 of super-block u / 8's quants. Run c holds byte l = 16*(c%2)
+// + i of the 32-byte group g = c / 2: its low nibble is element 64g + l (sub-block 2g), its high
+// nibble element 64g + 32 + l (sub-block 2g + 1). x here is [32]: the 16 low elements, then the
+// 16 high ones (see Unit<kQ4_K>::x_offset).
+template <>
+struct Unit<DType::kQ4_K> {
+  static constexpr int kElems = 32;
+  static constexpr int kRows = 4;
+  static __device__ __forceinline__ int64_t elem0(int64_t u) {
+    const int64_t c = u % 8;
+    return (u / 8) * 256 + (c / 2) * 64 + (c % 2) * 16;
+  }
+};
+
+// Q6_K: unit u = positions l0 .. l0+3 (l0 = 4 * (j % 8)) of half n = j / 8 (j = u % 16) of super-
+// block u / 16; it holds elements 128n + l0 + {0, 32, 64, 96} + (0..3). x is [16] in that order.
+template <>
+struct Unit<DType::kQ6_K> {
+  static constexpr int kElems = 16;
+  static constexpr int kRows = 4;
+  static __device__ __forceinline__ int64_t elem0(int64_t u) {
+    const int64_t j = u % 16;
+    return (u / 16) * 256 + (j / 8) * 128 + 4 * (j % 8);
+  }
+};
+
+// Loads the x values of unit u (token row xt) into xr, in the order the unit's dot expects.
+template <DType T>
+__device__ __forceinline__ void load_x(const float* xt, int64_t u, float* xr) {
+  if constexpr (T == DType::kQ4_K) {
+    const float* p = xt + Unit<T>::elem0(u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float4 a = __ldg(reinterpret_cast<const float4*>(p) + i);
+      const float4 b = __ldg(reinterpret_cast<const float4*>(p + 32) + i);
+      xr[4 * i] = a.x, xr[4 * i + 1] = a.y, xr[4 * i + 2] = a.z, xr[4 * i + 3] = a.w;
+      xr[16 + 4 * i] = b.x, xr[16 + 4 * i + 1] = b.y, xr[16 + 4 * i + 2] = b.z,
+                  xr[16 + 4 * i + 3] = b.w;
+    }
+  } else if constexpr (T == DType::kQ6_K) {
+    const float* p = xt + Unit<T>::elem0(u);
+#pragma unroll
+    for (int g = 0; g < 4; ++g) {
+      const float4 a = __ldg(reinterpret_cast<const float4*>(p + 32 * g));
+      xr[4 * g] = a.x, xr[4 * g + 1] = a.y, xr[4 * g + 2] = a.z, xr[4 * g + 3] = a.w;
+    }
+  } else {
+    const float4* p = reinterpret_cast<const float4*>(xt + Unit<T>::elem0(u));
+#pragma unroll
+    for (int i = 0; i < Unit<T>::kElems / 4; ++i) {
+      const float4 a = __ldg(p + i);
+      xr[4 * i] = a.x, xr[4 * i + 1] = a.y, xr[4 * i + 2] = a.z, xr[4 * i + 3] = a.w;
+    }
+  }
+}
+
+// What one lane loads of one unit of one row: the 16 payload bytes and what scales them.
+struct Loaded {
+  uint4 w;
+  float d;     // Q8_0, Q4_0: block scale; Q6_K: super-block d
+  uint4 head;  // Q4_K: the super-block's first 16 bytes (d, dmin, scales); Q6_K: unused
+  uint32_t q6[4];  // Q6_K: ql word, ql word + 32, qh word, the 4 sub-block scales
+};
+
+template <DType T>
+__device__ __forceinline__ void load_unit(const uint8_t* row, const uint16_t* scales, int64_t u,
+                                          Loaded* l) {
+  if constexpr (T == DType::kQ4_K) {
+    const uint8_t* sb = row + (u / 8) * sizeof(BlockQ4_K);
+    l->head = __ldg(reinterpret_cast<const uint4*>(sb));
+    l->w = __ldg(reinterpret_cast<const uint4*>(sb + 16) + (u % 8));
+  } else if constexpr (T == DType::kQ6_K) {
+    constexpr int kPayload = sizeof(BlockQ6_K) - 2;  // 208: ql[128], qh[64], scales[16]
+    const int64_t j = u % 16;
+    const int n = static_cast<int>(j / 8);
+    const int l0 = 4 * static_cast<int>(j % 8);
+    const uint8_t* sb = row + (u / 16) * kPayload;
+    l->q6[0] = __ldg(reinterpret_cast<const uint32_t*>(sb + 64 * n + l0));
+    l->q6[1] = __ldg(reinterpret_cast<const uint32_t*>(sb + 64 * n + 32 + l0));
+    l->q6[2] = __ldg(reinterpret_cast<const uint32_t*>(sb + 128 + 32 * n + l0));
+    // Scales 8n + l0/16 + {0, 2, 4, 6}: bytes at 192 + 8n + is + 2k. Two aligned words hold them.
+    const int is = l0 / 16;
+    const uint32_t s0 = __ldg(reinterpret_cast<const uint32_t*>(sb + 192 + 8 * n));
+    const uint32_t s1 = __ldg(reinterpret_cast<const uint32_t*>(sb + 192 + 8 * n + 4));
+    // bytes is, is+2 from s0; is+4, is+6 from s1 (is is 0 or 1).
+    l->q6[3] = __byte_perm(s0, s1, is == 0 ? 0x6420u : 0x7531u);
+    l->d = h2f(__ldg(scales + u / 16));
+  } else {
+    Unit<T>::load(row, scales, u, &l->w, &l->d);
+  }
+}
+
+__device__ __forceinline__ void q4k_scale_min_dev(int j, const uint8_t* s, float* sc, float* m) {
+  if (j < 4) {
+    *sc = static_cast<float>(s[j] & 63);
+    *m = static_cast<float>(s[j + 4] & 63);
+  } else {
+    *sc = static_cast<float>((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
+    *m = static_cast<float>((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+  }
+}
+
+template <DType T>
+__device__ __forceinline__ float dot_unit(const Loaded& l, int64_t u, const float* xr) {
+  if constexpr (T == DType::kQ4_K) {
+    const uint32_t hw[4] = {l.head.x, l.head.y, l.head.z, l.head.w};
+    const uint8_t* head = reinterpret_cast<const uint8_t*>(hw);
+    const float d = h2f(static_cast<uint16_t>(hw[0] & 0xFFFF));
+    const float dmin = h2f(static_cast<uint16_t>(hw[0] >> 16));
+    const int g = static_cast<int>((u % 8) / 2);
+    float sc_lo, m_lo, sc_hi, m_hi;
+    q4k_scale_min_dev(2 * g, head + 4, &sc_lo, &m_lo);
+    q4k_scale_min_dev(2 * g + 1, head + 4, &sc_hi, &m_hi);
+    const uint32_t words[4] = {l.w.x, l.w.y, l.w.z, l.w.w};
+    float s_lo = 0.0f, s_hi = 0.0f, x_lo = 0.0f, x_hi = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t lo = words[i] & 0x0F0F0F0Fu;
+      const uint32_t hi = (words[i] >> 4) & 0x0F0F0F0Fu;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        s_lo = fmaf(magic_byte(lo, k) - 8388608.0f, xr[4 * i + k], s_lo);
+        s_hi = fmaf(magic_byte(hi, k) - 8388608.0f, xr[16 + 4 * i + k], s_hi);
+        x_lo += xr[4 * i + k];
+        x_hi += xr[16 + 4 * i + k];
+      }
+    }
+    // x = d*sc*q - dmin*m per element: sum = d*sc*sum(q x) - dmin*m*sum(x).
+    return (d * sc_lo) * s_lo - (dmin * m_lo) * x_lo + (d * sc_hi) * s_hi - (dmin * m_hi) * x_hi;
+  } else if constexpr (T == DType::kQ6_K) {
+    const uint32_t ql0 = l.q6[0], ql1 = l.q6[1], qh = l.q6[2];
+    const uint32_t q[4] = {
+        (ql0 & 0x0F0F0F0Fu) | ((qh & 0x03030303u) << 4),
+        (ql1 & 0x0F0F0F0Fu) | (((qh >> 2) & 0x03030303u) << 4),
+        ((ql0 >> 4) & 0x0F0F0F0Fu) | (((qh >> 4) & 0x03030303u) << 4),
+        ((ql1 >> 4) & 0x0F0F0F0Fu) | (((qh >> 6) & 0x03030303u) << 4),
+    };
+    float total = 0.0f;
+#pragma unroll
+    for (int g = 0; g < 4; ++g) {
+      float s = 0.0f;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) s = fmaf(magic_byte(q[g], k) - 8388640.0f, xr[4 * g + k], s);
+      const float sc = static_cast<float>(static_cast<int8_t>((l.q6[3] >> (8 * g)) & 0xFF));
+      total = fmaf(l.d * sc, s, total);
+    }
+    return total;
+  } else {
+    return Unit<T>::dot(l.w, l.d, xr);
+  }
+}
+
+template <DType T, int NT>
+__global__ void __launch_bounds__(kThreads) gemv_kernel(Params p) {
+  constexpr int R = Unit<T>::kRows;
+  constexpr int E = Unit<T>::kElems;
+  __shared__ float partial[kWarps][2][R][NT];
+
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int ksplit = p.ksplit;
+  const int group = warp / ksplit;
+  const int slice = warp % ksplit;
+  const int groups_per_block = kWarps / ksplit;
+  const int num_passes = p.mode == Mode::kSwiGLU ? 2 : 1;
+  const int job_index = p.mode == Mode::kSwiGLU ? 0 : static_cast<int>(blockIdx.y);
+  const Job& job = p.jobs[job_index];
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * groups_per_block + group) * R;
+  if (static_cast<int64_t>(blockIdx.x) * groups_per_block * R >= job.rows) return;  // whole block
+
+  for (int pass = 0; pass < num_passes; ++pass) {
+    const Job& jb = p.jobs[job_index + pass];
+    float acc[R][NT];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int t = 0; t < NT; ++t) acc[r][t] = 0.0f;
+
+    const uint8_t* rows[R];
+    const uint16_t* srows[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      // Rows past the end re-read the last row (in bounds) and are not stored.
+      const int64_t row = min(row0 + r, jb.rows - 1);
+      rows[r] = jb.payload + row * p.payload_row_bytes;
+      srows[r] = jb.scales + row * p.scale_row_elems;
+    }
+
+    const int64_t step = static_cast<int64_t>(32) * ksplit;
+    for (int64_t base = static_cast<int64_t>(slice) * 32 + lane; base < p.units_per_row;
+         base += step * kUnroll) {
+      Loaded loaded[kUnroll][R];
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k) {
+        const int64_t u = base + k * step;
+        if (u < p.units_per_row) {
+#pragma unroll
+          for (int r = 0; r < R; ++r) load_unit<T>(rows[r], srows[r], u, &loaded[k][r]);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k) {
+        const int64_t u = base + k * step;
+        if (u >= p.units_per_row) break;
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          if (t >= p.n_tokens) break;
+          float xr[E];
+          load_x<T>(p.x + t * p.cols, u, xr);
+#pragma unroll
+          for (int r = 0; r < R; ++r) acc[r][t] += dot_unit<T>(loaded[k][r], u, xr);
+        }
+      }
+    }
+
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        float v = acc[r][t];
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xFFFFFFFFu, v, off);
+        if (lane == 0) partial[warp][pass][r][t] = v;
+      }
+  }
+  __syncthreads();
+
+  // The first warp of each group: lane (r, t) sums the ksplit slices and writes the epilogue.
+  if (slice != 0) return;
+  for (int idx = lane; idx < R * NT; idx += 32) {
+    const int r = idx / NT;
+    const int t = idx % NT;
+    const int64_t row = row0 + r;
+    if (t >= p.n_tokens || row >= job.rows) continue;
+    float v0 = 0.0f, v1 = 0.0f;
+    for (int s = 0; s < ksplit; ++s) {
+      v0 += partial[warp + s][0][r][t];
+      if (num_passes == 2) v1 += partial[warp + s][1][r][t];
+    }
+    float* y = job.y + t * job.rows + row;
+    switch (p.mode) {
+      case Mode::kStore:
+        *y = v0;
+        break;
+      case Mode::kAccumulate:
+        *y += v0;
+        break;
+      case Mode::kSwiGLU:
+        *y = v0 / (1.0f + expf(-v0)) * v1;
+        break;
+    }
+  }
+}
+
+int64_t units_per_row(DType type, int64_t cols) {
+  switch (type) {
+    case DType::kF32:
+      return cols / 4;
+    case DType::kF16:
+    case DType::kBF16:
+      return cols / 8;
+    case DType::kQ8_0:
+      return cols / 16;
+    case DType::kQ4_0:
+      return cols / 32;
+    case DType::kQ4_K:
+      return cols / 256 * 8;
+    case DType::kQ6_K:
+      return cols / 256 * 16;
+    default:
+      return 0;
+  }
+}
+
+int rows_per_warp(DType type) {
+  switch (type) {
+    case DType::kF32:
+      return Unit<DType::kF32>::kRows;
+    case DType::kF16:
+      return Unit<DType::kF16>::kRows;
+    case DType::kBF16:
+      return Unit<DType::kBF16>::kRows;
+    case DType::kQ8_0:
+      return Unit<DType::kQ8_0>::kRows;
+    case DType::kQ4_0:
+      return Unit<DType::kQ4_0>::kRows;
+    case DType::kQ4_K:
+      return Unit<DType::kQ4_K>::kRows;
+    default:
+      return Unit<DType::kQ6_K>::kRows;
+  }
+}
+
+template <DType T>
+void launch_type(const Params& p, dim3 grid, cudaStream_t s) {
+  if (p.n_tokens == 1) {
+    gemv_kernel<T, 1><<<grid, kThreads, 0, s>>>(p);
+  } else if (p.n_tokens == 2) {
+    gemv_kernel<T, 2><<<grid, kThreads, 0, s>>>(p);
+  } else if (p.n_tokens <= 4) {
+    gemv_kernel<T, 4><<<grid, kThreads, 0, s>>>(p);
+  } else {
+    gemv_kernel<T, 8><<<grid, kThreads, 0, s>>>(p);
+  }
+}
+
+Status launch(DType type, Params p, const cuda::Stream& stream) {
+  if (p.n_tokens < 1 || p.n_tokens > kGpuGemvMaxTokens) {
+    return Status::invalid_argument("GPU GEMV of " + std::to_string(p.n_tokens) +
+                                    " tokens (1.." + std::to_string(kGpuGemvMaxTokens) + ")");
+  }
+  p.units_per_row = units_per_row(type, p.cols);
+  // Split a row over up to 8 warps while each lane still gets >= 2 units per pass.
+  p.ksplit = 1;
+  while (p.ksplit < kWarps && p.units_per_row >= int64_t{64} * p.ksplit * 2) p.ksplit *= 2;
+  int64_t max_rows = 0;
+  const int jobs = p.mode == Mode::kSwiGLU ? 1 : p.num_jobs;
+  for (int j = 0; j < p.num_jobs; ++j) max_rows = std::max(max_rows, p.jobs[j].rows);
+  const int64_t rows_per_block = static_cast<int64_t>(kWarps / p.ksplit) * rows_per_warp(type);
+  const dim3 grid(static_cast<unsigned>((max_rows + rows_per_block - 1) / rows_per_block),
+                  static_cast<unsigned>(jobs));
+  cudaStream_t s = stream.native();
+  switch (type) {
+    case DType::kF32:
+      launch_type<DType::kF32>(p, grid, s);
+      break;
+    case DType::kF16:
+      launch_type<DType::kF16>(p, grid, s);
+      break;
+    case DType::kBF16:
+      launch_type<DType::kBF16>(p, grid, s);
+      break;
+    case DType::kQ8_0:
+      launch_type<DType::kQ8_0>(p, grid, s);
+      break;
+    case DType::kQ4_0:
+      launch_type<DType::kQ4_0>(p, grid, s);
+      break;
+    case DType::kQ4_K:
+      launch_type<DType::kQ4_K>(p, grid, s);
+      break;
+    case DType::kQ6_K:
+      launch_type<DType::kQ6_K>(p, grid, s);
+      break;
+    default:
+      return Status::invalid_argument(std::string("GPU GEMV of ") + dtype_name_or_id(type));
+  }
+  return cuda::check_last_launch(std::string("gemv<") + dtype_name(type) + ">");
+}
+
+Status fill_layout(const GpuWeight& w, Params* p) {
+  STRATA_ASSIGN_OR_RETURN(const GpuWeightLayout layout, gpu_weight_layout(w.type, w.rows, w.cols));
+  p->cols = w.cols;
+  p->payload_row_bytes = layout.payload_row_bytes;
+  p->scale_row_elems = layout.scale_row_elems;
+  return Status::ok();
+}
+
+Job job_of(const GpuWeight& w, float* y) {
+  return Job{static_cast<const uint8_t*>(w.data), w.scales, y, w.rows};
+}
+
+}  // namespace
+
+Status gemv(const GpuWeight& w, const float* x, int64_t n_tokens, float* y, GemvOutput output,
+            const cuda::Stream& stream) {
+  Params p;
+  STRATA_RETURN_IF_ERROR(fill_layout(w, &p));
+  p.jobs[0] = job_of(w, y);
+  p.num_jobs = 1;
+  p.x = x;
+  p.n_tokens = static_cast<int>(n_tokens);
+  p.mode = output == GemvOutput::kStore ? Mode::kStore : Mode::kAccumulate;
+  return launch(w.type, p, stream);
+}
+
+Status gemv_multi(std::span<const GpuWeight> ws, const float* x, int64_t n_tokens,
+                  std::span<float* const> ys, const cuda::Stream& stream) {
+  if (ws.empty() || ws.size() > kMaxJobs || ws.size() != ys.size()) {
+    return Status::invalid_argument("gemv_multi takes 1 to 3 matrices, one output each");
+  }
+  Params p;
+  STRATA_RETURN_IF_ERROR(fill_layout(ws[0], &p));
+  for (size_t i = 0; i < ws.size(); ++i) {
+    if (ws[i].type != ws[0].type || ws[i].cols != ws[0].cols) {
+      return Status::invalid_argument("gemv_multi: matrices of different types or widths");
+    }
+    p.jobs[i] = job_of(ws[i], ys[i]);
+  }
+  p.num_jobs = static_cast<int>(ws.size());
+  p.x = x;
+  p.n_tokens = static_cast<int>(n_tokens);
+  p.mode = Mode::kStore;
+  return launch(ws[0].type, p, stream);
+}
+
+Status gemv_swiglu(const GpuWeight& gate, const GpuWeight& up, const float* x, int64_t n_tokens,
+                   float* y, const cuda::Stream& stream) {
+  if (gate.type != up.type || gate.rows != up.rows || gate.cols != up.cols) {
+    return Status::invalid_argument("gemv_swiglu: gate and up differ in type or shape");
+  }
+  Params p;
+  STRATA_RETURN_IF_ERROR(fill_layout(gate, &p));
+  p.jobs[0] = job_of(gate, y);
+  p.jobs[1] = job_of(up, y);
+  p.num_jobs = 2;
+  p.x = x;
+  p.n_tokens = static_cast<int>(n_tokens);
+  p.mode = Mode::kSwiGLU;
+  return launch(gate.type, p, stream);
+}
+
+}  // namespace strata::gpu

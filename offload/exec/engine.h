@@ -1,0 +1,58 @@
+// Engine: what the commands (`run`, `eval`, `perplexity`) and the benchmarks drive: a model with
+// per-sequence KV caches that turns tokens into logits. Two implementations today: Executor (the
+// CPU, offload/exec/executor.h) and GpuExecutor (the whole model in VRAM, gpu_executor.h); both
+// give the same greedy tokens.
+//
+// Example usage:
+//   STRATA_RETURN_IF_ERROR(engine.add_sequence(0));
+//   STRATA_RETURN_IF_ERROR(engine.forward(0, prompt_ids, /*all_logits=*/false, &logits));
+//   ... sample from logits (n_vocab floats), forward(0, {next}, false, &logits), ...
+//   STRATA_RETURN_IF_ERROR(engine.remove_sequence(0));
+//
+// Not thread-safe: one caller drives an engine.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "memory/device_arena.h"
+#include "memory/kv_cache.h"
+#include "offload/core/status.h"
+#include "offload/model/model_spec.h"
+
+namespace strata {
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  // invalid_argument if `seq` is already there.
+  virtual Status add_sequence(SeqId seq) = 0;
+  // Frees the sequence's KV blocks. not_found if `seq` is not there.
+  virtual Status remove_sequence(SeqId seq) = 0;
+  virtual int64_t num_tokens(SeqId seq) const = 0;
+
+  // Appends `tokens` to `seq` and runs them through the model. `logits` receives the next-token
+  // logits of the last token ([n_vocab]) or, with all_logits, of every token
+  // ([tokens.size()][n_vocab]). invalid_argument for a token id out of range or a sequence that
+  // would pass max_context() (nothing is appended then).
+  virtual Status forward(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
+                         std::vector<float>* logits) = 0;
+
+  virtual const HyperParams& hp() const = 0;
+  virtual int64_t max_context() const = 0;  // tokens per sequence
+  virtual KvCacheStats kv_stats() const = 0;
+  // Where KV blocks live: "host" or "device".
+  virtual const char* kv_tier() const = 0;
+  // Bytes of host activation buffers and scratch held by the engine.
+  virtual int64_t host_activation_bytes() const = 0;
+  // The VRAM arena's accounting (used and peak per tag), when the engine runs on a GPU.
+  virtual std::optional<DeviceArenaStats> device_stats() const { return std::nullopt; }
+  // What runs the model: "cpu", or "gpu: <device name>".
+  virtual std::string device_description() const = 0;
+};
+
+}  // namespace strata

@@ -1,0 +1,429 @@
+#include "offload/exec/gpu_executor.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+#include "gpu_backend/cuda_device_allocator.h"
+#include "gpu_backend/device_probe.h"
+#include "gpu_backend/elementwise.h"
+#include "gpu_backend/gemv.h"
+#include "memory/kv_slab_allocator.h"
+#include "offload/core/dequantize.h"
+
+namespace strata {
+namespace {
+
+using gpu::GemvOutput;
+
+// Bytes of the pinned staging buffer that weights go up through.
+constexpr int64_t kStagingBytes = int64_t{64} << 20;
+
+// "weights 3.2 / 15.0 GiB, 11.8 GB/s, 1 s left" on one terminal line, at most 5 times a second.
+class UploadProgress {
+ public:
+  UploadProgress(bool enabled, int64_t total_bytes)
+      : enabled_(enabled && isatty(STDERR_FILENO)), total_(total_bytes) {}
+  void add(int64_t bytes) {
+    done_ += bytes;
+    if (!enabled_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::milliseconds(200) && done_ < total_) return;
+    last_ = now;
+    const double s = std::chrono::duration<double>(now - start_).count();
+    const double rate = s > 0 ? static_cast<double>(done_) / s : 0.0;
+    const double left = rate > 0 ? static_cast<double>(total_ - done_) / rate : 0.0;
+    std::fprintf(stderr, "\rstrata: weights to VRAM %.2f / %.2f GiB, %.1f GB/s, %.0f s left   ",
+                 static_cast<double>(done_) / (1 << 30), static_cast<double>(total_) / (1 << 30),
+                 rate / 1e9, left);
+    if (done_ >= total_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  bool enabled_;
+  int64_t total_;
+  int64_t done_ = 0;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point last_{};
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<GpuExecutor>> GpuExecutor::create(const ModelSpec& spec,
+                                                           const GpuExecutorOptions& options) {
+  STRATA_RETURN_IF_ERROR(options.base.validate(spec.hp));
+  if (options.vram_budget_bytes < 0) {
+    return Status::invalid_argument("--vram-budget must not be negative");
+  }
+  std::unique_ptr<GpuExecutor> exec(new GpuExecutor(spec, options));
+  if (exec->options_.base.max_context == 0) exec->options_.base.max_context = spec.hp.n_ctx_train;
+  STRATA_RETURN_IF_ERROR(exec->init());
+  return exec;
+}
+
+GpuExecutor::~GpuExecutor() {
+  // Kernels may still read buffers that are about to go back to the arena.
+  (void)stream_.synchronize();
+}
+
+Status GpuExecutor::init() {
+  const HyperParams& hp = spec_.hp;
+  const ExecutorOptions& base = options_.base;
+  const GpuProbe probe = probe_gpu(options_.device);
+  if (!probe.usable) return Status::unsupported("--device gpu: " + probe.reason);
+  device_name_ = probe.caps.name;
+  STRATA_ASSIGN_OR_RETURN(bound_, LlamaWeights::bind(spec_));
+  STRATA_ASSIGN_OR_RETURN(stream_, cuda::Stream::create());
+
+  DeviceArenaOptions arena_options;
+  arena_options.budget_bytes =
+      options_.vram_budget_bytes > 0
+          ? options_.vram_budget_bytes
+          : probe.caps.free_bytes - GpuExecutorOptions::kDefaultVramMarginBytes;
+  if (arena_options.budget_bytes <= 0) {
+    return Status::out_of_memory("--device gpu: only " + std::to_string(probe.caps.free_bytes) +
+                                 " bytes of VRAM are free");
+  }
+  STRATA_ASSIGN_OR_RETURN(arena_, DeviceArena::create(arena_options,
+                                                      make_cuda_device_allocator(options_.device)));
+  STRATA_RETURN_IF_ERROR(upload_weights());
+
+  STRATA_ASSIGN_OR_RETURN(blas_, gpu::Cublas::create(*arena_, stream_));
+  gpu::GpuMatmulOptions mm;
+  mm.precision = options_.gemm_precision;
+  mm.max_tokens = base.max_batch_tokens;
+  mm.max_cols = std::max(hp.n_embd, std::max(hp.n_ff, hp.q_dim()));
+  STRATA_ASSIGN_OR_RETURN(matmul_, gpu::GpuMatmul::create(*arena_, *blas_, mm));
+  gpu::GpuAttentionOptions att;
+  att.shape = gpu::AttentionShape{hp.n_head, hp.n_head_kv, hp.head_dim};
+  att.max_context = base.max_context;
+  att.max_tokens = base.max_batch_tokens;
+  att.gemm_min_tokens = base.gemm_attention_min_tokens;
+  att.query_tile_tokens = base.attention_tile_tokens;
+  att.precision = options_.gemm_precision;
+  STRATA_ASSIGN_OR_RETURN(attention_, gpu::GpuAttention::create(*arena_, *blas_, att));
+
+  KvCacheConfig kv_config;
+  kv_config.layout = KvLayout::for_model(hp, base.kv_block_tokens, base.kv_type);
+  kv_config.max_blocks = base.max_sequences * kv_config.layout.blocks_for_tokens(base.max_context);
+  STRATA_ASSIGN_OR_RETURN(kv_, KvCache::create(kv_config, make_device_kv_slab_allocator(*arena_)));
+
+  const int64_t n = base.max_batch_tokens;
+  auto activations = [&](int64_t bytes, DeviceBuffer* out) -> Status {
+    STRATA_ASSIGN_OR_RETURN(*out, arena_->allocate(bytes, DeviceMemoryTag::kActivations));
+    return Status::ok();
+  };
+  STRATA_RETURN_IF_ERROR(activations(n * hp.n_embd * 4, &x_));
+  STRATA_RETURN_IF_ERROR(activations(n * hp.n_embd * 4, &xb_));
+  STRATA_RETURN_IF_ERROR(activations(n * hp.q_dim() * 4, &q_));
+  STRATA_RETURN_IF_ERROR(activations(n * hp.kv_dim() * 4, &k_));
+  STRATA_RETURN_IF_ERROR(activations(n * hp.kv_dim() * 4, &v_));
+  STRATA_RETURN_IF_ERROR(activations(n * hp.q_dim() * 4, &att_));
+  STRATA_RETURN_IF_ERROR(activations(n * hp.n_ff * 4, &gate_));
+  STRATA_RETURN_IF_ERROR(activations(n * hp.n_ff * 4, &up_));
+  STRATA_RETURN_IF_ERROR(activations(n * 4, &ids_));
+  STRATA_RETURN_IF_ERROR(activations(n * 4, &positions_));
+  STRATA_RETURN_IF_ERROR(activations(kLogitRows * hp.n_vocab * 4, &logits_));
+  host_positions_.resize(static_cast<size_t>(n));
+  return Status::ok();
+}
+
+int64_t GpuExecutor::host_activation_bytes() const {
+  return static_cast<int64_t>(host_positions_.size() * sizeof(int32_t));
+}
+
+Status GpuExecutor::upload_weights() {
+  int64_t total = 0;
+  for (const TensorSpec& t : spec_.tensors) total += static_cast<int64_t>(t.size_bytes);
+  UploadProgress progress(options_.show_progress, total);
+  // Two pinned halves: the CPU repacks rows into one while the other is being copied up.
+  STRATA_ASSIGN_OR_RETURN(cuda::PinnedHostBuffer staging,
+                          cuda::PinnedHostBuffer::allocate(2 * kStagingBytes));
+  auto matrix = [&](const TensorSpec* t, gpu::GpuWeight* out) -> Status {
+    STRATA_ASSIGN_OR_RETURN(*out, upload_matrix(t, staging));
+    progress.add(static_cast<int64_t>(t->size_bytes));
+    return Status::ok();
+  };
+  auto small = [&](const TensorSpec* t, const float** out) -> Status {
+    if (t == nullptr) return Status::ok();
+    STRATA_ASSIGN_OR_RETURN(*out, upload_small(t));
+    progress.add(static_cast<int64_t>(t->size_bytes));
+    return Status::ok();
+  };
+  STRATA_RETURN_IF_ERROR(matrix(bound_.token_embd, &token_embd_));
+  if (bound_.output == bound_.token_embd) {
+    output_ = token_embd_;
+  } else {
+    STRATA_RETURN_IF_ERROR(matrix(bound_.output, &output_));
+  }
+  STRATA_RETURN_IF_ERROR(small(bound_.output_norm, &output_norm_));
+  layers_.resize(bound_.layers.size());
+  for (size_t i = 0; i < bound_.layers.size(); ++i) {
+    const LayerWeights& w = bound_.layers[i];
+    Layer& l = layers_[i];
+    STRATA_RETURN_IF_ERROR(small(w.attn_norm, &l.attn_norm));
+    STRATA_RETURN_IF_ERROR(matrix(w.wq, &l.wq));
+    STRATA_RETURN_IF_ERROR(matrix(w.wk, &l.wk));
+    STRATA_RETURN_IF_ERROR(matrix(w.wv, &l.wv));
+    STRATA_RETURN_IF_ERROR(small(w.bq, &l.bq));
+    STRATA_RETURN_IF_ERROR(small(w.bk, &l.bk));
+    STRATA_RETURN_IF_ERROR(small(w.bv, &l.bv));
+    STRATA_RETURN_IF_ERROR(matrix(w.wo, &l.wo));
+    STRATA_RETURN_IF_ERROR(small(w.ffn_norm, &l.ffn_norm));
+    STRATA_RETURN_IF_ERROR(matrix(w.w_gate, &l.w_gate));
+    STRATA_RETURN_IF_ERROR(matrix(w.w_up, &l.w_up));
+    STRATA_RETURN_IF_ERROR(matrix(w.w_down, &l.w_down));
+  }
+  return stream_.synchronize();
+}
+
+StatusOr<gpu::GpuWeight> GpuExecutor::upload_matrix(const TensorSpec* t,
+                                                    const cuda::PinnedHostBuffer& staging) {
+  const int64_t rows = t->num_rows();
+  const int64_t cols = t->row_length();
+  StatusOr<gpu::GpuWeightLayout> layout_or = gpu::gpu_weight_layout(t->type, rows, cols);
+  if (!layout_or.is_ok()) {
+    return Status(layout_or.status().code(), t->name + ": " + layout_or.status().message());
+  }
+  const gpu::GpuWeightLayout layout = *layout_or;
+  StatusOr<DeviceBuffer> buffer_or = arena_->allocate(layout.total_bytes, DeviceMemoryTag::kWeights);
+  if (!buffer_or.is_ok()) {
+    return Status(buffer_or.status().code(),
+                  "the model does not fit in VRAM (loading " + t->name + "): " +
+                      buffer_or.status().message());
+  }
+  DeviceBuffer buffer = std::move(buffer_or).value();
+  auto* payload = static_cast<uint8_t*>(buffer.data());
+  auto* scales = reinterpret_cast<uint16_t*>(payload + layout.scale_offset_bytes);
+
+  STRATA_ASSIGN_OR_RETURN(cuda::Event copied0, cuda::Event::create(cuda::EventTiming::kDisabled));
+  STRATA_ASSIGN_OR_RETURN(cuda::Event copied1, cuda::Event::create(cuda::EventTiming::kDisabled));
+  const cuda::Event* copied[2] = {&copied0, &copied1};
+  bool pending[2] = {false, false};
+  const int64_t src_row = row_bytes(t->type, cols);
+  const int64_t scale_row_bytes = layout.scale_row_elems * 2;
+  const int64_t chunk_rows =
+      std::max<int64_t>(1, kStagingBytes / (layout.payload_row_bytes + scale_row_bytes));
+  int half = 0;
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk_rows, half ^= 1) {
+    const int64_t n = std::min(chunk_rows, rows - r0);
+    if (pending[half]) STRATA_RETURN_IF_ERROR(copied[half]->synchronize());
+    auto* stage = static_cast<uint8_t*>(staging.data()) + half * kStagingBytes;
+    auto* stage_scales = reinterpret_cast<uint16_t*>(stage + n * layout.payload_row_bytes);
+    gpu::repack_rows(t->type, cols, t->data.data() + r0 * src_row, n, stage, stage_scales);
+    STRATA_RETURN_IF_ERROR(cuda::memcpy_async(payload + r0 * layout.payload_row_bytes, stage,
+                                              n * layout.payload_row_bytes,
+                                              cuda::CopyKind::kHostToDevice, stream_));
+    if (scale_row_bytes > 0) {
+      STRATA_RETURN_IF_ERROR(cuda::memcpy_async(scales + r0 * layout.scale_row_elems, stage_scales,
+                                                n * scale_row_bytes,
+                                                cuda::CopyKind::kHostToDevice, stream_));
+    }
+    STRATA_RETURN_IF_ERROR(copied[half]->record(stream_));
+    pending[half] = true;
+  }
+  STRATA_RETURN_IF_ERROR(stream_.synchronize());  // before the staging buffer is reused
+
+  gpu::GpuWeight w;
+  w.type = t->type;
+  w.rows = rows;
+  w.cols = cols;
+  w.data = payload;
+  w.scales = layout.scale_row_elems > 0 ? scales : nullptr;
+  weight_buffers_.push_back(std::move(buffer));
+  return w;
+}
+
+StatusOr<const float*> GpuExecutor::upload_small(const TensorSpec* t) {
+  std::vector<float> host(static_cast<size_t>(t->num_elements()));
+  STRATA_RETURN_IF_ERROR(dequantize_row(t->type, t->data.data(), host.data(), t->num_elements()));
+  const int64_t bytes = t->num_elements() * 4;
+  STRATA_ASSIGN_OR_RETURN(DeviceBuffer buffer, arena_->allocate(bytes, DeviceMemoryTag::kWeights));
+  STRATA_RETURN_IF_ERROR(cuda::memcpy_async(buffer.data(), host.data(), bytes,
+                                            cuda::CopyKind::kHostToDevice, stream_));
+  STRATA_RETURN_IF_ERROR(stream_.synchronize());  // `host` dies here
+  const auto* p = static_cast<const float*>(buffer.data());
+  weight_buffers_.push_back(std::move(buffer));
+  return p;
+}
+
+Status GpuExecutor::add_sequence(SeqId seq) {
+  STRATA_RETURN_IF_ERROR(kv_->add_sequence(seq));
+  const KvLayout& layout = kv_->layout();
+  const int64_t entries =
+      layout.blocks_for_tokens(options_.base.max_context) * layout.n_layer * 2;
+  SequenceTable table;
+  StatusOr<DeviceBuffer> buffer =
+      arena_->allocate(entries * static_cast<int64_t>(sizeof(void*)), DeviceMemoryTag::kKv);
+  if (!buffer.is_ok()) {
+    (void)kv_->remove_sequence(seq);
+    return buffer.status();
+  }
+  table.table = std::move(buffer).value();
+  table.host.resize(static_cast<size_t>(entries), nullptr);
+  tables_[seq] = std::move(table);
+  return Status::ok();
+}
+
+Status GpuExecutor::remove_sequence(SeqId seq) {
+  STRATA_RETURN_IF_ERROR(kv_->remove_sequence(seq));
+  // Kernels queued for this sequence may still read its table and blocks.
+  STRATA_RETURN_IF_ERROR(stream_.synchronize());
+  tables_.erase(seq);
+  return Status::ok();
+}
+
+Status GpuExecutor::sync_block_table(SeqId seq) {
+  SequenceTable& t = tables_.at(seq);
+  const int64_t n_layer = kv_->layout().n_layer;
+  const int64_t num_blocks = kv_->block_table(seq).num_blocks();
+  if (num_blocks <= t.uploaded_blocks) return Status::ok();
+  for (int64_t l = 0; l < n_layer; ++l) {
+    const KvLayerView view = kv_->layer_view(seq, l);
+    for (int64_t b = t.uploaded_blocks; b < num_blocks; ++b) {
+      t.host[static_cast<size_t>((b * n_layer + l) * 2)] = view.k_blocks[b];
+      t.host[static_cast<size_t>((b * n_layer + l) * 2 + 1)] = view.v_blocks[b];
+    }
+  }
+  const int64_t first = t.uploaded_blocks * n_layer * 2;
+  const int64_t count = (num_blocks - t.uploaded_blocks) * n_layer * 2;
+  // From pageable memory: the copy is staged before the call returns, so `host` may change later.
+  STRATA_RETURN_IF_ERROR(cuda::memcpy_async(static_cast<void**>(t.table.data()) + first,
+                                            t.host.data() + first,
+                                            count * static_cast<int64_t>(sizeof(void*)),
+                                            cuda::CopyKind::kHostToDevice, stream_));
+  t.uploaded_blocks = num_blocks;
+  return Status::ok();
+}
+
+gpu::GpuKvView GpuExecutor::kv_view(SeqId seq) const {
+  const KvLayout& layout = kv_->layout();
+  gpu::GpuKvView view;
+  view.block_table = static_cast<void* const*>(tables_.at(seq).table.data());
+  view.n_layer = layout.n_layer;
+  view.num_tokens = kv_->num_tokens(seq);
+  view.block_tokens = layout.block_tokens;
+  view.kv_dim = layout.kv_dim;
+  view.dtype = layout.dtype;
+  return view;
+}
+
+Status GpuExecutor::matmul(const gpu::GpuWeight& w, const float* x, int64_t n_tokens, float* y,
+                           GemvOutput output) {
+  return matmul_->run(w, x, n_tokens, y, output);
+}
+
+Status GpuExecutor::forward(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
+                            std::vector<float>* logits) {
+  const HyperParams& hp = spec_.hp;
+  if (!kv_->has_sequence(seq)) return Status::not_found("unknown sequence " + std::to_string(seq));
+  if (tokens.empty()) return Status::invalid_argument("no tokens to run");
+  for (int32_t id : tokens) {
+    if (id < 0 || id >= hp.n_vocab) {
+      return Status::invalid_argument("token id " + std::to_string(id) +
+                                      " is outside the vocabulary (0.." +
+                                      std::to_string(hp.n_vocab - 1) + ")");
+    }
+  }
+  const int64_t total = kv_->num_tokens(seq) + static_cast<int64_t>(tokens.size());
+  if (total > options_.base.max_context) {
+    return Status::invalid_argument("the sequence would hold " + std::to_string(total) +
+                                    " tokens, more than the context of " +
+                                    std::to_string(options_.base.max_context) + " (--ctx)");
+  }
+  logits->resize(static_cast<size_t>((all_logits ? tokens.size() : 1) * hp.n_vocab));
+  const auto chunk = static_cast<size_t>(options_.base.max_batch_tokens);
+  for (size_t start = 0; start < tokens.size(); start += chunk) {
+    const size_t n = std::min(chunk, tokens.size() - start);
+    const bool last_chunk = start + n == tokens.size();
+    float* out = all_logits ? logits->data() + start * hp.n_vocab : logits->data();
+    STRATA_RETURN_IF_ERROR(forward_chunk(seq, tokens.subspan(start, n), all_logits,
+                                         all_logits || last_chunk ? out : nullptr));
+  }
+  return Status::ok();
+}
+
+// The model, as in Executor::forward_chunk: x is the residual stream; every sub-layer reads a
+// normed copy of it and adds its output back. Shapes per token: n_embd E, q_dim Q, kv_dim K, n_ff F.
+// All of it is queued on one stream; the host waits only for the logits.
+Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
+                                  float* logits) {
+  const HyperParams& hp = spec_.hp;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t E = hp.n_embd, Q = hp.q_dim(), K = hp.kv_dim(), F = hp.n_ff;
+  const float eps = static_cast<float>(hp.rms_eps);
+  float *x = act(x_), *xb = act(xb_), *q = act(q_), *k = act(k_), *v = act(v_);
+  float *att = act(att_), *gate = act(gate_), *up = act(up_);
+  auto* positions = static_cast<int32_t*>(positions_.data());
+  auto* ids = static_cast<int32_t*>(ids_.data());
+
+  STRATA_ASSIGN_OR_RETURN(const int64_t pos0, kv_->reserve_slots(seq, n));
+  STRATA_RETURN_IF_ERROR(sync_block_table(seq));
+  const gpu::GpuKvView kv = kv_view(seq);
+  for (int64_t i = 0; i < n; ++i) host_positions_[i] = static_cast<int32_t>(pos0 + i);
+  STRATA_RETURN_IF_ERROR(cuda::memcpy_async(positions, host_positions_.data(), n * 4,
+                                            cuda::CopyKind::kHostToDevice, stream_));
+  STRATA_RETURN_IF_ERROR(
+      cuda::memcpy_async(ids, tokens.data(), n * 4, cuda::CopyKind::kHostToDevice, stream_));
+
+  STRATA_RETURN_IF_ERROR(gpu::embed_rows(token_embd_, ids, n, x, stream_));  // x [n][E]
+
+  const bool decode = n <= gpu::kGpuGemvMaxTokens;
+  for (int64_t l = 0; l < hp.n_layer; ++l) {
+    const Layer& w = layers_[static_cast<size_t>(l)];
+
+    // Attention block.
+    STRATA_RETURN_IF_ERROR(gpu::rms_norm(x, w.attn_norm, xb, n, E, eps, stream_));
+    if (decode) {  // q [n][Q], k [n][K], v [n][K] in one pass over x
+      const gpu::GpuWeight qkv[3] = {w.wq, w.wk, w.wv};
+      float* const outs[3] = {q, k, v};
+      STRATA_RETURN_IF_ERROR(gpu::gemv_multi(qkv, xb, n, outs, stream_));
+    } else {
+      STRATA_RETURN_IF_ERROR(matmul(w.wq, xb, n, q));
+      STRATA_RETURN_IF_ERROR(matmul(w.wk, xb, n, k));
+      STRATA_RETURN_IF_ERROR(matmul(w.wv, xb, n, v));
+    }
+    if (hp.qkv_bias) {
+      STRATA_RETURN_IF_ERROR(gpu::add_bias(q, w.bq, n, Q, stream_));
+      STRATA_RETURN_IF_ERROR(gpu::add_bias(k, w.bk, n, K, stream_));
+      STRATA_RETURN_IF_ERROR(gpu::add_bias(v, w.bv, n, K, stream_));
+    }
+    STRATA_RETURN_IF_ERROR(gpu::rope(q, n, hp.n_head, hp.head_dim, hp.rope_dims, positions,
+                                     hp.rope_theta, hp.rope_style, stream_));
+    STRATA_RETURN_IF_ERROR(gpu::rope(k, n, hp.n_head_kv, hp.head_dim, hp.rope_dims, positions,
+                                     hp.rope_theta, hp.rope_style, stream_));
+    STRATA_RETURN_IF_ERROR(gpu::store_kv(k, v, n, pos0, kv, l, stream_));
+    STRATA_RETURN_IF_ERROR(attention_->run(q, n, pos0, kv, l, att, stream_));  // att [n][Q]
+    STRATA_RETURN_IF_ERROR(matmul(w.wo, att, n, x, GemvOutput::kAccumulate));   // x += Wo att
+
+    // Feed-forward block (SwiGLU).
+    STRATA_RETURN_IF_ERROR(gpu::rms_norm(x, w.ffn_norm, xb, n, E, eps, stream_));
+    if (decode) {  // gate [n][F] = silu(W_gate xb) * (W_up xb)
+      STRATA_RETURN_IF_ERROR(gpu::gemv_swiglu(w.w_gate, w.w_up, xb, n, gate, stream_));
+    } else {
+      STRATA_RETURN_IF_ERROR(matmul(w.w_gate, xb, n, gate));
+      STRATA_RETURN_IF_ERROR(matmul(w.w_up, xb, n, up));
+      STRATA_RETURN_IF_ERROR(gpu::swiglu(gate, up, gate, n * F, stream_));
+    }
+    STRATA_RETURN_IF_ERROR(matmul(w.w_down, gate, n, x, GemvOutput::kAccumulate));  // x += W h
+  }
+
+  if (logits == nullptr) return Status::ok();
+  // Final norm and the output head, on every row or the last one, kLogitRows rows at a time.
+  const int64_t first = all_logits ? 0 : n - 1;
+  for (int64_t r0 = first; r0 < n; r0 += kLogitRows) {
+    const int64_t rows = std::min(kLogitRows, n - r0);
+    STRATA_RETURN_IF_ERROR(gpu::rms_norm(x + r0 * E, output_norm_, xb, rows, E, eps, stream_));
+    STRATA_RETURN_IF_ERROR(matmul(output_, xb, rows, act(logits_)));  // [rows][n_vocab]
+    STRATA_RETURN_IF_ERROR(cuda::memcpy_async(logits + (r0 - first) * hp.n_vocab, logits_.data(),
+                                              rows * hp.n_vocab * 4,
+                                              cuda::CopyKind::kDeviceToHost, stream_));
+    STRATA_RETURN_IF_ERROR(stream_.synchronize());  // logits is pageable host memory
+  }
+  return Status::ok();
+}
+
+}  // namespace strata

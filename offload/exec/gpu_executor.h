@@ -1,0 +1,145 @@
+// GpuExecutor: the Llama-family decoder with the whole model in VRAM (`strata run --device gpu`).
+// It is the GPU twin of Executor (executor.h): the same forward pass, top to bottom in
+// `forward_chunk`, over gpu_backend's kernels, with the same answers (float32 decode GEMVs over
+// the weights as stored; prefill GEMMs in float32 or, with GemmPrecision::kF16, on the tensor
+// cores).
+//
+// Memory: every device byte comes from one DeviceArena with a hard budget (weights, KV blocks,
+// activations, cuBLAS and attention workspace); the weights are uploaded once at create() in the
+// GPU layout of their stored type (gpu_backend/gpu_weight.h); the KV cache is the same paged
+// KvCache as on the CPU, its blocks carved from the arena as tokens arrive.
+//
+// Example:
+//   GpuExecutorOptions options;                // whole free VRAM minus a margin
+//   STRATA_ASSIGN_OR_RETURN(auto gpu, GpuExecutor::create(spec, options));
+//   STRATA_RETURN_IF_ERROR(gpu->add_sequence(0));
+//   STRATA_RETURN_IF_ERROR(gpu->forward(0, prompt_ids, /*all_logits=*/false, &logits));
+//
+// In a build without CUDA, create() answers unsupported (gpu_executor_nocuda.cpp).
+// Not thread-safe: one caller drives it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "gpu_backend/attention.h"
+#include "gpu_backend/cublas.h"
+#include "gpu_backend/cuda_api.h"
+#include "gpu_backend/gpu_weight.h"
+#include "gpu_backend/matmul.h"
+#include "memory/device_arena.h"
+#include "memory/kv_cache.h"
+#include "offload/exec/engine.h"
+#include "offload/exec/executor.h"
+#include "offload/model/llama_weights.h"
+#include "offload/model/model_spec.h"
+
+namespace strata {
+
+struct GpuExecutorOptions {
+  // Context, sequences, chunk size, KV block size and type: as on the CPU. max_batch_tokens is
+  // the prefill chunk (GEMM rows); gemm_attention_min_tokens and attention_tile_tokens choose
+  // the GEMM attention path and its query tile.
+  ExecutorOptions base;
+  int device = 0;
+  // The hard VRAM budget; 0: the device's free memory minus kDefaultVramMarginBytes.
+  int64_t vram_budget_bytes = 0;
+  // Prefill GEMMs (and GEMM attention): kF32 exact, or kF16 tensor cores.
+  gpu::GemmPrecision gemm_precision = gpu::GemmPrecision::kF16;
+  // Print weight upload progress (bytes, rate, time left) to stderr.
+  bool show_progress = false;
+
+  static constexpr int64_t kDefaultVramMarginBytes = int64_t{1} << 30;
+};
+
+class GpuExecutor final : public Engine {
+ public:
+  // REQUIRES: `spec` outlives the executor. unavailable-style errors (no GPU, no CUDA build),
+  // invalid_argument for a weight type the GPU kernels do not read, out_of_memory naming the
+  // budget when the model does not fit.
+  static StatusOr<std::unique_ptr<GpuExecutor>> create(const ModelSpec& spec,
+                                                       const GpuExecutorOptions& options);
+  ~GpuExecutor() override;
+  GpuExecutor(const GpuExecutor&) = delete;
+  GpuExecutor& operator=(const GpuExecutor&) = delete;
+
+  Status add_sequence(SeqId seq) override;
+  Status remove_sequence(SeqId seq) override;
+  int64_t num_tokens(SeqId seq) const override { return kv_->num_tokens(seq); }
+  Status forward(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
+                 std::vector<float>* logits) override;
+
+  const HyperParams& hp() const override { return spec_.hp; }
+  int64_t max_context() const override { return options_.base.max_context; }
+  KvCacheStats kv_stats() const override { return kv_->stats(); }
+  const char* kv_tier() const override { return "device"; }
+  int64_t host_activation_bytes() const override;
+  std::optional<DeviceArenaStats> device_stats() const override { return arena_->stats(); }
+  std::string device_description() const override { return "gpu: " + device_name_; }
+
+  // Blocks until queued GPU work is done (benchmarks time with it).
+  Status synchronize() const { return stream_.synchronize(); }
+
+ private:
+  // A layer's weights in VRAM; norms and biases as float32 device arrays.
+  struct Layer {
+    const float* attn_norm = nullptr;
+    gpu::GpuWeight wq, wk, wv, wo;
+    const float* bq = nullptr;
+    const float* bk = nullptr;
+    const float* bv = nullptr;
+    const float* ffn_norm = nullptr;
+    gpu::GpuWeight w_gate, w_up, w_down;
+  };
+  // The device copy of one sequence's block table (gpu_backend/gpu_kv_view.h layout).
+  struct SequenceTable {
+    DeviceBuffer table;
+    std::vector<void*> host;  // mirror of what was uploaded
+    int64_t uploaded_blocks = 0;
+  };
+
+  GpuExecutor(const ModelSpec& spec, const GpuExecutorOptions& options)
+      : spec_(spec), options_(options) {}
+  Status init();
+  Status upload_weights();
+  StatusOr<gpu::GpuWeight> upload_matrix(const TensorSpec* t, const cuda::PinnedHostBuffer& staging);
+  StatusOr<const float*> upload_small(const TensorSpec* t);  // norm or bias, as float32
+  // Uploads the block-table entries of blocks the sequence gained since the last call.
+  Status sync_block_table(SeqId seq);
+  gpu::GpuKvView kv_view(SeqId seq) const;
+  Status forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool all_logits, float* logits);
+  Status matmul(const gpu::GpuWeight& w, const float* x, int64_t n_tokens, float* y,
+                gpu::GemvOutput output = gpu::GemvOutput::kStore);
+  float* act(const DeviceBuffer& b) const { return static_cast<float*>(b.data()); }
+
+  const ModelSpec& spec_;
+  GpuExecutorOptions options_;
+  std::string device_name_;
+  LlamaWeights bound_;
+
+  // Declaration order is destruction order reversed: everything holding arena memory is declared
+  // after the arena so that it is destroyed first.
+  cuda::Stream stream_;
+  std::unique_ptr<DeviceArena> arena_;
+  std::vector<DeviceBuffer> weight_buffers_;
+  gpu::GpuWeight token_embd_, output_;
+  const float* output_norm_ = nullptr;
+  std::vector<Layer> layers_;
+  std::unique_ptr<gpu::Cublas> blas_;
+  std::unique_ptr<gpu::GpuMatmul> matmul_;
+  std::unique_ptr<gpu::GpuAttention> attention_;
+  std::unique_ptr<KvCache> kv_;
+  std::unordered_map<SeqId, SequenceTable> tables_;
+
+  // Activations [max_batch_tokens][width] (device), allocated once.
+  DeviceBuffer x_, xb_, q_, k_, v_, att_, gate_, up_;
+  DeviceBuffer ids_, positions_;  // int32 [max_batch_tokens]
+  DeviceBuffer logits_;           // [kLogitRows][n_vocab]
+  std::vector<int32_t> host_positions_;
+  static constexpr int64_t kLogitRows = 64;
+};
+
+}  // namespace strata

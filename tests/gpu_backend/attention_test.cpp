@@ -1,0 +1,324 @@
+// GpuAttention against the CPU reference (cpu::attention) on the same paged KV cache: decode
+// (flash-decoding, one or several pieces, pieces past a query's causal limit) and prefill (the
+// cuBLAS path, f32 and f16 math), f32 and f16 caches, the tiny golden model's heads (4 / 2 / 8)
+// and Llama-3-8B's (32 / 8 / 128). The cache has two layers and layer 1 is read; its blocks sit
+// in shuffled physical slots, rows past the sequence are NaN, outputs start as NaN (the fixture),
+// and the inputs are fresh random numbers on every run.
+#include "gpu_backend/attention.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu_backend/attention.h"
+#include "gpu_backend/cublas.h"
+#include "memory/kv_view.h"
+#include "offload/core/dtype.h"
+#include "tests/gpu_backend/gpu_test_fixture.h"
+
+namespace strata::gpu {
+namespace {
+
+constexpr int64_t kLayers = 2;
+constexpr int64_t kLayer = 1;  // the layer under test; layer 0 holds other random values
+
+struct Model {
+  const char* name;
+  AttentionShape shape;
+  int64_t block_tokens;
+  int64_t split_tokens;  // decode pieces: block_tokens need not divide it
+};
+const Model kTiny{"tiny", {4, 2, 8}, 24, 64};
+const Model kLlama3_8b{"llama3-8b", {32, 8, 128}, 16, 256};
+
+struct Case {
+  Model model;
+  DType kv_dtype = DType::kF32;
+  int64_t n_tokens = 1;
+  int64_t pos0 = 0;
+  int64_t gemm_min_tokens = 32;
+  int64_t query_tile_tokens = 256;
+  GemmPrecision precision = GemmPrecision::kF32;
+
+  std::string describe() const {
+    return std::string(model.name) + " kv " + dtype_name(kv_dtype) + " n_tokens " +
+           std::to_string(n_tokens) + " pos0 " + std::to_string(pos0) + " gemm_min " +
+           std::to_string(gemm_min_tokens) + " tile " + std::to_string(query_tile_tokens) +
+           (precision == GemmPrecision::kF16 ? " f16 math" : " f32 math");
+  }
+};
+
+class GpuAttentionTest : public testing::GpuTest {
+ protected:
+  // One sequence of `num_tokens` in a paged cache of kLayers layers: host bytes (the reference
+  // reads them) and their device copy (the kernels read it), in the same shuffled slot order.
+  struct PagedCache {
+    std::vector<uint8_t> host_slots;    // [slot][block_tokens][kv_dim] elements
+    std::vector<void*> host_k, host_v;  // layer kLayer's logical blocks -> host slots
+    KvLayerView host_view;
+    GpuKvView device_view;
+  };
+
+  PagedCache make_cache(const Model& model, DType dtype, int64_t num_tokens) {
+    const int64_t kv_dim = model.shape.n_head_kv * model.shape.head_dim;
+    const int64_t bt = model.block_tokens;
+    const int64_t elem = kv_elem_bytes(dtype);
+    const int64_t slot_bytes = bt * kv_dim * elem;
+    const int64_t n_blocks = (num_tokens + bt - 1) / bt;
+    const int64_t n_slots = n_blocks * kLayers * 2;
+
+    // Which physical slot holds (block, layer, K/V): a random permutation, never the identity.
+    std::vector<int64_t> slot_of(static_cast<size_t>(n_slots));
+    std::iota(slot_of.begin(), slot_of.end(), 0);
+    std::mt19937 rng{std::random_device{}()};
+    do {
+      std::shuffle(slot_of.begin(), slot_of.end(), rng);
+    } while (n_slots > 1 && std::is_sorted(slot_of.begin(), slot_of.end()));
+
+    std::vector<int64_t> entry_of(static_cast<size_t>(n_slots));  // the inverse permutation
+    for (int64_t entry = 0; entry < n_slots; ++entry) entry_of[slot_of[entry]] = entry;
+
+    PagedCache c;
+    c.host_slots.resize(static_cast<size_t>(n_slots * slot_bytes));
+    const std::vector<float> values = random_floats(n_slots * bt * kv_dim);
+    for (int64_t slot = 0; slot < n_slots; ++slot) {
+      // Which logical block this slot holds decides which of its rows are past the sequence.
+      const int64_t block = entry_of[static_cast<size_t>(slot)] / (kLayers * 2);
+      for (int64_t row = 0; row < bt; ++row) {
+        for (int64_t i = 0; i < kv_dim; ++i) {
+          const int64_t e = (slot * bt + row) * kv_dim + i;
+          float x = values[static_cast<size_t>(e)];
+          if (block * bt + row >= num_tokens) x = NAN;  // never to be read
+          if (dtype == DType::kF16) {
+            const uint16_t h = f32_to_f16(x);
+            std::memcpy(c.host_slots.data() + e * 2, &h, 2);
+          } else {
+            std::memcpy(c.host_slots.data() + e * 4, &x, 4);
+          }
+        }
+      }
+    }
+
+    auto* device_slots = upload(c.host_slots);
+    std::vector<void*> table(static_cast<size_t>(n_slots));
+    c.host_k.resize(static_cast<size_t>(n_blocks));
+    c.host_v.resize(static_cast<size_t>(n_blocks));
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      for (int64_t layer = 0; layer < kLayers; ++layer) {
+        for (int64_t kv = 0; kv < 2; ++kv) {
+          const int64_t entry = (b * kLayers + layer) * 2 + kv;
+          const int64_t offset = slot_of[static_cast<size_t>(entry)] * slot_bytes;
+          table[static_cast<size_t>(entry)] = device_slots + offset;
+          if (layer == kLayer) (kv == 0 ? c.host_k : c.host_v)[b] = c.host_slots.data() + offset;
+        }
+      }
+    }
+    c.device_view.block_table = upload(table);
+    c.device_view.n_layer = kLayers;
+    c.device_view.num_tokens = num_tokens;
+    c.device_view.block_tokens = bt;
+    c.device_view.kv_dim = kv_dim;
+    c.device_view.dtype = dtype;
+
+    c.host_view.k_blocks = c.host_k.data();
+    c.host_view.v_blocks = c.host_v.data();
+    c.host_view.num_blocks = n_blocks;
+    c.host_view.num_tokens = num_tokens;
+    c.host_view.block_tokens = bt;
+    c.host_view.kv_dim = kv_dim;
+    c.host_view.dtype = dtype;
+    return c;
+  }
+
+  static std::vector<float> reference(const std::vector<float>& q, const Case& c,
+                                      const KvLayerView& kv) {
+    const cpu::AttentionShape shape{c.model.shape.n_head, c.model.shape.n_head_kv,
+                                    c.model.shape.head_dim};
+    std::vector<int32_t> positions(static_cast<size_t>(c.n_tokens));
+    std::iota(positions.begin(), positions.end(), static_cast<int32_t>(c.pos0));
+    std::vector<float> scratch(
+        static_cast<size_t>(cpu::attention_scratch_floats(kv.num_tokens, shape)));
+    std::vector<float> out(q.size());
+    cpu::attention(q.data(), c.n_tokens, positions.data(), kv, shape, out.data(), scratch.data());
+    return out;
+  }
+
+  // rel L2 of the GPU's output against the CPU's for one case (infinity on NaN or a failure).
+  double run_case(const Case& c) {
+    const AttentionShape& shape = c.model.shape;
+    const int64_t num_tokens = c.pos0 + c.n_tokens;
+    PagedCache cache = make_cache(c.model, c.kv_dtype, num_tokens);
+    const int64_t q_dim = shape.n_head * shape.head_dim;
+    const std::vector<float> q = random_floats(c.n_tokens * q_dim);
+
+    auto blas = Cublas::create(arena(), stream());
+    EXPECT_TRUE(blas.is_ok()) << blas.status().to_string();
+    if (!blas.is_ok()) return INFINITY;
+    GpuAttentionOptions options;
+    options.shape = shape;
+    options.max_context = num_tokens + 5;  // a little headroom, as a real cache has
+    options.max_tokens = c.n_tokens;
+    options.gemm_min_tokens = c.gemm_min_tokens;
+    options.query_tile_tokens = c.query_tile_tokens;
+    options.split_tokens = c.model.split_tokens;
+    options.precision = c.precision;
+    auto attention = GpuAttention::create(arena(), **blas, options);
+    EXPECT_TRUE(attention.is_ok()) << attention.status().to_string();
+    if (!attention.is_ok()) return INFINITY;
+    EXPECT_GT((*attention)->workspace_bytes(), 0);
+
+    const float* device_q = upload(q);
+    float* device_out = device_output(c.n_tokens * q_dim);
+    GpuAttention& gpu = **attention;
+    const Status status =
+        gpu.run(device_q, c.n_tokens, c.pos0, cache.device_view, kLayer, device_out, stream());
+    EXPECT_TRUE(status.is_ok()) << status.to_string();
+    if (!status.is_ok()) return INFINITY;
+    const std::vector<float> got = download(device_out, c.n_tokens * q_dim);
+    return rel_l2(got, reference(q, c, cache.host_view));
+  }
+};
+
+TEST_F(GpuAttentionTest, DecodeOneTokenMatchesCpu) {
+  for (const Model& model : {kTiny, kLlama3_8b}) {
+    for (DType dtype : {DType::kF32, DType::kF16}) {
+      for (int64_t context : {1, 17, 300, 1000}) {
+        Case c{model, dtype};
+        c.n_tokens = 1;
+        c.pos0 = context - 1;
+        SCOPED_TRACE(c.describe());
+        EXPECT_LE(run_case(c), 1e-5);
+      }
+    }
+  }
+}
+
+TEST_F(GpuAttentionTest, DecodeSeveralTokensIsCausal) {
+  for (const Model& model : {kTiny, kLlama3_8b}) {
+    for (DType dtype : {DType::kF32, DType::kF16}) {
+      for (int64_t context : {3, 17, 300, 1000}) {
+        Case c{model, dtype};
+        c.n_tokens = 3;
+        c.pos0 = context - 3;
+        SCOPED_TRACE(c.describe());
+        EXPECT_LE(run_case(c), 1e-5);
+      }
+    }
+  }
+}
+
+// The last piece holds a key of the last query only: the earlier queries' blocks for it do
+// nothing and their merge must leave it out.
+TEST_F(GpuAttentionTest, PiecesPastTheCausalLimitAreSkipped) {
+  for (const Model& model : {kTiny, kLlama3_8b}) {
+    for (DType dtype : {DType::kF32, DType::kF16}) {
+      Case c{model, dtype};
+      c.n_tokens = 3;
+      c.pos0 = 2 * model.split_tokens + 1 - c.n_tokens;  // 2 full pieces and 1 key
+      SCOPED_TRACE(c.describe());
+      EXPECT_LE(run_case(c), 1e-5);
+    }
+  }
+}
+
+TEST_F(GpuAttentionTest, PrefillMatchesCpu) {
+  for (const Model& model : {kTiny, kLlama3_8b}) {
+    for (DType dtype : {DType::kF32, DType::kF16}) {
+      for (GemmPrecision precision : {GemmPrecision::kF32, GemmPrecision::kF16}) {
+        for (int64_t n_tokens : {64, 300}) {
+          for (int64_t pos0 : {0, 100}) {
+            Case c{model, dtype};
+            c.n_tokens = n_tokens;
+            c.pos0 = pos0;
+            c.query_tile_tokens = 128;  // 300 tokens: three tiles, the last a partial one
+            c.precision = precision;
+            SCOPED_TRACE(c.describe());
+            EXPECT_LE(run_case(c), precision == GemmPrecision::kF32 ? 1e-5 : 2e-3);
+          }
+        }
+      }
+    }
+  }
+}
+
+// gemm_min_tokens = 1 sends even a single query through cuBLAS: tiny tiles and a one-key row.
+TEST_F(GpuAttentionTest, PrefillPathHandlesFewTokens) {
+  for (const Model& model : {kTiny, kLlama3_8b}) {
+    for (int64_t context : {1, 17}) {
+      for (int64_t n_tokens : {int64_t{1}, std::min<int64_t>(3, context)}) {
+        Case c{model, DType::kF16};
+        c.n_tokens = n_tokens;
+        c.pos0 = context - n_tokens;
+        c.gemm_min_tokens = 1;
+        c.query_tile_tokens = 2;
+        SCOPED_TRACE(c.describe());
+        EXPECT_LE(run_case(c), 1e-5);
+      }
+    }
+  }
+}
+
+TEST_F(GpuAttentionTest, RejectsBadOptions) {
+  auto blas = Cublas::create(arena(), stream());
+  ASSERT_TRUE(blas.is_ok()) << blas.status().to_string();
+  GpuAttentionOptions options;
+  options.shape = {4, 2, 8};
+  options.max_context = 64;
+  options.max_tokens = 4;
+
+  GpuAttentionOptions odd_head_dim = options;
+  odd_head_dim.shape.head_dim = 12;
+  EXPECT_EQ(GpuAttention::create(arena(), **blas, odd_head_dim).status().code(),
+            StatusCode::kInvalidArgument);
+  GpuAttentionOptions bad_group = options;
+  bad_group.shape.n_head_kv = 3;
+  EXPECT_EQ(GpuAttention::create(arena(), **blas, bad_group).status().code(),
+            StatusCode::kInvalidArgument);
+  GpuAttentionOptions huge_split = options;
+  huge_split.split_tokens = 1 << 20;
+  EXPECT_EQ(GpuAttention::create(arena(), **blas, huge_split).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST_F(GpuAttentionTest, RejectsBrokenRequirements) {
+  auto blas = Cublas::create(arena(), stream());
+  ASSERT_TRUE(blas.is_ok()) << blas.status().to_string();
+  GpuAttentionOptions options;
+  options.shape = kTiny.shape;
+  options.max_context = 64;
+  options.max_tokens = 4;
+  options.split_tokens = kTiny.split_tokens;
+  auto attention = GpuAttention::create(arena(), **blas, options);
+  ASSERT_TRUE(attention.is_ok()) << attention.status().to_string();
+
+  PagedCache cache = make_cache(kTiny, DType::kF32, 40);
+  const int64_t q_dim = kTiny.shape.n_head * kTiny.shape.head_dim;
+  const float* q = upload(random_floats(8 * q_dim));
+  float* out = device_output(8 * q_dim);
+
+  // More query tokens than max_tokens.
+  EXPECT_EQ((*attention)->run(q, 5, 35, cache.device_view, kLayer, out, stream()).code(),
+            StatusCode::kInvalidArgument);
+  // pos0 + n_tokens != kv.num_tokens.
+  EXPECT_EQ((*attention)->run(q, 2, 37, cache.device_view, kLayer, out, stream()).code(),
+            StatusCode::kInvalidArgument);
+  // A sequence longer than max_context.
+  PagedCache long_cache = make_cache(kTiny, DType::kF32, 70);
+  EXPECT_EQ((*attention)->run(q, 1, 69, long_cache.device_view, kLayer, out, stream()).code(),
+            StatusCode::kInvalidArgument);
+  // A layer the cache does not have.
+  EXPECT_EQ((*attention)->run(q, 1, 39, cache.device_view, kLayers, out, stream()).code(),
+            StatusCode::kInvalidArgument);
+  // And the same call with everything right succeeds.
+  EXPECT_TRUE((*attention)->run(q, 1, 39, cache.device_view, kLayer, out, stream()).is_ok());
+  EXPECT_TRUE(stream().synchronize().is_ok());
+}
+
+}  // namespace
+}  // namespace strata::gpu
