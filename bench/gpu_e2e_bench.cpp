@@ -75,6 +75,7 @@ int main(int argc, char** argv) {
   CLI::App app{"End-to-end GPU tokens/s (whole model in VRAM) with rooflines from the same run"};
   std::string model_path, json_out, scenario = "gpu-8b", model_name, commit, precision = "f16";
   int decode_tokens = 64, prefill_tokens = 2048, batch = 2048;
+  bool profile = false;
   double read_gib = 4.0;
   app.add_option("-m,--model", model_path, "GGUF model (e.g. from strata synth)")->required();
   app.add_option("--model-name", model_name, "Name for the record (default: general.name)");
@@ -86,6 +87,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"f16", "f32"}));
   app.add_option("--read-gib", read_gib, "Buffer for the HBM read-bandwidth measurement");
   app.add_option("--json-out", json_out, "Append JSON lines here");
+  app.add_flag("--profile", profile, "Per-op GPU time (events between ops; slows decode a little)");
   app.add_option("--commit", commit, "Commit id for the record");
   CLI11_PARSE(app, argc, argv);
 
@@ -149,6 +151,7 @@ int main(int argc, char** argv) {
   opts.base.gemm_attention_min_tokens = 32;
   opts.base.attention_tile_tokens = 1024;
   opts.gemm_precision = precision == "f16" ? gpu::GemmPrecision::kF16 : gpu::GemmPrecision::kF32;
+  opts.profile = profile;
   const double t_load = now_s();
   auto exec = check(GpuExecutor::create(spec, opts), "GpuExecutor");
   std::fprintf(stderr, "loaded %s (%s) into VRAM in %.1f s\n", model_name.c_str(),
@@ -158,6 +161,17 @@ int main(int argc, char** argv) {
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(hp.n_vocab - 1));
   std::vector<float> logits;
   std::vector<nlohmann::json> records;
+  GpuProfile last_profile;
+  // Per-op GPU milliseconds per token (decode) or per prefill, since the last call.
+  auto profile_json = [&](double per) -> nlohmann::json {
+    const GpuProfile& p = exec->profile();
+    nlohmann::json j = {{"matmul_ms", (p.matmul_ms - last_profile.matmul_ms) / per},
+                        {"attention_ms", (p.attention_ms - last_profile.attention_ms) / per},
+                        {"other_ms", (p.other_ms - last_profile.other_ms) / per},
+                        {"logits_ms", (p.logits_ms - last_profile.logits_ms) / per}};
+    last_profile = p;
+    return j;
+  };
   auto record = [&](const std::string& phase, int64_t context, double tps, double roof_tps,
                     const nlohmann::json& extra) {
     nlohmann::json r;
@@ -194,6 +208,7 @@ int main(int argc, char** argv) {
     check(exec->forward(1, prompt, false, &logits), "decode prompt");
     int32_t next = tok(rng);
     for (int i = 0; i < 4; ++i) check(exec->forward(1, std::span(&next, 1), false, &logits), "warm");
+    profile_json(1);  // reset
     const double t0 = now_s();
     for (int i = 0; i < decode_tokens; ++i) {
       next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
@@ -204,19 +219,26 @@ int main(int argc, char** argv) {
     record("decode", static_cast<int64_t>(prompt.size()) + 4 + decode_tokens / 2, tps,
            H / static_cast<double>(bytes_per_token),
            {{"weight_bytes_per_s", tps * static_cast<double>(bytes_per_token)},
-            {"ratio_to_hbm", tps * static_cast<double>(bytes_per_token) / H}});
+            {"ratio_to_hbm", tps * static_cast<double>(bytes_per_token) / H},
+            {"gpu_profile_ms_per_token", profile ? profile_json(decode_tokens) : nlohmann::json()}});
     check(exec->remove_sequence(1), "seq");
   }
   if (prefill_tokens > 0) {
     std::vector<int32_t> prompt(static_cast<size_t>(prefill_tokens));
     for (int32_t& t : prompt) t = tok(rng);
     double best = 1e30;
+    nlohmann::json best_profile;
     for (int rep = 0; rep < 3; ++rep) {  // the first run finds cuBLAS's kernels; keep the best
+      profile_json(1);
       check(exec->add_sequence(2), "seq");
       check(exec->synchronize(), "sync");
       const double t0 = now_s();
       check(exec->forward(2, prompt, false, &logits), "prefill");
-      best = std::min(best, now_s() - t0);
+      const double s = now_s() - t0;
+      if (s < best) {
+        best = s;
+        if (profile) best_profile = profile_json(1);
+      }
       check(exec->remove_sequence(2), "seq");
     }
     const double n = prefill_tokens;
@@ -227,7 +249,7 @@ int main(int argc, char** argv) {
     const double tps = n / best;
     record("prefill", prefill_tokens, tps, G > 0 ? n / (flops / G) : 0.0,
            {{"flop_per_s", flops / best}, {"ratio_to_gemm_peak", flops / best / G},
-            {"prefill_precision", precision}});
+            {"prefill_precision", precision}, {"gpu_profile_ms", best_profile}});
   }
   if (!json_out.empty()) {
     std::ofstream out(json_out, std::ios::app);

@@ -87,6 +87,16 @@ for step in "${steps[@]}"; do
         grep -E "^\[  FAILED  \]|Failure|rel L2|Which is|Expected" "$out/gtest-$t.log" | head -60
         grep -E "^\[  (PASSED|FAILED|SKIPPED)  \] [0-9]+ test|tests? from .* ran" "$out/gtest-$t.log"
       done ;;
+    ncu)
+      # Nsight Compute on the decode GEMV of one layer (the second, warm pass) per type.
+      for t in ${STRATA_NCU_TYPES:-F16 Q8_0 Q4_0}; do
+        ncu --clock-control none --launch-skip 7 --launch-count 7 -k regex:gemv_kernel \
+          --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
+          --section MemoryWorkloadAnalysis --section SchedulerStats \
+          build-gpu/bench/gpu_gemv_bench --types "$t" --layers 1 --repeats 1 > "$out/ncu-$t.txt" 2>&1 || true
+        echo "== ncu $t"
+        grep -E "^  [a-z_]*gemv_kernel|DRAM Throughput|Duration|Achieved Occupancy|Registers Per Thread|Warp Cycles Per Issued|Issued Warp Per Scheduler|No Eligible|L1/TEX Hit|Mem Busy|Max Bandwidth" "$out/ncu-$t.txt" | head -80
+      done ;;
     gpu-gemv)
       build-gpu/bench/gpu_gemv_bench --json "$jsonl" --commit "$commit" 2>&1 | tail -9 ;;
     gpu-8b)
@@ -94,7 +104,7 @@ for step in "${steps[@]}"; do
         m=/tmp/llama3-8b-$t.gguf
         [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type "$t" --out "$m" 2>&1 | tail -1
         build-gpu/bench/gpu_e2e_bench -m "$m" --model-name llama3-8b --scenario gpu-8b \
-          --prefill 2048 --decode 64 --json-out "$jsonl" --commit "$commit" 2>&1 | tail -4
+          --prefill 2048 --decode 64 --json-out "$jsonl" --commit "$commit" ${STRATA_GPU8B_FLAGS:-} 2>&1 | tail -4
         rm -f "$m"  # the disk holds one 8B model at a time comfortably
       done ;;
     gemv)

@@ -316,6 +316,28 @@ Status GpuExecutor::matmul(const gpu::GpuWeight& w, const float* x, int64_t n_to
   return matmul_->run(w, x, n_tokens, y, output);
 }
 
+Status GpuExecutor::mark(Family family) {
+  if (!options_.profile) return Status::ok();
+  if (num_marks_ == marks_.size()) {
+    STRATA_ASSIGN_OR_RETURN(cuda::Event e, cuda::Event::create(cuda::EventTiming::kEnabled));
+    marks_.push_back(std::move(e));
+    mark_families_.push_back(family);
+  }
+  mark_families_[num_marks_] = family;
+  return marks_[num_marks_++].record(stream_);
+}
+
+Status GpuExecutor::collect_profile() {
+  for (size_t i = 1; i < num_marks_; ++i) {
+    STRATA_ASSIGN_OR_RETURN(const float ms, cuda::elapsed_ms(marks_[i - 1], marks_[i]));
+    double* sink[] = {&profile_.matmul_ms, &profile_.attention_ms, &profile_.other_ms,
+                      &profile_.logits_ms};
+    *sink[mark_families_[i]] += ms;
+  }
+  num_marks_ = 0;
+  return Status::ok();
+}
+
 Status GpuExecutor::forward(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
                             std::vector<float>* logits) {
   const HyperParams& hp = spec_.hp;
@@ -369,6 +391,7 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
   STRATA_RETURN_IF_ERROR(
       cuda::memcpy_async(ids, tokens.data(), n * 4, cuda::CopyKind::kHostToDevice, stream_));
 
+  STRATA_RETURN_IF_ERROR(mark(kOther));  // the start
   STRATA_RETURN_IF_ERROR(gpu::embed_rows(token_embd_, ids, n, x, stream_));  // x [n][E]
 
   const bool decode = n <= gpu::kGpuGemvMaxTokens;
@@ -377,6 +400,7 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
 
     // Attention block.
     STRATA_RETURN_IF_ERROR(gpu::rms_norm(x, w.attn_norm, xb, n, E, eps, stream_));
+    STRATA_RETURN_IF_ERROR(mark(kOther));
     if (decode) {  // q [n][Q], k [n][K], v [n][K] in one pass over x
       const gpu::GpuWeight qkv[3] = {w.wq, w.wk, w.wv};
       float* const outs[3] = {q, k, v};
@@ -386,6 +410,7 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
       STRATA_RETURN_IF_ERROR(matmul(w.wk, xb, n, k));
       STRATA_RETURN_IF_ERROR(matmul(w.wv, xb, n, v));
     }
+    STRATA_RETURN_IF_ERROR(mark(kMatmul));
     if (hp.qkv_bias) {
       STRATA_RETURN_IF_ERROR(gpu::add_bias(q, w.bq, n, Q, stream_));
       STRATA_RETURN_IF_ERROR(gpu::add_bias(k, w.bk, n, K, stream_));
@@ -396,11 +421,15 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
     STRATA_RETURN_IF_ERROR(gpu::rope(k, n, hp.n_head_kv, hp.head_dim, hp.rope_dims, positions,
                                      hp.rope_theta, hp.rope_style, stream_));
     STRATA_RETURN_IF_ERROR(gpu::store_kv(k, v, n, pos0, kv, l, stream_));
+    STRATA_RETURN_IF_ERROR(mark(kOther));
     STRATA_RETURN_IF_ERROR(attention_->run(q, n, pos0, kv, l, att, stream_));  // att [n][Q]
+    STRATA_RETURN_IF_ERROR(mark(kAttention));
     STRATA_RETURN_IF_ERROR(matmul(w.wo, att, n, x, GemvOutput::kAccumulate));   // x += Wo att
+    STRATA_RETURN_IF_ERROR(mark(kMatmul));
 
     // Feed-forward block (SwiGLU).
     STRATA_RETURN_IF_ERROR(gpu::rms_norm(x, w.ffn_norm, xb, n, E, eps, stream_));
+    STRATA_RETURN_IF_ERROR(mark(kOther));
     if (decode) {  // gate [n][F] = silu(W_gate xb) * (W_up xb)
       STRATA_RETURN_IF_ERROR(gpu::gemv_swiglu(w.w_gate, w.w_up, xb, n, gate, stream_));
     } else {
@@ -409,9 +438,14 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
       STRATA_RETURN_IF_ERROR(gpu::swiglu(gate, up, gate, n * F, stream_));
     }
     STRATA_RETURN_IF_ERROR(matmul(w.w_down, gate, n, x, GemvOutput::kAccumulate));  // x += W h
+    STRATA_RETURN_IF_ERROR(mark(kMatmul));
   }
 
-  if (logits == nullptr) return Status::ok();
+  if (logits == nullptr) {
+    if (!options_.profile) return Status::ok();
+    STRATA_RETURN_IF_ERROR(stream_.synchronize());
+    return collect_profile();
+  }
   // Final norm and the output head, on every row or the last one, kLogitRows rows at a time.
   const int64_t first = all_logits ? 0 : n - 1;
   for (int64_t r0 = first; r0 < n; r0 += kLogitRows) {
@@ -421,9 +455,10 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
     STRATA_RETURN_IF_ERROR(cuda::memcpy_async(logits + (r0 - first) * hp.n_vocab, logits_.data(),
                                               rows * hp.n_vocab * 4,
                                               cuda::CopyKind::kDeviceToHost, stream_));
+    STRATA_RETURN_IF_ERROR(mark(kLogits));
     STRATA_RETURN_IF_ERROR(stream_.synchronize());  // logits is pageable host memory
   }
-  return Status::ok();
+  return options_.profile ? collect_profile() : Status::ok();
 }
 
 }  // namespace strata

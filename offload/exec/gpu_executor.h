@@ -51,8 +51,20 @@ struct GpuExecutorOptions {
   gpu::GemmPrecision gemm_precision = gpu::GemmPrecision::kF16;
   // Print weight upload progress (bytes, rate, time left) to stderr.
   bool show_progress = false;
+  // Time the GPU work per op family with events between ops (GpuProfile); costs a little.
+  bool profile = false;
 
   static constexpr int64_t kDefaultVramMarginBytes = int64_t{1} << 30;
+};
+
+// GPU time per op family, when GpuExecutorOptions::profile is set: milliseconds between events
+// recorded around the ops (gaps between kernels count to the op that follows them).
+struct GpuProfile {
+  double matmul_ms = 0;     // GEMV / GEMM (with tile dequantization and input rounding)
+  double attention_ms = 0;  // attention over the paged KV cache
+  double other_ms = 0;      // norms, rope, KV stores, embedding, elementwise
+  double logits_ms = 0;     // final norm, output head, copy to the host
+  double total() const { return matmul_ms + attention_ms + other_ms + logits_ms; }
 };
 
 class GpuExecutor final : public Engine {
@@ -82,6 +94,7 @@ class GpuExecutor final : public Engine {
 
   // Blocks until queued GPU work is done (benchmarks time with it).
   Status synchronize() const { return stream_.synchronize(); }
+  const GpuProfile& profile() const { return profile_; }
 
  private:
   // A layer's weights in VRAM; norms and biases as float32 device arrays.
@@ -114,6 +127,10 @@ class GpuExecutor final : public Engine {
   Status matmul(const gpu::GpuWeight& w, const float* x, int64_t n_tokens, float* y,
                 gpu::GemvOutput output = gpu::GemvOutput::kStore);
   float* act(const DeviceBuffer& b) const { return static_cast<float*>(b.data()); }
+  // Profiling: marks the end of an op of `family` (0 matmul, 1 attention, 2 other, 3 logits).
+  enum Family { kMatmul, kAttention, kOther, kLogits };
+  Status mark(Family family);
+  Status collect_profile();  // REQUIRES: the stream is synchronized
 
   const ModelSpec& spec_;
   GpuExecutorOptions options_;
@@ -140,6 +157,11 @@ class GpuExecutor final : public Engine {
   DeviceBuffer logits_;           // [kLogitRows][n_vocab]
   std::vector<int32_t> host_positions_;
   static constexpr int64_t kLogitRows = 64;
+
+  GpuProfile profile_;
+  std::vector<cuda::Event> marks_;        // recorded this forward call, in order
+  std::vector<Family> mark_families_;
+  size_t num_marks_ = 0;
 };
 
 }  // namespace strata

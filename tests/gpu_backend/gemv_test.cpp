@@ -125,6 +125,24 @@ class GpuGemvTest : public testing::GpuTest {
     }
     return std::sqrt(num / den);
   }
+  // float32 rounding is relative to the sum of |w x|, not to the (possibly cancelling) result:
+  // ||got - ref|| / ||sum_c |values[r][c] x[t][c]| ||, what a float32 dot product guarantees.
+  static double backward_err(const HostMatrix& m, const std::vector<float>& x, int64_t n_tokens,
+                             const std::vector<float>& got) {
+    const std::vector<double> want = reference(m, x, n_tokens);
+    double num = 0, den = 0;
+    for (int64_t t = 0; t < n_tokens; ++t)
+      for (int64_t r = 0; r < m.rows; ++r) {
+        const size_t i = static_cast<size_t>(t * m.rows + r);
+        if (!std::isfinite(got[i])) return INFINITY;
+        double abs_sum = 0;
+        for (int64_t c = 0; c < m.cols; ++c)
+          abs_sum += std::abs(static_cast<double>(m.values[r * m.cols + c]) * x[t * m.cols + c]);
+        num += (got[i] - want[i]) * (got[i] - want[i]);
+        den += abs_sum * abs_sum;
+      }
+    return std::sqrt(num / den);
+  }
 
   std::mt19937_64 rng_;
 };
@@ -149,7 +167,8 @@ TEST_F(GpuGemvTest, MatchesFloat64OverExactWeightsForEveryTypeAndTokenCount) {
         const Status st = gpu::gemv(w, dx, n, dy, gpu::GemvOutput::kStore, stream());
         ASSERT_TRUE(st.is_ok()) << st.to_string();
         const std::vector<float> y = download(dy, n * s.rows);
-        EXPECT_LT(rel_err(y, reference(m, x, n)), 2e-6);
+        EXPECT_LT(backward_err(m, x, n, y), 1e-6);
+        if (s.rows * n >= 64) EXPECT_LT(rel_err(y, reference(m, x, n)), 5e-6);
       }
     }
   }
