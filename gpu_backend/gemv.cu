@@ -7,8 +7,9 @@
 //   and the first warp of the group writes the epilogue (store, add, or SwiGLU of gate and up).
 //
 // A "unit" is what one lane decodes from one 16-byte load (Q6_K: three 4-byte loads):
-//   F32 4 elements, F16/BF16 8, Q8_0 16 (half a block), Q4_0 32 (a block), Q4_K 32 (a 16-byte run
-//   of a super-block's quants, two sub-blocks of 16), Q6_K 16 (4 positions of 4 sub-blocks).
+//   F32 4 elements, F16/BF16 8, Q8_0 16 (half a block), Q4_0 16 (the low or high nibbles of a
+//   block), Q4_K 16 (one nibble half of a 16-byte run of quants), Q6_K 16 (4 positions of 4
+//   sub-blocks). Lanes that share a 16-byte run load it in the same instruction.
 // Integers become floats through the magic-number trick: the byte b placed in the low mantissa
 // of 2^23 is the float 2^23 + b exactly, and one subtraction gives b (minus the type's offset)
 // exactly, on the FP32 pipe instead of the slow integer-to-float converter.
@@ -25,7 +26,6 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-constexpr int kUnroll = 2;
 constexpr int kMaxJobs = 3;
 
 enum class Mode : int { kStore, kAccumulate, kSwiGLU };
@@ -121,7 +121,7 @@ struct Unit<DType::kBF16> {
 template <>
 struct Unit<DType::kQ8_0> {
   static constexpr int kElems = 16;
-  static constexpr int kRows = 4;
+  static constexpr int kRows = 2;
   static __device__ __forceinline__ int64_t elem0(int64_t u) { return u * 16; }
   static __device__ __forceinline__ void load(const uint8_t* row, const uint16_t* scales,
                                               int64_t u, uint4* w, float* d) {
@@ -144,44 +144,44 @@ struct Unit<DType::kQ8_0> {
   }
 };
 
+// Q4_0: unit u = half u % 2 of block u / 2: the low nibbles of its 16 bytes (elements 0..15 of
+// the block) or the high ones (16..31). The two lanes of a block issue the same 16-byte load in
+// one instruction (one transaction); each keeps only 16 x values live, which is what lets the
+// kernel stay under its register cap.
 template <>
 struct Unit<DType::kQ4_0> {
-  static constexpr int kElems = 32;
-  static constexpr int kRows = 4;
-  static __device__ __forceinline__ int64_t elem0(int64_t u) { return u * 32; }
+  static constexpr int kElems = 16;
+  static constexpr int kRows = 2;
+  static __device__ __forceinline__ int64_t elem0(int64_t u) { return (u / 2) * 32 + (u % 2) * 16; }
   static __device__ __forceinline__ void load(const uint8_t* row, const uint16_t* scales,
                                               int64_t u, uint4* w, float* d) {
-    *w = __ldg(reinterpret_cast<const uint4*>(row) + u);
-    *d = h2f(__ldg(scales + u));
+    *w = __ldg(reinterpret_cast<const uint4*>(row) + u / 2);
+    *d = h2f(__ldg(scales + u / 2));
   }
-  static __device__ __forceinline__ float dot(const uint4& w, float d, const float* x) {
-    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+  static __device__ __forceinline__ float dot_half(const uint4& w, float d, int half,
+                                                   const float* x) {
+    const int shift = 4 * half;
+    const uint32_t words[4] = {(w.x >> shift) & 0x0F0F0F0Fu, (w.y >> shift) & 0x0F0F0F0Fu,
+                               (w.z >> shift) & 0x0F0F0F0Fu, (w.w >> shift) & 0x0F0F0F0Fu};
     float s = 0.0f;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint32_t lo = words[i] & 0x0F0F0F0Fu;          // elements 4i .. 4i+3
-      const uint32_t hi = (words[i] >> 4) & 0x0F0F0F0Fu;   // elements 16+4i .. 16+4i+3
+    for (int i = 0; i < 4; ++i)
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        s = fmaf(magic_byte(lo, k) - 8388616.0f, x[4 * i + k], s);  // q - 8
-        s = fmaf(magic_byte(hi, k) - 8388616.0f, x[16 + 4 * i + k], s);
-      }
-    }
-    return d * s;
+      for (int k = 0; k < 4; ++k) s = fmaf(magic_byte(words[i], k) - 8388616.0f, x[4 * i + k], s);
+    return d * s;  // q - 8: 2^23 + q - (2^23 + 8)
   }
 };
 
-// Q4_K: unit u = 16-byte run c = u % 8 of super-block u / 8's quants. Run c holds byte l = 16*(c%2)
-// + i of the 32-byte group g = c / 2: its low nibble is element 64g + l (sub-block 2g), its high
-// nibble element 64g + 32 + l (sub-block 2g + 1). x here is [32]: the 16 low elements, then the
-// 16 high ones (see Unit<kQ4_K>::x_offset).
+// Q4_K: unit u = nibble half h = u % 2 of 16-byte run c = (u / 2) % 8 of super-block u / 16's
+// quants. Run c holds byte l = 16*(c%2) + i of the 32-byte group g = c / 2: its low nibble is
+// element 64g + l (sub-block 2g), its high nibble element 64g + 32 + l (sub-block 2g + 1).
 template <>
 struct Unit<DType::kQ4_K> {
-  static constexpr int kElems = 32;
-  static constexpr int kRows = 4;
+  static constexpr int kElems = 16;
+  static constexpr int kRows = 2;
   static __device__ __forceinline__ int64_t elem0(int64_t u) {
-    const int64_t c = u % 8;
-    return (u / 8) * 256 + (c / 2) * 64 + (c % 2) * 16;
+    const int64_t c = (u / 2) % 8;
+    return (u / 16) * 256 + (c / 2) * 64 + (u % 2) * 32 + (c % 2) * 16;
   }
 };
 
@@ -190,7 +190,7 @@ struct Unit<DType::kQ4_K> {
 template <>
 struct Unit<DType::kQ6_K> {
   static constexpr int kElems = 16;
-  static constexpr int kRows = 4;
+  static constexpr int kRows = 2;
   static __device__ __forceinline__ int64_t elem0(int64_t u) {
     const int64_t j = u % 16;
     return (u / 16) * 256 + (j / 8) * 128 + 4 * (j % 8);
@@ -200,17 +200,7 @@ struct Unit<DType::kQ6_K> {
 // Loads the x values of unit u (token row xt) into xr, in the order the unit's dot expects.
 template <DType T>
 __device__ __forceinline__ void load_x(const float* xt, int64_t u, float* xr) {
-  if constexpr (T == DType::kQ4_K) {
-    const float* p = xt + Unit<T>::elem0(u);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float4 a = __ldg(reinterpret_cast<const float4*>(p) + i);
-      const float4 b = __ldg(reinterpret_cast<const float4*>(p + 32) + i);
-      xr[4 * i] = a.x, xr[4 * i + 1] = a.y, xr[4 * i + 2] = a.z, xr[4 * i + 3] = a.w;
-      xr[16 + 4 * i] = b.x, xr[16 + 4 * i + 1] = b.y, xr[16 + 4 * i + 2] = b.z,
-                  xr[16 + 4 * i + 3] = b.w;
-    }
-  } else if constexpr (T == DType::kQ6_K) {
+  if constexpr (T == DType::kQ6_K) {
     const float* p = xt + Unit<T>::elem0(u);
 #pragma unroll
     for (int g = 0; g < 4; ++g) {
@@ -239,9 +229,9 @@ template <DType T>
 __device__ __forceinline__ void load_unit(const uint8_t* row, const uint16_t* scales, int64_t u,
                                           Loaded* l) {
   if constexpr (T == DType::kQ4_K) {
-    const uint8_t* sb = row + (u / 8) * sizeof(BlockQ4_K);
+    const uint8_t* sb = row + (u / 16) * sizeof(BlockQ4_K);
     l->head = __ldg(reinterpret_cast<const uint4*>(sb));
-    l->w = __ldg(reinterpret_cast<const uint4*>(sb + 16) + (u % 8));
+    l->w = __ldg(reinterpret_cast<const uint4*>(sb + 16) + (u / 2) % 8);
   } else if constexpr (T == DType::kQ6_K) {
     constexpr int kPayload = sizeof(BlockQ6_K) - 2;  // 208: ql[128], qh[64], scales[16]
     const int64_t j = u % 16;
@@ -263,43 +253,45 @@ __device__ __forceinline__ void load_unit(const uint8_t* row, const uint16_t* sc
   }
 }
 
-__device__ __forceinline__ void q4k_scale_min_dev(int j, const uint8_t* s, float* sc, float* m) {
+// Byte i (0..11) of a Q4_K block's `scales`, held in three registers (bytes 4..15 of the block).
+__device__ __forceinline__ uint32_t scale_byte(const uint4& head, int i) {
+  const uint32_t word = i < 4 ? head.y : (i < 8 ? head.z : head.w);
+  return (word >> (8 * (i & 3))) & 0xFFu;
+}
+
+// q4k_scale_min of quant_blocks.h, from registers (a byte array here would go to local memory).
+__device__ __forceinline__ void q4k_scale_min_dev(int j, const uint4& head, float* sc, float* m) {
   if (j < 4) {
-    *sc = static_cast<float>(s[j] & 63);
-    *m = static_cast<float>(s[j + 4] & 63);
+    *sc = static_cast<float>(scale_byte(head, j) & 63);
+    *m = static_cast<float>(scale_byte(head, j + 4) & 63);
   } else {
-    *sc = static_cast<float>((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
-    *m = static_cast<float>((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+    *sc = static_cast<float>((scale_byte(head, j + 4) & 0xF) | ((scale_byte(head, j - 4) >> 6) << 4));
+    *m = static_cast<float>((scale_byte(head, j + 4) >> 4) | ((scale_byte(head, j) >> 6) << 4));
   }
 }
 
 template <DType T>
 __device__ __forceinline__ float dot_unit(const Loaded& l, int64_t u, const float* xr) {
   if constexpr (T == DType::kQ4_K) {
-    const uint32_t hw[4] = {l.head.x, l.head.y, l.head.z, l.head.w};
-    const uint8_t* head = reinterpret_cast<const uint8_t*>(hw);
-    const float d = h2f(static_cast<uint16_t>(hw[0] & 0xFFFF));
-    const float dmin = h2f(static_cast<uint16_t>(hw[0] >> 16));
-    const int g = static_cast<int>((u % 8) / 2);
-    float sc_lo, m_lo, sc_hi, m_hi;
-    q4k_scale_min_dev(2 * g, head + 4, &sc_lo, &m_lo);
-    q4k_scale_min_dev(2 * g + 1, head + 4, &sc_hi, &m_hi);
-    const uint32_t words[4] = {l.w.x, l.w.y, l.w.z, l.w.w};
-    float s_lo = 0.0f, s_hi = 0.0f, x_lo = 0.0f, x_hi = 0.0f;
+    const float d = h2f(static_cast<uint16_t>(l.head.x & 0xFFFF));
+    const float dmin = h2f(static_cast<uint16_t>(l.head.x >> 16));
+    const int half = static_cast<int>(u % 2);
+    const int sub = 2 * static_cast<int>(((u / 2) % 8) / 2) + half;  // sub-block 0..7
+    float sc, m;
+    q4k_scale_min_dev(sub, l.head, &sc, &m);
+    const int shift = 4 * half;
+    const uint32_t words[4] = {(l.w.x >> shift) & 0x0F0F0F0Fu, (l.w.y >> shift) & 0x0F0F0F0Fu,
+                               (l.w.z >> shift) & 0x0F0F0F0Fu, (l.w.w >> shift) & 0x0F0F0F0Fu};
+    float s_q = 0.0f, s_x = 0.0f;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint32_t lo = words[i] & 0x0F0F0F0Fu;
-      const uint32_t hi = (words[i] >> 4) & 0x0F0F0F0Fu;
+    for (int i = 0; i < 4; ++i)
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        s_lo = fmaf(magic_byte(lo, k) - 8388608.0f, xr[4 * i + k], s_lo);
-        s_hi = fmaf(magic_byte(hi, k) - 8388608.0f, xr[16 + 4 * i + k], s_hi);
-        x_lo += xr[4 * i + k];
-        x_hi += xr[16 + 4 * i + k];
+        s_q = fmaf(magic_byte(words[i], k) - 8388608.0f, xr[4 * i + k], s_q);
+        s_x += xr[4 * i + k];
       }
-    }
     // x = d*sc*q - dmin*m per element: sum = d*sc*sum(q x) - dmin*m*sum(x).
-    return (d * sc_lo) * s_lo - (dmin * m_lo) * x_lo + (d * sc_hi) * s_hi - (dmin * m_hi) * x_hi;
+    return (d * sc) * s_q - (dmin * m) * s_x;
   } else if constexpr (T == DType::kQ6_K) {
     const uint32_t ql0 = l.q6[0], ql1 = l.q6[1], qh = l.q6[2];
     const uint32_t q[4] = {
@@ -318,13 +310,20 @@ __device__ __forceinline__ float dot_unit(const Loaded& l, int64_t u, const floa
       total = fmaf(l.d * sc, s, total);
     }
     return total;
+  } else if constexpr (T == DType::kQ4_0) {
+    return Unit<T>::dot_half(l.w, l.d, static_cast<int>(u % 2), xr);
   } else {
     return Unit<T>::dot(l.w, l.d, xr);
   }
 }
 
+// Decode is latency-bound: at one token the register cap keeps 4 blocks (32 warps) on an
+// SM, so that enough 16-byte loads are in flight to cover HBM latency.
 template <DType T, int NT>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(Params p) {
+__global__ void __launch_bounds__(kThreads, NT == 1 ? 4 : 2) gemv_kernel(Params p) {
+  // Units each lane loads before it computes: two 16-byte loads per row in flight, except for the
+  // 4/6-bit types, whose 32 x values per unit would not fit beside a second unit under the cap.
+  constexpr int kUnroll = T == DType::kQ4_K || T == DType::kQ6_K ? 1 : 2;
   constexpr int R = Unit<T>::kRows;
   constexpr int E = Unit<T>::kElems;
   __shared__ float partial[kWarps][2][R][NT];
@@ -435,9 +434,9 @@ int64_t units_per_row(DType type, int64_t cols) {
     case DType::kQ8_0:
       return cols / 16;
     case DType::kQ4_0:
-      return cols / 32;
+      return cols / 16;
     case DType::kQ4_K:
-      return cols / 256 * 8;
+      return cols / 256 * 16;
     case DType::kQ6_K:
       return cols / 256 * 16;
     default:
@@ -483,9 +482,10 @@ Status launch(DType type, Params p, const cuda::Stream& stream) {
                                     " tokens (1.." + std::to_string(kGpuGemvMaxTokens) + ")");
   }
   p.units_per_row = units_per_row(type, p.cols);
-  // Split a row over up to 8 warps while each lane still gets >= 2 units per pass.
+  // Split a row over up to 8 warps while every lane still gets a unit: more warps per row means
+  // more loads in flight and more blocks for the small matrices (1024-row K/V).
   p.ksplit = 1;
-  while (p.ksplit < kWarps && p.units_per_row >= int64_t{64} * p.ksplit * 2) p.ksplit *= 2;
+  while (p.ksplit < kWarps && p.units_per_row >= int64_t{32} * p.ksplit * 2) p.ksplit *= 2;
   int64_t max_rows = 0;
   const int jobs = p.mode == Mode::kSwiGLU ? 1 : p.num_jobs;
   for (int j = 0; j < p.num_jobs; ++j) max_rows = std::max(max_rows, p.jobs[j].rows);

@@ -96,6 +96,9 @@ Status GpuExecutor::init() {
   mm.precision = options_.gemm_precision;
   mm.max_tokens = base.max_batch_tokens;
   mm.max_cols = std::max(hp.n_embd, std::max(hp.n_ff, hp.q_dim()));
+  // One dequantized tile per layer matrix when it fits in 256 MiB: whole-matrix GEMMs run near
+  // cuBLAS's peak, slices of a few thousand rows do not.
+  mm.tile_bytes = std::min<int64_t>(int64_t{256} << 20, hp.n_ff * hp.n_embd * 2);
   STRATA_ASSIGN_OR_RETURN(matmul_, gpu::GpuMatmul::create(*arena_, *blas_, mm));
   gpu::GpuAttentionOptions att;
   att.shape = gpu::AttentionShape{hp.n_head, hp.n_head_kv, hp.head_dim};
