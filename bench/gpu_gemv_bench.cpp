@@ -15,6 +15,7 @@
 #include "gpu_backend/device_probe.h"
 #include "gpu_backend/elementwise.h"
 #include "gpu_backend/gemv.h"
+#include "gpu_backend/gemv_tuning.h"
 #include "gpu_backend/probes.h"
 
 namespace {
@@ -71,11 +72,15 @@ int main(int argc, char** argv) {
   CLI::App app{"GPU decode GEMV bytes/s against the measured HBM read bandwidth"};
   std::string types_arg = "F16,BF16,Q8_0,Q4_0,Q4_K,Q6_K", json_out, commit;
   int layers = 8, repeats = 20;
+  bool tune = false;
   app.add_option("--types", types_arg, "Comma-separated weight types");
   app.add_option("--layers", layers, "Layers' worth of matrices to rotate through");
   app.add_option("--repeats", repeats, "Timed passes over all matrices");
   app.add_option("--json", json_out, "Append JSON lines here");
   app.add_option("--commit", commit, "Commit id for the record");
+  app.add_flag("--tune", tune,
+               "Also time every GEMV shape (rows per warp, loads in flight, row split) for F16, "
+               "Q8_0 and Q4_0 and print the best");
   CLI11_PARSE(app, argc, argv);
 
   const GpuProbe probe = probe_gpu(0);
@@ -157,6 +162,56 @@ int main(int argc, char** argv) {
       return static_cast<double>(layer_bytes) * layers / (ms[ms.size() / 2] * 1e-3);
     };
     const double separate = run(false), fused = run(true);
+    if (tune && (type == DType::kF16 || type == DType::kQ8_0 || type == DType::kQ4_0)) {
+      struct Result {
+        gpu::GemvShape shape;
+        double bytes_per_s;
+      };
+      std::vector<Result> results;
+      for (int rows : {1, 2, 4})
+        for (int units : {1, 2, 4})
+          for (int min_units : {1, 2, 4, 8, 1 << 20}) {
+            const gpu::GemvShape shape{rows, units, min_units};
+            std::vector<double> ms;
+            for (int r = -2; r < repeats; ++r) {
+              check(start.record(stream), "record");
+              for (const LayerMats& m : mats) {
+                for (const Matrix* mm : {&m.q, &m.k, &m.v, &m.o, &m.gate, &m.up, &m.down}) {
+                  check(gpu::gemv_with_shape(mm->w, xf, yf, shape, stream), "gemv shape");
+                }
+              }
+              check(end.record(stream), "record");
+              check(end.synchronize(), "sync");
+              if (r >= 0) ms.push_back(check(cuda::elapsed_ms(start, end), "elapsed"));
+            }
+            std::sort(ms.begin(), ms.end());
+            results.push_back({shape, static_cast<double>(layer_bytes) * layers /
+                                          (ms[ms.size() / 2] * 1e-3)});
+          }
+      std::sort(results.begin(), results.end(),
+                [](const Result& a, const Result& b) { return a.bytes_per_s > b.bytes_per_s; });
+      const gpu::GemvShape def = gpu::gemv_default_shape(type);
+      std::fprintf(stderr, "tune %s (default R%d U%d M%d):", type_name.c_str(), def.rows_per_warp,
+                   def.units_in_flight, def.min_units_per_lane);
+      for (size_t i = 0; i < std::min<size_t>(6, results.size()); ++i) {
+        std::fprintf(stderr, "  R%d U%d M%d %.3f", results[i].shape.rows_per_warp,
+                     results[i].shape.units_in_flight, results[i].shape.min_units_per_lane,
+                     results[i].bytes_per_s / H);
+      }
+      std::fprintf(stderr, "\n");
+      nlohmann::json t;
+      t["bench"] = "gpu_gemv_tune";
+      t["type"] = type_name;
+      for (const Result& res : results) {
+        t["shapes"].push_back({{"rows_per_warp", res.shape.rows_per_warp},
+                               {"units_in_flight", res.shape.units_in_flight},
+                               {"min_units_per_lane", res.shape.min_units_per_lane},
+                               {"ratio_to_hbm", res.bytes_per_s / H}});
+      }
+      t["hbm_bytes_per_s"] = H;
+      t["commit"] = commit;
+      records.push_back(t);
+    }
     // The prefill path's tile: the gate matrix dequantized to f16, bytes read + written per s.
     double dequant = 0;
     {
@@ -200,6 +255,7 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "\n%-6s %12s %7s %12s %7s %12s  (H = %.0f GB/s)\n", "type", "GB/s", "ratio",
                "fused GB/s", "ratio", "deq GB/s", H / 1e9);
   for (const auto& r : records) {
+    if (r["bench"] != "gpu_gemv") continue;
     std::fprintf(stderr, "%-6s %12.0f %7.3f %12.0f %7.3f %12.0f\n",
                  r["type"].get<std::string>().c_str(), r["weight_bytes_per_s"].get<double>() / 1e9,
                  r["ratio_to_hbm"].get<double>(), r["fused_weight_bytes_per_s"].get<double>() / 1e9,

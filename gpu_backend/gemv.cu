@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "gpu_backend/gemv.h"
+#include "gpu_backend/gemv_tuning.h"
 #include "offload/core/quant_blocks.h"
 
 namespace strata::gpu {
@@ -63,11 +64,10 @@ struct Unit;
 template <>
 struct Unit<DType::kF32> {
   static constexpr int kElems = 4;
-  static constexpr int kRows = 2;
   static __device__ __forceinline__ int64_t elem0(int64_t u) { return u * 4; }
   static __device__ __forceinline__ void load(const uint8_t* row, const uint16_t*, int64_t u,
                                               uint4* w, float*) {
-    *w = __ldg(reinterpret_cast<const uint4*>(row) + u);
+    *w = __ldcs(reinterpret_cast<const uint4*>(row) + u);
   }
   static __device__ __forceinline__ float dot(const uint4& w, float, const float* x) {
     return __uint_as_float(w.x) * x[0] + __uint_as_float(w.y) * x[1] +
@@ -78,11 +78,10 @@ struct Unit<DType::kF32> {
 template <>
 struct Unit<DType::kF16> {
   static constexpr int kElems = 8;
-  static constexpr int kRows = 2;
   static __device__ __forceinline__ int64_t elem0(int64_t u) { return u * 8; }
   static __device__ __forceinline__ void load(const uint8_t* row, const uint16_t*, int64_t u,
                                               uint4* w, float*) {
-    *w = __ldg(reinterpret_cast<const uint4*>(row) + u);
+    *w = __ldcs(reinterpret_cast<const uint4*>(row) + u);
   }
   static __device__ __forceinline__ float dot(const uint4& w, float, const float* x) {
     const uint32_t words[4] = {w.x, w.y, w.z, w.w};
@@ -100,11 +99,10 @@ struct Unit<DType::kF16> {
 template <>
 struct Unit<DType::kBF16> {
   static constexpr int kElems = 8;
-  static constexpr int kRows = 2;
   static __device__ __forceinline__ int64_t elem0(int64_t u) { return u * 8; }
   static __device__ __forceinline__ void load(const uint8_t* row, const uint16_t*, int64_t u,
                                               uint4* w, float*) {
-    *w = __ldg(reinterpret_cast<const uint4*>(row) + u);
+    *w = __ldcs(reinterpret_cast<const uint4*>(row) + u);
   }
   static __device__ __forceinline__ float dot(const uint4& w, float, const float* x) {
     const uint32_t words[4] = {w.x, w.y, w.z, w.w};
@@ -121,12 +119,11 @@ struct Unit<DType::kBF16> {
 template <>
 struct Unit<DType::kQ8_0> {
   static constexpr int kElems = 16;
-  static constexpr int kRows = 2;
   static __device__ __forceinline__ int64_t elem0(int64_t u) { return u * 16; }
   static __device__ __forceinline__ void load(const uint8_t* row, const uint16_t* scales,
                                               int64_t u, uint4* w, float* d) {
-    *w = __ldg(reinterpret_cast<const uint4*>(row) + u);
-    *d = h2f(__ldg(scales + u / 2));
+    *w = __ldcs(reinterpret_cast<const uint4*>(row) + u);
+    *d = h2f(__ldcs(scales + u / 2));
   }
   static __device__ __forceinline__ float dot(const uint4& w, float d, const float* x) {
     const uint32_t words[4] = {w.x ^ 0x80808080u, w.y ^ 0x80808080u, w.z ^ 0x80808080u,
@@ -151,12 +148,11 @@ struct Unit<DType::kQ8_0> {
 template <>
 struct Unit<DType::kQ4_0> {
   static constexpr int kElems = 16;
-  static constexpr int kRows = 2;
   static __device__ __forceinline__ int64_t elem0(int64_t u) { return (u / 2) * 32 + (u % 2) * 16; }
   static __device__ __forceinline__ void load(const uint8_t* row, const uint16_t* scales,
                                               int64_t u, uint4* w, float* d) {
-    *w = __ldg(reinterpret_cast<const uint4*>(row) + u / 2);
-    *d = h2f(__ldg(scales + u / 2));
+    *w = __ldcs(reinterpret_cast<const uint4*>(row) + u / 2);
+    *d = h2f(__ldcs(scales + u / 2));
   }
   static __device__ __forceinline__ float dot_half(const uint4& w, float d, int half,
                                                    const float* x) {
@@ -178,7 +174,6 @@ struct Unit<DType::kQ4_0> {
 template <>
 struct Unit<DType::kQ4_K> {
   static constexpr int kElems = 16;
-  static constexpr int kRows = 2;
   static __device__ __forceinline__ int64_t elem0(int64_t u) {
     const int64_t c = (u / 2) % 8;
     return (u / 16) * 256 + (c / 2) * 64 + (u % 2) * 32 + (c % 2) * 16;
@@ -190,7 +185,6 @@ struct Unit<DType::kQ4_K> {
 template <>
 struct Unit<DType::kQ6_K> {
   static constexpr int kElems = 16;
-  static constexpr int kRows = 2;
   static __device__ __forceinline__ int64_t elem0(int64_t u) {
     const int64_t j = u % 16;
     return (u / 16) * 256 + (j / 8) * 128 + 4 * (j % 8);
@@ -230,8 +224,8 @@ __device__ __forceinline__ void load_unit(const uint8_t* row, const uint16_t* sc
                                           Loaded* l) {
   if constexpr (T == DType::kQ4_K) {
     const uint8_t* sb = row + (u / 16) * sizeof(BlockQ4_K);
-    l->head = __ldg(reinterpret_cast<const uint4*>(sb));
-    l->w = __ldg(reinterpret_cast<const uint4*>(sb + 16) + (u / 2) % 8);
+    l->head = __ldcs(reinterpret_cast<const uint4*>(sb));
+    l->w = __ldcs(reinterpret_cast<const uint4*>(sb + 16) + (u / 2) % 8);
   } else if constexpr (T == DType::kQ6_K) {
     constexpr int kPayload = sizeof(BlockQ6_K) - 2;  // 208: ql[128], qh[64], scales[16]
     const int64_t j = u % 16;
@@ -247,7 +241,7 @@ __device__ __forceinline__ void load_unit(const uint8_t* row, const uint16_t* sc
     const uint32_t s1 = __ldg(reinterpret_cast<const uint32_t*>(sb + 192 + 8 * n + 4));
     // bytes is, is+2 from s0; is+4, is+6 from s1 (is is 0 or 1).
     l->q6[3] = __byte_perm(s0, s1, is == 0 ? 0x6420u : 0x7531u);
-    l->d = h2f(__ldg(scales + u / 16));
+    l->d = h2f(__ldcs(scales + u / 16));
   } else {
     Unit<T>::load(row, scales, u, &l->w, &l->d);
   }
@@ -317,14 +311,10 @@ __device__ __forceinline__ float dot_unit(const Loaded& l, int64_t u, const floa
   }
 }
 
-// Decode is latency-bound: at one token the register cap keeps 4 blocks (32 warps) on an
-// SM, so that enough 16-byte loads are in flight to cover HBM latency.
-template <DType T, int NT>
-__global__ void __launch_bounds__(kThreads, NT == 1 ? 4 : 2) gemv_kernel(Params p) {
-  // Units each lane loads before it computes: two 16-byte loads per row in flight, except for the
-  // 4/6-bit types, whose 32 x values per unit would not fit beside a second unit under the cap.
-  constexpr int kUnroll = T == DType::kQ4_K || T == DType::kQ6_K ? 1 : 2;
-  constexpr int R = Unit<T>::kRows;
+// R rows per warp share each x load; every lane loads U units of each row before it computes.
+template <DType T, int NT, int R, int U>
+__global__ void __launch_bounds__(kThreads) gemv_kernel(Params p) {
+  constexpr int kUnroll = U;
   constexpr int E = Unit<T>::kElems;
   __shared__ float partial[kWarps][2][R][NT];
 
@@ -444,81 +434,113 @@ int64_t units_per_row(DType type, int64_t cols) {
   }
 }
 
-int rows_per_warp(DType type) {
-  switch (type) {
-    case DType::kF32:
-      return Unit<DType::kF32>::kRows;
-    case DType::kF16:
-      return Unit<DType::kF16>::kRows;
-    case DType::kBF16:
-      return Unit<DType::kBF16>::kRows;
-    case DType::kQ8_0:
-      return Unit<DType::kQ8_0>::kRows;
-    case DType::kQ4_0:
-      return Unit<DType::kQ4_0>::kRows;
-    case DType::kQ4_K:
-      return Unit<DType::kQ4_K>::kRows;
-    default:
-      return Unit<DType::kQ6_K>::kRows;
+// The shape of the work per type, chosen by bench/gpu_gemv_bench --tune on the H200 (see
+// bench/NOTES.md): rows per warp R, units in flight per lane U, and the fewest units per lane
+// before a row is split over more warps.
+struct Config {
+  int rows;
+  int unroll;
+  int min_units_per_lane;
+};
+
+template <DType T>
+constexpr Config config_of() {
+  if constexpr (T == DType::kF32 || T == DType::kF16 || T == DType::kBF16) return {2, 2, 2};
+  if constexpr (T == DType::kQ8_0) return {2, 2, 2};
+  if constexpr (T == DType::kQ4_0) return {2, 2, 2};
+  return {2, 1, 2};  // Q4_K, Q6_K
+}
+
+template <DType T, int R, int U>
+void launch_shape(const Params& p, dim3 grid, cudaStream_t s) {
+  if (p.n_tokens == 1) {
+    gemv_kernel<T, 1, R, U><<<grid, kThreads, 0, s>>>(p);
+  } else if (p.n_tokens == 2) {
+    gemv_kernel<T, 2, R, U><<<grid, kThreads, 0, s>>>(p);
+  } else if (p.n_tokens <= 4) {
+    gemv_kernel<T, 4, R, U><<<grid, kThreads, 0, s>>>(p);
+  } else {
+    gemv_kernel<T, 8, R, U><<<grid, kThreads, 0, s>>>(p);
   }
+}
+
+// Fills in the row split and the grid for `rows` rows per warp.
+dim3 plan(DType type, int rows, int min_units_per_lane, Params* p) {
+  p->units_per_row = units_per_row(type, p->cols);
+  // Split a row over up to 8 warps while every lane still gets min_units_per_lane units.
+  p->ksplit = 1;
+  while (p->ksplit < kWarps &&
+         p->units_per_row >= int64_t{32} * p->ksplit * 2 * min_units_per_lane) {
+    p->ksplit *= 2;
+  }
+  int64_t max_rows = 0;
+  const int jobs = p->mode == Mode::kSwiGLU ? 1 : p->num_jobs;
+  for (int j = 0; j < p->num_jobs; ++j) max_rows = std::max(max_rows, p->jobs[j].rows);
+  const int64_t rows_per_block = static_cast<int64_t>(kWarps / p->ksplit) * rows;
+  return dim3(static_cast<unsigned>((max_rows + rows_per_block - 1) / rows_per_block),
+              static_cast<unsigned>(jobs));
 }
 
 template <DType T>
-void launch_type(const Params& p, dim3 grid, cudaStream_t s) {
-  if (p.n_tokens == 1) {
-    gemv_kernel<T, 1><<<grid, kThreads, 0, s>>>(p);
-  } else if (p.n_tokens == 2) {
-    gemv_kernel<T, 2><<<grid, kThreads, 0, s>>>(p);
-  } else if (p.n_tokens <= 4) {
-    gemv_kernel<T, 4><<<grid, kThreads, 0, s>>>(p);
-  } else {
-    gemv_kernel<T, 8><<<grid, kThreads, 0, s>>>(p);
-  }
+void launch_type(Params p, cudaStream_t s) {
+  constexpr Config c = config_of<T>();
+  const dim3 grid = plan(T, c.rows, c.min_units_per_lane, &p);
+  launch_shape<T, c.rows, c.unroll>(p, grid, s);
 }
 
-Status launch(DType type, Params p, const cuda::Stream& stream) {
+Status check_tokens(const Params& p) {
   if (p.n_tokens < 1 || p.n_tokens > kGpuGemvMaxTokens) {
     return Status::invalid_argument("GPU GEMV of " + std::to_string(p.n_tokens) +
                                     " tokens (1.." + std::to_string(kGpuGemvMaxTokens) + ")");
   }
-  p.units_per_row = units_per_row(type, p.cols);
-  // Split a row over up to 8 warps while every lane still gets a unit: more warps per row means
-  // more loads in flight and more blocks for the small matrices (1024-row K/V).
-  p.ksplit = 1;
-  while (p.ksplit < kWarps && p.units_per_row >= int64_t{32} * p.ksplit * 2) p.ksplit *= 2;
-  int64_t max_rows = 0;
-  const int jobs = p.mode == Mode::kSwiGLU ? 1 : p.num_jobs;
-  for (int j = 0; j < p.num_jobs; ++j) max_rows = std::max(max_rows, p.jobs[j].rows);
-  const int64_t rows_per_block = static_cast<int64_t>(kWarps / p.ksplit) * rows_per_warp(type);
-  const dim3 grid(static_cast<unsigned>((max_rows + rows_per_block - 1) / rows_per_block),
-                  static_cast<unsigned>(jobs));
+  return Status::ok();
+}
+
+Status launch(DType type, Params p, const cuda::Stream& stream) {
+  STRATA_RETURN_IF_ERROR(check_tokens(p));
   cudaStream_t s = stream.native();
   switch (type) {
     case DType::kF32:
-      launch_type<DType::kF32>(p, grid, s);
+      launch_type<DType::kF32>(p, s);
       break;
     case DType::kF16:
-      launch_type<DType::kF16>(p, grid, s);
+      launch_type<DType::kF16>(p, s);
       break;
     case DType::kBF16:
-      launch_type<DType::kBF16>(p, grid, s);
+      launch_type<DType::kBF16>(p, s);
       break;
     case DType::kQ8_0:
-      launch_type<DType::kQ8_0>(p, grid, s);
+      launch_type<DType::kQ8_0>(p, s);
       break;
     case DType::kQ4_0:
-      launch_type<DType::kQ4_0>(p, grid, s);
+      launch_type<DType::kQ4_0>(p, s);
       break;
     case DType::kQ4_K:
-      launch_type<DType::kQ4_K>(p, grid, s);
+      launch_type<DType::kQ4_K>(p, s);
       break;
     case DType::kQ6_K:
-      launch_type<DType::kQ6_K>(p, grid, s);
+      launch_type<DType::kQ6_K>(p, s);
       break;
     default:
       return Status::invalid_argument(std::string("GPU GEMV of ") + dtype_name_or_id(type));
   }
   return cuda::check_last_launch(std::string("gemv<") + dtype_name(type) + ">");
+}
+
+// The tuning space for one token: R in {1, 2, 4}, U in {1, 2, 4}.
+template <DType T>
+bool launch_tuning(Params p, int rows, int unroll, int min_units, cudaStream_t s) {
+  const dim3 grid = plan(T, rows, min_units, &p);
+#define STRATA_GEMV_TUNE(R, U)                                   \
+  if (rows == R && unroll == U) {                                \
+    gemv_kernel<T, 1, R, U><<<grid, kThreads, 0, s>>>(p);        \
+    return true;                                                 \
+  }
+  STRATA_GEMV_TUNE(1, 1) STRATA_GEMV_TUNE(1, 2) STRATA_GEMV_TUNE(1, 4)
+  STRATA_GEMV_TUNE(2, 1) STRATA_GEMV_TUNE(2, 2) STRATA_GEMV_TUNE(2, 4)
+  STRATA_GEMV_TUNE(4, 1) STRATA_GEMV_TUNE(4, 2) STRATA_GEMV_TUNE(4, 4)
+#undef STRATA_GEMV_TUNE
+  return false;
 }
 
 Status fill_layout(const GpuWeight& w, Params* p) {
@@ -581,6 +603,48 @@ Status gemv_swiglu(const GpuWeight& gate, const GpuWeight& up, const float* x, i
   p.n_tokens = static_cast<int>(n_tokens);
   p.mode = Mode::kSwiGLU;
   return launch(gate.type, p, stream);
+}
+
+Status gemv_with_shape(const GpuWeight& w, const float* x, float* y, const GemvShape& shape,
+                       const cuda::Stream& stream) {
+  Params p;
+  STRATA_RETURN_IF_ERROR(fill_layout(w, &p));
+  p.jobs[0] = job_of(w, y);
+  p.num_jobs = 1;
+  p.x = x;
+  p.n_tokens = 1;
+  p.mode = Mode::kStore;
+  bool launched = false;
+  const int r = shape.rows_per_warp, u = shape.units_in_flight, m = shape.min_units_per_lane;
+  switch (w.type) {
+    case DType::kF16:
+      launched = launch_tuning<DType::kF16>(p, r, u, m, stream.native());
+      break;
+    case DType::kQ8_0:
+      launched = launch_tuning<DType::kQ8_0>(p, r, u, m, stream.native());
+      break;
+    case DType::kQ4_0:
+      launched = launch_tuning<DType::kQ4_0>(p, r, u, m, stream.native());
+      break;
+    default:
+      break;
+  }
+  if (!launched) return Status::invalid_argument("gemv_with_shape: no such type or shape");
+  return cuda::check_last_launch("gemv_with_shape");
+}
+
+GemvShape gemv_default_shape(DType type) {
+  Config c{};
+  switch (type) {
+    case DType::kF32: c = config_of<DType::kF32>(); break;
+    case DType::kF16: c = config_of<DType::kF16>(); break;
+    case DType::kBF16: c = config_of<DType::kBF16>(); break;
+    case DType::kQ8_0: c = config_of<DType::kQ8_0>(); break;
+    case DType::kQ4_0: c = config_of<DType::kQ4_0>(); break;
+    case DType::kQ4_K: c = config_of<DType::kQ4_K>(); break;
+    default: c = config_of<DType::kQ6_K>(); break;
+  }
+  return GemvShape{c.rows, c.unroll, c.min_units_per_lane};
 }
 
 }  // namespace strata::gpu

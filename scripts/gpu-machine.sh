@@ -98,7 +98,8 @@ for step in "${steps[@]}"; do
         grep -E "^  [a-z_]*gemv_kernel|DRAM Throughput|Duration|Achieved Occupancy|Registers Per Thread|Warp Cycles Per Issued|Issued Warp Per Scheduler|No Eligible|L1/TEX Hit|Mem Busy|Max Bandwidth" "$out/ncu-$t.txt" | head -80 || true
       done ;;
     gpu-gemv)
-      build-gpu/bench/gpu_gemv_bench --json "$jsonl" --commit "$commit" 2>&1 | tail -9 ;;
+      build-gpu/bench/gpu_gemv_bench --json "$jsonl" --commit "$commit" ${STRATA_GEMV_FLAGS:-} 2>&1 \
+        | grep -v '^{' || true ;;
     gpu-8b)
       for t in ${STRATA_GPU8B_TYPES:-F16 Q8_0 Q4_0}; do
         m=/tmp/llama3-8b-$t.gguf
