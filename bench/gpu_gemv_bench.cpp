@@ -168,8 +168,8 @@ int main(int argc, char** argv) {
         double bytes_per_s;
       };
       std::vector<Result> results;
-      for (int rows : {1, 2, 4})
-        for (int units : {1, 2, 4})
+      for (int rows : {2, 4, 8})
+        for (int units : {1, 2})
           for (int min_units : {1, 2, 4, 8, 1 << 20}) {
             const gpu::GemvShape shape{rows, units, min_units};
             std::vector<double> ms;

@@ -13,6 +13,7 @@
 
 #include "gpu_backend/elementwise.h"
 #include "gpu_backend/half_bits.cuh"
+#include "gpu_backend/dependent_launch.cuh"
 
 namespace strata::gpu {
 namespace {
@@ -40,6 +41,7 @@ Status negative(const char* caller) {
 
 __global__ void __launch_bounds__(kThreads)
     rms_norm_kernel(const float* x, const float* weight, float* y, int64_t n, float eps) {
+  allow_dependent_launch();  // the GEMV after it may start loading its weights (it waits for y)
   const float* xr = x + static_cast<int64_t>(blockIdx.x) * n;
   float* yr = y + static_cast<int64_t>(blockIdx.x) * n;
   double sum_sq = 0.0;

@@ -10,8 +10,8 @@
 namespace strata::gpu {
 
 struct GemvShape {
-  int rows_per_warp = 2;       // 1, 2 or 4: rows sharing each x load
-  int units_in_flight = 2;     // 1, 2 or 4: 16-byte loads per row a lane issues before computing
+  int rows_per_warp = 4;       // 2, 4 or 8: rows sharing each x load
+  int units_in_flight = 1;     // 1 or 2: 16-byte loads per row a lane issues before computing
   int min_units_per_lane = 2;  // a row is split over more warps while each lane keeps this many
 };
 
