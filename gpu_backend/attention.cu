@@ -17,7 +17,10 @@
 //   Workspace: n_dec * n_head * max_pieces * (head_dim + 2) floats, n_dec = min(max_tokens,
 //   gemm_min_tokens - 1), max_pieces = ceil(max_context / split_tokens) (none for one piece).
 //
-// GEMM path (n_tokens >= gemm_min_tokens):
+// Flash path (n_tokens >= gemm_min_tokens, GemmPrecision::kF16, flash_attention_supported: an f16
+// cache, head_dim 64 or 128): flash_attention_prefill (flash_attention.cu), no workspace.
+//
+// GEMM path (n_tokens >= gemm_min_tokens, every other case):
 //   gather_kv_kernel copies K and V rows 0..T-1 of the layer into contiguous [T][kv_dim] arrays
 //   (f32 or f16 per precision); kF16 also rounds q to f16. Per query tile of Tq tokens (the last
 //   key of the tile is C - 1 = pos0 + t0 + Tq - 1), for each position ig in the KV group one
@@ -41,6 +44,7 @@
 #include <string>
 
 #include "gpu_backend/attention.h"
+#include "gpu_backend/flash_attention.h"
 
 namespace strata::gpu {
 namespace {
@@ -495,8 +499,15 @@ class CudaAttention final : public GpuAttention {
              float* out, const cuda::Stream& stream) override {
     STRATA_RETURN_IF_ERROR(check(q, n_tokens, pos0, kv, layer, out));
     if (n_tokens == 0) return Status::ok();
-    if (n_tokens >= options_.gemm_min_tokens)
+    if (n_tokens >= options_.gemm_min_tokens) {
+      // Flash attention (flash_attention.h) takes the f16-math prefill where it supports the
+      // shape and the cache: its scores never leave the chip. kF32 (the exact tier the golden
+      // tests use), f32 caches and other head dims keep the GEMM path.
+      if (options_.precision == GemmPrecision::kF16 &&
+          flash_attention_supported(options_.shape, kv.dtype))
+        return flash_attention_prefill(q, n_tokens, pos0, kv, layer, options_.shape, out, stream);
       return run_gemm(q, n_tokens, pos0, kv, layer, out, stream);
+    }
     return run_decode(q, n_tokens, pos0, kv, layer, out, stream);
   }
 
