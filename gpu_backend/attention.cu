@@ -135,6 +135,7 @@ struct DecodeParams {
   int head_dim;
   int lanes_per_key;  // power of two >= head_dim / kChunk, <= 32
   int pos0;
+  const int32_t* positions;  // device, or null: overrides pos0 + token (gpu_kv_view.h)
   int split_tokens;
   int pieces;                // ceil(kv.num_tokens / split_tokens)
   int max_blocks_per_piece;  // KV blocks one piece can touch (its pointers sit in shared memory)
@@ -161,7 +162,8 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_piece_kernel(const Deco
   const int piece = blockIdx.x;
   const int head0 = blockIdx.y * kHeads;  // first of this block's query heads
   const int token = blockIdx.z;
-  const int n_ctx = p.pos0 + token + 1;  // keys 0 .. n_ctx - 1 are visible to this query
+  // Keys 0 .. n_ctx - 1 are visible to this query.
+  const int n_ctx = (p.positions != nullptr ? p.positions[token] : p.pos0 + token) + 1;
   const int key0 = piece * p.split_tokens;
   // Uniform across the block, so the early return cannot strand a __syncthreads.
   if (key0 >= n_ctx) return;
@@ -359,10 +361,11 @@ void launch_decode_piece(bool f16_cache, dim3 grid, size_t shared_bytes, cudaStr
 __global__ void decode_merge_kernel(const float* __restrict__ part_acc,
                                     const float* __restrict__ part_ml, int n_head, int head_dim,
                                     int pieces, int split_tokens, int pos0,
+                                    const int32_t* __restrict__ positions,
                                     float* __restrict__ out) {
   const int head = blockIdx.x;
   const int token = blockIdx.y;
-  const int n_ctx = pos0 + token + 1;
+  const int n_ctx = (positions != nullptr ? positions[token] : pos0 + token) + 1;
   const int used = (n_ctx + split_tokens - 1) / split_tokens;  // <= pieces; the rest hold no key
   const int64_t row = static_cast<int64_t>(token) * n_head + head;
   const float* ml = part_ml + row * pieces * 2;
@@ -567,6 +570,7 @@ class CudaAttention final : public GpuAttention {
     p.head_dim = static_cast<int>(s.head_dim);
     p.lanes_per_key = layout_.lanes_per_key;
     p.pos0 = static_cast<int>(pos0);
+    p.positions = kv.positions;
     p.split_tokens = static_cast<int>(split);
     p.pieces = static_cast<int>(ceil_div(kv.num_tokens, split));
     // A piece of `split` keys starting anywhere spans at most this many blocks.
@@ -605,7 +609,7 @@ class CudaAttention final : public GpuAttention {
     const int threads = static_cast<int>(std::min<int64_t>(256, round_up(s.head_dim, 32)));
     decode_merge_kernel<<<dim3(static_cast<unsigned>(s.n_head), static_cast<unsigned>(n_tokens)),
                           threads, 0, st>>>(p.part_acc, p.part_ml, p.n_head, p.head_dim, p.pieces,
-                                            p.split_tokens, p.pos0, out);
+                                            p.split_tokens, p.pos0, p.positions, out);
     return cuda::check_last_launch("decode_merge_kernel");
   }
 

@@ -270,6 +270,38 @@ Status memcpy_async(void* dst, const void* src, int64_t size_bytes, CopyKind kin
                      call);
 }
 
+Graph::~Graph() {
+  if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+}
+Graph::Graph(Graph&& other) noexcept : exec_(std::exchange(other.exec_, nullptr)) {}
+Graph& Graph::operator=(Graph&& other) noexcept {
+  if (this != &other) {
+    if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+    exec_ = std::exchange(other.exec_, nullptr);
+  }
+  return *this;
+}
+
+Status Graph::begin_capture(const Stream& stream) {
+  return cuda_status(cudaStreamBeginCapture(stream.native(), cudaStreamCaptureModeThreadLocal),
+                     "cudaStreamBeginCapture");
+}
+
+StatusOr<Graph> Graph::end_capture(const Stream& stream) {
+  cudaGraph_t graph = nullptr;
+  STRATA_RETURN_IF_ERROR(
+      cuda_status(cudaStreamEndCapture(stream.native(), &graph), "cudaStreamEndCapture"));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t error = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  STRATA_RETURN_IF_ERROR(cuda_status(error, "cudaGraphInstantiate"));
+  return Graph(exec);
+}
+
+Status Graph::launch(const Stream& stream) const {
+  return cuda_status(cudaGraphLaunch(exec_, stream.native()), "cudaGraphLaunch");
+}
+
 Status memset_async(void* device_ptr, int value, int64_t size_bytes, const Stream& stream) {
   const std::string call = "cudaMemsetAsync(" + std::to_string(size_bytes) + " bytes)";
   if (size_bytes < 0) return Status::invalid_argument(call + ": negative size");

@@ -26,6 +26,7 @@
 // declared here so that kernel files can launch on a Stream without this header including CUDA's.
 struct CUstream_st;
 struct CUevent_st;
+struct CUgraphExec_st;
 
 namespace strata::cuda {
 
@@ -164,6 +165,33 @@ class Event {
  private:
   explicit Event(CUevent_st* event) : event_(event) {}
   CUevent_st* event_ = nullptr;
+};
+
+// ---- Graphs
+// --------------------------------------------------------------------------------------
+// A captured and instantiated CUDA graph: the kernels one call queued on a stream, replayed with
+// one launch. The decode step is captured once per shape and replayed every token: that removes
+// the CPU's per-kernel launch cost and the gaps between the step's few hundred small kernels.
+class Graph {
+ public:
+  Graph() = default;  // empty
+  ~Graph();
+  Graph(Graph&& other) noexcept;
+  Graph& operator=(Graph&& other) noexcept;
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+
+  // Starts capturing the work queued on `stream` from the calling thread (nothing runs).
+  static Status begin_capture(const Stream& stream);
+  // Ends the capture begun on `stream` and instantiates what was queued.
+  static StatusOr<Graph> end_capture(const Stream& stream);
+  // Queues the whole graph on `stream`.
+  Status launch(const Stream& stream) const;
+  bool empty() const { return exec_ == nullptr; }
+
+ private:
+  explicit Graph(CUgraphExec_st* exec) : exec_(exec) {}
+  CUgraphExec_st* exec_ = nullptr;
 };
 
 // Milliseconds of GPU time between two recorded, completed events.

@@ -77,6 +77,17 @@ Status memcpy_async(void*, const void*, int64_t, CopyKind, const Stream&) {
 
 Status memset_async(void*, int, int64_t, const Stream&) { return no_cuda("cudaMemsetAsync"); }
 
+Graph::~Graph() = default;
+Graph::Graph(Graph&& other) noexcept : exec_(other.exec_) { other.exec_ = nullptr; }
+Graph& Graph::operator=(Graph&& other) noexcept {
+  exec_ = other.exec_;
+  other.exec_ = nullptr;
+  return *this;
+}
+Status Graph::begin_capture(const Stream&) { return no_cuda("cudaStreamBeginCapture"); }
+StatusOr<Graph> Graph::end_capture(const Stream&) { return no_cuda("cudaStreamEndCapture"); }
+Status Graph::launch(const Stream&) const { return no_cuda("cudaGraphLaunch"); }
+
 Status check_last_launch(const std::string& what) { return no_cuda("launch of " + what); }
 
 }  // namespace strata::cuda

@@ -24,6 +24,11 @@ struct GpuKvView {
   int64_t block_tokens = 0;
   int64_t kv_dim = 0;        // n_head_kv * head_dim
   DType dtype = DType::kF32; // kF32 or kF16
+  // Device array [n_tokens] of the positions of this call's query tokens, or null. When set, the
+  // decode kernels (store_kv, decode attention) read the positions from it when they run instead
+  // of taking pos0 by value, so that a CUDA graph captured at one step replays correctly at the
+  // next (the executor rewrites the array before each replay).
+  const int32_t* positions = nullptr;
 };
 
 struct AttentionShape {

@@ -23,6 +23,7 @@ struct StoreParams {
   int64_t layer = 0;
   int64_t block_tokens = 0;
   int64_t kv_dim = 0;
+  const int32_t* positions = nullptr;  // device; when set, overrides pos0 + t (gpu_kv_view.h)
 };
 
 template <bool kToF16>
@@ -32,7 +33,7 @@ __global__ void __launch_bounds__(kThreads) store_kv_kernel(const StoreParams p)
   if (i >= p.kv_dim) return;
   const float* src = which == 0 ? p.k : p.v;
   for (int64_t t = blockIdx.y; t < p.n_tokens; t += gridDim.y) {
-    const int64_t pos = p.pos0 + t;
+    const int64_t pos = p.positions != nullptr ? static_cast<int64_t>(p.positions[t]) : p.pos0 + t;
     const int64_t block = pos / p.block_tokens;
     const int64_t slot = pos - block * p.block_tokens;
     void* rows = p.block_table[(block * p.n_layer + p.layer) * 2 + which];
@@ -79,6 +80,7 @@ Status store_kv(const float* k, const float* v, int64_t n_tokens, int64_t pos0, 
   p.layer = layer;
   p.block_tokens = kv.block_tokens;
   p.kv_dim = kv.kv_dim;
+  p.positions = kv.positions;
   const dim3 grid(static_cast<unsigned>((kv.kv_dim + kThreads - 1) / kThreads),
                   static_cast<unsigned>(n_tokens < kMaxGridY ? n_tokens : kMaxGridY), 2);
   if (kv.dtype == DType::kF16) {

@@ -107,6 +107,7 @@ Status GpuExecutor::init() {
   att.gemm_min_tokens = base.gemm_attention_min_tokens;
   att.query_tile_tokens = base.attention_tile_tokens;
   att.precision = options_.gemm_precision;
+  attention_split_tokens_ = att.split_tokens;
   STRATA_ASSIGN_OR_RETURN(attention_, gpu::GpuAttention::create(*arena_, *blas_, att));
 
   KvCacheConfig kv_config;
@@ -131,6 +132,7 @@ Status GpuExecutor::init() {
   STRATA_RETURN_IF_ERROR(activations(n * 4, &positions_));
   STRATA_RETURN_IF_ERROR(activations(kLogitRows * hp.n_vocab * 4, &logits_));
   host_positions_.resize(static_cast<size_t>(n));
+  STRATA_ASSIGN_OR_RETURN(step_inputs_, cuda::PinnedHostBuffer::allocate(2 * n * 4));
   return Status::ok();
 }
 
@@ -276,6 +278,9 @@ Status GpuExecutor::remove_sequence(SeqId seq) {
   // Kernels queued for this sequence may still read its table and blocks.
   STRATA_RETURN_IF_ERROR(stream_.synchronize());
   tables_.erase(seq);
+  for (auto it = graphs_.begin(); it != graphs_.end();) {
+    it = it->first.seq == seq ? graphs_.erase(it) : std::next(it);
+  }
   return Status::ok();
 }
 
@@ -311,6 +316,7 @@ gpu::GpuKvView GpuExecutor::kv_view(SeqId seq) const {
   view.block_tokens = layout.block_tokens;
   view.kv_dim = layout.kv_dim;
   view.dtype = layout.dtype;
+  view.positions = static_cast<const int32_t*>(positions_.data());
   return view;
 }
 
@@ -371,28 +377,85 @@ Status GpuExecutor::forward(SeqId seq, std::span<const int32_t> tokens, bool all
   return Status::ok();
 }
 
-// The model, as in Executor::forward_chunk: x is the residual stream; every sub-layer reads a
-// normed copy of it and adds its output back. Shapes per token: n_embd E, q_dim Q, kv_dim K, n_ff F.
-// All of it is queued on one stream; the host waits only for the logits.
 Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
                                   float* logits) {
   const HyperParams& hp = spec_.hp;
   const int64_t n = static_cast<int64_t>(tokens.size());
+  STRATA_ASSIGN_OR_RETURN(const int64_t pos0, kv_->reserve_slots(seq, n));
+  STRATA_RETURN_IF_ERROR(sync_block_table(seq));
+  const gpu::GpuKvView kv = kv_view(seq);
+  // Ids and positions go up from pinned memory: the previous step ended with a synchronize, so
+  // nothing still reads the staging buffer.
+  auto* staged = static_cast<int32_t*>(step_inputs_.data());
+  const int64_t max_n = options_.base.max_batch_tokens;
+  std::memcpy(staged, tokens.data(), static_cast<size_t>(n) * 4);
+  for (int64_t i = 0; i < n; ++i) staged[max_n + i] = static_cast<int32_t>(pos0 + i);
+  STRATA_RETURN_IF_ERROR(cuda::memcpy_async(ids_.data(), staged, n * 4,
+                                            cuda::CopyKind::kHostToDevice, stream_));
+  STRATA_RETURN_IF_ERROR(cuda::memcpy_async(positions_.data(), staged + max_n, n * 4,
+                                            cuda::CopyKind::kHostToDevice, stream_));
+
+  const int64_t first = all_logits ? 0 : n - 1;  // the first row that needs logits
+  // The head runs inside run_model (and its graph) when its rows fit in one logits_ chunk.
+  const int64_t head_rows = logits != nullptr && n - first <= kLogitRows ? n - first : 0;
+  const bool graph = options_.cuda_graphs && !options_.profile && n <= gpu::kGpuGemvMaxTokens;
+  if (graph) {
+    STRATA_RETURN_IF_ERROR(run_model_graph(seq, n, pos0, kv, head_rows));
+  } else {
+    STRATA_RETURN_IF_ERROR(run_model(n, pos0, kv, head_rows));
+  }
+  if (logits == nullptr) {
+    STRATA_RETURN_IF_ERROR(stream_.synchronize());
+    return options_.profile ? collect_profile() : Status::ok();
+  }
+  const int64_t E = hp.n_embd;
+  const float eps = static_cast<float>(hp.rms_eps);
+  for (int64_t r0 = first; r0 < n; r0 += kLogitRows) {
+    const int64_t rows = std::min(kLogitRows, n - r0);
+    if (head_rows == 0) {  // all logits of a long chunk: kLogitRows rows at a time
+      STRATA_RETURN_IF_ERROR(
+          gpu::rms_norm(act(x_) + r0 * E, output_norm_, act(xb_), rows, E, eps, stream_));
+      STRATA_RETURN_IF_ERROR(matmul(output_, act(xb_), rows, act(logits_)));
+    }
+    STRATA_RETURN_IF_ERROR(cuda::memcpy_async(logits + (r0 - first) * hp.n_vocab, logits_.data(),
+                                              rows * hp.n_vocab * 4,
+                                              cuda::CopyKind::kDeviceToHost, stream_));
+    STRATA_RETURN_IF_ERROR(stream_.synchronize());  // logits is pageable host memory
+  }
+  return options_.profile ? collect_profile() : Status::ok();
+}
+
+Status GpuExecutor::run_model_graph(SeqId seq, int64_t n, int64_t pos0, const gpu::GpuKvView& kv,
+                                    int64_t head_rows) {
+  // The graph bakes in every kernel argument; what changes from step to step is read from device
+  // memory (positions, block table) except the decode attention's grid, one piece per
+  // attention_split_tokens_ keys: a new piece count means a new capture.
+  const int64_t pieces = (kv.num_tokens + attention_split_tokens_ - 1) / attention_split_tokens_;
+  CapturedStep& step = graphs_[GraphKey{seq, n, head_rows}];
+  if (step.graph.empty() || step.attention_pieces != pieces) {
+    STRATA_RETURN_IF_ERROR(cuda::Graph::begin_capture(stream_));
+    const Status queued = run_model(n, pos0, kv, head_rows);
+    StatusOr<cuda::Graph> captured = cuda::Graph::end_capture(stream_);  // always end it
+    STRATA_RETURN_IF_ERROR(queued);
+    if (!captured.is_ok()) return captured.status();
+    step.graph = std::move(captured).value();
+    step.attention_pieces = pieces;
+  }
+  return step.graph.launch(stream_);
+}
+
+// The model, as in Executor::forward_chunk: x is the residual stream; every sub-layer reads a
+// normed copy of it and adds its output back. Shapes per token: n_embd E, q_dim Q, kv_dim K, n_ff F.
+// All of it is queued on one stream; the host waits only for the logits.
+Status GpuExecutor::run_model(int64_t n, int64_t pos0, const gpu::GpuKvView& kv,
+                              int64_t head_rows) {
+  const HyperParams& hp = spec_.hp;
   const int64_t E = hp.n_embd, Q = hp.q_dim(), K = hp.kv_dim(), F = hp.n_ff;
   const float eps = static_cast<float>(hp.rms_eps);
   float *x = act(x_), *xb = act(xb_), *q = act(q_), *k = act(k_), *v = act(v_);
   float *att = act(att_), *gate = act(gate_), *up = act(up_);
-  auto* positions = static_cast<int32_t*>(positions_.data());
-  auto* ids = static_cast<int32_t*>(ids_.data());
-
-  STRATA_ASSIGN_OR_RETURN(const int64_t pos0, kv_->reserve_slots(seq, n));
-  STRATA_RETURN_IF_ERROR(sync_block_table(seq));
-  const gpu::GpuKvView kv = kv_view(seq);
-  for (int64_t i = 0; i < n; ++i) host_positions_[i] = static_cast<int32_t>(pos0 + i);
-  STRATA_RETURN_IF_ERROR(cuda::memcpy_async(positions, host_positions_.data(), n * 4,
-                                            cuda::CopyKind::kHostToDevice, stream_));
-  STRATA_RETURN_IF_ERROR(
-      cuda::memcpy_async(ids, tokens.data(), n * 4, cuda::CopyKind::kHostToDevice, stream_));
+  const auto* positions = static_cast<const int32_t*>(positions_.data());
+  const auto* ids = static_cast<const int32_t*>(ids_.data());
 
   STRATA_RETURN_IF_ERROR(mark(kOther));  // the start
   STRATA_RETURN_IF_ERROR(gpu::embed_rows(token_embd_, ids, n, x, stream_));  // x [n][E]
@@ -443,25 +506,13 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
     STRATA_RETURN_IF_ERROR(matmul(w.w_down, gate, n, x, GemvOutput::kAccumulate));  // x += W h
     STRATA_RETURN_IF_ERROR(mark(kMatmul));
   }
+  if (head_rows == 0) return Status::ok();
 
-  if (logits == nullptr) {
-    if (!options_.profile) return Status::ok();
-    STRATA_RETURN_IF_ERROR(stream_.synchronize());
-    return collect_profile();
-  }
-  // Final norm and the output head, on every row or the last one, kLogitRows rows at a time.
-  const int64_t first = all_logits ? 0 : n - 1;
-  for (int64_t r0 = first; r0 < n; r0 += kLogitRows) {
-    const int64_t rows = std::min(kLogitRows, n - r0);
-    STRATA_RETURN_IF_ERROR(gpu::rms_norm(x + r0 * E, output_norm_, xb, rows, E, eps, stream_));
-    STRATA_RETURN_IF_ERROR(matmul(output_, xb, rows, act(logits_)));  // [rows][n_vocab]
-    STRATA_RETURN_IF_ERROR(cuda::memcpy_async(logits + (r0 - first) * hp.n_vocab, logits_.data(),
-                                              rows * hp.n_vocab * 4,
-                                              cuda::CopyKind::kDeviceToHost, stream_));
-    STRATA_RETURN_IF_ERROR(mark(kLogits));
-    STRATA_RETURN_IF_ERROR(stream_.synchronize());  // logits is pageable host memory
-  }
-  return options_.profile ? collect_profile() : Status::ok();
+  // Final norm and the output head of the last head_rows tokens: logits_ [head_rows][n_vocab].
+  const int64_t r0 = n - head_rows;
+  STRATA_RETURN_IF_ERROR(gpu::rms_norm(x + r0 * E, output_norm_, xb, head_rows, E, eps, stream_));
+  STRATA_RETURN_IF_ERROR(matmul(output_, xb, head_rows, act(logits_)));
+  return mark(kLogits);
 }
 
 }  // namespace strata

@@ -20,7 +20,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <tuple>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -51,8 +53,12 @@ struct GpuExecutorOptions {
   gpu::GemmPrecision gemm_precision = gpu::GemmPrecision::kF16;
   // Print weight upload progress (bytes, rate, time left) to stderr.
   bool show_progress = false;
-  // Time the GPU work per op family with events between ops (GpuProfile); costs a little.
+  // Time the GPU work per op family with events between ops (GpuProfile); costs a little, and
+  // turns off the CUDA graphs (events cannot sit inside them).
   bool profile = false;
+  // Decode steps (chunks of at most kGpuGemvMaxTokens tokens) are captured once per shape as a
+  // CUDA graph and replayed: one launch per step instead of a few hundred.
+  bool cuda_graphs = true;
 
   static constexpr int64_t kDefaultVramMarginBytes = int64_t{1} << 30;
 };
@@ -124,6 +130,14 @@ class GpuExecutor final : public Engine {
   Status sync_block_table(SeqId seq);
   gpu::GpuKvView kv_view(SeqId seq) const;
   Status forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool all_logits, float* logits);
+  // Queues the model on the stream for n tokens at pos0..pos0+n-1 (ids and positions already on
+  // the device): embedding, every layer and, when head_rows > 0, the final norm and the output
+  // head for the last head_rows tokens into logits_ (head_rows <= kLogitRows).
+  Status run_model(int64_t n, int64_t pos0, const gpu::GpuKvView& kv, int64_t head_rows);
+  // run_model through a CUDA graph captured for this shape (and re-captured when the number of
+  // decode attention pieces changes).
+  Status run_model_graph(SeqId seq, int64_t n, int64_t pos0, const gpu::GpuKvView& kv,
+                         int64_t head_rows);
   Status matmul(const gpu::GpuWeight& w, const float* x, int64_t n_tokens, float* y,
                 gpu::GemvOutput output = gpu::GemvOutput::kStore);
   float* act(const DeviceBuffer& b) const { return static_cast<float*>(b.data()); }
@@ -157,6 +171,24 @@ class GpuExecutor final : public Engine {
   DeviceBuffer logits_;           // [kLogitRows][n_vocab]
   std::vector<int32_t> host_positions_;
   static constexpr int64_t kLogitRows = 64;
+
+  // Decode-step graphs by (sequence, tokens, head rows); each remembers the attention pieces it
+  // was captured for.
+  struct GraphKey {
+    SeqId seq;
+    int64_t n_tokens;
+    int64_t head_rows;
+    bool operator<(const GraphKey& o) const {
+      return std::tie(seq, n_tokens, head_rows) < std::tie(o.seq, o.n_tokens, o.head_rows);
+    }
+  };
+  struct CapturedStep {
+    int64_t attention_pieces = 0;
+    cuda::Graph graph;
+  };
+  std::map<GraphKey, CapturedStep> graphs_;
+  int64_t attention_split_tokens_ = 0;
+  cuda::PinnedHostBuffer step_inputs_;  // ids then positions, [2][max_batch_tokens] int32
 
   GpuProfile profile_;
   std::vector<cuda::Event> marks_;        // recorded this forward call, in order

@@ -75,7 +75,7 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
   std::unique_ptr<Engine> make_executor(
       int64_t block_tokens, int64_t batch_tokens, int64_t gemm_attention_min_tokens = 32,
       int64_t attention_tile_tokens = 512,
-      gpu::GemmPrecision gpu_precision = gpu::GemmPrecision::kF32) {
+      gpu::GemmPrecision gpu_precision = gpu::GemmPrecision::kF32, bool cuda_graphs = true) {
     ExecutorOptions opts;
     opts.kv_block_tokens = block_tokens;
     opts.max_batch_tokens = batch_tokens;
@@ -87,6 +87,7 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
       gpu_opts.base = opts;
       gpu_opts.vram_budget_bytes = int64_t{2} << 30;
       gpu_opts.gemm_precision = gpu_precision;
+      gpu_opts.cuda_graphs = cuda_graphs;
       auto exec = GpuExecutor::create(model_->spec, gpu_opts);
       EXPECT_TRUE(exec.is_ok()) << exec.status().to_string();
       if (!exec.is_ok()) return nullptr;
@@ -220,7 +221,7 @@ TEST_P(GoldenForward, GreedyContinuationMatches) {
 }
 
 // GPU variants only: f16 (bf16 for BF16 weights) GEMM inputs and f16 attention GEMMs, the GPU's
-// fast prefill (the CPU's bf16 prefill is tested in cpu_backend).
+// fast prefill (the CPU's bf16 prefill is tested in cpu_backend); and the CUDA-graph decode.
 class TensorCoreGolden : public GoldenForward {};
 
 TEST_P(TensorCoreGolden, PrefillMeetsTheLlamaCppTier) {
@@ -229,6 +230,24 @@ TEST_P(TensorCoreGolden, PrefillMeetsTheLlamaCppTier) {
   std::vector<float> logits;
   ASSERT_TRUE(exec->forward(0, prompt_, true, &logits).is_ok());
   expect_like_llama_cpp(logits, "tensor-core prefill");
+}
+
+TEST_P(TensorCoreGolden, GraphReplayEqualsDirectLaunches) {
+  // Decode steps replay a captured CUDA graph whose kernels read the positions from device
+  // memory; over 150 steps (three attention piece counts, so two re-captures) every logit must be
+  // bit-identical to launching the same kernels one by one.
+  auto graphs = make_executor(16, 512, 32, 512, gpu::GemmPrecision::kF32, /*cuda_graphs=*/true);
+  auto direct = make_executor(16, 512, 32, 512, gpu::GemmPrecision::kF32, /*cuda_graphs=*/false);
+  ASSERT_NE(graphs, nullptr);
+  ASSERT_NE(direct, nullptr);
+  std::vector<float> a, b;
+  for (int i = 0; i < 150; ++i) {
+    const int32_t id = prompt_[static_cast<size_t>(i) % prompt_.size()];
+    ASSERT_TRUE(graphs->forward(0, std::span(&id, 1), false, &a).is_ok());
+    ASSERT_TRUE(direct->forward(0, std::span(&id, 1), false, &b).is_ok());
+    ASSERT_EQ(a, b) << "step " << i;
+    for (float f : a) ASSERT_TRUE(std::isfinite(f)) << "step " << i;
+  }
 }
 
 std::vector<Variant> all_variants() {
