@@ -44,6 +44,7 @@
 #include <string>
 
 #include "gpu_backend/attention.h"
+#include "gpu_backend/dependent_launch.cuh"
 #include "gpu_backend/flash_attention.h"
 
 namespace strata::gpu {
@@ -158,6 +159,7 @@ inline int64_t decode_shared_bytes(int heads, int64_t split_tokens, int64_t head
 
 template <typename T, int kHeads>
 __global__ void __launch_bounds__(kDecodeThreads) decode_piece_kernel(const DecodeParams p) {
+  allow_dependent_launch();  // the output projection's GEMV may load its weights meanwhile
   extern __shared__ __align__(16) unsigned char shared[];
   const int piece = blockIdx.x;
   const int head0 = blockIdx.y * kHeads;  // first of this block's query heads
@@ -363,6 +365,7 @@ __global__ void decode_merge_kernel(const float* __restrict__ part_acc,
                                     int pieces, int split_tokens, int pos0,
                                     const int32_t* __restrict__ positions,
                                     float* __restrict__ out) {
+  allow_dependent_launch();
   const int head = blockIdx.x;
   const int token = blockIdx.y;
   const int n_ctx = (positions != nullptr ? positions[token] : pos0 + token) + 1;

@@ -54,4 +54,20 @@ Status convert_f32(const float* x, int64_t n, DType to, void* out, const cuda::S
 Status store_kv(const float* k, const float* v, int64_t n_tokens, int64_t pos0,
                 const GpuKvView& kv, int64_t layer, const cuda::Stream& stream);
 
+// (cos, sin) of pair i at position positions[t] for the rotation by positions[t] *
+// theta^(-2i/rope_dims): table [n_tokens][rope_dims / 2], angles in double rounded to float, the
+// values rope() uses, as (cos, sin) float pairs: [n_tokens][rope_dims / 2][2]. Computed once per
+// forward call and shared by every layer.
+Status rope_table(const int32_t* positions, int64_t n_tokens, int64_t rope_dims, double theta,
+                  float* table, const cuda::Stream& stream);
+
+// One layer's rope and KV store in one launch: rotates the first rope_dims of every head of
+// q [n_tokens][n_head * head_dim] in place, and writes k (rotated likewise) and v
+// ([n_tokens][kv_dim]) into the cache at the positions in kv.positions (device; required), in
+// kv.dtype. Bit-identical to rope(q), rope(k) and store_kv in sequence.
+Status rope_store_kv(float* q, const float* k, const float* v, int64_t n_tokens,
+                     const float* table, const AttentionShape& shape, int64_t rope_dims,
+                     RopeStyle style, const GpuKvView& kv, int64_t layer,
+                     const cuda::Stream& stream);
+
 }  // namespace strata::gpu

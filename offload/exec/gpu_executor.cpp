@@ -130,6 +130,7 @@ Status GpuExecutor::init() {
   STRATA_RETURN_IF_ERROR(activations(n * hp.n_ff * 4, &up_));
   STRATA_RETURN_IF_ERROR(activations(n * 4, &ids_));
   STRATA_RETURN_IF_ERROR(activations(n * 4, &positions_));
+  STRATA_RETURN_IF_ERROR(activations(std::max<int64_t>(1, n * hp.rope_dims * 4), &rope_table_));
   STRATA_RETURN_IF_ERROR(activations(kLogitRows * hp.n_vocab * 4, &logits_));
   host_positions_.resize(static_cast<size_t>(n));
   STRATA_ASSIGN_OR_RETURN(step_inputs_, cuda::PinnedHostBuffer::allocate(2 * n * 4));
@@ -457,8 +458,14 @@ Status GpuExecutor::run_model(int64_t n, int64_t pos0, const gpu::GpuKvView& kv,
   const auto* positions = static_cast<const int32_t*>(positions_.data());
   const auto* ids = static_cast<const int32_t*>(ids_.data());
 
+  const gpu::AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
+  auto* rope_table = static_cast<float*>(rope_table_.data());
+
   STRATA_RETURN_IF_ERROR(mark(kOther));  // the start
   STRATA_RETURN_IF_ERROR(gpu::embed_rows(token_embd_, ids, n, x, stream_));  // x [n][E]
+  // cos/sin of every token's rotation, shared by all layers: [n][rope_dims / 2][2]
+  STRATA_RETURN_IF_ERROR(
+      gpu::rope_table(positions, n, hp.rope_dims, hp.rope_theta, rope_table, stream_));
 
   const bool decode = n <= gpu::kGpuGemvMaxTokens;
   for (int64_t l = 0; l < hp.n_layer; ++l) {
@@ -482,11 +489,9 @@ Status GpuExecutor::run_model(int64_t n, int64_t pos0, const gpu::GpuKvView& kv,
       STRATA_RETURN_IF_ERROR(gpu::add_bias(k, w.bk, n, K, stream_));
       STRATA_RETURN_IF_ERROR(gpu::add_bias(v, w.bv, n, K, stream_));
     }
-    STRATA_RETURN_IF_ERROR(gpu::rope(q, n, hp.n_head, hp.head_dim, hp.rope_dims, positions,
-                                     hp.rope_theta, hp.rope_style, stream_));
-    STRATA_RETURN_IF_ERROR(gpu::rope(k, n, hp.n_head_kv, hp.head_dim, hp.rope_dims, positions,
-                                     hp.rope_theta, hp.rope_style, stream_));
-    STRATA_RETURN_IF_ERROR(gpu::store_kv(k, v, n, pos0, kv, l, stream_));
+    // q rotated in place; k rotated and v stored into the cache at the tokens' positions.
+    STRATA_RETURN_IF_ERROR(gpu::rope_store_kv(q, k, v, n, rope_table, shape, hp.rope_dims,
+                                              hp.rope_style, kv, l, stream_));
     STRATA_RETURN_IF_ERROR(mark(kOther));
     STRATA_RETURN_IF_ERROR(attention_->run(q, n, pos0, kv, l, att, stream_));  // att [n][Q]
     STRATA_RETURN_IF_ERROR(mark(kAttention));

@@ -168,6 +168,7 @@ class GpuExecutor final : public Engine {
   // Activations [max_batch_tokens][width] (device), allocated once.
   DeviceBuffer x_, xb_, q_, k_, v_, att_, gate_, up_;
   DeviceBuffer ids_, positions_;  // int32 [max_batch_tokens]
+  DeviceBuffer rope_table_;       // (cos, sin) [max_batch_tokens][rope_dims / 2][2]
   DeviceBuffer logits_;           // [kLogitRows][n_vocab]
   std::vector<int32_t> host_positions_;
   static constexpr int64_t kLogitRows = 64;
