@@ -191,8 +191,8 @@ int main(int argc, char** argv) {
                    {"cpu_read_bytes_per_s", 0},
                    {"host_combined_bytes_per_s", 0},
                    {"gemm_flop_per_s", G}};
-    r["bytes_per_token"] = {{"vram", bytes_per_token}, {"stream", 0}, {"cpu", 0},
-                            {"kv_vram", 0},            {"kv_host", 0}};
+    r["bytes_per_token"] = {
+        {"vram", bytes_per_token}, {"stream", 0}, {"cpu", 0}, {"kv_vram", 0}, {"kv_host", 0}};
     r["peak_vram_bytes"] = exec->device_stats()->peak_used_bytes;
     r["device"] = exec->device_description();
     r["commit"] = commit;
@@ -207,7 +207,8 @@ int main(int argc, char** argv) {
     for (int32_t& t : prompt) t = tok(rng);
     check(exec->forward(1, prompt, false, &logits), "decode prompt");
     int32_t next = tok(rng);
-    for (int i = 0; i < 4; ++i) check(exec->forward(1, std::span(&next, 1), false, &logits), "warm");
+    for (int i = 0; i < 4; ++i)
+      check(exec->forward(1, std::span(&next, 1), false, &logits), "warm");
     profile_json(1);  // reset
     const double t0 = now_s();
     for (int i = 0; i < decode_tokens; ++i) {
@@ -216,11 +217,12 @@ int main(int argc, char** argv) {
     }
     const double s = now_s() - t0;
     const double tps = decode_tokens / s;
-    record("decode", static_cast<int64_t>(prompt.size()) + 4 + decode_tokens / 2, tps,
-           H / static_cast<double>(bytes_per_token),
-           {{"weight_bytes_per_s", tps * static_cast<double>(bytes_per_token)},
-            {"ratio_to_hbm", tps * static_cast<double>(bytes_per_token) / H},
-            {"gpu_profile_ms_per_token", profile ? profile_json(decode_tokens) : nlohmann::json()}});
+    record(
+        "decode", static_cast<int64_t>(prompt.size()) + 4 + decode_tokens / 2, tps,
+        H / static_cast<double>(bytes_per_token),
+        {{"weight_bytes_per_s", tps * static_cast<double>(bytes_per_token)},
+         {"ratio_to_hbm", tps * static_cast<double>(bytes_per_token) / H},
+         {"gpu_profile_ms_per_token", profile ? profile_json(decode_tokens) : nlohmann::json()}});
     check(exec->remove_sequence(1), "seq");
   }
   if (prefill_tokens > 0) {
@@ -248,8 +250,10 @@ int main(int argc, char** argv) {
                          2.0 * static_cast<double>(head_params) + attn_flops;
     const double tps = n / best;
     record("prefill", prefill_tokens, tps, G > 0 ? n / (flops / G) : 0.0,
-           {{"flop_per_s", flops / best}, {"ratio_to_gemm_peak", flops / best / G},
-            {"prefill_precision", precision}, {"gpu_profile_ms", best_profile}});
+           {{"flop_per_s", flops / best},
+            {"ratio_to_gemm_peak", flops / best / G},
+            {"prefill_precision", precision},
+            {"gpu_profile_ms", best_profile}});
   }
   if (!json_out.empty()) {
     std::ofstream out(json_out, std::ios::app);

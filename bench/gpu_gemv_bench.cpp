@@ -92,7 +92,8 @@ int main(int argc, char** argv) {
   DeviceArenaOptions o;
   o.budget_bytes = int64_t{40} << 30;
   auto arena = check(DeviceArena::create(o, make_cuda_device_allocator(0)), "arena");
-  const auto bw = check(gpu::measure_hbm_read_bandwidth(*arena, int64_t{4} << 30, 10, stream), "hbm");
+  const auto bw =
+      check(gpu::measure_hbm_read_bandwidth(*arena, int64_t{4} << 30, 10, stream), "hbm");
   const double H = bw.best_bytes_per_s;
   arena->trim();
   std::fprintf(stderr, "HBM read: best %.0f GB/s, median %.0f GB/s\n", H / 1e9,
@@ -185,8 +186,8 @@ int main(int argc, char** argv) {
               if (r >= 0) ms.push_back(check(cuda::elapsed_ms(start, end), "elapsed"));
             }
             std::sort(ms.begin(), ms.end());
-            results.push_back({shape, static_cast<double>(layer_bytes) * layers /
-                                          (ms[ms.size() / 2] * 1e-3)});
+            results.push_back(
+                {shape, static_cast<double>(layer_bytes) * layers / (ms[ms.size() / 2] * 1e-3)});
           }
       std::sort(results.begin(), results.end(),
                 [](const Result& a, const Result& b) { return a.bytes_per_s > b.bytes_per_s; });

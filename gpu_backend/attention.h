@@ -38,9 +38,9 @@ enum class GemmPrecision { kF32, kF16 };
 
 struct GpuAttentionOptions {
   AttentionShape shape;
-  int64_t max_context = 0;       // longest sequence (KV tokens) run() will see
-  int64_t max_tokens = 0;        // most query tokens per run() call
-  int64_t gemm_min_tokens = 32;  // at or above: the GEMM path
+  int64_t max_context = 0;          // longest sequence (KV tokens) run() will see
+  int64_t max_tokens = 0;           // most query tokens per run() call
+  int64_t gemm_min_tokens = 32;     // at or above: the GEMM path
   int64_t query_tile_tokens = 256;  // GEMM path: queries per score tile
   // Decode path: KV tokens per piece. Small pieces fill the GPU at short contexts; the merge
   // costs one partial per piece.

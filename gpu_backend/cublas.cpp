@@ -40,12 +40,12 @@ StatusOr<std::unique_ptr<Cublas>> Cublas::create(DeviceArena& arena, const cuda:
       cublas_status(cublasSetStream(blas->handle_, stream.native()), "cublasSetStream"));
   STRATA_ASSIGN_OR_RETURN(blas->workspace_,
                           arena.allocate(kWorkspaceBytes, DeviceMemoryTag::kWorkspace));
-  STRATA_RETURN_IF_ERROR(cublas_status(
-      cublasSetWorkspace(blas->handle_, blas->workspace_.data(), kWorkspaceBytes),
-      "cublasSetWorkspace"));
+  STRATA_RETURN_IF_ERROR(
+      cublas_status(cublasSetWorkspace(blas->handle_, blas->workspace_.data(), kWorkspaceBytes),
+                    "cublasSetWorkspace"));
   // Pedantic math: no TF32 for float32 products (the exact tier), whatever the environment says.
-  STRATA_RETURN_IF_ERROR(cublas_status(cublasSetMathMode(blas->handle_, CUBLAS_PEDANTIC_MATH),
-                                       "cublasSetMathMode"));
+  STRATA_RETURN_IF_ERROR(
+      cublas_status(cublasSetMathMode(blas->handle_, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode"));
   return blas;
 }
 
@@ -87,8 +87,8 @@ Status Cublas::gemm_strided_batched(const Batched& g) {
           handle_, g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
           static_cast<int>(g.m), static_cast<int>(g.n), static_cast<int>(g.k), &g.alpha, g.a, ab,
           static_cast<int>(g.lda), g.stride_a, g.b, ab, static_cast<int>(g.ldb), g.stride_b,
-          &g.beta, g.c, c, static_cast<int>(g.ldc), g.stride_c, static_cast<int>(g.batch),
-          compute, CUBLAS_GEMM_DEFAULT),
+          &g.beta, g.c, c, static_cast<int>(g.ldc), g.stride_c, static_cast<int>(g.batch), compute,
+          CUBLAS_GEMM_DEFAULT),
       call);
 }
 

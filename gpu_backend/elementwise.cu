@@ -11,9 +11,9 @@
 #include <limits>
 #include <string>
 
+#include "gpu_backend/dependent_launch.cuh"
 #include "gpu_backend/elementwise.h"
 #include "gpu_backend/half_bits.cuh"
-#include "gpu_backend/dependent_launch.cuh"
 
 namespace strata::gpu {
 namespace {

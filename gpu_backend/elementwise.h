@@ -25,7 +25,8 @@ Status rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64
             const int32_t* positions, double theta, RopeStyle style, const cuda::Stream& stream);
 
 // out = silu(gate) * up over n values (out may alias gate).
-Status swiglu(const float* gate, const float* up, float* out, int64_t n, const cuda::Stream& stream);
+Status swiglu(const float* gate, const float* up, float* out, int64_t n,
+              const cuda::Stream& stream);
 
 // y += x over n values.
 Status add_inplace(float* y, const float* x, int64_t n, const cuda::Stream& stream);
@@ -51,8 +52,8 @@ Status convert_f32(const float* x, int64_t n, DType to, void* out, const cuda::S
 // Stores K and V of n_tokens new tokens (k, v: [n_tokens][kv_dim] float32) at positions
 // pos0 .. pos0 + n_tokens - 1 of `layer` in the paged cache (converted to kv.dtype).
 // REQUIRES: pos0 + n_tokens <= kv.num_tokens.
-Status store_kv(const float* k, const float* v, int64_t n_tokens, int64_t pos0,
-                const GpuKvView& kv, int64_t layer, const cuda::Stream& stream);
+Status store_kv(const float* k, const float* v, int64_t n_tokens, int64_t pos0, const GpuKvView& kv,
+                int64_t layer, const cuda::Stream& stream);
 
 // (cos, sin) of pair i at position positions[t] for the rotation by positions[t] *
 // theta^(-2i/rope_dims): table [n_tokens][rope_dims / 2], angles in double rounded to float, the
@@ -65,9 +66,8 @@ Status rope_table(const int32_t* positions, int64_t n_tokens, int64_t rope_dims,
 // q [n_tokens][n_head * head_dim] in place, and writes k (rotated likewise) and v
 // ([n_tokens][kv_dim]) into the cache at the positions in kv.positions (device; required), in
 // kv.dtype. Bit-identical to rope(q), rope(k) and store_kv in sequence.
-Status rope_store_kv(float* q, const float* k, const float* v, int64_t n_tokens,
-                     const float* table, const AttentionShape& shape, int64_t rope_dims,
-                     RopeStyle style, const GpuKvView& kv, int64_t layer,
-                     const cuda::Stream& stream);
+Status rope_store_kv(float* q, const float* k, const float* v, int64_t n_tokens, const float* table,
+                     const AttentionShape& shape, int64_t rope_dims, RopeStyle style,
+                     const GpuKvView& kv, int64_t layer, const cuda::Stream& stream);
 
 }  // namespace strata::gpu

@@ -71,8 +71,8 @@ struct Unit<DType::kF32> {
     *w = __ldcs(reinterpret_cast<const uint4*>(row) + u);
   }
   static __device__ __forceinline__ float dot(const uint4& w, float, const float* x) {
-    return __uint_as_float(w.x) * x[0] + __uint_as_float(w.y) * x[1] +
-           __uint_as_float(w.z) * x[2] + __uint_as_float(w.w) * x[3];
+    return __uint_as_float(w.x) * x[0] + __uint_as_float(w.y) * x[1] + __uint_as_float(w.z) * x[2] +
+           __uint_as_float(w.w) * x[3];
   }
 };
 
@@ -121,8 +121,8 @@ template <>
 struct Unit<DType::kQ8_0> {
   static constexpr int kElems = 16;
   static __device__ __forceinline__ int64_t elem0(int64_t u) { return u * 16; }
-  static __device__ __forceinline__ void load(const uint8_t* row, const uint16_t* scales,
-                                              int64_t u, uint4* w, float* d) {
+  static __device__ __forceinline__ void load(const uint8_t* row, const uint16_t* scales, int64_t u,
+                                              uint4* w, float* d) {
     *w = __ldcs(reinterpret_cast<const uint4*>(row) + u);
     *d = h2f(__ldcs(scales + u / 2));
   }
@@ -150,8 +150,8 @@ template <>
 struct Unit<DType::kQ4_0> {
   static constexpr int kElems = 16;
   static __device__ __forceinline__ int64_t elem0(int64_t u) { return (u / 2) * 32 + (u % 2) * 16; }
-  static __device__ __forceinline__ void load(const uint8_t* row, const uint16_t* scales,
-                                              int64_t u, uint4* w, float* d) {
+  static __device__ __forceinline__ void load(const uint8_t* row, const uint16_t* scales, int64_t u,
+                                              uint4* w, float* d) {
     *w = __ldcs(reinterpret_cast<const uint4*>(row) + u / 2);
     *d = h2f(__ldcs(scales + u / 2));
   }
@@ -215,8 +215,8 @@ __device__ __forceinline__ void load_x(const float* xt, int64_t u, float* xr) {
 // What one lane loads of one unit of one row: the 16 payload bytes and what scales them.
 struct Loaded {
   uint4 w;
-  float d;     // Q8_0, Q4_0: block scale; Q6_K: super-block d
-  uint4 head;  // Q4_K: the super-block's first 16 bytes (d, dmin, scales); Q6_K: unused
+  float d;         // Q8_0, Q4_0: block scale; Q6_K: super-block d
+  uint4 head;      // Q4_K: the super-block's first 16 bytes (d, dmin, scales); Q6_K: unused
   uint32_t q6[4];  // Q6_K: ql word, ql word + 32, qh word, the 4 sub-block scales
 };
 
@@ -260,7 +260,8 @@ __device__ __forceinline__ void q4k_scale_min_dev(int j, const uint4& head, floa
     *sc = static_cast<float>(scale_byte(head, j) & 63);
     *m = static_cast<float>(scale_byte(head, j + 4) & 63);
   } else {
-    *sc = static_cast<float>((scale_byte(head, j + 4) & 0xF) | ((scale_byte(head, j - 4) >> 6) << 4));
+    *sc =
+        static_cast<float>((scale_byte(head, j + 4) & 0xF) | ((scale_byte(head, j - 4) >> 6) << 4));
     *m = static_cast<float>((scale_byte(head, j + 4) >> 4) | ((scale_byte(head, j) >> 6) << 4));
   }
 }
@@ -420,6 +421,36 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Params p) {
   }
 }
 
+// Calls f.template operator()<T>() for the weight type T the GPU reads; false for any other.
+template <typename F>
+bool for_type(DType type, F&& f) {
+  switch (type) {
+    case DType::kF32:
+      f.template operator()<DType::kF32>();
+      return true;
+    case DType::kF16:
+      f.template operator()<DType::kF16>();
+      return true;
+    case DType::kBF16:
+      f.template operator()<DType::kBF16>();
+      return true;
+    case DType::kQ8_0:
+      f.template operator()<DType::kQ8_0>();
+      return true;
+    case DType::kQ4_0:
+      f.template operator()<DType::kQ4_0>();
+      return true;
+    case DType::kQ4_K:
+      f.template operator()<DType::kQ4_K>();
+      return true;
+    case DType::kQ6_K:
+      f.template operator()<DType::kQ6_K>();
+      return true;
+    default:
+      return false;
+  }
+}
+
 int64_t units_per_row(DType type, int64_t cols) {
   switch (type) {
     case DType::kF32:
@@ -514,8 +545,8 @@ void launch_type(Params p, cudaStream_t s) {
 
 Status check_tokens(const Params& p) {
   if (p.n_tokens < 1 || p.n_tokens > kGpuGemvMaxTokens) {
-    return Status::invalid_argument("GPU GEMV of " + std::to_string(p.n_tokens) +
-                                    " tokens (1.." + std::to_string(kGpuGemvMaxTokens) + ")");
+    return Status::invalid_argument("GPU GEMV of " + std::to_string(p.n_tokens) + " tokens (1.." +
+                                    std::to_string(kGpuGemvMaxTokens) + ")");
   }
   return Status::ok();
 }
@@ -523,30 +554,8 @@ Status check_tokens(const Params& p) {
 Status launch(DType type, Params p, const cuda::Stream& stream) {
   STRATA_RETURN_IF_ERROR(check_tokens(p));
   cudaStream_t s = stream.native();
-  switch (type) {
-    case DType::kF32:
-      launch_type<DType::kF32>(p, s);
-      break;
-    case DType::kF16:
-      launch_type<DType::kF16>(p, s);
-      break;
-    case DType::kBF16:
-      launch_type<DType::kBF16>(p, s);
-      break;
-    case DType::kQ8_0:
-      launch_type<DType::kQ8_0>(p, s);
-      break;
-    case DType::kQ4_0:
-      launch_type<DType::kQ4_0>(p, s);
-      break;
-    case DType::kQ4_K:
-      launch_type<DType::kQ4_K>(p, s);
-      break;
-    case DType::kQ6_K:
-      launch_type<DType::kQ6_K>(p, s);
-      break;
-    default:
-      return Status::invalid_argument(std::string("GPU GEMV of ") + dtype_name_or_id(type));
+  if (!for_type(type, [&]<DType T>() { launch_type<T>(p, s); })) {
+    return Status::invalid_argument(std::string("GPU GEMV of ") + dtype_name_or_id(type));
   }
   return cuda::check_last_launch(std::string("gemv<") + dtype_name(type) + ">");
 }
@@ -555,16 +564,16 @@ Status launch(DType type, Params p, const cuda::Stream& stream) {
 template <DType T>
 bool launch_tuning(Params p, int rows, int unroll, int min_units, cudaStream_t s) {
   const dim3 grid = plan(T, rows, min_units, &p);
-#define STRATA_GEMV_TUNE(R, U)                                 \
-  if (rows == R && unroll == U) {                              \
-    launch_dependent(gemv_kernel<T, 1, R, U>, grid, s, p);     \
-    return true;                                               \
+#define STRATA_GEMV_TUNE(R, U)                             \
+  if (rows == R && unroll == U) {                          \
+    launch_dependent(gemv_kernel<T, 1, R, U>, grid, s, p); \
+    return true;                                           \
   }
-  STRATA_GEMV_TUNE(2, 1) STRATA_GEMV_TUNE(2, 2)
-  STRATA_GEMV_TUNE(4, 1) STRATA_GEMV_TUNE(4, 2)
-  STRATA_GEMV_TUNE(8, 1) STRATA_GEMV_TUNE(8, 2)
+  STRATA_GEMV_TUNE(2, 1)
+  STRATA_GEMV_TUNE(2, 2)
+  STRATA_GEMV_TUNE(4, 1) STRATA_GEMV_TUNE(4, 2) STRATA_GEMV_TUNE(8, 1) STRATA_GEMV_TUNE(8, 2)
 #undef STRATA_GEMV_TUNE
-  return false;
+      return false;
 }
 
 Status fill_layout(const GpuWeight& w, Params* p) {
@@ -658,16 +667,8 @@ Status gemv_with_shape(const GpuWeight& w, const float* x, float* y, const GemvS
 }
 
 GemvShape gemv_default_shape(DType type) {
-  Config c{};
-  switch (type) {
-    case DType::kF32: c = config_of<DType::kF32>(); break;
-    case DType::kF16: c = config_of<DType::kF16>(); break;
-    case DType::kBF16: c = config_of<DType::kBF16>(); break;
-    case DType::kQ8_0: c = config_of<DType::kQ8_0>(); break;
-    case DType::kQ4_0: c = config_of<DType::kQ4_0>(); break;
-    case DType::kQ4_K: c = config_of<DType::kQ4_K>(); break;
-    default: c = config_of<DType::kQ6_K>(); break;
-  }
+  Config c = config_of<DType::kF32>();
+  for_type(type, [&]<DType T>() { c = config_of<T>(); });
   return GemvShape{c.rows, c.unroll, c.min_units_per_lane};
 }
 

@@ -12,7 +12,8 @@
 //
 // Example usage (one layer's FFN at decode):
 //   STRATA_RETURN_IF_ERROR(gpu::gemv_swiglu(gate, up, xb, 1, hidden, stream));   // hidden [F]
-//   STRATA_RETURN_IF_ERROR(gpu::gemv(down, hidden, 1, x, GemvOutput::kAccumulate, stream));  // x += W h
+//   STRATA_RETURN_IF_ERROR(gpu::gemv(down, hidden, 1, x, GemvOutput::kAccumulate, stream));  // x
+//   += W h
 #pragma once
 
 #include <cstdint>

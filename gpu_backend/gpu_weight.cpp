@@ -56,8 +56,8 @@ StatusOr<GpuWeightLayout> gpu_weight_layout(DType type, int64_t rows, int64_t co
   if (rows <= 0 || cols <= 0) return Status::invalid_argument("empty weight matrix");
   const DTypeTraits& t = traits(type);
   if (cols % t.block_elems != 0) {
-    return Status::invalid_argument("a " + std::string(t.name) + " row of " +
-                                    std::to_string(cols) + " elements is not whole blocks of " +
+    return Status::invalid_argument("a " + std::string(t.name) + " row of " + std::to_string(cols) +
+                                    " elements is not whole blocks of " +
                                     std::to_string(t.block_elems));
   }
   if (t.block_elems == 1 && cols % 8 != 0) {
@@ -77,8 +77,8 @@ StatusOr<GpuWeightLayout> gpu_weight_layout(DType type, int64_t rows, int64_t co
   return layout;
 }
 
-void repack_rows(DType type, int64_t cols, const uint8_t* src, int64_t n_rows,
-                 uint8_t* payload_dst, uint16_t* scale_dst) {
+void repack_rows(DType type, int64_t cols, const uint8_t* src, int64_t n_rows, uint8_t* payload_dst,
+                 uint16_t* scale_dst) {
   const int64_t src_row = row_bytes(type, cols);
   const int64_t nb = cols / traits(type).block_elems;
   const BlockSplit split = block_split(type);

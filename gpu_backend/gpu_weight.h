@@ -28,16 +28,16 @@ struct GpuWeight {
   DType type = DType::kF32;
   int64_t rows = 0;
   int64_t cols = 0;
-  const void* data = nullptr;          // device: payload plane
-  const uint16_t* scales = nullptr;    // device: scale plane, or null for types without one
+  const void* data = nullptr;        // device: payload plane
+  const uint16_t* scales = nullptr;  // device: scale plane, or null for types without one
 };
 
 struct GpuWeightLayout {
-  int64_t payload_row_bytes = 0;  // bytes of one row in the payload plane
-  int64_t scale_row_elems = 0;    // f16 scales per row (0: no scale plane)
-  int64_t payload_bytes = 0;      // rows * payload_row_bytes
-  int64_t scale_offset_bytes = 0; // where the scale plane starts in the buffer
-  int64_t total_bytes = 0;        // the buffer to allocate
+  int64_t payload_row_bytes = 0;   // bytes of one row in the payload plane
+  int64_t scale_row_elems = 0;     // f16 scales per row (0: no scale plane)
+  int64_t payload_bytes = 0;       // rows * payload_row_bytes
+  int64_t scale_offset_bytes = 0;  // where the scale plane starts in the buffer
+  int64_t total_bytes = 0;         // the buffer to allocate
 };
 
 // True for the types the GPU kernels read: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K.
@@ -52,8 +52,8 @@ StatusOr<GpuWeightLayout> gpu_weight_layout(DType type, int64_t rows, int64_t co
 // payload_dst receives n_rows * payload_row_bytes, scale_dst n_rows * scale_row_elems (unused when
 // the type has no scale plane). Host memory; OpenMP-parallel over rows.
 // REQUIRES: gpu_weight_layout(type, n_rows, cols) is ok.
-void repack_rows(DType type, int64_t cols, const uint8_t* src, int64_t n_rows,
-                 uint8_t* payload_dst, uint16_t* scale_dst);
+void repack_rows(DType type, int64_t cols, const uint8_t* src, int64_t n_rows, uint8_t* payload_dst,
+                 uint16_t* scale_dst);
 
 // The inverse, for tests: GPU planes back to GGUF rows (bit-identical to what repack_rows read).
 void unpack_rows(DType type, int64_t cols, const uint8_t* payload, const uint16_t* scales,

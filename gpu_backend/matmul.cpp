@@ -18,9 +18,8 @@ StatusOr<std::unique_ptr<GpuMatmul>> GpuMatmul::create(DeviceArena& arena, Cubla
     const int64_t tile = std::max(options.tile_bytes, options.max_cols * 4 * 64);
     STRATA_ASSIGN_OR_RETURN(mm->tile_, arena.allocate(tile, DeviceMemoryTag::kWorkspace));
     if (options.precision == GemmPrecision::kF16) {
-      STRATA_ASSIGN_OR_RETURN(mm->x_half_,
-                              arena.allocate(options.max_tokens * options.max_cols * 2,
-                                             DeviceMemoryTag::kWorkspace));
+      STRATA_ASSIGN_OR_RETURN(mm->x_half_, arena.allocate(options.max_tokens * options.max_cols * 2,
+                                                          DeviceMemoryTag::kWorkspace));
     }
   }
   return mm;
@@ -41,7 +40,8 @@ Status GpuMatmul::run(const GpuWeight& w, const float* x, int64_t n_tokens, floa
   const DType dense = f32 ? DType::kF32 : (w.type == DType::kBF16 ? DType::kBF16 : DType::kF16);
   const void* xin = x;
   if (!f32) {
-    STRATA_RETURN_IF_ERROR(convert_f32(x, n_tokens * w.cols, dense, x_half_.data(), blas_.stream()));
+    STRATA_RETURN_IF_ERROR(
+        convert_f32(x, n_tokens * w.cols, dense, x_half_.data(), blas_.stream()));
     xin = x_half_.data();
   }
   if (w.type == dense) {  // stored as cuBLAS wants it: no tile

@@ -23,8 +23,8 @@ namespace strata::gpu {
 
 struct GpuMatmulOptions {
   GemmPrecision precision = GemmPrecision::kF32;
-  int64_t max_tokens = 512;      // most rows of x per run()
-  int64_t max_cols = 0;          // widest x row (n_embd or n_ff)
+  int64_t max_tokens = 512;                // most rows of x per run()
+  int64_t max_cols = 0;                    // widest x row (n_embd or n_ff)
   int64_t tile_bytes = int64_t{64} << 20;  // dequantized weight tile
 };
 

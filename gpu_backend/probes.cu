@@ -1,9 +1,10 @@
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <algorithm>
 #include <vector>
 
 #include "gpu_backend/probes.h"
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
 namespace strata::gpu {
 namespace {
@@ -45,8 +46,8 @@ __global__ void read_kernel(const uint4* __restrict__ data, int64_t words, uint3
   for (; i + 3 * stride < words; i += 4 * stride) {
     const uint4 a = __ldcs(data + i), b = __ldcs(data + i + stride);
     const uint4 c = __ldcs(data + i + 2 * stride), d = __ldcs(data + i + 3 * stride);
-    acc ^= a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w ^ c.x ^ c.y ^ c.z ^ c.w ^ d.x ^ d.y ^
-           d.z ^ d.w;
+    acc ^= a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w ^ c.x ^ c.y ^ c.z ^ c.w ^ d.x ^ d.y ^ d.z ^
+           d.w;
   }
   for (; i < words; i += stride) {
     const uint4 a = __ldcs(data + i);
@@ -67,8 +68,8 @@ Status fill_random(void* data, int64_t count, DType type, uint64_t seed, float s
   return cuda::check_last_launch("fill_random");
 }
 
-StatusOr<HbmReadBandwidth> measure_hbm_read_bandwidth(DeviceArena& arena, int64_t bytes,
-                                                      int passes, const cuda::Stream& stream) {
+StatusOr<HbmReadBandwidth> measure_hbm_read_bandwidth(DeviceArena& arena, int64_t bytes, int passes,
+                                                      const cuda::Stream& stream) {
   bytes = bytes / 16 * 16;
   STRATA_ASSIGN_OR_RETURN(DeviceBuffer buffer, arena.allocate(bytes, DeviceMemoryTag::kWorkspace));
   STRATA_ASSIGN_OR_RETURN(DeviceBuffer sink, arena.allocate(4 << 20, DeviceMemoryTag::kWorkspace));
@@ -81,8 +82,8 @@ StatusOr<HbmReadBandwidth> measure_hbm_read_bandwidth(DeviceArena& arena, int64_
   std::vector<double> rates;
   for (int p = -1; p < passes; ++p) {  // pass -1 warms up
     STRATA_RETURN_IF_ERROR(start.record(stream));
-    read_kernel<<<blocks, 256, 0, stream.native()>>>(static_cast<const uint4*>(buffer.data()),
-                                                     bytes / 16, static_cast<uint32_t*>(sink.data()));
+    read_kernel<<<blocks, 256, 0, stream.native()>>>(
+        static_cast<const uint4*>(buffer.data()), bytes / 16, static_cast<uint32_t*>(sink.data()));
     STRATA_RETURN_IF_ERROR(cuda::check_last_launch("read_kernel"));
     STRATA_RETURN_IF_ERROR(end.record(stream));
     STRATA_RETURN_IF_ERROR(end.synchronize());

@@ -17,14 +17,14 @@ Status fill_random(void* data, int64_t count, DType type, uint64_t seed, float s
                    const cuda::Stream& stream);
 
 struct HbmReadBandwidth {
-  double best_bytes_per_s = 0;    // the fastest of the passes
+  double best_bytes_per_s = 0;  // the fastest of the passes
   double median_bytes_per_s = 0;
-  int64_t bytes = 0;              // read per pass
+  int64_t bytes = 0;  // read per pass
 };
 
 // Reads `bytes` (>= 4 GiB for the roofline; from `arena`, tag kWorkspace) with 16-byte loads,
 // `passes` times after a warm-up, each timed with CUDA events.
-StatusOr<HbmReadBandwidth> measure_hbm_read_bandwidth(DeviceArena& arena, int64_t bytes,
-                                                      int passes, const cuda::Stream& stream);
+StatusOr<HbmReadBandwidth> measure_hbm_read_bandwidth(DeviceArena& arena, int64_t bytes, int passes,
+                                                      const cuda::Stream& stream);
 
 }  // namespace strata::gpu

@@ -1,7 +1,7 @@
 // rope_table and rope_store_kv (see elementwise.h): the rotation of a decode step in two launches
-// instead of one rope kernel per layer and tensor. The (cos, sin) of every (token, pair) depend only
-// on the positions, so they are computed once per forward call, in double as the CPU does, then
-// rounded to float; each layer's q and k are rotated from that table with the same float
+// instead of one rope kernel per layer and tensor. The (cos, sin) of every (token, pair) depend
+// only on the positions, so they are computed once per forward call, in double as the CPU does,
+// then rounded to float; each layer's q and k are rotated from that table with the same float
 // operations as rope_kernel and the CPU (no FMA contraction), and k and v go straight into the
 // paged cache at positions read from device memory (a CUDA graph replays this unchanged).
 #include <cstdint>
@@ -111,10 +111,9 @@ Status rope_table(const int32_t* positions, int64_t n_tokens, int64_t rope_dims,
   return cuda::check_last_launch("rope_table_kernel");
 }
 
-Status rope_store_kv(float* q, const float* k, const float* v, int64_t n_tokens,
-                     const float* table, const AttentionShape& shape, int64_t rope_dims,
-                     RopeStyle style, const GpuKvView& kv, int64_t layer,
-                     const cuda::Stream& stream) {
+Status rope_store_kv(float* q, const float* k, const float* v, int64_t n_tokens, const float* table,
+                     const AttentionShape& shape, int64_t rope_dims, RopeStyle style,
+                     const GpuKvView& kv, int64_t layer, const cuda::Stream& stream) {
   if (kv.positions == nullptr) {
     return Status::invalid_argument("rope_store_kv: the KV view carries no device positions");
   }

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -54,5 +55,16 @@ class Engine {
   // What runs the model: "cpu", or "gpu: <device name>".
   virtual std::string device_description() const = 0;
 };
+
+// What every Engine::forward does around its forward pass, in one place: checks the input (a
+// sequence that exists, no empty chunk, ids in the vocabulary, the context not passed), sizes
+// `logits`, and runs `tokens` in chunks of at most max_batch_tokens through
+// run_chunk(chunk, out), where out is where the chunk's logits go, or null when no logits of
+// that chunk are wanted (only the last chunk's last token matters unless all_logits).
+using ChunkRunner = std::function<Status(std::span<const int32_t> chunk, float* logits)>;
+Status forward_in_chunks(const HyperParams& hp, bool has_sequence, int64_t held_tokens,
+                         int64_t max_context, int64_t max_batch_tokens, SeqId seq,
+                         std::span<const int32_t> tokens, bool all_logits,
+                         std::vector<float>* logits, const ChunkRunner& run_chunk);
 
 }  // namespace strata

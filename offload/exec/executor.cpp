@@ -148,33 +148,12 @@ void Executor::store_kv(SeqId seq, int64_t layer, int64_t pos0, int64_t n_tokens
 
 Status Executor::forward(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
                          std::vector<float>* logits) {
-  const HyperParams& hp = spec_.hp;
-  if (!kv_->has_sequence(seq)) return Status::not_found("unknown sequence " + std::to_string(seq));
-  if (tokens.empty()) return Status::invalid_argument("no tokens to run");
-  for (int32_t id : tokens) {
-    if (id < 0 || id >= hp.n_vocab) {
-      return Status::invalid_argument("token id " + std::to_string(id) +
-                                      " is outside the vocabulary (0.." +
-                                      std::to_string(hp.n_vocab - 1) + ")");
-    }
-  }
-  const int64_t total = kv_->num_tokens(seq) + static_cast<int64_t>(tokens.size());
-  if (total > options_.max_context) {
-    return Status::invalid_argument("the sequence would hold " + std::to_string(total) +
-                                    " tokens, more than the context of " +
-                                    std::to_string(options_.max_context) + " (--ctx)");
-  }
-  logits->resize(static_cast<size_t>((all_logits ? tokens.size() : 1) * hp.n_vocab));
-  const auto chunk = static_cast<size_t>(options_.max_batch_tokens);
-  for (size_t start = 0; start < tokens.size(); start += chunk) {
-    const size_t n = std::min(chunk, tokens.size() - start);
-    const bool last_chunk = start + n == tokens.size();
-    float* out = all_logits ? logits->data() + start * hp.n_vocab : logits->data();
-    // Only the last chunk's last token matters unless every position's logits are asked for.
-    STRATA_RETURN_IF_ERROR(forward_chunk(seq, tokens.subspan(start, n), all_logits,
-                                         all_logits || last_chunk ? out : nullptr));
-  }
-  return Status::ok();
+  const bool known = kv_->has_sequence(seq);
+  return forward_in_chunks(spec_.hp, known, known ? kv_->num_tokens(seq) : 0, options_.max_context,
+                           options_.max_batch_tokens, seq, tokens, all_logits, logits,
+                           [&](std::span<const int32_t> chunk, float* out) {
+                             return forward_chunk(seq, chunk, all_logits, out);
+                           });
 }
 
 // The model. x is the residual stream; every sub-layer reads a normed copy of it and adds its

@@ -87,8 +87,8 @@ Status GpuExecutor::init() {
     return Status::out_of_memory("--device gpu: only " + std::to_string(probe.caps.free_bytes) +
                                  " bytes of VRAM are free");
   }
-  STRATA_ASSIGN_OR_RETURN(arena_, DeviceArena::create(arena_options,
-                                                      make_cuda_device_allocator(options_.device)));
+  STRATA_ASSIGN_OR_RETURN(
+      arena_, DeviceArena::create(arena_options, make_cuda_device_allocator(options_.device)));
   STRATA_RETURN_IF_ERROR(upload_weights());
 
   STRATA_ASSIGN_OR_RETURN(blas_, gpu::Cublas::create(*arena_, stream_));
@@ -195,11 +195,11 @@ StatusOr<gpu::GpuWeight> GpuExecutor::upload_matrix(const TensorSpec* t,
     return Status(layout_or.status().code(), t->name + ": " + layout_or.status().message());
   }
   const gpu::GpuWeightLayout layout = *layout_or;
-  StatusOr<DeviceBuffer> buffer_or = arena_->allocate(layout.total_bytes, DeviceMemoryTag::kWeights);
+  StatusOr<DeviceBuffer> buffer_or =
+      arena_->allocate(layout.total_bytes, DeviceMemoryTag::kWeights);
   if (!buffer_or.is_ok()) {
-    return Status(buffer_or.status().code(),
-                  "the model does not fit in VRAM (loading " + t->name + "): " +
-                      buffer_or.status().message());
+    return Status(buffer_or.status().code(), "the model does not fit in VRAM (loading " + t->name +
+                                                 "): " + buffer_or.status().message());
   }
   DeviceBuffer buffer = std::move(buffer_or).value();
   auto* payload = static_cast<uint8_t*>(buffer.data());
@@ -225,8 +225,8 @@ StatusOr<gpu::GpuWeight> GpuExecutor::upload_matrix(const TensorSpec* t,
                                               cuda::CopyKind::kHostToDevice, stream_));
     if (scale_row_bytes > 0) {
       STRATA_RETURN_IF_ERROR(cuda::memcpy_async(scales + r0 * layout.scale_row_elems, stage_scales,
-                                                n * scale_row_bytes,
-                                                cuda::CopyKind::kHostToDevice, stream_));
+                                                n * scale_row_bytes, cuda::CopyKind::kHostToDevice,
+                                                stream_));
     }
     STRATA_RETURN_IF_ERROR(copied[half]->record(stream_));
     pending[half] = true;
@@ -259,8 +259,7 @@ StatusOr<const float*> GpuExecutor::upload_small(const TensorSpec* t) {
 Status GpuExecutor::add_sequence(SeqId seq) {
   STRATA_RETURN_IF_ERROR(kv_->add_sequence(seq));
   const KvLayout& layout = kv_->layout();
-  const int64_t entries =
-      layout.blocks_for_tokens(options_.base.max_context) * layout.n_layer * 2;
+  const int64_t entries = layout.blocks_for_tokens(options_.base.max_context) * layout.n_layer * 2;
   SequenceTable table;
   StatusOr<DeviceBuffer> buffer =
       arena_->allocate(entries * static_cast<int64_t>(sizeof(void*)), DeviceMemoryTag::kKv);
@@ -300,10 +299,9 @@ Status GpuExecutor::sync_block_table(SeqId seq) {
   const int64_t first = t.uploaded_blocks * n_layer * 2;
   const int64_t count = (num_blocks - t.uploaded_blocks) * n_layer * 2;
   // From pageable memory: the copy is staged before the call returns, so `host` may change later.
-  STRATA_RETURN_IF_ERROR(cuda::memcpy_async(static_cast<void**>(t.table.data()) + first,
-                                            t.host.data() + first,
-                                            count * static_cast<int64_t>(sizeof(void*)),
-                                            cuda::CopyKind::kHostToDevice, stream_));
+  STRATA_RETURN_IF_ERROR(cuda::memcpy_async(
+      static_cast<void**>(t.table.data()) + first, t.host.data() + first,
+      count * static_cast<int64_t>(sizeof(void*)), cuda::CopyKind::kHostToDevice, stream_));
   t.uploaded_blocks = num_blocks;
   return Status::ok();
 }
@@ -350,32 +348,12 @@ Status GpuExecutor::collect_profile() {
 
 Status GpuExecutor::forward(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
                             std::vector<float>* logits) {
-  const HyperParams& hp = spec_.hp;
-  if (!kv_->has_sequence(seq)) return Status::not_found("unknown sequence " + std::to_string(seq));
-  if (tokens.empty()) return Status::invalid_argument("no tokens to run");
-  for (int32_t id : tokens) {
-    if (id < 0 || id >= hp.n_vocab) {
-      return Status::invalid_argument("token id " + std::to_string(id) +
-                                      " is outside the vocabulary (0.." +
-                                      std::to_string(hp.n_vocab - 1) + ")");
-    }
-  }
-  const int64_t total = kv_->num_tokens(seq) + static_cast<int64_t>(tokens.size());
-  if (total > options_.base.max_context) {
-    return Status::invalid_argument("the sequence would hold " + std::to_string(total) +
-                                    " tokens, more than the context of " +
-                                    std::to_string(options_.base.max_context) + " (--ctx)");
-  }
-  logits->resize(static_cast<size_t>((all_logits ? tokens.size() : 1) * hp.n_vocab));
-  const auto chunk = static_cast<size_t>(options_.base.max_batch_tokens);
-  for (size_t start = 0; start < tokens.size(); start += chunk) {
-    const size_t n = std::min(chunk, tokens.size() - start);
-    const bool last_chunk = start + n == tokens.size();
-    float* out = all_logits ? logits->data() + start * hp.n_vocab : logits->data();
-    STRATA_RETURN_IF_ERROR(forward_chunk(seq, tokens.subspan(start, n), all_logits,
-                                         all_logits || last_chunk ? out : nullptr));
-  }
-  return Status::ok();
+  const bool known = kv_->has_sequence(seq);
+  return forward_in_chunks(spec_.hp, known, known ? kv_->num_tokens(seq) : 0,
+                           options_.base.max_context, options_.base.max_batch_tokens, seq, tokens,
+                           all_logits, logits, [&](std::span<const int32_t> chunk, float* out) {
+                             return forward_chunk(seq, chunk, all_logits, out);
+                           });
 }
 
 Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
@@ -391,8 +369,8 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
   const int64_t max_n = options_.base.max_batch_tokens;
   std::memcpy(staged, tokens.data(), static_cast<size_t>(n) * 4);
   for (int64_t i = 0; i < n; ++i) staged[max_n + i] = static_cast<int32_t>(pos0 + i);
-  STRATA_RETURN_IF_ERROR(cuda::memcpy_async(ids_.data(), staged, n * 4,
-                                            cuda::CopyKind::kHostToDevice, stream_));
+  STRATA_RETURN_IF_ERROR(
+      cuda::memcpy_async(ids_.data(), staged, n * 4, cuda::CopyKind::kHostToDevice, stream_));
   STRATA_RETURN_IF_ERROR(cuda::memcpy_async(positions_.data(), staged + max_n, n * 4,
                                             cuda::CopyKind::kHostToDevice, stream_));
 
@@ -419,8 +397,8 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
       STRATA_RETURN_IF_ERROR(matmul(output_, act(xb_), rows, act(logits_)));
     }
     STRATA_RETURN_IF_ERROR(cuda::memcpy_async(logits + (r0 - first) * hp.n_vocab, logits_.data(),
-                                              rows * hp.n_vocab * 4,
-                                              cuda::CopyKind::kDeviceToHost, stream_));
+                                              rows * hp.n_vocab * 4, cuda::CopyKind::kDeviceToHost,
+                                              stream_));
     STRATA_RETURN_IF_ERROR(stream_.synchronize());  // logits is pageable host memory
   }
   return options_.profile ? collect_profile() : Status::ok();
@@ -446,8 +424,8 @@ Status GpuExecutor::run_model_graph(SeqId seq, int64_t n, int64_t pos0, const gp
 }
 
 // The model, as in Executor::forward_chunk: x is the residual stream; every sub-layer reads a
-// normed copy of it and adds its output back. Shapes per token: n_embd E, q_dim Q, kv_dim K, n_ff F.
-// All of it is queued on one stream; the host waits only for the logits.
+// normed copy of it and adds its output back. Shapes per token: n_embd E, q_dim Q, kv_dim K, n_ff
+// F. All of it is queued on one stream; the host waits only for the logits.
 Status GpuExecutor::run_model(int64_t n, int64_t pos0, const gpu::GpuKvView& kv,
                               int64_t head_rows) {
   const HyperParams& hp = spec_.hp;
@@ -461,7 +439,7 @@ Status GpuExecutor::run_model(int64_t n, int64_t pos0, const gpu::GpuKvView& kv,
   const gpu::AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
   auto* rope_table = static_cast<float*>(rope_table_.data());
 
-  STRATA_RETURN_IF_ERROR(mark(kOther));  // the start
+  STRATA_RETURN_IF_ERROR(mark(kOther));                                      // the start
   STRATA_RETURN_IF_ERROR(gpu::embed_rows(token_embd_, ids, n, x, stream_));  // x [n][E]
   // cos/sin of every token's rotation, shared by all layers: [n][rope_dims / 2][2]
   STRATA_RETURN_IF_ERROR(
@@ -495,7 +473,7 @@ Status GpuExecutor::run_model(int64_t n, int64_t pos0, const gpu::GpuKvView& kv,
     STRATA_RETURN_IF_ERROR(mark(kOther));
     STRATA_RETURN_IF_ERROR(attention_->run(q, n, pos0, kv, l, att, stream_));  // att [n][Q]
     STRATA_RETURN_IF_ERROR(mark(kAttention));
-    STRATA_RETURN_IF_ERROR(matmul(w.wo, att, n, x, GemvOutput::kAccumulate));   // x += Wo att
+    STRATA_RETURN_IF_ERROR(matmul(w.wo, att, n, x, GemvOutput::kAccumulate));  // x += Wo att
     STRATA_RETURN_IF_ERROR(mark(kMatmul));
 
     // Feed-forward block (SwiGLU).

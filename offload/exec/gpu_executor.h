@@ -22,8 +22,8 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <tuple>
 #include <span>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -124,7 +124,8 @@ class GpuExecutor final : public Engine {
       : spec_(spec), options_(options) {}
   Status init();
   Status upload_weights();
-  StatusOr<gpu::GpuWeight> upload_matrix(const TensorSpec* t, const cuda::PinnedHostBuffer& staging);
+  StatusOr<gpu::GpuWeight> upload_matrix(const TensorSpec* t,
+                                         const cuda::PinnedHostBuffer& staging);
   StatusOr<const float*> upload_small(const TensorSpec* t);  // norm or bias, as float32
   // Uploads the block-table entries of blocks the sequence gained since the last call.
   Status sync_block_table(SeqId seq);
@@ -192,7 +193,7 @@ class GpuExecutor final : public Engine {
   cuda::PinnedHostBuffer step_inputs_;  // ids then positions, [2][max_batch_tokens] int32
 
   GpuProfile profile_;
-  std::vector<cuda::Event> marks_;        // recorded this forward call, in order
+  std::vector<cuda::Event> marks_;  // recorded this forward call, in order
   std::vector<Family> mark_families_;
   size_t num_marks_ = 0;
 };

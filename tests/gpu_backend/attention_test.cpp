@@ -20,13 +20,10 @@
 #include "gpu_backend/cublas.h"
 #include "memory/kv_view.h"
 #include "offload/core/dtype.h"
-#include "tests/gpu_backend/gpu_test_fixture.h"
+#include "tests/gpu_backend/paged_attention_test_fixture.h"
 
 namespace strata::gpu {
 namespace {
-
-constexpr int64_t kLayers = 2;
-constexpr int64_t kLayer = 1;  // the layer under test; layer 0 holds other random values
 
 struct Model {
   const char* name;
@@ -54,106 +51,13 @@ struct Case {
   }
 };
 
-class GpuAttentionTest : public testing::GpuTest {
+class GpuAttentionTest : public PagedAttentionTest {
  protected:
-  // One sequence of `num_tokens` in a paged cache of kLayers layers: host bytes (the reference
-  // reads them) and their device copy (the kernels read it), in the same shuffled slot order.
-  struct PagedCache {
-    std::vector<uint8_t> host_slots;    // [slot][block_tokens][kv_dim] elements
-    std::vector<void*> host_k, host_v;  // layer kLayer's logical blocks -> host slots
-    KvLayerView host_view;
-    GpuKvView device_view;
-  };
-
-  PagedCache make_cache(const Model& model, DType dtype, int64_t num_tokens) {
-    const int64_t kv_dim = model.shape.n_head_kv * model.shape.head_dim;
-    const int64_t bt = model.block_tokens;
-    const int64_t elem = kv_elem_bytes(dtype);
-    const int64_t slot_bytes = bt * kv_dim * elem;
-    const int64_t n_blocks = (num_tokens + bt - 1) / bt;
-    const int64_t n_slots = n_blocks * kLayers * 2;
-
-    // Which physical slot holds (block, layer, K/V): a random permutation, never the identity.
-    std::vector<int64_t> slot_of(static_cast<size_t>(n_slots));
-    std::iota(slot_of.begin(), slot_of.end(), 0);
-    std::mt19937 rng{std::random_device{}()};
-    do {
-      std::shuffle(slot_of.begin(), slot_of.end(), rng);
-    } while (n_slots > 1 && std::is_sorted(slot_of.begin(), slot_of.end()));
-
-    std::vector<int64_t> entry_of(static_cast<size_t>(n_slots));  // the inverse permutation
-    for (int64_t entry = 0; entry < n_slots; ++entry) entry_of[slot_of[entry]] = entry;
-
-    PagedCache c;
-    c.host_slots.resize(static_cast<size_t>(n_slots * slot_bytes));
-    const std::vector<float> values = random_floats(n_slots * bt * kv_dim);
-    for (int64_t slot = 0; slot < n_slots; ++slot) {
-      // Which logical block this slot holds decides which of its rows are past the sequence.
-      const int64_t block = entry_of[static_cast<size_t>(slot)] / (kLayers * 2);
-      for (int64_t row = 0; row < bt; ++row) {
-        for (int64_t i = 0; i < kv_dim; ++i) {
-          const int64_t e = (slot * bt + row) * kv_dim + i;
-          float x = values[static_cast<size_t>(e)];
-          if (block * bt + row >= num_tokens) x = NAN;  // never to be read
-          if (dtype == DType::kF16) {
-            const uint16_t h = f32_to_f16(x);
-            std::memcpy(c.host_slots.data() + e * 2, &h, 2);
-          } else {
-            std::memcpy(c.host_slots.data() + e * 4, &x, 4);
-          }
-        }
-      }
-    }
-
-    auto* device_slots = upload(c.host_slots);
-    std::vector<void*> table(static_cast<size_t>(n_slots));
-    c.host_k.resize(static_cast<size_t>(n_blocks));
-    c.host_v.resize(static_cast<size_t>(n_blocks));
-    for (int64_t b = 0; b < n_blocks; ++b) {
-      for (int64_t layer = 0; layer < kLayers; ++layer) {
-        for (int64_t kv = 0; kv < 2; ++kv) {
-          const int64_t entry = (b * kLayers + layer) * 2 + kv;
-          const int64_t offset = slot_of[static_cast<size_t>(entry)] * slot_bytes;
-          table[static_cast<size_t>(entry)] = device_slots + offset;
-          if (layer == kLayer) (kv == 0 ? c.host_k : c.host_v)[b] = c.host_slots.data() + offset;
-        }
-      }
-    }
-    c.device_view.block_table = upload(table);
-    c.device_view.n_layer = kLayers;
-    c.device_view.num_tokens = num_tokens;
-    c.device_view.block_tokens = bt;
-    c.device_view.kv_dim = kv_dim;
-    c.device_view.dtype = dtype;
-
-    c.host_view.k_blocks = c.host_k.data();
-    c.host_view.v_blocks = c.host_v.data();
-    c.host_view.num_blocks = n_blocks;
-    c.host_view.num_tokens = num_tokens;
-    c.host_view.block_tokens = bt;
-    c.host_view.kv_dim = kv_dim;
-    c.host_view.dtype = dtype;
-    return c;
-  }
-
-  static std::vector<float> reference(const std::vector<float>& q, const Case& c,
-                                      const KvLayerView& kv) {
-    const cpu::AttentionShape shape{c.model.shape.n_head, c.model.shape.n_head_kv,
-                                    c.model.shape.head_dim};
-    std::vector<int32_t> positions(static_cast<size_t>(c.n_tokens));
-    std::iota(positions.begin(), positions.end(), static_cast<int32_t>(c.pos0));
-    std::vector<float> scratch(
-        static_cast<size_t>(cpu::attention_scratch_floats(kv.num_tokens, shape)));
-    std::vector<float> out(q.size());
-    cpu::attention(q.data(), c.n_tokens, positions.data(), kv, shape, out.data(), scratch.data());
-    return out;
-  }
-
   // rel L2 of the GPU's output against the CPU's for one case (infinity on NaN or a failure).
   double run_case(const Case& c) {
     const AttentionShape& shape = c.model.shape;
     const int64_t num_tokens = c.pos0 + c.n_tokens;
-    PagedCache cache = make_cache(c.model, c.kv_dtype, num_tokens);
+    PagedCache cache = make_cache(c.model.shape, c.kv_dtype, num_tokens, c.model.block_tokens);
     const int64_t q_dim = shape.n_head * shape.head_dim;
     const std::vector<float> q = random_floats(c.n_tokens * q_dim);
 
@@ -181,7 +85,7 @@ class GpuAttentionTest : public testing::GpuTest {
     EXPECT_TRUE(status.is_ok()) << status.to_string();
     if (!status.is_ok()) return INFINITY;
     const std::vector<float> got = download(device_out, c.n_tokens * q_dim);
-    return rel_l2(got, reference(q, c, cache.host_view));
+    return rel_l2(got, reference(q, c.model.shape, c.n_tokens, c.pos0, cache.host_view));
   }
 };
 
@@ -297,7 +201,7 @@ TEST_F(GpuAttentionTest, RejectsBrokenRequirements) {
   auto attention = GpuAttention::create(arena(), **blas, options);
   ASSERT_TRUE(attention.is_ok()) << attention.status().to_string();
 
-  PagedCache cache = make_cache(kTiny, DType::kF32, 40);
+  PagedCache cache = make_cache(kTiny.shape, DType::kF32, 40, kTiny.block_tokens);
   const int64_t q_dim = kTiny.shape.n_head * kTiny.shape.head_dim;
   const float* q = upload(random_floats(8 * q_dim));
   float* out = device_output(8 * q_dim);
@@ -309,7 +213,7 @@ TEST_F(GpuAttentionTest, RejectsBrokenRequirements) {
   EXPECT_EQ((*attention)->run(q, 2, 37, cache.device_view, kLayer, out, stream()).code(),
             StatusCode::kInvalidArgument);
   // A sequence longer than max_context.
-  PagedCache long_cache = make_cache(kTiny, DType::kF32, 70);
+  PagedCache long_cache = make_cache(kTiny.shape, DType::kF32, 70, kTiny.block_tokens);
   EXPECT_EQ((*attention)->run(q, 1, 69, long_cache.device_view, kLayer, out, stream()).code(),
             StatusCode::kInvalidArgument);
   // A layer the cache does not have.

@@ -39,8 +39,8 @@ HostMatrix random_matrix(DType type, int64_t rows, int64_t cols, std::mt19937_64
   for (int64_t r = 0; r < rows; ++r) {
     for (float& v : src) v = normal(rng);
     EXPECT_TRUE(quantize_row(type, src.data(), m.stored.data() + r * rb, cols).is_ok());
-    EXPECT_TRUE(dequantize_row(type, m.stored.data() + r * rb, m.values.data() + r * cols, cols)
-                    .is_ok());
+    EXPECT_TRUE(
+        dequantize_row(type, m.stored.data() + r * rb, m.values.data() + r * cols, cols).is_ok());
   }
   return m;
 }

@@ -78,9 +78,11 @@ TEST_F(RopeStoreTest, EqualsRopeThenStoreBitForBit) {
 
     const double theta = 500000.0;
     ASSERT_TRUE(gpu::rope(qa, n, c.shape.n_head, c.shape.head_dim, c.rope_dims, dpos, theta,
-                          c.style, stream()).is_ok());
+                          c.style, stream())
+                    .is_ok());
     ASSERT_TRUE(gpu::rope(ka, n, c.shape.n_head_kv, c.shape.head_dim, c.rope_dims, dpos, theta,
-                          c.style, stream()).is_ok());
+                          c.style, stream())
+                    .is_ok());
     ASSERT_TRUE(gpu::store_kv(ka, vd, n, c.pos0, view_a, layer, stream()).is_ok());
 
     auto* table = device_output(n * c.rope_dims);
