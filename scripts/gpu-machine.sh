@@ -9,6 +9,8 @@
 #   unpacks the packages into /tmp/strata-prefix, builds (CUDA on), and runs the steps:
 #     tests      every GoogleTest suite (GPU tests included), log under $OUT
 #     gpu-tests  only the GPU suites: gpu_backend kernels and the golden forward tests (exec)
+#     gpu-cli    strata run on the default model with --device gpu and --device cpu, greedy: the
+#                generated ids must be the same
 #     gpu-gemv   bench/gpu_gemv_bench (GPU decode GEMV vs measured HBM read bandwidth)
 #     gpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/gpu_e2e_bench on each (decode 64 +
 #                prefill 2048 in VRAM vs B/H and FLOPs/G)
@@ -87,6 +89,21 @@ for step in "${steps[@]}"; do
         grep -E "^\[  FAILED  \]|Failure|rel L2|Which is|Expected" "$out/gtest-$t.log" | head -60 || true
         grep -E "^\[  (PASSED|FAILED|SKIPPED)  \] [0-9]+ test|tests? from .* ran" "$out/gtest-$t.log" || true
       done ;;
+    gpu-cli)
+      m=models/default/strata-tiny.gguf
+      for d in gpu cpu; do
+        build-gpu/strata run -m "$m" -p "In the beginning God created" -n 48 --temp 0 \
+          --device "$d" --json > "/tmp/run-$d.json" 2> "/tmp/run-$d.err" || cat "/tmp/run-$d.err"
+      done
+      python3 - /tmp/run-gpu.json /tmp/run-cpu.json <<'PY' || true
+import json, sys
+g, c = (json.load(open(p)) for p in sys.argv[1:3])
+print("gpu:", repr(g["text"][:120]))
+print("gpu tok/s prompt %.1f gen %.1f, vram peak %d B" % (g["timings"]["prompt_tokens_per_s"],
+      g["timings"]["generation_tokens_per_s"], g["memory"]["vram_peak_bytes"]))
+print("greedy ids gpu == cpu:", g["generated_ids"] == c["generated_ids"], len(g["generated_ids"]))
+PY
+      ;;
     ncu)
       # Nsight Compute on the decode GEMV of one layer (the second, warm pass) per type.
       for t in ${STRATA_NCU_TYPES:-F16 Q8_0 Q4_0}; do

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "gpu_backend/device_probe.h"
 #include "tests/testing/run_strata.h"
 #include "tests/testing/testdata.h"
 
@@ -53,6 +54,30 @@ TEST(Cli, RunRejectsContextLargerThanTrained) {
   STRATA_REQUIRE_TESTDATA(tiny_llama());
   expect_clear_error(run_strata("run -m " + tiny_llama() + " --ctx 100000 -p hi"),
                      "larger than the model's trained context");
+}
+
+TEST(Cli, RunRejectsABadVramBudget) {
+  STRATA_REQUIRE_TESTDATA(tiny_llama());
+  expect_clear_error(run_strata("run -m " + tiny_llama() + " -p hi --vram-budget 8XB"),
+                     "--vram-budget: '8XB' is not a size");
+}
+
+TEST(Cli, ForcedGpuWithoutAGpuSaysWhy) {
+  STRATA_REQUIRE_TESTDATA(tiny_llama());
+  const GpuProbe probe = probe_gpu(0);
+  if (probe.usable) GTEST_SKIP() << "this machine has a usable GPU: " << describe(probe);
+  expect_clear_error(run_strata("run -m " + tiny_llama() + " -p hi --device gpu"),
+                     "--device gpu: ");
+}
+
+TEST(Cli, GpuRunFitsTheBudgetOrSaysSo) {
+  // With a GPU: a 1 MiB budget cannot hold even the embedding table; the error names the budget.
+  STRATA_REQUIRE_TESTDATA(tiny_llama());
+  const GpuProbe probe = probe_gpu(0);
+  if (!probe.usable) GTEST_SKIP() << "no usable GPU: " << probe.reason;
+  expect_clear_error(
+      run_strata("run -m " + tiny_llama() + " -p hi --device gpu --vram-budget 1MiB"),
+      "does not fit in VRAM");
 }
 
 TEST(Cli, RunRejectsInvalidSamplingValues) {
