@@ -84,7 +84,8 @@ for step in "${steps[@]}"; do
       # golden suite only for its GPU cases (the CPU ones run in CI).
       build-gpu/tests/strata_gpu_backend_tests > "$out/gtest-gpu_backend.log" 2>&1 || true
       build-gpu/tests/strata_exec_tests --gtest_filter='*gpu*' > "$out/gtest-exec.log" 2>&1 || true
-      for t in gpu_backend exec; do
+      build-gpu/tests/strata_cli_tests --gtest_filter='*Gpu*' > "$out/gtest-cli.log" 2>&1 || true
+      for t in gpu_backend exec cli; do
         echo "== $t"
         grep -E "^\[  FAILED  \]|Failure|rel L2|Which is|Expected" "$out/gtest-$t.log" | head -60 || true
         grep -E "^\[  (PASSED|FAILED|SKIPPED)  \] [0-9]+ test|tests? from .* ran" "$out/gtest-$t.log" || true
