@@ -1,10 +1,14 @@
-// Decode GEMV kernels (see gemv.h). One kernel template per (weight type, token count):
+// Decode GEMV kernels (see gemv.h). One kernel template per (weight type T, token count NT, rows
+// per warp R, units in flight U); config_of<T>() picks R and U (measured, see bench/NOTES.md):
 //
-//   block = 8 warps. The warps of a block split into row groups of kRows[type] rows; the
-//   `ksplit` warps of one group cut each row's 16-byte units between them (interleaved, so the 8
-//   warps of a block read neighbouring 512-byte runs), every lane keeps kUnroll units in flight.
-//   Partial sums are reduced by warp shuffles, then across the ksplit warps through shared memory,
-//   and the first warp of the group writes the epilogue (store, add, or SwiGLU of gate and up).
+//   block = 8 warps. The warps of a block split into row groups of R rows; the `ksplit` warps of
+//   one group cut each row's 16-byte units between them (interleaved, so the 8 warps of a block
+//   read neighbouring 512-byte runs), every lane loads U units of each of its R rows before it
+//   computes, so R x U 16-byte loads are in flight per lane. Partial sums are reduced by warp
+//   shuffles, then across the ksplit warps through shared memory, and the first warp of the group
+//   writes the epilogue (store, add, or SwiGLU of gate and up).
+//   Launches use programmatic dependent launch (dependent_launch.cuh): the weight loads of the
+//   first pass are issued before the kernel waits for the kernel that wrote x.
 //
 // A "unit" is what one lane decodes from one 16-byte load (Q6_K: three 4-byte loads):
 //   F32 4 elements, F16/BF16 8, Q8_0 16 (half a block), Q4_0 16 (the low or high nibbles of a

@@ -132,13 +132,12 @@ Status GpuExecutor::init() {
   STRATA_RETURN_IF_ERROR(activations(n * 4, &positions_));
   STRATA_RETURN_IF_ERROR(activations(std::max<int64_t>(1, n * hp.rope_dims * 4), &rope_table_));
   STRATA_RETURN_IF_ERROR(activations(kLogitRows * hp.n_vocab * 4, &logits_));
-  host_positions_.resize(static_cast<size_t>(n));
   STRATA_ASSIGN_OR_RETURN(step_inputs_, cuda::PinnedHostBuffer::allocate(2 * n * 4));
   return Status::ok();
 }
 
 int64_t GpuExecutor::host_activation_bytes() const {
-  return static_cast<int64_t>(host_positions_.size() * sizeof(int32_t));
+  return step_inputs_.size_bytes();  // pinned ids and positions; the rest lives in VRAM
 }
 
 Status GpuExecutor::upload_weights() {

@@ -75,9 +75,9 @@ struct GpuProfile {
 
 class GpuExecutor final : public Engine {
  public:
-  // REQUIRES: `spec` outlives the executor. unavailable-style errors (no GPU, no CUDA build),
-  // invalid_argument for a weight type the GPU kernels do not read, out_of_memory naming the
-  // budget when the model does not fit.
+  // REQUIRES: `spec` outlives the executor. unsupported when there is no usable GPU or no CUDA in
+  // this build (the message says which), invalid_argument for a weight type the GPU kernels do
+  // not read, out_of_memory naming the tensor and the budget when the model does not fit.
   static StatusOr<std::unique_ptr<GpuExecutor>> create(const ModelSpec& spec,
                                                        const GpuExecutorOptions& options);
   ~GpuExecutor() override;
@@ -171,7 +171,6 @@ class GpuExecutor final : public Engine {
   DeviceBuffer ids_, positions_;  // int32 [max_batch_tokens]
   DeviceBuffer rope_table_;       // (cos, sin) [max_batch_tokens][rope_dims / 2][2]
   DeviceBuffer logits_;           // [kLogitRows][n_vocab]
-  std::vector<int32_t> host_positions_;
   static constexpr int64_t kLogitRows = 64;
 
   // Decode-step graphs by (sequence, tokens, head rows); each remembers the attention pieces it
