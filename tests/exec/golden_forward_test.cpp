@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <ostream>
 #include <nlohmann/json.hpp>
 
 #include "gpu_backend/device_probe.h"
@@ -26,6 +27,11 @@ struct Variant {
   std::string variant;  // F32, Q4_K, HF, ...
   bool gpu = false;     // GpuExecutor instead of Executor
 };
+
+// gtest prints parameters with this (instead of their raw bytes) in test lists and failures.
+void PrintTo(const Variant& v, std::ostream* os) {
+  *os << v.model << " " << v.variant << (v.gpu ? " gpu" : " cpu");
+}
 
 std::string PrintVariant(const ::testing::TestParamInfo<Variant>& info) {
   std::string s = info.param.model + "_" + info.param.variant + (info.param.gpu ? "_gpu" : "_cpu");
