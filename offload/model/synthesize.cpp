@@ -409,6 +409,30 @@ StatusOr<GgufMetadata> copy_vocab(const std::string& vocab_path, int64_t n_vocab
 
 // ---- synthesize -------------------------------------------------------------------------------
 
+StatusOr<ModelSpec> synth_spec(std::string_view shape_name, DType type) {
+  const SynthShape* shape = find_synth_shape(shape_name);
+  if (shape == nullptr) {
+    return Status::invalid_argument("--shape: no shape named '" + std::string(shape_name) +
+                                    "' (strata synth --list shows them)");
+  }
+  STRATA_ASSIGN_OR_RETURN(const DType checked, parse_synth_type(dtype_name(type)));
+  ModelSpec spec;
+  spec.path = std::string("shape:") + shape->name;
+  spec.arch = shape->arch;
+  spec.name = shape->name;
+  spec.hp = shape->hp;
+  for (const SynthTensor& t : plan_tensors(*shape, shape->hp, checked, 0)) {
+    TensorSpec ts;
+    ts.name = t.decl.name;
+    ts.type = t.decl.type;
+    ts.ne = t.decl.ne;
+    ts.size_bytes = t.row_bytes * static_cast<uint64_t>(t.num_rows);
+    spec.tensor_index[ts.name] = spec.tensors.size();
+    spec.tensors.push_back(std::move(ts));
+  }
+  return spec;
+}
+
 StatusOr<SynthResult> synthesize(const SynthOptions& options) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();

@@ -85,6 +85,11 @@ struct SynthResult {
 
 StatusOr<SynthResult> synthesize(const SynthOptions& options);
 
+// The spec of the file synthesize() would write for `shape` and `type`, without writing it: the
+// tensor table (names, types, shapes, bytes; no data) and hyper-parameters. For `strata plan
+// --shape`. invalid_argument for an unknown shape or type.
+StatusOr<ModelSpec> synth_spec(std::string_view shape, DType type);
+
 // The types synthesize() writes, by name (case-insensitive), or invalid_argument naming them.
 StatusOr<DType> parse_synth_type(std::string_view name);
 

@@ -1,0 +1,105 @@
+#include "policies/cost_model.h"
+
+#include <algorithm>
+
+namespace strata {
+namespace {
+
+bool four_bit(DType t) { return t == DType::kQ4_0 || t == DType::kQ4_K || t == DType::kQ6_K; }
+
+}  // namespace
+
+double gpu_gemv_efficiency(DType type, const Caps& caps) {
+  if (four_bit(type)) return caps.gpu_gemv_efficiency_4bit;
+  if (type == DType::kQ8_0) return caps.gpu_gemv_efficiency_8bit;
+  return caps.gpu_gemv_efficiency_dense;
+}
+
+double cpu_gemv_efficiency(DType type, const Caps& caps) {
+  return four_bit(type) ? caps.cpu_gemv_efficiency_4bit : caps.cpu_gemv_efficiency_dense;
+}
+
+Prediction predict_decode(const HyperParams& hp, const std::vector<TensorCost>& costs,
+                          const std::vector<Placement>& placements, const Policy& policy,
+                          const Caps& caps) {
+  Prediction p;
+  double gpu_s = 0, cpu_s = 0;
+  for (size_t i = 0; i < costs.size(); ++i) {
+    const auto bytes = static_cast<double>(costs[i].bytes);
+    switch (placements[i]) {
+      case Placement::kVram:
+        p.vram_bytes += bytes;
+        gpu_s += bytes / (caps.hbm_bytes_per_s * gpu_gemv_efficiency(costs[i].type, caps));
+        break;
+      case Placement::kStream:
+        p.stream_bytes += bytes;
+        gpu_s += bytes / (caps.hbm_bytes_per_s * gpu_gemv_efficiency(costs[i].type, caps));
+        break;
+      case Placement::kCpu:
+        p.cpu_bytes += bytes;
+        cpu_s += bytes / (caps.cpu_read_bytes_per_s * cpu_gemv_efficiency(costs[i].type, caps));
+        break;
+    }
+  }
+  cpu_s *= 1.0 + 0.5 * static_cast<double>(policy.batch - 1);
+  // Attention reads the whole KV of every sequence once per step: from VRAM, or from host memory
+  // under the cpu policy (the tiered KV of issue 6 will split this).
+  const double kv_bytes =
+      static_cast<double>(hp.kv_bytes_per_token(policy.kv_type == DType::kF16 ? 2 : 4)) *
+      static_cast<double>(policy.context_tokens) * static_cast<double>(policy.batch);
+  if (policy.kind == PolicyKind::kCpu) {
+    cpu_s += kv_bytes / caps.cpu_read_bytes_per_s;
+  } else {
+    gpu_s += kv_bytes / caps.hbm_bytes_per_s;
+  }
+  const double pcie_s = p.stream_bytes / caps.h2d_pinned_bytes_per_s;
+  const double host_s = (p.stream_bytes + p.cpu_bytes) / caps.host_combined_bytes_per_s;
+  p.seconds = std::max({pcie_s, gpu_s + cpu_s, host_s});
+  if (p.seconds == pcie_s && pcie_s > 0) {
+    p.bound = "pcie";
+  } else if (p.seconds == host_s && host_s > gpu_s + cpu_s) {
+    p.bound = "host memory (streaming and CPU together)";
+  } else {
+    p.bound = cpu_s > gpu_s ? "cpu" : "hbm";
+  }
+  p.flops = 0;
+  for (const TensorCost& c : costs) p.flops += 2.0 * static_cast<double>(c.params);
+  p.flops *= static_cast<double>(policy.batch);
+  p.tokens_per_s = p.seconds > 0 ? static_cast<double>(policy.batch) / p.seconds : 0;
+  return p;
+}
+
+Prediction predict_prefill(const HyperParams& hp, const std::vector<TensorCost>& costs,
+                           const std::vector<Placement>& placements, const Policy& policy,
+                           const Caps& caps) {
+  Prediction p;
+  const auto n = static_cast<double>(policy.prefill_tokens);
+  double gpu_flops = 0, cpu_flops = 0;
+  for (size_t i = 0; i < costs.size(); ++i) {
+    const double flops = 2.0 * static_cast<double>(costs[i].params) * n;
+    const auto bytes = static_cast<double>(costs[i].bytes);
+    if (placements[i] == Placement::kCpu) {
+      cpu_flops += flops;
+      p.cpu_bytes += bytes;
+    } else {
+      gpu_flops += flops;
+      (placements[i] == Placement::kVram ? p.vram_bytes : p.stream_bytes) += bytes;
+    }
+  }
+  // Attention over the causal triangle, on the GPU (on the CPU under the cpu policy).
+  const double attention =
+      4.0 * static_cast<double>(hp.n_layer * hp.n_head * hp.head_dim) * n * (n + 1) / 2;
+  (policy.kind == PolicyKind::kCpu ? cpu_flops : gpu_flops) += attention;
+  p.flops = gpu_flops + cpu_flops;
+  const double pcie_s = p.stream_bytes / caps.h2d_pinned_bytes_per_s;
+  const double gpu_s = gpu_flops / caps.gpu_gemm_flop_per_s;
+  const double cpu_s = cpu_flops / caps.cpu_gemm_flop_per_s;
+  p.seconds = std::max(pcie_s, gpu_s) + cpu_s;
+  p.bound = cpu_s > std::max(pcie_s, gpu_s) ? "cpu compute"
+            : pcie_s > gpu_s                ? "pcie"
+                                            : "gpu compute";
+  p.tokens_per_s = p.seconds > 0 ? n / p.seconds : 0;
+  return p;
+}
+
+}  // namespace strata

@@ -1,0 +1,280 @@
+#include "policies/planner.h"
+
+#include <algorithm>
+#include <limits>
+#include <regex>
+
+#include "policies/cost_model.h"
+
+namespace strata {
+namespace planner {
+
+std::vector<Unit> units_of(const ModelSpec& spec, std::vector<TensorPlacement>* tensors) {
+  std::vector<Unit> layers(static_cast<size_t>(spec.hp.n_layer));
+  Unit head{"output", {}, 0}, embd{"token_embd", {}, 0};
+  for (size_t l = 0; l < layers.size(); ++l) layers[l].name = "blk." + std::to_string(l);
+  for (const TensorSpec& t : spec.tensors) {
+    TensorPlacement tp;
+    tp.name = t.name;
+    tp.bytes = static_cast<int64_t>(t.size_bytes);
+    const size_t index = tensors->size();
+    Unit* unit = &head;
+    if (t.name.rfind("blk.", 0) == 0) {
+      tp.layer = std::stoll(t.name.substr(4));
+      unit = &layers[static_cast<size_t>(tp.layer)];
+    } else if (t.name == "token_embd.weight" && !spec.hp.tied_embeddings) {
+      unit = &embd;
+    }  // output.weight, output_norm.weight, rope_freqs, a tied token_embd: the head
+    unit->tensors.push_back(index);
+    unit->bytes += tp.bytes;
+    tensors->push_back(std::move(tp));
+  }
+  std::vector<Unit> out = std::move(layers);
+  out.push_back(std::move(head));
+  if (!embd.tensors.empty()) out.push_back(std::move(embd));
+  return out;
+}
+
+TierBytes fixed_vram(const ModelSpec& spec, const Policy& policy, int64_t largest_unit_bytes,
+                     bool streams) {
+  const HyperParams& hp = spec.hp;
+  TierBytes b;
+  if (policy.kind == PolicyKind::kCpu) return b;  // no GPU at all
+  b.vram_kv = hp.kv_bytes_per_token(policy.kv_type == DType::kF16 ? 2 : 4) * policy.context_tokens *
+              policy.batch;
+  // Activations of a prefill chunk (x, xb, q, k, v, att, gate, up in float32), the logits of up
+  // to 64 rows, cuBLAS's 32 MiB, and one dequantized f16 tile of the largest layer matrix.
+  const int64_t n = policy.prefill_tokens;
+  const int64_t act = n * 4 * (2 * hp.n_embd + 2 * hp.q_dim() + 2 * hp.kv_dim() + 2 * hp.n_ff);
+  const int64_t tile = std::min<int64_t>(int64_t{256} << 20, hp.n_ff * hp.n_embd * 2);
+  b.vram_workspace = act + 64 * hp.n_vocab * 4 + (int64_t{32} << 20) + tile;
+  if (streams) b.vram_staging = (policy.prefetch_depth + 1) * largest_unit_bytes;
+  return b;
+}
+
+}  // namespace planner
+
+namespace {
+
+using planner::Unit;
+
+bool rule_matches(const PlacementRule& rule, const std::string& name) {
+  return std::regex_match(name, std::regex(rule.match));
+}
+
+std::vector<TensorCost> costs_of(const ModelSpec& spec) {
+  std::vector<TensorCost> costs;
+  for (const TensorSpec& t : spec.tensors) {
+    TensorCost c;
+    c.bytes = static_cast<int64_t>(t.size_bytes);
+    c.type = t.type;
+    // One multiply-add per weight per token; the embedding is a lookup; norms are noise.
+    const bool lookup = t.name == "token_embd.weight" && !spec.hp.tied_embeddings;
+    c.params = lookup || t.ne.size() < 2 ? 0 : t.num_elements();
+    // The embedding is read one row per token.
+    if (lookup) c.bytes = static_cast<int64_t>(t.size_bytes) / std::max<int64_t>(1, t.num_rows());
+    costs.push_back(c);
+  }
+  return costs;
+}
+
+}  // namespace
+
+Plan make_plan(const ModelSpec& spec, const Policy& policy, const Caps& caps) {
+  Plan plan;
+  plan.policy = policy_kind_name(policy.kind);
+  plan.caps_source = caps.source;
+  std::vector<Unit> units = planner::units_of(spec, &plan.tensors);
+  const std::vector<TensorCost> costs = costs_of(spec);
+  const int64_t budget =
+      policy.kind == PolicyKind::kCpu
+          ? 0
+          : (policy.vram_budget_bytes > 0
+                 ? policy.vram_budget_bytes
+                 : std::max<int64_t>(0, caps.vram_free_bytes - Policy::kDefaultVramMarginBytes));
+  plan.vram_budget_bytes = budget;
+
+  // Pass 2: rules pin tensors; a unit with any pinned tensor keeps the rest free to move.
+  std::vector<bool> pinned(plan.tensors.size(), false);
+  for (size_t i = 0; i < plan.tensors.size(); ++i) {
+    for (const PlacementRule& rule : policy.rules) {
+      if (rule_matches(rule, plan.tensors[i].name)) {
+        plan.tensors[i].decode = plan.tensors[i].prefill = rule.place;
+        plan.tensors[i].by_rule = true;
+        pinned[i] = true;
+      }
+    }
+  }
+  auto unit_free_bytes = [&](const Unit& u) {
+    int64_t b = 0;
+    for (size_t t : u.tensors) b += pinned[t] ? 0 : plan.tensors[t].bytes;
+    return b;
+  };
+  auto place_unit = [&](const Unit& u, Placement decode, Placement prefill) {
+    for (size_t t : u.tensors) {
+      if (pinned[t]) continue;
+      plan.tensors[t].decode = decode;
+      plan.tensors[t].prefill = prefill;
+    }
+  };
+  int64_t pinned_vram = 0;
+  bool pinned_stream = false;
+  for (size_t i = 0; i < plan.tensors.size(); ++i) {
+    if (!pinned[i]) continue;
+    if (plan.tensors[i].decode == Placement::kVram) pinned_vram += plan.tensors[i].bytes;
+    if (plan.tensors[i].decode == Placement::kStream) pinned_stream = true;
+  }
+
+  // The embedding stays on the host: one row per token is copied up.
+  const bool has_embd = units.back().name == "token_embd";
+  if (has_embd) place_unit(units.back(), Placement::kCpu, Placement::kCpu);
+  // Units that may become resident, in the order they are tried: layers in model order, the head
+  // first or last (-ngl puts it last; a head first keeps the unit every token reads in VRAM, but
+  // which order leaves fewer bytes on the host depends on the sizes, so auto tries both).
+  const size_t n_layers = static_cast<size_t>(spec.hp.n_layer);
+  const size_t head = n_layers;
+  auto order_of = [&](bool head_first) {
+    std::vector<size_t> order;
+    if (head_first) order.push_back(head);
+    for (size_t l = 0; l < n_layers; ++l) order.push_back(l);
+    if (!head_first) order.push_back(head);
+    return order;
+  };
+  const std::vector<size_t> order = order_of(policy.kind != PolicyKind::kGpuFirst);
+  // Staging slots hold one layer; a head that does not fit in VRAM runs on the CPU instead of
+  // needing slots of its own size (it is usually the largest unit by far).
+  int64_t largest = 0;
+  for (size_t l = 0; l < n_layers; ++l) largest = std::max(largest, unit_free_bytes(units[l]));
+
+  // Sets one phase's placement of a unit (decode: true) without touching pinned tensors.
+  auto place_phase = [&](const Unit& u, bool decode, Placement where) {
+    for (size_t t : u.tensors) {
+      if (!pinned[t]) (decode ? plan.tensors[t].decode : plan.tensors[t].prefill) = where;
+    }
+  };
+  // Pass 3: residents while they fit, with or without the staging ring.
+  auto fill = [&](bool with_ring, const std::vector<size_t>& order) {
+    const TierBytes fixed = planner::fixed_vram(spec, policy, largest, with_ring);
+    int64_t room = budget - fixed.vram_total() - pinned_vram;
+    std::vector<bool> resident(units.size(), false);
+    for (size_t u : order) {
+      const int64_t b = unit_free_bytes(units[u]);
+      if (b <= room) {
+        resident[u] = true;
+        room -= b;
+      } else if (policy.kind == PolicyKind::kGpuFirst) {
+        break;  // -ngl: a prefix of the layers
+      }
+    }
+    return resident;
+  };
+  // Pass 4 for one phase: residents in VRAM, the rest streamed (`stream_first` host units; the
+  // head never: staging slots hold one layer) or on the CPU.
+  auto assign = [&](bool decode, const std::vector<bool>& resident, size_t stream_first) {
+    size_t host_index = 0;
+    for (size_t u : order_of(true)) {
+      if (resident[u]) {
+        place_phase(units[u], decode, Placement::kVram);
+      } else {
+        const bool stream = u != head && host_index++ < stream_first;
+        place_phase(units[u], decode, stream ? Placement::kStream : Placement::kCpu);
+      }
+    }
+  };
+  auto decode_seconds = [&]() {
+    std::vector<Placement> decode;
+    for (const TensorPlacement& t : plan.tensors) decode.push_back(t.decode);
+    return predict_decode(spec.hp, costs, decode, policy, caps).seconds;
+  };
+  const size_t all = units.size();
+
+  if (policy.kind == PolicyKind::kCpu) {
+    for (size_t u : order) place_unit(units[u], Placement::kCpu, Placement::kCpu);
+  } else if (policy.kind == PolicyKind::kGpuFirst) {
+    const std::vector<bool> resident = fill(false, order);
+    assign(true, resident, 0);
+    assign(false, resident, 0);
+  } else {
+    // Prefill: stream every non-resident layer (its FLOPs belong on the GPU); when everything
+    // fits without the ring, nothing streams at all.
+    std::vector<bool> with_ring = fill(true, order), without_ring = fill(false, order);
+    bool fits_without = !pinned_stream;
+    for (size_t u : order) fits_without = fits_without && without_ring[u];
+    const std::vector<bool>& prefill_resident = fits_without ? without_ring : with_ring;
+    assign(false, prefill_resident, all);
+    if (policy.kind == PolicyKind::kStream || fits_without) {
+      assign(true, prefill_resident, all);
+    } else {
+      // auto, decode: stream the first k host units and run the rest on the CPU, with the k
+      // the cost model predicts fastest; or give the ring's VRAM to more resident layers and run
+      // every other one on the CPU (the ring is only needed during prefill then: the executor
+      // fills its slots with the extra layers when decode starts).
+      double best_s = std::numeric_limits<double>::infinity();
+      size_t best_k = 0;
+      for (size_t k = 0; k <= all; ++k) {
+        assign(true, with_ring, k);
+        const double seconds = decode_seconds();
+        if (seconds < best_s) {
+          best_s = seconds;
+          best_k = k;
+        }
+      }
+      // The candidates without the ring, head first or last: keep the best of all.
+      const std::vector<bool>* best_resident = &with_ring;
+      std::vector<bool> candidates[2] = {without_ring, fill(false, order_of(false))};
+      for (const std::vector<bool>& c : candidates) {
+        assign(true, c, 0);
+        const double seconds = decode_seconds();
+        if (seconds < best_s) {
+          best_s = seconds;
+          best_resident = &c;
+          best_k = 0;
+        }
+      }
+      assign(true, *best_resident, best_k);
+    }
+  }
+
+  // Bytes per tier, per phase; the plan holds the larger of the two.
+  auto phase_bytes = [&](bool decode) {
+    bool streams = false;
+    int64_t vram = 0;
+    for (const TensorPlacement& t : plan.tensors) {
+      const Placement where = decode ? t.decode : t.prefill;
+      streams = streams || where == Placement::kStream;
+      if (where == Placement::kVram) vram += t.bytes;
+    }
+    TierBytes b = planner::fixed_vram(spec, policy, largest, streams);
+    b.vram_weights = vram;
+    return b;
+  };
+  const TierBytes decode_bytes = phase_bytes(true), prefill_bytes = phase_bytes(false);
+  plan.bytes =
+      decode_bytes.vram_total() >= prefill_bytes.vram_total() ? decode_bytes : prefill_bytes;
+  plan.bytes_decode = decode_bytes;
+  plan.bytes_prefill = prefill_bytes;
+  // Host copies hold every weight that is not resident in some phase.
+  for (const TensorPlacement& t : plan.tensors) {
+    if (t.decode != Placement::kVram || t.prefill != Placement::kVram) {
+      plan.bytes.host_pinned_weights += t.bytes;
+    }
+  }
+  // The smallest budget: everything but resident weights (pinned VRAM rules count).
+  plan.min_vram_budget_bytes =
+      std::max(decode_bytes.vram_kv + decode_bytes.vram_workspace + decode_bytes.vram_staging,
+               prefill_bytes.vram_kv + prefill_bytes.vram_workspace + prefill_bytes.vram_staging) +
+      pinned_vram;
+  plan.fits = decode_bytes.vram_total() <= budget && prefill_bytes.vram_total() <= budget;
+
+  // Pass 5: predictions.
+  std::vector<Placement> decode, prefill;
+  for (const TensorPlacement& t : plan.tensors) {
+    decode.push_back(t.decode);
+    prefill.push_back(t.prefill);
+  }
+  plan.decode = predict_decode(spec.hp, costs, decode, policy, caps);
+  plan.prefill = predict_prefill(spec.hp, costs, prefill, policy, caps);
+  return plan;
+}
+
+}  // namespace strata
