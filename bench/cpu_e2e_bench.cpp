@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "bench/cpu_read_bandwidth.h"
+#include "cpu_backend/read_bandwidth.h"
 #include "cpu_backend/thread_placement.h"
 #include "offload/exec/executor.h"
 #include "offload/model/model_loader.h"
@@ -110,8 +110,8 @@ int main(int argc, char** argv) {
 
   std::fprintf(stderr, "measuring CPU read bandwidth over %.1f GiB with %d threads...\n", read_gib,
                placement.num_threads);
-  const bench::ReadBandwidth bw =
-      bench::measure_cpu_read_bandwidth(static_cast<int64_t>(read_gib * (1ll << 30)), 7);
+  const cpu::ReadBandwidth bw =
+      cpu::measure_cpu_read_bandwidth(static_cast<int64_t>(read_gib * (1ll << 30)), 7);
   const double C = bw.best_bytes_per_s;
   const auto gemm_dt =
       precision == "bf16" ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;

@@ -1,6 +1,6 @@
 // gemv_bench: does decode GEMV on the CPU run at the host's DRAM read bandwidth?
 //
-// In one run it measures C, the all-core read bandwidth (cpu_read_bandwidth.h), then for each
+// In one run it measures C, the all-core read bandwidth (cpu_backend/read_bandwidth.h), then for each
 // weight type times gemv on the llama3-8b decode shapes, rotating over copies of each matrix that
 // together fill a working set far larger than the last-level cache, so every call streams its
 // weights from DRAM as a real decode step does. Per type it prints one JSON line (bytes/s achieved,
@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "bench/cpu_read_bandwidth.h"
+#include "cpu_backend/read_bandwidth.h"
 #include "cpu_backend/gemv.h"
 #include "cpu_backend/thread_placement.h"
 #include "offload/core/dtype.h"
@@ -32,6 +32,12 @@
 
 namespace strata::bench {
 namespace {
+
+using cpu::alloc_huge;
+using cpu::CpuReadProbe;
+using cpu::free_huge;
+using cpu::ReadBandwidth;
+using cpu::ReadMethod;
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 

@@ -1,4 +1,4 @@
-#include "bench/cpu_read_bandwidth.h"
+#include "cpu_backend/read_bandwidth.h"
 
 #include <omp.h>
 #include <sys/mman.h>
@@ -17,7 +17,7 @@
 // warns inside avx512fintrin.h. False positive.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-namespace strata::bench {
+namespace strata::cpu {
 namespace {
 
 constexpr int64_t kHugePage = 2 << 20;
@@ -177,4 +177,4 @@ ReadBandwidth measure_cpu_read_bandwidth(int64_t buffer_bytes, int passes) {
   return probe.measure(passes);
 }
 
-}  // namespace strata::bench
+}  // namespace strata::cpu

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace strata::bench {
+namespace strata::cpu {
 
 // One way of reading the buffer and what it reached.
 struct ReadMethod {
@@ -59,4 +59,4 @@ ReadBandwidth measure_cpu_read_bandwidth(int64_t buffer_bytes, int passes);
 void* alloc_huge(int64_t bytes);
 void free_huge(void* p);
 
-}  // namespace strata::bench
+}  // namespace strata::cpu
