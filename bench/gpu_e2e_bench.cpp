@@ -44,31 +44,6 @@ void check(const Status& s, const char* what) {
   }
 }
 
-// FLOP/s of cuBLAS y[n][m] = x[n][k] W[m][k]^T in `type` (random data), median of 10 runs.
-double measure_gemm_flops(DeviceArena& arena, const cuda::Stream& stream, DType type, int64_t m,
-                          int64_t n, int64_t k) {
-  auto blas = check(gpu::Cublas::create(arena, stream), "cublas");
-  const int64_t elem = type == DType::kF32 ? 4 : 2;
-  DeviceBuffer w = check(arena.allocate(m * k * elem, DeviceMemoryTag::kWorkspace), "gemm w");
-  DeviceBuffer x = check(arena.allocate(n * k * elem, DeviceMemoryTag::kWorkspace), "gemm x");
-  DeviceBuffer y = check(arena.allocate(n * m * 4, DeviceMemoryTag::kWorkspace), "gemm y");
-  check(gpu::fill_random(w.data(), m * k, type, 11, 0.05f, stream), "fill");
-  check(gpu::fill_random(x.data(), n * k, type, 12, 1.0f, stream), "fill");
-  auto start = check(cuda::Event::create(cuda::EventTiming::kEnabled), "event");
-  auto end = check(cuda::Event::create(cuda::EventTiming::kEnabled), "event");
-  std::vector<double> ms;
-  for (int r = 0; r < 13; ++r) {
-    check(start.record(stream), "record");
-    check(blas->matmul_xwt(type, w.data(), x.data(), m, n, k, static_cast<float*>(y.data()), 0.0f),
-          "gemm");
-    check(end.record(stream), "record");
-    check(end.synchronize(), "sync");
-    if (r >= 3) ms.push_back(check(cuda::elapsed_ms(start, end), "elapsed"));
-  }
-  std::sort(ms.begin(), ms.end());
-  return 2.0 * static_cast<double>(m) * n * k / (ms[ms.size() / 2] * 1e-3);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -137,8 +112,9 @@ int main(int argc, char** argv) {
     DeviceArenaOptions o;
     o.budget_bytes = int64_t{8} << 30;
     auto arena = check(DeviceArena::create(o, make_cuda_device_allocator(0)), "arena");
-    G = measure_gemm_flops(*arena, stream, gemm_type, hp.n_ff, std::min(prefill_tokens, batch),
-                           hp.n_embd);
+    G = check(gpu::measure_gemm_flop_per_s(*arena, stream, gemm_type, hp.n_ff,
+                                           std::min(prefill_tokens, batch), hp.n_embd),
+              "gemm probe");
     std::fprintf(stderr, "cuBLAS %s GEMM %lldx%lldx%lld: %.1f TFLOP/s\n", precision.c_str(),
                  static_cast<long long>(std::min(prefill_tokens, batch)),
                  static_cast<long long>(hp.n_ff), static_cast<long long>(hp.n_embd), G / 1e12);

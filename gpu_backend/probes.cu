@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "gpu_backend/cublas.h"
 #include "gpu_backend/probes.h"
 
 namespace strata::gpu {
@@ -96,6 +97,88 @@ StatusOr<HbmReadBandwidth> measure_hbm_read_bandwidth(DeviceArena& arena, int64_
   out.best_bytes_per_s = rates.back();
   out.median_bytes_per_s = rates[rates.size() / 2];
   return out;
+}
+
+StatusOr<double> measure_copy_bandwidth(DeviceArena& arena, int64_t chunk_bytes, int chunks,
+                                        CopyDirection direction, bool pinned,
+                                        const cuda::Stream& stream) {
+  STRATA_ASSIGN_OR_RETURN(DeviceBuffer device,
+                          arena.allocate(chunk_bytes, DeviceMemoryTag::kWorkspace));
+  cuda::PinnedHostBuffer pinned_host;
+  std::vector<uint8_t> pageable_host;
+  void* host = nullptr;
+  if (pinned) {
+    STRATA_ASSIGN_OR_RETURN(pinned_host, cuda::PinnedHostBuffer::allocate(chunk_bytes));
+    host = pinned_host.data();
+  } else {
+    pageable_host.assign(static_cast<size_t>(chunk_bytes), 1);  // touched: resident pages
+    host = pageable_host.data();
+  }
+  const auto kind = direction == CopyDirection::kHostToDevice ? cuda::CopyKind::kHostToDevice
+                                                              : cuda::CopyKind::kDeviceToHost;
+  void* dst = direction == CopyDirection::kHostToDevice ? device.data() : host;
+  const void* src = direction == CopyDirection::kHostToDevice ? host : device.data();
+  STRATA_ASSIGN_OR_RETURN(cuda::Event start, cuda::Event::create(cuda::EventTiming::kEnabled));
+  STRATA_ASSIGN_OR_RETURN(cuda::Event end, cuda::Event::create(cuda::EventTiming::kEnabled));
+  STRATA_RETURN_IF_ERROR(cuda::memcpy_async(dst, src, chunk_bytes, kind, stream));  // warm-up
+  STRATA_RETURN_IF_ERROR(start.record(stream));
+  for (int i = 0; i < chunks; ++i) {
+    STRATA_RETURN_IF_ERROR(cuda::memcpy_async(dst, src, chunk_bytes, kind, stream));
+  }
+  STRATA_RETURN_IF_ERROR(end.record(stream));
+  STRATA_RETURN_IF_ERROR(end.synchronize());
+  STRATA_ASSIGN_OR_RETURN(const float ms, cuda::elapsed_ms(start, end));
+  return static_cast<double>(chunk_bytes) * chunks / (ms * 1e-3);
+}
+
+StatusOr<std::unique_ptr<CopyBatch>> CopyBatch::start(DeviceArena& arena, int64_t chunk_bytes,
+                                                      int chunks, const cuda::Stream& stream) {
+  std::unique_ptr<CopyBatch> b(new CopyBatch());
+  STRATA_ASSIGN_OR_RETURN(b->device_, arena.allocate(chunk_bytes, DeviceMemoryTag::kWorkspace));
+  STRATA_ASSIGN_OR_RETURN(b->host_, cuda::PinnedHostBuffer::allocate(chunk_bytes));
+  STRATA_ASSIGN_OR_RETURN(b->start_, cuda::Event::create(cuda::EventTiming::kEnabled));
+  STRATA_ASSIGN_OR_RETURN(b->end_, cuda::Event::create(cuda::EventTiming::kEnabled));
+  STRATA_RETURN_IF_ERROR(b->start_.record(stream));
+  for (int i = 0; i < chunks; ++i) {
+    STRATA_RETURN_IF_ERROR(cuda::memcpy_async(b->device_.data(), b->host_.data(), chunk_bytes,
+                                              cuda::CopyKind::kHostToDevice, stream));
+  }
+  STRATA_RETURN_IF_ERROR(b->end_.record(stream));
+  b->bytes_ = chunk_bytes * chunks;
+  return StatusOr<std::unique_ptr<CopyBatch>>(std::move(b));
+}
+
+StatusOr<double> CopyBatch::finish() {
+  STRATA_RETURN_IF_ERROR(end_.synchronize());
+  STRATA_ASSIGN_OR_RETURN(const float ms, cuda::elapsed_ms(start_, end_));
+  return static_cast<double>(bytes_) / (ms * 1e-3);
+}
+
+StatusOr<double> measure_gemm_flop_per_s(DeviceArena& arena, const cuda::Stream& stream, DType type,
+                                         int64_t m, int64_t n, int64_t k) {
+  STRATA_ASSIGN_OR_RETURN(auto blas, Cublas::create(arena, stream));
+  const int64_t elem = type == DType::kF32 ? 4 : 2;
+  STRATA_ASSIGN_OR_RETURN(DeviceBuffer w,
+                          arena.allocate(m * k * elem, DeviceMemoryTag::kWorkspace));
+  STRATA_ASSIGN_OR_RETURN(DeviceBuffer x,
+                          arena.allocate(n * k * elem, DeviceMemoryTag::kWorkspace));
+  STRATA_ASSIGN_OR_RETURN(DeviceBuffer y, arena.allocate(n * m * 4, DeviceMemoryTag::kWorkspace));
+  STRATA_RETURN_IF_ERROR(fill_random(w.data(), m * k, type, 11, 0.05f, stream));
+  STRATA_RETURN_IF_ERROR(fill_random(x.data(), n * k, type, 12, 1.0f, stream));
+  STRATA_ASSIGN_OR_RETURN(cuda::Event start, cuda::Event::create(cuda::EventTiming::kEnabled));
+  STRATA_ASSIGN_OR_RETURN(cuda::Event end, cuda::Event::create(cuda::EventTiming::kEnabled));
+  std::vector<double> ms;
+  for (int r = 0; r < 13; ++r) {
+    STRATA_RETURN_IF_ERROR(start.record(stream));
+    STRATA_RETURN_IF_ERROR(
+        blas->matmul_xwt(type, w.data(), x.data(), m, n, k, static_cast<float*>(y.data()), 0.0f));
+    STRATA_RETURN_IF_ERROR(end.record(stream));
+    STRATA_RETURN_IF_ERROR(end.synchronize());
+    STRATA_ASSIGN_OR_RETURN(const float t, cuda::elapsed_ms(start, end));
+    if (r >= 3) ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  return 2.0 * static_cast<double>(m) * n * k / (ms[ms.size() / 2] * 1e-3);
 }
 
 }  // namespace strata::gpu

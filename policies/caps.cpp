@@ -1,5 +1,9 @@
 #include "policies/caps.h"
 
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
 namespace strata {
 
 Caps Caps::reference() {
@@ -14,6 +18,94 @@ Caps Caps::reference() {
   c.cpu_gemm_flop_per_s = 3.8e12;       // oneDNN bf16 on the 16-core host (bench/NOTES.md)
   c.source = "reference (the project's H200 machine, bench/NOTES.md)";
   return c;
+}
+
+namespace {
+
+constexpr CapsField kCapsFields[] = {
+    {"hbm_bytes_per_s", &Caps::hbm_bytes_per_s},
+    {"h2d_pinned_bytes_per_s", &Caps::h2d_pinned_bytes_per_s},
+    {"h2d_pageable_bytes_per_s", &Caps::h2d_pageable_bytes_per_s},
+    {"cpu_read_bytes_per_s", &Caps::cpu_read_bytes_per_s},
+    {"host_combined_bytes_per_s", &Caps::host_combined_bytes_per_s},
+    {"gpu_gemm_flop_per_s", &Caps::gpu_gemm_flop_per_s},
+    {"cpu_gemm_flop_per_s", &Caps::cpu_gemm_flop_per_s},
+    {"cpu_gemv_efficiency_dense", &Caps::cpu_gemv_efficiency_dense},
+    {"cpu_gemv_efficiency_4bit", &Caps::cpu_gemv_efficiency_4bit},
+    {"gpu_gemv_efficiency_dense", &Caps::gpu_gemv_efficiency_dense},
+    {"gpu_gemv_efficiency_8bit", &Caps::gpu_gemv_efficiency_8bit},
+    {"gpu_gemv_efficiency_4bit", &Caps::gpu_gemv_efficiency_4bit},
+};
+
+}  // namespace
+
+std::span<const CapsField> caps_fields() { return kCapsFields; }
+
+nlohmann::json Caps::to_json() const {
+  nlohmann::json j;
+  j["source"] = source;
+  j["vram_free_bytes"] = vram_free_bytes;
+  for (const CapsField& f : kCapsFields) j[f.key] = this->*(f.rate);
+  return j;
+}
+
+StatusOr<Caps> Caps::from_json(const nlohmann::json& j, const std::string& origin) {
+  if (!j.is_object()) return Status::invalid_data(origin + ": not a JSON object");
+  Caps c;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& key = it.key();
+    if (key == "source") {
+      if (!it->is_string()) return Status::invalid_data(origin + ": source: expected a string");
+      c.source = it->get<std::string>();
+      continue;
+    }
+    if (key == "vram_free_bytes") {
+      if (!it->is_number_integer() || it->get<int64_t>() < 0) {
+        return Status::invalid_data(origin + ": vram_free_bytes: expected a byte count");
+      }
+      c.vram_free_bytes = it->get<int64_t>();
+      continue;
+    }
+    bool known = false;
+    for (const CapsField& f : kCapsFields) {
+      if (key != f.key) continue;
+      known = true;
+      if (!it->is_number() || !(it->get<double>() > 0)) {
+        return Status::invalid_data(origin + ": " + key + ": expected a positive number");
+      }
+      c.*(f.rate) = it->get<double>();
+    }
+    if (!known) return Status::invalid_data(origin + ": " + key + ": unknown rate");
+  }
+  for (const CapsField& f : kCapsFields) {
+    if (!j.contains(f.key)) return Status::invalid_data(origin + ": " + f.key + ": missing");
+  }
+  return c;
+}
+
+Status Caps::save(const std::string& path) const {
+  std::error_code ec;
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    if (!out) return Status::io_error(tmp + ": cannot write");
+    out << to_json().dump(1) << "\n";
+    if (!out) return Status::io_error(tmp + ": write failed");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return Status::io_error(path + ": cannot rename " + tmp + " into place");
+  }
+  return Status::ok();
+}
+
+StatusOr<Caps> Caps::load(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::not_found(path + ": no calibration file");
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::invalid_data(path + ": not JSON");
+  return from_json(j, path);
 }
 
 }  // namespace strata

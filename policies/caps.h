@@ -6,7 +6,11 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
+#include <span>
 #include <string>
+
+#include "offload/core/status.h"
 
 namespace strata {
 
@@ -31,6 +35,20 @@ struct Caps {
 
   // The GPU machine of this project: H200, PCIe Gen5 host with 16 cores (bench/NOTES.md).
   static Caps reference();
+
+  // The cache file `strata calibrate` writes and `strata plan` reads: every rate by name.
+  nlohmann::json to_json() const;
+  // invalid_data naming `origin` and the key for a missing, unknown or non-positive rate.
+  static StatusOr<Caps> from_json(const nlohmann::json& j, const std::string& origin);
+  Status save(const std::string& path) const;  // written through path + ".tmp", then renamed
+  static StatusOr<Caps> load(const std::string& path);
 };
+
+// The rates of Caps by name, for the cache file and the policy file's [caps] table.
+struct CapsField {
+  const char* key;
+  double Caps::*rate;
+};
+std::span<const CapsField> caps_fields();
 
 }  // namespace strata

@@ -11,26 +11,6 @@
 namespace strata {
 namespace {
 
-// The [caps] keys: every rate of Caps by its field name.
-struct CapsField {
-  const char* key;
-  double Caps::*rate;
-};
-constexpr CapsField kCapsFields[] = {
-    {"hbm_bytes_per_s", &Caps::hbm_bytes_per_s},
-    {"h2d_pinned_bytes_per_s", &Caps::h2d_pinned_bytes_per_s},
-    {"h2d_pageable_bytes_per_s", &Caps::h2d_pageable_bytes_per_s},
-    {"cpu_read_bytes_per_s", &Caps::cpu_read_bytes_per_s},
-    {"host_combined_bytes_per_s", &Caps::host_combined_bytes_per_s},
-    {"gpu_gemm_flop_per_s", &Caps::gpu_gemm_flop_per_s},
-    {"cpu_gemm_flop_per_s", &Caps::cpu_gemm_flop_per_s},
-    {"cpu_gemv_efficiency_dense", &Caps::cpu_gemv_efficiency_dense},
-    {"cpu_gemv_efficiency_4bit", &Caps::cpu_gemv_efficiency_4bit},
-    {"gpu_gemv_efficiency_dense", &Caps::gpu_gemv_efficiency_dense},
-    {"gpu_gemv_efficiency_8bit", &Caps::gpu_gemv_efficiency_8bit},
-    {"gpu_gemv_efficiency_4bit", &Caps::gpu_gemv_efficiency_4bit},
-};
-
 std::string where(const std::string& origin, const toml::node& node) {
   return origin + ":" + std::to_string(node.source().begin.line);
 }
@@ -122,7 +102,7 @@ Status Policy::validate() const {
 
 Caps Policy::apply_caps(Caps caps) const {
   for (const auto& [key, value] : caps_overrides) {
-    for (const CapsField& f : kCapsFields) {
+    for (const CapsField& f : caps_fields()) {
       if (key == f.key) caps.*(f.rate) = value;
     }
   }
@@ -201,7 +181,7 @@ StatusOr<Policy> parse_policy_toml(std::string_view text, const std::string& ori
       for (auto&& [ck, cv] : *t) {
         const std::string ckey = "caps." + std::string(ck.str());
         bool known = false;
-        for (const CapsField& f : kCapsFields) known = known || ck.str() == f.key;
+        for (const CapsField& f : caps_fields()) known = known || ck.str() == f.key;
         if (!known) return bad(origin, cv, ckey, "unknown rate");
         if (!cv.is_number()) return bad(origin, cv, ckey, "expected a number");
         const double v = cv.is_integer() ? static_cast<double>(cv.as_integer()->get())

@@ -16,6 +16,7 @@ void add_eval_command(CLI::App& app, int* exit_code);
 void add_perplexity_command(CLI::App& app, int* exit_code);
 void add_convert_command(CLI::App& app, int* exit_code);
 void add_plan_command(CLI::App& app, int* exit_code);
+void add_calibrate_command(CLI::App& app, int* exit_code);
 
 // Prints "strata: <message>" to stderr and returns the exit code for a failed command.
 int report_error(const std::string& message);

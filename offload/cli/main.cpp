@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   strata::cli::add_perplexity_command(app, &exit_code);
   strata::cli::add_convert_command(app, &exit_code);
   strata::cli::add_plan_command(app, &exit_code);
+  strata::cli::add_calibrate_command(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

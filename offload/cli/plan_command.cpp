@@ -6,6 +6,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "offload/cli/caps_file.h"
 #include "offload/cli/command.h"
 #include "offload/cli/format_units.h"
 #include "offload/model/model_loader.h"
@@ -16,7 +17,7 @@ namespace strata::cli {
 namespace {
 
 struct PlanFlags {
-  std::string model_path, shape, type = "Q4_0", config, policy, vram_budget, kv_type;
+  std::string model_path, shape, type = "Q4_0", config, policy, vram_budget, kv_type, caps;
   int64_t prefetch_depth = 0, context = 0, batch = 0, prefill_tokens = 0;
   bool json = false;
 };
@@ -67,7 +68,8 @@ Status plan(const PlanFlags& f) {
   } else {
     return Status::invalid_argument("give a model with -m FILE or --shape NAME --type TYPE");
   }
-  const Caps caps = policy.apply_caps(Caps::reference());
+  STRATA_ASSIGN_OR_RETURN(const Caps measured, load_caps(f.caps));
+  const Caps caps = policy.apply_caps(measured);
   const Plan p = make_plan(spec, policy, caps);
   const TierBytes& b = p.bytes;
 
@@ -184,6 +186,9 @@ void add_plan_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--prefill-tokens", f->prefill_tokens, "Prefill chunk (default 2048)");
   cmd->add_option("--kv-type", f->kv_type, "f16 or f32 (default f16)")
       ->check(CLI::IsMember({"f16", "f32"}));
+  cmd->add_option("--caps", f->caps,
+                  "Machine rates from strata calibrate (default: its cache file, else the "
+                  "reference machine's)");
   cmd->add_flag("--json", f->json, "Print one JSON object");
   cmd->callback([f, exit_code] {
     const Status s = plan(*f);

@@ -60,6 +60,20 @@ TEST(PlanCommand, ReadsOnlyTheTensorTableOfAFile) {
   EXPECT_EQ(j["layers"].size(), 3u);
 }
 
+TEST(PlanCommand, UsesTheRatesThatCalibrateMeasured) {
+  const auto caps = std::filesystem::temp_directory_path() / "strata_plan_caps.json";
+  auto r = run_strata("calibrate --no-gpu --read-gib 0.25 --out " + caps.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_CONTAINS(r.output, "C  CPU read");
+  ASSERT_TRUE(std::filesystem::exists(caps));
+  r = run_strata("plan --shape llama3-8b --type Q4_0 --policy cpu --caps " + caps.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_CONTAINS(r.output, "rates    calibrated");
+  std::filesystem::remove(caps);
+  expect_clear_error(run_strata("plan --shape llama3-8b --caps /nonexistent/caps.json"),
+                     "/nonexistent/caps.json");
+}
+
 TEST(PlanCommand, BadInputGetsOneClearError) {
   const auto path = std::filesystem::temp_directory_path() / "strata_plan_bad.toml";
   std::ofstream(path) << "policy = \"auto\"\nprefetch = 2\n";
