@@ -26,6 +26,8 @@ constexpr CapsField kCapsFields[] = {
     {"hbm_bytes_per_s", &Caps::hbm_bytes_per_s},
     {"h2d_pinned_bytes_per_s", &Caps::h2d_pinned_bytes_per_s},
     {"h2d_pageable_bytes_per_s", &Caps::h2d_pageable_bytes_per_s},
+    {"d2h_pinned_bytes_per_s", &Caps::d2h_pinned_bytes_per_s},
+    {"d2h_pageable_bytes_per_s", &Caps::d2h_pageable_bytes_per_s},
     {"cpu_read_bytes_per_s", &Caps::cpu_read_bytes_per_s},
     {"host_combined_bytes_per_s", &Caps::host_combined_bytes_per_s},
     {"gpu_gemm_flop_per_s", &Caps::gpu_gemm_flop_per_s},

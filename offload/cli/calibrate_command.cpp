@@ -108,6 +108,14 @@ Status measure_gpu(const GpuProbe& probe, double read_gib, cpu::CpuReadProbe& cp
       caps->h2d_pageable_bytes_per_s,
       gpu::measure_copy_bandwidth(*arena, int64_t{64} << 20, 8, gpu::CopyDirection::kHostToDevice,
                                   false, stream));
+  STRATA_ASSIGN_OR_RETURN(caps->d2h_pinned_bytes_per_s,
+                          gpu::measure_copy_bandwidth(*arena, chunk, 16,
+                                                      gpu::CopyDirection::kDeviceToHost, true,
+                                                      stream));
+  STRATA_ASSIGN_OR_RETURN(caps->d2h_pageable_bytes_per_s,
+                          gpu::measure_copy_bandwidth(*arena, int64_t{64} << 20, 8,
+                                                      gpu::CopyDirection::kDeviceToHost, false,
+                                                      stream));
   arena->trim();
   // S: about two seconds of pinned copies queued, the CPU read probe run meanwhile.
   const int chunks = std::max(8, static_cast<int>(2.0 * caps->h2d_pinned_bytes_per_s / chunk));
@@ -167,6 +175,8 @@ Status calibrate(const CalibrateFlags& f) {
   std::printf("H  HBM read              %8.1f GB/s\n", caps.hbm_bytes_per_s / 1e9);
   std::printf("P  H2D pinned / pageable %8.1f / %.1f GB/s\n", caps.h2d_pinned_bytes_per_s / 1e9,
               caps.h2d_pageable_bytes_per_s / 1e9);
+  std::printf("   D2H pinned / pageable %8.1f / %.1f GB/s\n", caps.d2h_pinned_bytes_per_s / 1e9,
+              caps.d2h_pageable_bytes_per_s / 1e9);
   std::printf("S  P and C together      %8.1f GB/s\n", caps.host_combined_bytes_per_s / 1e9);
   std::printf("G  GPU GEMM (f16)        %8.1f TFLOP/s\n", caps.gpu_gemm_flop_per_s / 1e12);
   std::printf("   VRAM free             %s\n", format_bytes(caps.vram_free_bytes).c_str());
