@@ -12,6 +12,9 @@ Caps Caps::reference() {
   c.hbm_bytes_per_s = 4.50e12;          // gpu_e2e_bench read probe, 2026-12-01
   c.h2d_pinned_bytes_per_s = 52.6e9;    // BENCHMARKS.md
   c.h2d_pageable_bytes_per_s = 6.7e9;   // BENCHMARKS.md
+  // Not measured on the reference machine yet: taken equal to the host-to-device figures.
+  c.d2h_pinned_bytes_per_s = 52.6e9;
+  c.d2h_pageable_bytes_per_s = 6.7e9;
   c.cpu_read_bytes_per_s = 79e9;        // BENCHMARKS.md (unpinned threads)
   c.host_combined_bytes_per_s = 108e9;  // BENCHMARKS.md
   c.gpu_gemm_flop_per_s = 7.0e14;       // cuBLAS f16 2048x14336x4096, 2026-12-01

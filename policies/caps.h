@@ -19,6 +19,8 @@ struct Caps {
   double hbm_bytes_per_s = 0;            // H: GPU memory read bandwidth
   double h2d_pinned_bytes_per_s = 0;     // P: host-to-device copies from pinned memory
   double h2d_pageable_bytes_per_s = 0;   // the same from pageable memory (never for streaming)
+  double d2h_pinned_bytes_per_s = 0;     // device-to-host into pinned memory (KV copy-out)
+  double d2h_pageable_bytes_per_s = 0;   // the same into pageable memory
   double cpu_read_bytes_per_s = 0;       // C: all-core read bandwidth
   double host_combined_bytes_per_s = 0;  // S: P and C at the same time, summed
   double gpu_gemm_flop_per_s = 0;        // G: tensor-core GEMM rate (f16 in, f32 out)
