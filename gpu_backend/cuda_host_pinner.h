@@ -1,0 +1,14 @@
+// The real HostPinner for memory/'s PinnedHostPool: page-locked memory from cudaMallocHost (it
+// lives here, not in memory/, so that memory/ never sees CUDA). In a build without CUDA, or on a
+// machine without a driver, every allocate() fails and the pool falls back to pageable memory.
+#pragma once
+
+#include <memory>
+
+#include "memory/pinned_host_pool.h"
+
+namespace strata {
+
+std::unique_ptr<HostPinner> make_cuda_host_pinner();
+
+}  // namespace strata
