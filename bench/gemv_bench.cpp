@@ -1,8 +1,8 @@
 // gemv_bench: does decode GEMV on the CPU run at the host's DRAM read bandwidth?
 //
-// In one run it measures C, the all-core read bandwidth (cpu_backend/read_bandwidth.h), then for each
-// weight type times gemv on the llama3-8b decode shapes, rotating over copies of each matrix that
-// together fill a working set far larger than the last-level cache, so every call streams its
+// In one run it measures C, the all-core read bandwidth (cpu_backend/read_bandwidth.h), then for
+// each weight type times gemv on the llama3-8b decode shapes, rotating over copies of each matrix
+// that together fill a working set far larger than the last-level cache, so every call streams its
 // weights from DRAM as a real decode step does. Per type it prints one JSON line (bytes/s achieved,
 // C, their ratio, per-shape detail) and finishes with a short table. See bench/NOTES.md.
 //
@@ -24,8 +24,8 @@
 #include <string>
 #include <vector>
 
-#include "cpu_backend/read_bandwidth.h"
 #include "cpu_backend/gemv.h"
+#include "cpu_backend/read_bandwidth.h"
 #include "cpu_backend/thread_placement.h"
 #include "offload/core/dtype.h"
 #include "offload/core/quant_blocks.h"

@@ -575,7 +575,8 @@ bool launch_tuning(Params p, int rows, int unroll, int min_units, cudaStream_t s
   }
   STRATA_GEMV_TUNE(2, 1)
   STRATA_GEMV_TUNE(2, 2)
-  STRATA_GEMV_TUNE(4, 1) STRATA_GEMV_TUNE(4, 2) STRATA_GEMV_TUNE(8, 1) STRATA_GEMV_TUNE(8, 2)
+  STRATA_GEMV_TUNE(4, 1)
+  STRATA_GEMV_TUNE(4, 2) STRATA_GEMV_TUNE(8, 1) STRATA_GEMV_TUNE(8, 2)
 #undef STRATA_GEMV_TUNE
       return false;
 }

@@ -9,9 +9,9 @@ namespace strata {
 Caps Caps::reference() {
   Caps c;
   c.vram_free_bytes = int64_t{139} << 30;
-  c.hbm_bytes_per_s = 4.50e12;          // gpu_e2e_bench read probe, 2026-12-01
-  c.h2d_pinned_bytes_per_s = 52.6e9;    // BENCHMARKS.md
-  c.h2d_pageable_bytes_per_s = 6.7e9;   // BENCHMARKS.md
+  c.hbm_bytes_per_s = 4.50e12;         // gpu_e2e_bench read probe, 2026-12-01
+  c.h2d_pinned_bytes_per_s = 52.6e9;   // BENCHMARKS.md
+  c.h2d_pageable_bytes_per_s = 6.7e9;  // BENCHMARKS.md
   // Not measured on the reference machine yet: taken equal to the host-to-device figures.
   c.d2h_pinned_bytes_per_s = 52.6e9;
   c.d2h_pageable_bytes_per_s = 6.7e9;

@@ -109,13 +109,12 @@ Status measure_gpu(const GpuProbe& probe, double read_gib, cpu::CpuReadProbe& cp
       gpu::measure_copy_bandwidth(*arena, int64_t{64} << 20, 8, gpu::CopyDirection::kHostToDevice,
                                   false, stream));
   STRATA_ASSIGN_OR_RETURN(caps->d2h_pinned_bytes_per_s,
-                          gpu::measure_copy_bandwidth(*arena, chunk, 16,
-                                                      gpu::CopyDirection::kDeviceToHost, true,
-                                                      stream));
-  STRATA_ASSIGN_OR_RETURN(caps->d2h_pageable_bytes_per_s,
-                          gpu::measure_copy_bandwidth(*arena, int64_t{64} << 20, 8,
-                                                      gpu::CopyDirection::kDeviceToHost, false,
-                                                      stream));
+                          gpu::measure_copy_bandwidth(
+                              *arena, chunk, 16, gpu::CopyDirection::kDeviceToHost, true, stream));
+  STRATA_ASSIGN_OR_RETURN(
+      caps->d2h_pageable_bytes_per_s,
+      gpu::measure_copy_bandwidth(*arena, int64_t{64} << 20, 8, gpu::CopyDirection::kDeviceToHost,
+                                  false, stream));
   arena->trim();
   // S: about two seconds of pinned copies queued, the CPU read probe run meanwhile.
   const int chunks = std::max(8, static_cast<int>(2.0 * caps->h2d_pinned_bytes_per_s / chunk));

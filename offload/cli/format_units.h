@@ -1,8 +1,8 @@
 // Human-readable byte counts and counts for the CLI ("4.21 GiB", "8.03 B").
 #pragma once
 
-#include <cstdint>
 #include <cctype>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>

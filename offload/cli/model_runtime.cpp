@@ -68,8 +68,8 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
     GpuExecutorOptions gpu;
     gpu.base = opts;
     gpu.vram_budget_bytes = vram_budget;
-    gpu.gemm_precision = flags.prefill_precision == "f32" ? gpu::GemmPrecision::kF32
-                                                          : gpu::GemmPrecision::kF16;
+    gpu.gemm_precision =
+        flags.prefill_precision == "f32" ? gpu::GemmPrecision::kF32 : gpu::GemmPrecision::kF16;
     gpu.show_progress = true;
     STRATA_ASSIGN_OR_RETURN(rt.exec, GpuExecutor::create(rt.model->spec, gpu));
     return rt;

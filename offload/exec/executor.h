@@ -22,8 +22,8 @@
 #include "cpu_backend/attention_gemm.h"
 #include "cpu_backend/matmul.h"
 #include "memory/kv_cache.h"
-#include "offload/exec/engine.h"
 #include "offload/core/status.h"
+#include "offload/exec/engine.h"
 #include "offload/model/llama_weights.h"
 #include "offload/model/model_spec.h"
 
