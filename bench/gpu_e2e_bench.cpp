@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "bench/bench_check.h"
 #include "gpu_backend/cublas.h"
 #include "gpu_backend/cuda_device_allocator.h"
 #include "gpu_backend/device_probe.h"
@@ -29,20 +30,7 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-template <typename T>
-T check(StatusOr<T> v, const char* what) {
-  if (!v.is_ok()) {
-    std::fprintf(stderr, "gpu_e2e_bench: %s: %s\n", what, v.status().to_string().c_str());
-    std::exit(1);
-  }
-  return std::move(v).value();
-}
-void check(const Status& s, const char* what) {
-  if (!s.is_ok()) {
-    std::fprintf(stderr, "gpu_e2e_bench: %s: %s\n", what, s.to_string().c_str());
-    std::exit(1);
-  }
-}
+using bench::check;
 
 }  // namespace
 

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "bench/bench_check.h"
 #include "gpu_backend/cuda_device_allocator.h"
 #include "gpu_backend/device_probe.h"
 #include "gpu_backend/elementwise.h"
@@ -22,20 +23,7 @@ namespace {
 
 using namespace strata;
 
-template <typename T>
-T check(StatusOr<T> v, const char* what) {
-  if (!v.is_ok()) {
-    std::fprintf(stderr, "gpu_gemv_bench: %s: %s\n", what, v.status().to_string().c_str());
-    std::exit(1);
-  }
-  return std::move(v).value();
-}
-void check(const Status& s, const char* what) {
-  if (!s.is_ok()) {
-    std::fprintf(stderr, "gpu_gemv_bench: %s: %s\n", what, s.to_string().c_str());
-    std::exit(1);
-  }
-}
+using bench::check;
 
 struct Matrix {
   DeviceBuffer buffer;

@@ -1,5 +1,5 @@
-// The only includer of cublas_v2.h (see cublas.h). Without CUDA this file is still compiled
-// against the stub (cuda_api_nocuda.cpp) only if STRATA_HAVE_CUDA; see CMakeLists.txt.
+// The only includer of cublas_v2.h (see cublas.h). Compiled only in CUDA builds (see
+// gpu_backend/CMakeLists.txt): nothing in a CPU-only build calls it.
 #include "gpu_backend/cublas.h"
 
 #include <cublas_v2.h>

@@ -58,10 +58,6 @@ namespace {
 
 using planner::Unit;
 
-bool rule_matches(const PlacementRule& rule, const std::string& name) {
-  return std::regex_match(name, std::regex(rule.match));
-}
-
 std::vector<TensorCost> costs_of(const ModelSpec& spec) {
   std::vector<TensorCost> costs;
   for (const TensorSpec& t : spec.tensors) {
@@ -95,11 +91,14 @@ Plan make_plan(const ModelSpec& spec, const Policy& policy, const Caps& caps) {
   plan.vram_budget_bytes = budget;
 
   // Pass 2: rules pin tensors; a unit with any pinned tensor keeps the rest free to move.
+  // Each rule's expression is compiled once, not once per tensor.
+  std::vector<std::regex> rule_res;
+  for (const PlacementRule& rule : policy.rules) rule_res.emplace_back(rule.match);
   std::vector<bool> pinned(plan.tensors.size(), false);
   for (size_t i = 0; i < plan.tensors.size(); ++i) {
-    for (const PlacementRule& rule : policy.rules) {
-      if (rule_matches(rule, plan.tensors[i].name)) {
-        plan.tensors[i].decode = plan.tensors[i].prefill = rule.place;
+    for (size_t r = 0; r < policy.rules.size(); ++r) {
+      if (std::regex_match(plan.tensors[i].name, rule_res[r])) {
+        plan.tensors[i].decode = plan.tensors[i].prefill = policy.rules[r].place;
         plan.tensors[i].by_rule = true;
         pinned[i] = true;
       }

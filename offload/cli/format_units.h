@@ -8,7 +8,7 @@
 #include <string>
 
 #include "offload/core/status.h"
-#include "offload/core/units.h"
+#include "offload/core/units.h"  // parse_byte_size, for the commands that take sizes
 
 namespace strata::cli {
 
@@ -37,7 +37,5 @@ inline std::string format_count(int64_t n) {
     std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(n));
   return buf;
 }
-
-using strata::parse_byte_size;
 
 }  // namespace strata::cli
