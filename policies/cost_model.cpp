@@ -1,6 +1,7 @@
 #include "policies/cost_model.h"
 
 #include <algorithm>
+#include <set>
 
 namespace strata {
 namespace {
@@ -19,11 +20,21 @@ double cpu_gemv_efficiency(DType type, const Caps& caps) {
   return four_bit(type) ? caps.cpu_gemv_efficiency_4bit : caps.cpu_gemv_efficiency_dense;
 }
 
+bool streamed_layers_stay_in_ring(const std::vector<TensorCost>& costs,
+                                  const std::vector<Placement>& placements, const Policy& policy) {
+  std::set<int64_t> layers;
+  for (size_t i = 0; i < costs.size(); ++i) {
+    if (placements[i] == Placement::kStream) layers.insert(costs[i].layer);
+  }
+  return static_cast<int64_t>(layers.size()) <= policy.prefetch_depth + 1;
+}
+
 Prediction predict_decode(const HyperParams& hp, const std::vector<TensorCost>& costs,
                           const std::vector<Placement>& placements, const Policy& policy,
                           const Caps& caps) {
   Prediction p;
   double gpu_s = 0, cpu_s = 0;
+  const bool in_ring = streamed_layers_stay_in_ring(costs, placements, policy);
   for (size_t i = 0; i < costs.size(); ++i) {
     const auto bytes = static_cast<double>(costs[i].bytes);
     switch (placements[i]) {
@@ -32,7 +43,7 @@ Prediction predict_decode(const HyperParams& hp, const std::vector<TensorCost>& 
         gpu_s += bytes / (caps.hbm_bytes_per_s * gpu_gemv_efficiency(costs[i].type, caps));
         break;
       case Placement::kStream:
-        p.stream_bytes += bytes;
+        (in_ring ? p.vram_bytes : p.stream_bytes) += bytes;
         gpu_s += bytes / (caps.hbm_bytes_per_s * gpu_gemv_efficiency(costs[i].type, caps));
         break;
       case Placement::kCpu:
@@ -76,7 +87,7 @@ Prediction predict_prefill(const HyperParams& hp, const std::vector<TensorCost>&
   const auto n = static_cast<double>(policy.prefill_tokens);
   double gpu_flops = 0, cpu_flops = 0;
   for (size_t i = 0; i < costs.size(); ++i) {
-    const double flops = 2.0 * static_cast<double>(costs[i].params) * n;
+    const double flops = 2.0 * static_cast<double>(costs[i].params) * (costs[i].head ? 1.0 : n);
     const auto bytes = static_cast<double>(costs[i].bytes);
     if (placements[i] == Placement::kCpu) {
       cpu_flops += flops;

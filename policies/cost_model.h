@@ -28,7 +28,16 @@ struct TensorCost {
   int64_t bytes = 0;
   int64_t params = 0;  // multiply-adds per token
   DType type = DType::kF16;
+  int64_t layer = -1;  // -1: not in a layer
+  // The output head: a prefill chunk needs the logits of its last token only (all_logits aside).
+  bool head = false;
 };
+
+// Decode streams the same layers every token. When they are no more than the staging ring's
+// slots (prefetch_depth + 1), they stay in their slots after the first token (the executor's
+// WeightStream copies a slot only when it holds another layer): no PCIe traffic, read from VRAM.
+bool streamed_layers_stay_in_ring(const std::vector<TensorCost>& costs,
+                                  const std::vector<Placement>& placements, const Policy& policy);
 
 // `costs[i]` belongs to `placements[i]`. KV bytes read per step come from the spec and policy.
 Prediction predict_decode(const HyperParams& hp, const std::vector<TensorCost>& costs,

@@ -1,6 +1,7 @@
 #include "policies/planner.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <regex>
 
@@ -69,6 +70,8 @@ std::vector<TensorCost> costs_of(const ModelSpec& spec) {
     c.params = lookup || t.ne.size() < 2 ? 0 : t.num_elements();
     // The embedding is read one row per token.
     if (lookup) c.bytes = static_cast<int64_t>(t.size_bytes) / std::max<int64_t>(1, t.num_rows());
+    if (t.name.rfind("blk.", 0) == 0) c.layer = std::stoll(t.name.substr(4));
+    c.head = t.name == "output.weight" || (spec.hp.tied_embeddings && t.name == "token_embd.weight");
     costs.push_back(c);
   }
   return costs;
@@ -167,15 +170,25 @@ Plan make_plan(const ModelSpec& spec, const Policy& policy, const Caps& caps) {
     }
     return resident;
   };
-  // Pass 4 for one phase: residents in VRAM, the rest streamed (`stream_first` host units; the
-  // head never: staging slots hold one layer) or on the CPU.
-  auto assign = [&](bool decode, const std::vector<bool>& resident, size_t stream_first) {
-    size_t host_index = 0;
+  // Pass 4 for one phase: residents in VRAM, the rest streamed (`streamed` of the host layers;
+  // the head never: staging slots hold one layer) or on the CPU. The streamed layers are spread
+  // evenly among the CPU ones: the copy engine fills the ring while the CPU runs a layer, so
+  // PCIe and the CPU are busy at the same time (a run of streamed layers followed by a run of CPU
+  // layers would leave the link idle for most of the CPU's run).
+  auto assign = [&](bool decode, const std::vector<bool>& resident, size_t streamed) {
+    size_t host_layers = 0;
+    for (size_t u : order_of(true)) host_layers += !resident[u] && u != head;
+    const size_t k = std::min(streamed, host_layers);
+    size_t h = 0;
     for (size_t u : order_of(true)) {
       if (resident[u]) {
         place_phase(units[u], decode, Placement::kVram);
+      } else if (u == head) {
+        place_phase(units[u], decode, Placement::kCpu);
       } else {
-        const bool stream = u != head && host_index++ < stream_first;
+        // Host layer h streams when the k-th fraction passes a whole number at it (Bresenham).
+        const bool stream = (h + 1) * k / host_layers > h * k / host_layers;
+        ++h;
         place_phase(units[u], decode, stream ? Placement::kStream : Placement::kCpu);
       }
     }
@@ -196,41 +209,41 @@ Plan make_plan(const ModelSpec& spec, const Policy& policy, const Caps& caps) {
   } else {
     // Prefill: stream every non-resident layer (its FLOPs belong on the GPU); when everything
     // fits without the ring, nothing streams at all.
-    std::vector<bool> with_ring = fill(true, order), without_ring = fill(false, order);
+    const std::vector<bool> with_ring = fill(true, order), without_ring = fill(false, order);
     bool fits_without = !pinned_stream;
     for (size_t u : order) fits_without = fits_without && without_ring[u];
-    const std::vector<bool>& prefill_resident = fits_without ? without_ring : with_ring;
-    assign(false, prefill_resident, all);
-    if (policy.kind == PolicyKind::kStream || fits_without) {
-      assign(true, prefill_resident, all);
+    if (fits_without || policy.kind == PolicyKind::kStream) {
+      const std::vector<bool>& resident = fits_without ? without_ring : with_ring;
+      assign(false, resident, all);
+      assign(true, resident, all);
     } else {
-      // auto, decode: stream the first k host units and run the rest on the CPU, with the k
-      // the cost model predicts fastest; or give the ring's VRAM to more resident layers and run
-      // every other one on the CPU (the ring is only needed during prefill then: the executor
-      // fills its slots with the extra layers when decode starts).
-      double best_s = std::numeric_limits<double>::infinity();
+      // auto, decode: stream k of the host layers (spread among the CPU ones) and run the rest
+      // on the CPU, with the k the cost model predicts fastest (k up to the ring's slots: those
+      // layers stay in the slots and cost no PCIe at all). Residency is the same in both phases
+      // (the executor keeps one set), so the head-first and head-last fills are both tried.
+      // Decode times within 0.1% are a tie, broken by the prefill time.
+      double best_s = std::numeric_limits<double>::infinity(), best_prefill_s = best_s;
       size_t best_k = 0;
-      for (size_t k = 0; k <= all; ++k) {
-        assign(true, with_ring, k);
-        const double seconds = decode_seconds();
-        if (seconds < best_s) {
-          best_s = seconds;
-          best_k = k;
+      std::vector<bool> best_resident = with_ring;
+      for (const std::vector<bool>& resident : {with_ring, fill(true, order_of(false))}) {
+        assign(false, resident, all);
+        std::vector<Placement> prefill;
+        for (const TensorPlacement& t : plan.tensors) prefill.push_back(t.prefill);
+        const double prefill_s = predict_prefill(spec.hp, costs, prefill, policy, caps).seconds;
+        for (size_t k = 0; k <= all; ++k) {
+          assign(true, resident, k);
+          const double seconds = decode_seconds();
+          const bool tie = std::abs(seconds - best_s) <= 1e-3 * best_s;
+          if ((seconds < best_s && !tie) || (tie && prefill_s < best_prefill_s)) {
+            best_s = seconds;
+            best_prefill_s = prefill_s;
+            best_k = k;
+            best_resident = resident;
+          }
         }
       }
-      // The candidates without the ring, head first or last: keep the best of all.
-      const std::vector<bool>* best_resident = &with_ring;
-      std::vector<bool> candidates[2] = {without_ring, fill(false, order_of(false))};
-      for (const std::vector<bool>& c : candidates) {
-        assign(true, c, 0);
-        const double seconds = decode_seconds();
-        if (seconds < best_s) {
-          best_s = seconds;
-          best_resident = &c;
-          best_k = 0;
-        }
-      }
-      assign(true, *best_resident, best_k);
+      assign(false, best_resident, all);
+      assign(true, best_resident, best_k);
     }
   }
 

@@ -13,7 +13,10 @@
 //                         by every token and is the largest unit)
 //   4. split_host:        the remaining units go to the CPU (gpu-first), to the stream (stream),
 //                         or, for auto, the split between stream and CPU that the cost model
-//                         predicts fastest for decode; prefill streams every non-resident unit.
+//                         predicts fastest for decode, the streamed layers spread evenly among
+//                         the CPU ones (so that PCIe and the CPU work at the same time);
+//                         prefill streams every non-resident unit. Residents are the same in
+//                         both phases (the executor keeps one set).
 //                         Staging slots hold one layer, so a head that is not resident runs on
 //                         the CPU
 //   5. predict:           cost_model.h for decode and prefill

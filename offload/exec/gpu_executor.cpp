@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "gpu_backend/cuda_device_allocator.h"
+#include "gpu_backend/cuda_host_pinner.h"
 #include "gpu_backend/device_probe.h"
 #include "gpu_backend/elementwise.h"
 #include "gpu_backend/gemv.h"
@@ -18,6 +19,11 @@ namespace strata {
 namespace {
 
 using gpu::GemvOutput;
+
+int64_t aligned(int64_t bytes) {
+  return (bytes + kDeviceArenaAlignmentBytes - 1) / kDeviceArenaAlignmentBytes *
+         kDeviceArenaAlignmentBytes;
+}
 
 // Bytes of the pinned staging buffer that weights go up through.
 constexpr int64_t kStagingBytes = int64_t{64} << 20;
@@ -36,7 +42,7 @@ class UploadProgress {
     const double s = std::chrono::duration<double>(now - start_).count();
     const double rate = s > 0 ? static_cast<double>(done_) / s : 0.0;
     const double left = rate > 0 ? static_cast<double>(total_ - done_) / rate : 0.0;
-    std::fprintf(stderr, "\rstrata: weights to VRAM %.2f / %.2f GiB, %.1f GB/s, %.0f s left   ",
+    std::fprintf(stderr, "\rstrata: loading weights %.2f / %.2f GiB, %.1f GB/s, %.0f s left   ",
                  static_cast<double>(done_) / (1 << 30), static_cast<double>(total_) / (1 << 30),
                  rate / 1e9, left);
     if (done_ >= total_) std::fprintf(stderr, "\n");
@@ -57,6 +63,9 @@ StatusOr<std::unique_ptr<GpuExecutor>> GpuExecutor::create(const ModelSpec& spec
   STRATA_RETURN_IF_ERROR(options.base.validate(spec.hp));
   if (options.vram_budget_bytes < 0) {
     return Status::invalid_argument("--vram-budget must not be negative");
+  }
+  if (options.prefetch_depth < 0) {
+    return Status::invalid_argument("prefetch_depth must not be negative");
   }
   std::unique_ptr<GpuExecutor> exec(new GpuExecutor(spec, options));
   if (exec->options_.base.max_context == 0) exec->options_.base.max_context = spec.hp.n_ctx_train;
@@ -89,6 +98,10 @@ Status GpuExecutor::init() {
   }
   STRATA_ASSIGN_OR_RETURN(
       arena_, DeviceArena::create(arena_options, make_cuda_device_allocator(options_.device)));
+  STRATA_ASSIGN_OR_RETURN(host_pool_,
+                          PinnedHostPool::create({}, options_.make_host_pinner
+                                                         ? options_.make_host_pinner()
+                                                         : make_cuda_host_pinner()));
   STRATA_RETURN_IF_ERROR(upload_weights());
 
   STRATA_ASSIGN_OR_RETURN(blas_, gpu::Cublas::create(*arena_, stream_));
@@ -133,11 +146,40 @@ Status GpuExecutor::init() {
   STRATA_RETURN_IF_ERROR(activations(std::max<int64_t>(1, n * hp.rope_dims * 4), &rope_table_));
   STRATA_RETURN_IF_ERROR(activations(kLogitRows * hp.n_vocab * 4, &logits_));
   STRATA_ASSIGN_OR_RETURN(step_inputs_, cuda::PinnedHostBuffer::allocate(2 * n * 4));
+
+  // The host side of CPU-run matrices and of a host embedding: inputs down, outputs up. Sized for
+  // the longest chunk of a phase that uses them.
+  bool cpu_in[2] = {false, false};
+  auto note = [&](const Matrix& m) {
+    for (int p = 0; p < 2; ++p) cpu_in[p] = cpu_in[p] || m.where[p] == Placement::kCpu;
+  };
+  for (const Layer& l : layers_) {
+    for (const Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) note(*m);
+  }
+  note(output_);
+  if (cpu_in[kDecode] || cpu_in[kPrefill] || host_embedding_) {
+    const int64_t rows = cpu_in[kPrefill] ? n : std::min<int64_t>(n, gpu::kGpuGemvMaxTokens);
+    const int64_t x_rows = host_embedding_ ? n : rows;
+    const int64_t x_floats = x_rows * std::max({hp.n_embd, hp.n_ff, hp.q_dim()});
+    const int64_t y_floats = std::max(rows * std::max({hp.q_dim() + 2 * hp.kv_dim(), 2 * hp.n_ff,
+                                                       hp.n_embd}),
+                                      kLogitRows * hp.n_vocab);
+    STRATA_ASSIGN_OR_RETURN(host_x_, host_pool_->allocate(x_floats * 4));
+    STRATA_ASSIGN_OR_RETURN(host_y_, host_pool_->allocate(y_floats * 4));
+    STRATA_ASSIGN_OR_RETURN(host_ready_, cuda::Event::create(cuda::EventTiming::kDisabled));
+    cpu::MatmulOptions cpu_options;
+    cpu_options.precision = base.prefill_precision;
+    STRATA_ASSIGN_OR_RETURN(cpu_matmul_, cpu::CpuMatmul::create(cpu_options));
+  }
+  if (!host_pool_->warning().empty()) {
+    std::fprintf(stderr, "strata: %s\n", host_pool_->warning().c_str());
+  }
   return Status::ok();
 }
 
 int64_t GpuExecutor::host_activation_bytes() const {
-  return step_inputs_.size_bytes();  // pinned ids and positions; the rest lives in VRAM
+  // Pinned ids and positions, and the buffers of CPU-run matrices; the rest lives in VRAM.
+  return step_inputs_.size_bytes() + host_x_.size_bytes() + host_y_.size_bytes();
 }
 
 Status GpuExecutor::upload_weights() {
@@ -147,9 +189,34 @@ Status GpuExecutor::upload_weights() {
   // Two pinned halves: the CPU repacks rows into one while the other is being copied up.
   STRATA_ASSIGN_OR_RETURN(cuda::PinnedHostBuffer staging,
                           cuda::PinnedHostBuffer::allocate(2 * kStagingBytes));
-  auto matrix = [&](const TensorSpec* t, gpu::GpuWeight* out) -> Status {
-    STRATA_ASSIGN_OR_RETURN(*out, upload_matrix(t, staging));
-    progress.add(static_cast<int64_t>(t->size_bytes));
+  // A matrix goes up now when it is resident; otherwise it waits for prepare_streaming (a host
+  // image) or stays in the mapped file (CPU-run, and the host embedding).
+  auto matrix = [&](const TensorSpec* t, Matrix* m, bool in_layer) -> Status {
+    place(t, m);
+    if (m->where[kDecode] == Placement::kVram) {
+      STRATA_ASSIGN_OR_RETURN(m->resident, upload_matrix(t, staging));
+      progress.add(static_cast<int64_t>(t->size_bytes));
+      return Status::ok();
+    }
+    for (const Placement p : m->where) {
+      if (p == Placement::kStream && !in_layer) {
+        return Status::invalid_argument(t->name + ": only layer tensors can be streamed (a "
+                                        "staging slot holds one layer); place it on vram or cpu");
+      }
+      if (p == Placement::kCpu && !gemv_supports(t->type)) {
+        return Status::invalid_argument(t->name + ": the CPU kernels do not read " +
+                                        std::string(dtype_name(t->type)));
+      }
+    }
+    StatusOr<gpu::GpuWeightLayout> layout =
+        gpu::gpu_weight_layout(t->type, t->num_rows(), t->row_length());
+    if (!layout.is_ok()) {
+      return Status(layout.status().code(), t->name + ": " + layout.status().message());
+    }
+    m->layout = *layout;
+    const bool streams =
+        m->where[kDecode] == Placement::kStream || m->where[kPrefill] == Placement::kStream;
+    if (!streams) progress.add(static_cast<int64_t>(t->size_bytes));  // streamed: when repacked
     return Status::ok();
   };
   auto small = [&](const TensorSpec* t, const float** out) -> Status {
@@ -158,11 +225,12 @@ Status GpuExecutor::upload_weights() {
     progress.add(static_cast<int64_t>(t->size_bytes));
     return Status::ok();
   };
-  STRATA_RETURN_IF_ERROR(matrix(bound_.token_embd, &token_embd_));
+  STRATA_RETURN_IF_ERROR(matrix(bound_.token_embd, &token_embd_, false));
+  host_embedding_ = token_embd_.resident.data == nullptr;
   if (bound_.output == bound_.token_embd) {
     output_ = token_embd_;
   } else {
-    STRATA_RETURN_IF_ERROR(matrix(bound_.output, &output_));
+    STRATA_RETURN_IF_ERROR(matrix(bound_.output, &output_, false));
   }
   STRATA_RETURN_IF_ERROR(small(bound_.output_norm, &output_norm_));
   layers_.resize(bound_.layers.size());
@@ -170,19 +238,105 @@ Status GpuExecutor::upload_weights() {
     const LayerWeights& w = bound_.layers[i];
     Layer& l = layers_[i];
     STRATA_RETURN_IF_ERROR(small(w.attn_norm, &l.attn_norm));
-    STRATA_RETURN_IF_ERROR(matrix(w.wq, &l.wq));
-    STRATA_RETURN_IF_ERROR(matrix(w.wk, &l.wk));
-    STRATA_RETURN_IF_ERROR(matrix(w.wv, &l.wv));
+    STRATA_RETURN_IF_ERROR(matrix(w.wq, &l.wq, true));
+    STRATA_RETURN_IF_ERROR(matrix(w.wk, &l.wk, true));
+    STRATA_RETURN_IF_ERROR(matrix(w.wv, &l.wv, true));
     STRATA_RETURN_IF_ERROR(small(w.bq, &l.bq));
     STRATA_RETURN_IF_ERROR(small(w.bk, &l.bk));
     STRATA_RETURN_IF_ERROR(small(w.bv, &l.bv));
-    STRATA_RETURN_IF_ERROR(matrix(w.wo, &l.wo));
+    STRATA_RETURN_IF_ERROR(matrix(w.wo, &l.wo, true));
     STRATA_RETURN_IF_ERROR(small(w.ffn_norm, &l.ffn_norm));
-    STRATA_RETURN_IF_ERROR(matrix(w.w_gate, &l.w_gate));
-    STRATA_RETURN_IF_ERROR(matrix(w.w_up, &l.w_up));
-    STRATA_RETURN_IF_ERROR(matrix(w.w_down, &l.w_down));
+    STRATA_RETURN_IF_ERROR(matrix(w.w_gate, &l.w_gate, true));
+    STRATA_RETURN_IF_ERROR(matrix(w.w_up, &l.w_up, true));
+    STRATA_RETURN_IF_ERROR(matrix(w.w_down, &l.w_down, true));
   }
-  return stream_.synchronize();
+  STRATA_RETURN_IF_ERROR(stream_.synchronize());
+  STRATA_RETURN_IF_ERROR(prepare_streaming([&](int64_t bytes) { progress.add(bytes); }));
+
+  for (int p = 0; p < 2; ++p) {
+    bool resident = output_.where[p] == Placement::kVram;
+    for (const Layer& l : layers_) {
+      for (const Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+        resident = resident && m->where[p] == Placement::kVram;
+      }
+    }
+    graphable_[p] = resident;
+  }
+  return Status::ok();
+}
+
+void GpuExecutor::place(const TensorSpec* t, Matrix* m) const {
+  m->spec = t;
+  for (const TensorPlacement& p : options_.placements) {
+    if (p.name == t->name) {
+      m->where[kDecode] = p.decode;
+      m->where[kPrefill] = p.prefill;
+      break;
+    }
+  }
+  // Residency does not change between phases: VRAM in one phase is VRAM in both.
+  if (m->where[kDecode] == Placement::kVram || m->where[kPrefill] == Placement::kVram) {
+    m->where[kDecode] = m->where[kPrefill] = Placement::kVram;
+  }
+}
+
+Status GpuExecutor::prepare_streaming(const std::function<void(int64_t)>& progress) {
+  int64_t slot_bytes = 0;
+  size_t streamed_layers[2] = {0, 0};
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Layer& l = layers_[i];
+    Matrix* ms[] = {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down};
+    // The image: every matrix that streams in some phase, each at a 256-byte boundary (the
+    // slot keeps the same offsets, so a matrix's planes are aligned there as in the arena).
+    int64_t bytes = 0;
+    for (Matrix* m : ms) {
+      if (m->where[kDecode] != Placement::kStream && m->where[kPrefill] != Placement::kStream) {
+        continue;
+      }
+      m->image_offset = bytes;
+      bytes += aligned(m->layout.total_bytes);
+    }
+    if (bytes == 0) continue;
+    StatusOr<HostBuffer> image = host_pool_->allocate(bytes);
+    if (!image.is_ok()) {
+      return Status(image.status().code(), "host copy of layer " + std::to_string(i) +
+                                               " (streamed): " + image.status().message());
+    }
+    l.image = std::move(image).value();
+    auto* base = static_cast<uint8_t*>(l.image.data());
+    for (Matrix* m : ms) {
+      if (m->image_offset < 0) continue;
+      const TensorSpec* t = m->spec;
+      gpu::repack_rows(t->type, t->row_length(), t->data.data(), t->num_rows(),
+                       base + m->image_offset,
+                       reinterpret_cast<uint16_t*>(base + m->image_offset +
+                                                   m->layout.scale_offset_bytes));
+      progress(static_cast<int64_t>(t->size_bytes));
+    }
+    for (int p = 0; p < 2; ++p) {
+      StreamedLayer& s = l.streamed[p];
+      s.layer = static_cast<int64_t>(i);
+      s.host = base;
+      for (Matrix* m : ms) {
+        if (m->where[p] != Placement::kStream) continue;
+        const int64_t b = aligned(m->layout.total_bytes);
+        if (!s.ranges.empty() && s.ranges.back().offset + s.ranges.back().bytes == m->image_offset) {
+          s.ranges.back().bytes += b;  // adjacent: one larger copy
+        } else {
+          s.ranges.push_back({m->image_offset, b});
+        }
+      }
+      if (!s.ranges.empty()) ++streamed_layers[p];
+    }
+    slot_bytes = std::max(slot_bytes, bytes);
+  }
+  if (slot_bytes == 0) return Status::ok();  // nothing streams
+  // Slots beyond the pass length would never be used.
+  const size_t most = std::max(streamed_layers[kDecode], streamed_layers[kPrefill]);
+  const int slots = static_cast<int>(
+      std::min<size_t>(static_cast<size_t>(options_.prefetch_depth) + 1, most));
+  STRATA_ASSIGN_OR_RETURN(weight_stream_, WeightStream::create(*arena_, slots, slot_bytes, stream_));
+  return Status::ok();
 }
 
 StatusOr<gpu::GpuWeight> GpuExecutor::upload_matrix(const TensorSpec* t,
@@ -323,6 +477,89 @@ Status GpuExecutor::matmul(const gpu::GpuWeight& w, const float* x, int64_t n_to
   return matmul_->run(w, x, n_tokens, y, output);
 }
 
+GpuExecutor::Operand GpuExecutor::operand(const Matrix& m, Phase phase,
+                                          const uint8_t* slot) const {
+  Operand op;
+  switch (m.where[phase]) {
+    case Placement::kVram:
+      op.gpu = m.resident;
+      break;
+    case Placement::kStream: {
+      // REQUIRES: slot is the acquired slot of m's layer (m streams in this phase).
+      const uint8_t* base = slot + m.image_offset;
+      op.gpu.type = m.spec->type;
+      op.gpu.rows = m.spec->num_rows();
+      op.gpu.cols = m.spec->row_length();
+      op.gpu.data = base;
+      op.gpu.scales = m.layout.scale_row_elems > 0
+                          ? reinterpret_cast<const uint16_t*>(base + m.layout.scale_offset_bytes)
+                          : nullptr;
+      break;
+    }
+    case Placement::kCpu:
+      op.cpu = m.spec;
+      break;
+  }
+  return op;
+}
+
+Status GpuExecutor::matmuls(std::span<const Operand> ops, const float* x, int64_t n_tokens,
+                            std::span<float* const> outs, GemvOutput output) {
+  const TensorSpec* first_cpu = nullptr;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (ops[i].cpu != nullptr) {
+      if (first_cpu == nullptr) first_cpu = ops[i].cpu;
+      continue;
+    }
+    STRATA_RETURN_IF_ERROR(matmul(ops[i].gpu, x, n_tokens, outs[i], output));
+  }
+  if (first_cpu == nullptr) return Status::ok();
+
+  // x goes down once; the host waits for it (and so for the GPU work queued before it).
+  const int64_t cols = first_cpu->row_length();
+  if (n_tokens * cols * 4 > host_x_.size_bytes()) {
+    return Status::internal("CPU matmul input larger than its host buffer");
+  }
+  auto* hx = static_cast<float*>(host_x_.data());
+  auto* hy = static_cast<float*>(host_y_.data());
+  const auto* hy_end = hy + host_y_.size_bytes() / 4;
+  STRATA_RETURN_IF_ERROR(
+      cuda::memcpy_async(hx, x, n_tokens * cols * 4, cuda::CopyKind::kDeviceToHost, stream_));
+  STRATA_RETURN_IF_ERROR(host_ready_.record(stream_));
+  STRATA_RETURN_IF_ERROR(host_ready_.synchronize());
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const TensorSpec* t = ops[i].cpu;
+    if (t == nullptr) continue;
+    const WeightMatrix w{t->type, t->num_rows(), t->row_length(), t->data.data()};
+    const int64_t floats = n_tokens * w.rows;
+    if (hy + floats > hy_end) return Status::internal("CPU matmul output larger than its buffer");
+    STRATA_RETURN_IF_ERROR(cpu_matmul_->run(w, hx, n_tokens, hy));
+    // Each output has its own part of host_y_: the copies up may still be running when the CPU
+    // writes the next one.
+    float* dst = output == GemvOutput::kStore ? outs[i] : act(xb_);
+    STRATA_RETURN_IF_ERROR(
+        cuda::memcpy_async(dst, hy, floats * 4, cuda::CopyKind::kHostToDevice, stream_));
+    if (output == GemvOutput::kAccumulate) {
+      STRATA_RETURN_IF_ERROR(gpu::add_inplace(outs[i], act(xb_), floats, stream_));
+    }
+    hy += floats;
+  }
+  return Status::ok();
+}
+
+Status GpuExecutor::embed_on_host(std::span<const int32_t> tokens) {
+  const TensorSpec* t = token_embd_.spec;
+  const int64_t E = spec_.hp.n_embd;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t stride = row_bytes(t->type, E);
+  auto* hx = static_cast<float*>(host_x_.data());
+  for (int64_t i = 0; i < n; ++i) {
+    STRATA_RETURN_IF_ERROR(
+        dequantize_row(t->type, t->data.data() + tokens[i] * stride, hx + i * E, E));
+  }
+  return cuda::memcpy_async(x_.data(), hx, n * E * 4, cuda::CopyKind::kHostToDevice, stream_);
+}
+
 Status GpuExecutor::mark(Family family) {
   if (!options_.profile) return Status::ok();
   if (num_marks_ == marks_.size()) {
@@ -372,11 +609,13 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
       cuda::memcpy_async(ids_.data(), staged, n * 4, cuda::CopyKind::kHostToDevice, stream_));
   STRATA_RETURN_IF_ERROR(cuda::memcpy_async(positions_.data(), staged + max_n, n * 4,
                                             cuda::CopyKind::kHostToDevice, stream_));
+  if (host_embedding_) STRATA_RETURN_IF_ERROR(embed_on_host(tokens));
 
   const int64_t first = all_logits ? 0 : n - 1;  // the first row that needs logits
   // The head runs inside run_model (and its graph) when its rows fit in one logits_ chunk.
   const int64_t head_rows = logits != nullptr && n - first <= kLogitRows ? n - first : 0;
-  const bool graph = options_.cuda_graphs && !options_.profile && n <= gpu::kGpuGemvMaxTokens;
+  const bool decode = n <= gpu::kGpuGemvMaxTokens;
+  const bool graph = options_.cuda_graphs && !options_.profile && decode && graphable_[kDecode];
   if (graph) {
     STRATA_RETURN_IF_ERROR(run_model_graph(seq, n, pos0, kv, head_rows));
   } else {
@@ -393,7 +632,9 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
     if (head_rows == 0) {  // all logits of a long chunk: kLogitRows rows at a time
       STRATA_RETURN_IF_ERROR(
           gpu::rms_norm(act(x_) + r0 * E, output_norm_, act(xb_), rows, E, eps, stream_));
-      STRATA_RETURN_IF_ERROR(matmul(output_, act(xb_), rows, act(logits_)));
+      const Operand head[1] = {operand(output_, decode ? kDecode : kPrefill, nullptr)};
+      float* const outs[1] = {act(logits_)};
+      STRATA_RETURN_IF_ERROR(matmuls(head, act(xb_), rows, outs));
     }
     STRATA_RETURN_IF_ERROR(cuda::memcpy_async(logits + (r0 - first) * hp.n_vocab, logits_.data(),
                                               rows * hp.n_vocab * 4, cuda::CopyKind::kDeviceToHost,
@@ -438,27 +679,48 @@ Status GpuExecutor::run_model(int64_t n, int64_t pos0, const gpu::GpuKvView& kv,
   const gpu::AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
   auto* rope_table = static_cast<float*>(rope_table_.data());
 
-  STRATA_RETURN_IF_ERROR(mark(kOther));                                      // the start
-  STRATA_RETURN_IF_ERROR(gpu::embed_rows(token_embd_, ids, n, x, stream_));  // x [n][E]
+  const bool decode = n <= gpu::kGpuGemvMaxTokens;
+  const Phase phase = decode ? kDecode : kPrefill;
+  if (weight_stream_) {  // the layers this phase streams, in order: their copies start now
+    std::vector<const StreamedLayer*> pass;
+    for (const Layer& l : layers_) {
+      if (!l.streamed[phase].ranges.empty()) pass.push_back(&l.streamed[phase]);
+    }
+    if (!pass.empty()) STRATA_RETURN_IF_ERROR(weight_stream_->begin_pass(std::move(pass)));
+  }
+
+  STRATA_RETURN_IF_ERROR(mark(kOther));  // the start
+  if (!host_embedding_) {                // x [n][E]
+    STRATA_RETURN_IF_ERROR(gpu::embed_rows(token_embd_.resident, ids, n, x, stream_));
+  }
   // cos/sin of every token's rotation, shared by all layers: [n][rope_dims / 2][2]
   STRATA_RETURN_IF_ERROR(
       gpu::rope_table(positions, n, hp.rope_dims, hp.rope_theta, rope_table, stream_));
 
-  const bool decode = n <= gpu::kGpuGemvMaxTokens;
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const Layer& w = layers_[static_cast<size_t>(l)];
+    // A streamed layer's matrices are read from its staging slot (the compute waits for the copy).
+    const bool streamed = !w.streamed[phase].ranges.empty();
+    const uint8_t* slot = nullptr;
+    if (streamed) {
+      STRATA_ASSIGN_OR_RETURN(slot, weight_stream_->acquire());
+    }
+    const Operand wq = operand(w.wq, phase, slot), wk = operand(w.wk, phase, slot),
+                  wv = operand(w.wv, phase, slot), wo = operand(w.wo, phase, slot),
+                  w_gate = operand(w.w_gate, phase, slot), w_up = operand(w.w_up, phase, slot),
+                  w_down = operand(w.w_down, phase, slot);
 
     // Attention block.
     STRATA_RETURN_IF_ERROR(gpu::rms_norm(x, w.attn_norm, xb, n, E, eps, stream_));
     STRATA_RETURN_IF_ERROR(mark(kOther));
-    if (decode) {  // q [n][Q], k [n][K], v [n][K] in one pass over x
-      const gpu::GpuWeight qkv[3] = {w.wq, w.wk, w.wv};
+    if (decode && !wq.cpu && !wk.cpu && !wv.cpu) {  // q [n][Q], k [n][K], v [n][K] in one pass
+      const gpu::GpuWeight qkv[3] = {wq.gpu, wk.gpu, wv.gpu};
       float* const outs[3] = {q, k, v};
       STRATA_RETURN_IF_ERROR(gpu::gemv_multi(qkv, xb, n, outs, stream_));
     } else {
-      STRATA_RETURN_IF_ERROR(matmul(w.wq, xb, n, q));
-      STRATA_RETURN_IF_ERROR(matmul(w.wk, xb, n, k));
-      STRATA_RETURN_IF_ERROR(matmul(w.wv, xb, n, v));
+      const Operand qkv[3] = {wq, wk, wv};
+      float* const outs[3] = {q, k, v};
+      STRATA_RETURN_IF_ERROR(matmuls(qkv, xb, n, outs));
     }
     STRATA_RETURN_IF_ERROR(mark(kMatmul));
     if (hp.qkv_bias) {
@@ -472,28 +734,40 @@ Status GpuExecutor::run_model(int64_t n, int64_t pos0, const gpu::GpuKvView& kv,
     STRATA_RETURN_IF_ERROR(mark(kOther));
     STRATA_RETURN_IF_ERROR(attention_->run(q, n, pos0, kv, l, att, stream_));  // att [n][Q]
     STRATA_RETURN_IF_ERROR(mark(kAttention));
-    STRATA_RETURN_IF_ERROR(matmul(w.wo, att, n, x, GemvOutput::kAccumulate));  // x += Wo att
+    {
+      const Operand ops[1] = {wo};
+      float* const outs[1] = {x};
+      STRATA_RETURN_IF_ERROR(matmuls(ops, att, n, outs, GemvOutput::kAccumulate));  // x += Wo att
+    }
     STRATA_RETURN_IF_ERROR(mark(kMatmul));
 
     // Feed-forward block (SwiGLU).
     STRATA_RETURN_IF_ERROR(gpu::rms_norm(x, w.ffn_norm, xb, n, E, eps, stream_));
     STRATA_RETURN_IF_ERROR(mark(kOther));
-    if (decode) {  // gate [n][F] = silu(W_gate xb) * (W_up xb)
-      STRATA_RETURN_IF_ERROR(gpu::gemv_swiglu(w.w_gate, w.w_up, xb, n, gate, stream_));
+    if (decode && !w_gate.cpu && !w_up.cpu) {  // gate [n][F] = silu(W_gate xb) * (W_up xb)
+      STRATA_RETURN_IF_ERROR(gpu::gemv_swiglu(w_gate.gpu, w_up.gpu, xb, n, gate, stream_));
     } else {
-      STRATA_RETURN_IF_ERROR(matmul(w.w_gate, xb, n, gate));
-      STRATA_RETURN_IF_ERROR(matmul(w.w_up, xb, n, up));
+      const Operand ops[2] = {w_gate, w_up};
+      float* const outs[2] = {gate, up};
+      STRATA_RETURN_IF_ERROR(matmuls(ops, xb, n, outs));
       STRATA_RETURN_IF_ERROR(gpu::swiglu(gate, up, gate, n * F, stream_));
     }
-    STRATA_RETURN_IF_ERROR(matmul(w.w_down, gate, n, x, GemvOutput::kAccumulate));  // x += W h
+    {
+      const Operand ops[1] = {w_down};
+      float* const outs[1] = {x};
+      STRATA_RETURN_IF_ERROR(matmuls(ops, gate, n, outs, GemvOutput::kAccumulate));  // x += W h
+    }
     STRATA_RETURN_IF_ERROR(mark(kMatmul));
+    if (streamed) STRATA_RETURN_IF_ERROR(weight_stream_->release());  // its kernels are queued
   }
   if (head_rows == 0) return Status::ok();
 
   // Final norm and the output head of the last head_rows tokens: logits_ [head_rows][n_vocab].
   const int64_t r0 = n - head_rows;
   STRATA_RETURN_IF_ERROR(gpu::rms_norm(x + r0 * E, output_norm_, xb, head_rows, E, eps, stream_));
-  STRATA_RETURN_IF_ERROR(matmul(output_, xb, head_rows, act(logits_)));
+  const Operand head[1] = {operand(output_, phase, nullptr)};
+  float* const logits[1] = {act(logits_)};
+  STRATA_RETURN_IF_ERROR(matmuls(head, xb, head_rows, logits));
   return mark(kLogits);
 }
 

@@ -5,9 +5,21 @@
 // cores).
 //
 // Memory: every device byte comes from one DeviceArena with a hard budget (weights, KV blocks,
-// activations, cuBLAS and attention workspace); the weights are uploaded once at create() in the
-// GPU layout of their stored type (gpu_backend/gpu_weight.h); the KV cache is the same paged
+// the staging ring, activations, cuBLAS and attention workspace); the KV cache is the same paged
 // KvCache as on the CPU, its blocks carved from the arena as tokens arrive.
+//
+// Where the weights live (models larger than VRAM, DESIGN.md "Weight tiers"): by default every
+// matrix is resident, uploaded once at create() in the GPU layout of its stored type
+// (gpu_backend/gpu_weight.h). With `placements` (a Plan from policies/planner.h) each matrix is,
+// per phase (decode: chunks of at most kGpuGemvMaxTokens tokens; prefill: longer ones),
+//   kVram    resident (when either phase says so: residency does not change between phases),
+//   kStream  held in pinned host memory in the GPU layout and copied into a staging slot of the
+//            WeightStream ring ahead of its layer, overlapped with the compute of earlier layers,
+//   kCpu     multiplied on the CPU by cpu_backend from the mapped file: its input goes down and
+//            its output comes up (a few KiB per token); the GPU runs norms, RoPE and attention.
+// The KV cache of every layer stays in VRAM. The embedding table may stay on the host (its rows
+// are dequantized there and copied up). Decode steps run as CUDA graphs when the phase has every
+// layer matrix and the head resident.
 //
 // Example:
 //   GpuExecutorOptions options;                // whole free VRAM minus a margin
@@ -20,6 +32,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -34,10 +47,13 @@
 #include "gpu_backend/matmul.h"
 #include "memory/device_arena.h"
 #include "memory/kv_cache.h"
+#include "memory/pinned_host_pool.h"
 #include "offload/exec/engine.h"
 #include "offload/exec/executor.h"
+#include "offload/exec/weight_stream.h"
 #include "offload/model/llama_weights.h"
 #include "offload/model/model_spec.h"
+#include "policies/plan.h"
 
 namespace strata {
 
@@ -59,6 +75,15 @@ struct GpuExecutorOptions {
   // Decode steps (chunks of at most kGpuGemvMaxTokens tokens) are captured once per shape as a
   // CUDA graph and replayed: one launch per step instead of a few hundred.
   bool cuda_graphs = true;
+  // Where each weight tensor lives and runs, by name (Plan::tensors); empty: all resident.
+  // Tensors it does not name are resident; norms and biases are resident whatever it says (a few
+  // KiB per layer). Only layer matrices may stream (a staging slot holds one layer).
+  std::vector<TensorPlacement> placements;
+  // Staging slots beyond the one being computed: copies run this many layers ahead.
+  int prefetch_depth = 2;
+  // Pins the host copies of streamed weights; null: cudaMallocHost. When pinning is refused the
+  // weights stay in pageable memory (with a warning): correct, but streamed at pageable speed.
+  std::function<std::unique_ptr<HostPinner>()> make_host_pinner;
 
   static constexpr int64_t kDefaultVramMarginBytes = int64_t{1} << 30;
 };
@@ -101,17 +126,42 @@ class GpuExecutor final : public Engine {
   // Blocks until queued GPU work is done (benchmarks time with it).
   Status synchronize() const { return stream_.synchronize(); }
   const GpuProfile& profile() const { return profile_; }
+  // Copies and slot hits of the staging ring (zero when nothing streams).
+  WeightStreamStats stream_stats() const {
+    return weight_stream_ ? weight_stream_->stats() : WeightStreamStats{};
+  }
+  // The host tier: pinned and pageable bytes of the streamed weights' host copies.
+  PinnedHostPoolStats host_pool_stats() const {
+    return host_pool_ ? host_pool_->stats() : PinnedHostPoolStats{};
+  }
 
  private:
-  // A layer's weights in VRAM; norms and biases as float32 device arrays.
+  enum Phase { kDecode = 0, kPrefill = 1 };
+  // A weight matrix wherever it lives: resident (`resident` set), streamed in some phase (its
+  // planes at `image_offset` in its layer's host image and staging slot) and/or run on the CPU.
+  struct Matrix {
+    const TensorSpec* spec = nullptr;
+    Placement where[2] = {Placement::kVram, Placement::kVram};  // by Phase
+    gpu::GpuWeight resident;  // data is null unless resident
+    gpu::GpuWeightLayout layout;
+    int64_t image_offset = -1;  // -1: never streamed
+  };
+  // What one matmul of a forward chunk reads: a device weight, or a tensor the CPU multiplies.
+  struct Operand {
+    gpu::GpuWeight gpu;
+    const TensorSpec* cpu = nullptr;
+  };
+  // A layer's weights; norms and biases as float32 device arrays.
   struct Layer {
     const float* attn_norm = nullptr;
-    gpu::GpuWeight wq, wk, wv, wo;
+    Matrix wq, wk, wv, wo;
     const float* bq = nullptr;
     const float* bk = nullptr;
     const float* bv = nullptr;
     const float* ffn_norm = nullptr;
-    gpu::GpuWeight w_gate, w_up, w_down;
+    Matrix w_gate, w_up, w_down;
+    HostBuffer image;              // host copy of the matrices streamed in some phase
+    StreamedLayer streamed[2];     // by Phase: what the phase copies (no ranges: not streamed)
   };
   // The device copy of one sequence's block table (gpu_backend/gpu_kv_view.h layout).
   struct SequenceTable {
@@ -127,6 +177,21 @@ class GpuExecutor final : public Engine {
   StatusOr<gpu::GpuWeight> upload_matrix(const TensorSpec* t,
                                          const cuda::PinnedHostBuffer& staging);
   StatusOr<const float*> upload_small(const TensorSpec* t);  // norm or bias, as float32
+  // Placement of a tensor by name from options_.placements (resident when not named).
+  void place(const TensorSpec* t, Matrix* m) const;
+  // Builds the host images of the streamed layers and the staging ring.
+  // `progress` is told the bytes of each matrix copied into a host image.
+  Status prepare_streaming(const std::function<void(int64_t)>& progress);
+  bool phase_on_gpu(Phase phase) const;  // every layer matrix and the head resident
+  // The operand of `m` in `phase`; `slot` is the layer's staging slot when it streams.
+  Operand operand(const Matrix& m, Phase phase, const uint8_t* slot) const;
+  // Y = W X for several weights over the same x: GPU operands are queued first (they run while
+  // the CPU works), then x goes down once for the CPU operands and their outputs come up.
+  // kAccumulate adds into outs (CPU results go through xb_, which must be dead here).
+  Status matmuls(std::span<const Operand> ops, const float* x, int64_t n_tokens,
+                 std::span<float* const> outs, gpu::GemvOutput output = gpu::GemvOutput::kStore);
+  // Host-side embedding: rows dequantized on the CPU, copied up into x_.
+  Status embed_on_host(std::span<const int32_t> tokens);
   // Uploads the block-table entries of blocks the sequence gained since the last call.
   Status sync_block_table(SeqId seq);
   gpu::GpuKvView kv_view(SeqId seq) const;
@@ -134,6 +199,7 @@ class GpuExecutor final : public Engine {
   // Queues the model on the stream for n tokens at pos0..pos0+n-1 (ids and positions already on
   // the device): embedding, every layer and, when head_rows > 0, the final norm and the output
   // head for the last head_rows tokens into logits_ (head_rows <= kLogitRows).
+  // When the embedding is on the host, x_ holds the embedded tokens already.
   Status run_model(int64_t n, int64_t pos0, const gpu::GpuKvView& kv, int64_t head_rows);
   // run_model through a CUDA graph captured for this shape (and re-captured when the number of
   // decode attention pieces changes).
@@ -156,8 +222,9 @@ class GpuExecutor final : public Engine {
   // after the arena so that it is destroyed first.
   cuda::Stream stream_;
   std::unique_ptr<DeviceArena> arena_;
+  std::unique_ptr<PinnedHostPool> host_pool_;  // the host tier of streamed weights, host buffers
   std::vector<DeviceBuffer> weight_buffers_;
-  gpu::GpuWeight token_embd_, output_;
+  Matrix token_embd_, output_;
   const float* output_norm_ = nullptr;
   std::vector<Layer> layers_;
   std::unique_ptr<gpu::Cublas> blas_;
@@ -165,6 +232,14 @@ class GpuExecutor final : public Engine {
   std::unique_ptr<gpu::GpuAttention> attention_;
   std::unique_ptr<KvCache> kv_;
   std::unordered_map<SeqId, SequenceTable> tables_;
+  std::unique_ptr<WeightStream> weight_stream_;  // null when nothing streams
+
+  // The CPU side of CPU-run matrices.
+  std::unique_ptr<cpu::CpuMatmul> cpu_matmul_;
+  HostBuffer host_x_, host_y_;  // matmul inputs going down, outputs coming up
+  cuda::Event host_ready_;      // host_x_ holds what was copied down
+  bool host_embedding_ = false;
+  bool graphable_[2] = {true, true};  // by Phase
 
   // Activations [max_batch_tokens][width] (device), allocated once.
   DeviceBuffer x_, xb_, q_, k_, v_, att_, gate_, up_;

@@ -156,7 +156,9 @@ TEST(Planner, AutoIsNeverPredictedSlowerThanTheFixedPolicies) {
     for (PolicyKind k : {PolicyKind::kGpuFirst, PolicyKind::kStream, PolicyKind::kCpu}) {
       const Plan other = make_plan(spec, policy(k, s.gib), caps);
       EXPECT_GE(a.decode.tokens_per_s, other.decode.tokens_per_s * 0.999) << other.policy;
-      EXPECT_GE(a.prefill.tokens_per_s, other.prefill.tokens_per_s * 0.999) << other.policy;
+      // auto minimises decode time; its prefill may give up noise (here: a head on the CPU,
+      // one token per chunk, 0.5% for llama3-8b Q8_0) for a faster decode.
+      EXPECT_GE(a.prefill.tokens_per_s, other.prefill.tokens_per_s * 0.99) << other.policy;
     }
   }
 }
@@ -207,7 +209,8 @@ TEST(CostModel, DecodeRooflineMatchesBenchmarksFormula) {
   std::vector<Placement> where;
   double bytes = 0;
   for (const TensorSpec& t : spec.tensors) {
-    costs.push_back({static_cast<int64_t>(t.size_bytes), t.num_elements(), t.type});
+    const int64_t layer = t.name.rfind("blk.", 0) == 0 ? std::stoll(t.name.substr(4)) : -1;
+    costs.push_back({static_cast<int64_t>(t.size_bytes), t.num_elements(), t.type, layer});
     where.push_back(Placement::kVram);
     bytes += static_cast<double>(t.size_bytes);
   }
@@ -224,6 +227,14 @@ TEST(CostModel, DecodeRooflineMatchesBenchmarksFormula) {
   for (Placement& w : where) w = Placement::kStream;
   EXPECT_NEAR(predict_decode(spec.hp, costs, where, p, caps).seconds,
               bytes / caps.h2d_pinned_bytes_per_s, 1e-9);
+  // No more streamed layers than the ring's slots: they stay there, read from VRAM, no PCIe.
+  for (size_t i = 0; i < where.size(); ++i) {
+    where[i] = costs[i].layer >= 0 && costs[i].layer <= p.prefetch_depth ? Placement::kStream
+                                                                        : Placement::kVram;
+  }
+  const Prediction in_ring = predict_decode(spec.hp, costs, where, p, caps);
+  EXPECT_EQ(in_ring.stream_bytes, 0);
+  EXPECT_NEAR(in_ring.seconds, d.seconds, 1e-12);
 }
 
 }  // namespace
