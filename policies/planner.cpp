@@ -43,12 +43,23 @@ TierBytes fixed_vram(const ModelSpec& spec, const Policy& policy, int64_t larges
   if (policy.kind == PolicyKind::kCpu) return b;  // no GPU at all
   b.vram_kv = hp.kv_bytes_per_token(policy.kv_type == DType::kF16 ? 2 : 4) * policy.context_tokens *
               policy.batch;
-  // Activations of a prefill chunk (x, xb, q, k, v, att, gate, up in float32), the logits of up
-  // to 64 rows, cuBLAS's 32 MiB, and one dequantized f16 tile of the largest layer matrix.
+  // What GpuExecutor allocates besides weights and KV (gpu_executor.cpp, gpu_backend/matmul.cpp,
+  // attention.cu), written out here because policies/ does not link the GPU code: activations of
+  // a prefill chunk (x, xb, q, k, v, att, gate, up in float32), the logits of up to 64 rows,
+  // cuBLAS's 32 MiB, one dequantized tile of the largest layer matrix and the chunk in f16, the
+  // attention workspace (f16 K and V of a whole context, the chunk's f16 queries, float32 and f16
+  // scores of a 512-query tile, at most 32 Mi floats), and 64 MiB for block tables, rope tables
+  // and the arena's rounding.
   const int64_t n = policy.prefill_tokens;
+  const int64_t widest = std::max({hp.n_embd, hp.n_ff, hp.q_dim()});
   const int64_t act = n * 4 * (2 * hp.n_embd + 2 * hp.q_dim() + 2 * hp.kv_dim() + 2 * hp.n_ff);
   const int64_t tile = std::min<int64_t>(int64_t{256} << 20, hp.n_ff * hp.n_embd * 2);
-  b.vram_workspace = act + 64 * hp.n_vocab * 4 + (int64_t{32} << 20) + tile;
+  const int64_t ctx = policy.context_tokens;
+  const int64_t scores =
+      std::min<int64_t>(int64_t{32} << 20, hp.n_head * ctx * std::min<int64_t>(512, n));
+  const int64_t attention = 2 * ctx * hp.kv_dim() * 2 + n * hp.q_dim() * 2 + scores * 6;
+  b.vram_workspace = act + 64 * hp.n_vocab * 4 + (int64_t{32} << 20) + tile + n * widest * 2 +
+                     attention + (int64_t{64} << 20);
   if (streams) b.vram_staging = (policy.prefetch_depth + 1) * largest_unit_bytes;
   return b;
 }
@@ -71,7 +82,8 @@ std::vector<TensorCost> costs_of(const ModelSpec& spec) {
     // The embedding is read one row per token.
     if (lookup) c.bytes = static_cast<int64_t>(t.size_bytes) / std::max<int64_t>(1, t.num_rows());
     if (t.name.rfind("blk.", 0) == 0) c.layer = std::stoll(t.name.substr(4));
-    c.head = t.name == "output.weight" || (spec.hp.tied_embeddings && t.name == "token_embd.weight");
+    c.head =
+        t.name == "output.weight" || (spec.hp.tied_embeddings && t.name == "token_embd.weight");
     costs.push_back(c);
   }
   return costs;

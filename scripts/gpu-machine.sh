@@ -14,6 +14,8 @@
 #     gpu-gemv   bench/gpu_gemv_bench (GPU decode GEMV vs measured HBM read bandwidth)
 #     gpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/gpu_e2e_bench on each (decode 64 +
 #                prefill 2048 in VRAM vs B/H and FLOPs/G)
+#     offload    synth each case of STRATA_OFFLOAD_CASES ("shape:type:budget ...", default the
+#                three of BENCHMARKS.md) and bench/offload_bench on it under every policy
 #     gemv       bench/gemv_bench (CPU decode GEMV vs measured read bandwidth)
 #     cpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/cpu_e2e_bench on each (decode + prefill 2048)
 #     train      (starts first, in the background) trains the default model on the GPU from the
@@ -125,6 +127,17 @@ PY
         build-gpu/bench/gpu_e2e_bench -m "$m" --model-name llama3-8b --scenario gpu-8b \
           --prefill 2048 --decode 64 --json-out "$jsonl" --commit "$commit" ${STRATA_GPU8B_FLAGS:-} 2>&1 | tail -4
         rm -f "$m"  # the disk holds one 8B model at a time comfortably
+      done ;;
+    offload)
+      for c in ${STRATA_OFFLOAD_CASES:-llama3-8b:F16:8GiB qwen2.5-14b:Q8_0:8GiB llama3-70b:Q4_0:24GiB}; do
+        IFS=: read -r shape t budget <<< "$c"
+        m=/tmp/$shape-$t.gguf
+        [ -f "$m" ] || build-gpu/strata synth --shape "$shape" --type "$t" --out "$m" 2>&1 | tail -1
+        build-gpu/bench/offload_bench -m "$m" --model-name "$shape" --scenario "off-$shape" \
+          --vram-budget "$budget" --policies "${STRATA_OFFLOAD_POLICIES:-auto,gpu-first,stream,cpu}" \
+          --decode "${STRATA_OFFLOAD_DECODE:-32}" --prefill 2048 --json-out "$jsonl" \
+          --commit "$commit" 2>&1 | grep -v '^{' | tail -12 || true
+        rm -f "$m"
       done ;;
     gemv)
       build-gpu/bench/gemv_bench --read-gib 8 --json "$jsonl" --commit "$commit" 2>&1 | tail -12 ;;

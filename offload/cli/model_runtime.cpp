@@ -4,8 +4,10 @@
 
 #include "cpu_backend/thread_placement.h"
 #include "gpu_backend/device_probe.h"
+#include "offload/cli/caps_file.h"
 #include "offload/cli/format_units.h"
 #include "offload/exec/gpu_executor.h"
+#include "policies/planner.h"
 
 namespace strata::cli {
 
@@ -28,7 +30,62 @@ void RuntimeFlags::add_to(CLI::App* cmd) {
       ->check(CLI::IsMember({"auto", "f32", "bf16", "f16"}));
   cmd->add_option("--vram-budget", vram_budget,
                   "Hard cap on the VRAM Strata uses, e.g. 8GiB (default: free VRAM minus 1 GiB)");
+  cmd->add_option("--config", config, "Offload policy file (TOML; policies/examples/)");
+  cmd->add_option("--policy", policy,
+                  "Weight placement: auto, gpu-first, stream or cpu (default: the file's, else "
+                  "auto)")
+      ->check(CLI::IsMember({"auto", "gpu-first", "stream", "cpu"}));
+  cmd->add_option("--prefetch-depth", prefetch_depth,
+                  "Layers streamed ahead of the one computing (default: the file's, else 2)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--caps", caps,
+                  "Machine rates file (default: strata calibrate's cache, else reference rates)");
 }
+
+namespace {
+
+// The policy of this run: the file, the flags over it, and the executor's own shape.
+StatusOr<Policy> run_policy(const RuntimeFlags& flags, int64_t vram_budget) {
+  Policy p;
+  if (!flags.config.empty()) {
+    STRATA_ASSIGN_OR_RETURN(p, load_policy_file(flags.config));
+  }
+  if (!flags.policy.empty()) {
+    STRATA_ASSIGN_OR_RETURN(p.kind, parse_policy_kind(flags.policy));
+  }
+  if (vram_budget > 0) p.vram_budget_bytes = vram_budget;
+  if (flags.prefetch_depth > 0) p.prefetch_depth = flags.prefetch_depth;
+  if (flags.ctx > 0) p.context_tokens = flags.ctx;
+  p.prefill_tokens = flags.batch;
+  p.kv_type = flags.kv_type == "f16" ? DType::kF16 : DType::kF32;
+  p.batch = 1;
+  STRATA_RETURN_IF_ERROR(p.validate());
+  return p;
+}
+
+// "plan auto: 29 layers in VRAM, 2 streamed, 1 on the CPU in decode; predicted 12.1 tok/s"
+std::string plan_summary(const Plan& plan, int64_t n_layer) {
+  int64_t counts[3] = {0, 0, 0};
+  std::vector<int> layer_where(static_cast<size_t>(n_layer), -1);
+  for (const TensorPlacement& t : plan.tensors) {
+    if (t.layer < 0 || t.name.find("norm") != std::string::npos) continue;
+    layer_where[static_cast<size_t>(t.layer)] =
+        std::max(layer_where[static_cast<size_t>(t.layer)], static_cast<int>(t.decode));
+  }
+  for (int w : layer_where) {
+    if (w >= 0) ++counts[w];
+  }
+  char line[256];
+  std::snprintf(line, sizeof(line),
+                "plan %s: %lld layers in VRAM, %lld streamed, %lld on the CPU (decode); "
+                "predicted decode %.1f tok/s, prefill %.0f tok/s",
+                plan.policy.c_str(), static_cast<long long>(counts[0]),
+                static_cast<long long>(counts[1]), static_cast<long long>(counts[2]),
+                plan.decode.tokens_per_s, plan.prefill.tokens_per_s);
+  return line;
+}
+
+}  // namespace
 
 StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
   ModelRuntime rt;
@@ -64,10 +121,37 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
   opts.max_context = flags.ctx;
   opts.max_batch_tokens = flags.batch;
   opts.kv_type = flags.kv_type == "f16" ? DType::kF16 : DType::kF32;
+  std::optional<Plan> plan;
+  int64_t prefetch_depth = 0;
+  if (use_gpu) {
+    // Where every weight goes (policies/planner.h), from the measured or reference rates and the
+    // VRAM free now; the cpu policy means no GPU at all.
+    STRATA_ASSIGN_OR_RETURN(const Policy policy, run_policy(flags, vram_budget));
+    prefetch_depth = policy.prefetch_depth;
+    STRATA_ASSIGN_OR_RETURN(Caps caps, load_caps(flags.caps));
+    caps = policy.apply_caps(caps);
+    const GpuProbe probe = probe_gpu(0);
+    caps.vram_free_bytes = probe.caps.free_bytes;
+    plan = make_plan(rt.model->spec, policy, caps);
+    if (!plan->fits) {
+      return Status::out_of_memory(
+          "the VRAM budget " + format_bytes(plan->vram_budget_bytes) + " is below what policy " +
+          plan->policy + " needs for this model (at least " +
+          format_bytes(plan->min_vram_budget_bytes) +
+          " for KV, workspace and staging): raise --vram-budget, or lower --ctx / -b");
+    }
+    use_gpu = policy.kind != PolicyKind::kCpu;
+    rt.device = use_gpu ? "gpu" : "cpu";
+    if (use_gpu) {
+      std::fprintf(stderr, "strata: %s\n", plan_summary(*plan, rt.model->spec.hp.n_layer).c_str());
+    }
+  }
   if (use_gpu) {
     GpuExecutorOptions gpu;
     gpu.base = opts;
-    gpu.vram_budget_bytes = vram_budget;
+    gpu.vram_budget_bytes = plan->vram_budget_bytes;
+    gpu.placements = plan->tensors;
+    gpu.prefetch_depth = static_cast<int>(prefetch_depth);
     gpu.gemm_precision =
         flags.prefill_precision == "f32" ? gpu::GemmPrecision::kF32 : gpu::GemmPrecision::kF16;
     gpu.show_progress = true;

@@ -27,6 +27,13 @@ struct RuntimeFlags {
   // auto: f32 on the CPU (exact), f16 on the GPU (tensor cores); f32 | bf16 | f16.
   std::string prefill_precision = "auto";
   std::string vram_budget;  // --vram-budget; empty: free VRAM minus 1 GiB
+  // The offload policy (policies/policy.h): a TOML file and the flags over it. The plan budgets
+  // KV for --ctx tokens (the file's `context` when --ctx is not given), prefill chunks of -b
+  // tokens and the --kv-type of this run.
+  std::string config;
+  std::string policy;  // auto | gpu-first | stream | cpu; empty: the file's, else auto
+  int64_t prefetch_depth = 0;
+  std::string caps;  // a Caps file; empty: strata calibrate's cache, else the reference rates
 
   void add_to(CLI::App* cmd);
 };

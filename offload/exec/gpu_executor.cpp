@@ -92,16 +92,16 @@ Status GpuExecutor::init() {
       options_.vram_budget_bytes > 0
           ? options_.vram_budget_bytes
           : probe.caps.free_bytes - GpuExecutorOptions::kDefaultVramMarginBytes;
+  if (options_.arena_chunk_bytes > 0) arena_options.chunk_bytes = options_.arena_chunk_bytes;
   if (arena_options.budget_bytes <= 0) {
     return Status::out_of_memory("--device gpu: only " + std::to_string(probe.caps.free_bytes) +
                                  " bytes of VRAM are free");
   }
   STRATA_ASSIGN_OR_RETURN(
       arena_, DeviceArena::create(arena_options, make_cuda_device_allocator(options_.device)));
-  STRATA_ASSIGN_OR_RETURN(host_pool_,
-                          PinnedHostPool::create({}, options_.make_host_pinner
-                                                         ? options_.make_host_pinner()
-                                                         : make_cuda_host_pinner()));
+  STRATA_ASSIGN_OR_RETURN(
+      host_pool_, PinnedHostPool::create({}, options_.make_host_pinner ? options_.make_host_pinner()
+                                                                       : make_cuda_host_pinner()));
   STRATA_RETURN_IF_ERROR(upload_weights());
 
   STRATA_ASSIGN_OR_RETURN(blas_, gpu::Cublas::create(*arena_, stream_));
@@ -161,9 +161,9 @@ Status GpuExecutor::init() {
     const int64_t rows = cpu_in[kPrefill] ? n : std::min<int64_t>(n, gpu::kGpuGemvMaxTokens);
     const int64_t x_rows = host_embedding_ ? n : rows;
     const int64_t x_floats = x_rows * std::max({hp.n_embd, hp.n_ff, hp.q_dim()});
-    const int64_t y_floats = std::max(rows * std::max({hp.q_dim() + 2 * hp.kv_dim(), 2 * hp.n_ff,
-                                                       hp.n_embd}),
-                                      kLogitRows * hp.n_vocab);
+    const int64_t y_floats =
+        std::max(rows * std::max({hp.q_dim() + 2 * hp.kv_dim(), 2 * hp.n_ff, hp.n_embd}),
+                 kLogitRows * hp.n_vocab);
     STRATA_ASSIGN_OR_RETURN(host_x_, host_pool_->allocate(x_floats * 4));
     STRATA_ASSIGN_OR_RETURN(host_y_, host_pool_->allocate(y_floats * 4));
     STRATA_ASSIGN_OR_RETURN(host_ready_, cuda::Event::create(cuda::EventTiming::kDisabled));
@@ -200,7 +200,8 @@ Status GpuExecutor::upload_weights() {
     }
     for (const Placement p : m->where) {
       if (p == Placement::kStream && !in_layer) {
-        return Status::invalid_argument(t->name + ": only layer tensors can be streamed (a "
+        return Status::invalid_argument(t->name +
+                                        ": only layer tensors can be streamed (a "
                                         "staging slot holds one layer); place it on vram or cpu");
       }
       if (p == Placement::kCpu && !gemv_supports(t->type)) {
@@ -307,10 +308,9 @@ Status GpuExecutor::prepare_streaming(const std::function<void(int64_t)>& progre
     for (Matrix* m : ms) {
       if (m->image_offset < 0) continue;
       const TensorSpec* t = m->spec;
-      gpu::repack_rows(t->type, t->row_length(), t->data.data(), t->num_rows(),
-                       base + m->image_offset,
-                       reinterpret_cast<uint16_t*>(base + m->image_offset +
-                                                   m->layout.scale_offset_bytes));
+      gpu::repack_rows(
+          t->type, t->row_length(), t->data.data(), t->num_rows(), base + m->image_offset,
+          reinterpret_cast<uint16_t*>(base + m->image_offset + m->layout.scale_offset_bytes));
       progress(static_cast<int64_t>(t->size_bytes));
     }
     for (int p = 0; p < 2; ++p) {
@@ -320,7 +320,8 @@ Status GpuExecutor::prepare_streaming(const std::function<void(int64_t)>& progre
       for (Matrix* m : ms) {
         if (m->where[p] != Placement::kStream) continue;
         const int64_t b = aligned(m->layout.total_bytes);
-        if (!s.ranges.empty() && s.ranges.back().offset + s.ranges.back().bytes == m->image_offset) {
+        if (!s.ranges.empty() &&
+            s.ranges.back().offset + s.ranges.back().bytes == m->image_offset) {
           s.ranges.back().bytes += b;  // adjacent: one larger copy
         } else {
           s.ranges.push_back({m->image_offset, b});
@@ -333,9 +334,10 @@ Status GpuExecutor::prepare_streaming(const std::function<void(int64_t)>& progre
   if (slot_bytes == 0) return Status::ok();  // nothing streams
   // Slots beyond the pass length would never be used.
   const size_t most = std::max(streamed_layers[kDecode], streamed_layers[kPrefill]);
-  const int slots = static_cast<int>(
-      std::min<size_t>(static_cast<size_t>(options_.prefetch_depth) + 1, most));
-  STRATA_ASSIGN_OR_RETURN(weight_stream_, WeightStream::create(*arena_, slots, slot_bytes, stream_));
+  const int slots =
+      static_cast<int>(std::min<size_t>(static_cast<size_t>(options_.prefetch_depth) + 1, most));
+  STRATA_ASSIGN_OR_RETURN(weight_stream_,
+                          WeightStream::create(*arena_, slots, slot_bytes, stream_));
   return Status::ok();
 }
 
@@ -477,8 +479,7 @@ Status GpuExecutor::matmul(const gpu::GpuWeight& w, const float* x, int64_t n_to
   return matmul_->run(w, x, n_tokens, y, output);
 }
 
-GpuExecutor::Operand GpuExecutor::operand(const Matrix& m, Phase phase,
-                                          const uint8_t* slot) const {
+GpuExecutor::Operand GpuExecutor::operand(const Matrix& m, Phase phase, const uint8_t* slot) const {
   Operand op;
   switch (m.where[phase]) {
     case Placement::kVram:

@@ -79,6 +79,8 @@ struct GpuExecutorOptions {
   // Tensors it does not name are resident; norms and biases are resident whatever it says (a few
   // KiB per layer). Only layer matrices may stream (a staging slot holds one layer).
   std::vector<TensorPlacement> placements;
+  // Bytes the arena asks cudaMalloc for at a time (0: DeviceArenaOptions' default).
+  int64_t arena_chunk_bytes = 0;
   // Staging slots beyond the one being computed: copies run this many layers ahead.
   int prefetch_depth = 2;
   // Pins the host copies of streamed weights; null: cudaMallocHost. When pinning is refused the
@@ -142,7 +144,7 @@ class GpuExecutor final : public Engine {
   struct Matrix {
     const TensorSpec* spec = nullptr;
     Placement where[2] = {Placement::kVram, Placement::kVram};  // by Phase
-    gpu::GpuWeight resident;  // data is null unless resident
+    gpu::GpuWeight resident;                                    // data is null unless resident
     gpu::GpuWeightLayout layout;
     int64_t image_offset = -1;  // -1: never streamed
   };
@@ -160,8 +162,8 @@ class GpuExecutor final : public Engine {
     const float* bv = nullptr;
     const float* ffn_norm = nullptr;
     Matrix w_gate, w_up, w_down;
-    HostBuffer image;              // host copy of the matrices streamed in some phase
-    StreamedLayer streamed[2];     // by Phase: what the phase copies (no ranges: not streamed)
+    HostBuffer image;           // host copy of the matrices streamed in some phase
+    StreamedLayer streamed[2];  // by Phase: what the phase copies (no ranges: not streamed)
   };
   // The device copy of one sequence's block table (gpu_backend/gpu_kv_view.h layout).
   struct SequenceTable {

@@ -17,9 +17,9 @@ StatusOr<std::unique_ptr<WeightStream>> WeightStream::create(DeviceArena& arena,
     Slot& slot = ws->slots_[static_cast<size_t>(s)];
     StatusOr<DeviceBuffer> buffer = arena.allocate(slot_bytes, DeviceMemoryTag::kStaging);
     if (!buffer.is_ok()) {
-      return Status(buffer.status().code(),
-                    "the staging ring (" + std::to_string(num_slots) + " slots of " +
-                        std::to_string(slot_bytes) + " bytes): " + buffer.status().message());
+      return Status(buffer.status().code(), "the staging ring (" + std::to_string(num_slots) +
+                                                " slots of " + std::to_string(slot_bytes) +
+                                                " bytes): " + buffer.status().message());
     }
     slot.buffer = std::move(buffer).value();
     STRATA_ASSIGN_OR_RETURN(slot.ready, cuda::Event::create(cuda::EventTiming::kDisabled));

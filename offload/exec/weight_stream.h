@@ -46,9 +46,9 @@ struct StreamedLayer {
 };
 
 struct WeightStreamStats {
-  int64_t copies = 0;         // layer copies issued
-  int64_t bytes_copied = 0;   // host-to-device bytes issued
-  int64_t slot_hits = 0;      // layers found still in their slot (no copy)
+  int64_t copies = 0;        // layer copies issued
+  int64_t bytes_copied = 0;  // host-to-device bytes issued
+  int64_t slot_hits = 0;     // layers found still in their slot (no copy)
 };
 
 class WeightStream {
@@ -80,8 +80,8 @@ class WeightStream {
  private:
   struct Slot {
     DeviceBuffer buffer;
-    cuda::Event ready;  // the last copy into the slot
-    cuda::Event free;   // the last compute that read the slot
+    cuda::Event ready;                     // the last copy into the slot
+    cuda::Event free;                      // the last compute that read the slot
     const StreamedLayer* holds = nullptr;  // the layer last copied into it
   };
   struct Pending {
@@ -100,8 +100,8 @@ class WeightStream {
   cuda::Stream copy_;
   std::vector<Slot> slots_;
   std::vector<const StreamedLayer*> pass_;
-  size_t next_acquire_ = 0;  // index into pass_
-  size_t next_issue_ = 0;    // index into pass_ (cyclic) of the next layer to prefetch
+  size_t next_acquire_ = 0;      // index into pass_
+  size_t next_issue_ = 0;        // index into pass_ (cyclic) of the next layer to prefetch
   std::deque<Pending> pending_;  // issued, not yet acquired, in pass order
   int acquired_slot_ = -1;
   std::vector<int> free_slots_;

@@ -10,13 +10,16 @@
 
 #include <cmath>
 #include <fstream>
-#include <ostream>
 #include <nlohmann/json.hpp>
+#include <ostream>
 
+#include "gpu_backend/cuda_api.h"
+#include "gpu_backend/cuda_device_allocator.h"
 #include "gpu_backend/device_probe.h"
 #include "offload/exec/executor.h"
 #include "offload/exec/gpu_executor.h"
 #include "offload/model/model_loader.h"
+#include "policies/planner.h"
 #include "tests/testing/testdata.h"
 
 namespace strata {
@@ -78,10 +81,11 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
     ASSERT_EQ(reference_.size(), prompt_.size() * n_vocab_);
   }
 
-  std::unique_ptr<Engine> make_executor(
-      int64_t block_tokens, int64_t batch_tokens, int64_t gemm_attention_min_tokens = 32,
-      int64_t attention_tile_tokens = 512,
-      gpu::GemmPrecision gpu_precision = gpu::GemmPrecision::kF32, bool cuda_graphs = true) {
+  std::unique_ptr<Engine> make_executor(int64_t block_tokens, int64_t batch_tokens,
+                                        int64_t gemm_attention_min_tokens = 32,
+                                        int64_t attention_tile_tokens = 512,
+                                        gpu::GemmPrecision gpu_precision = gpu::GemmPrecision::kF32,
+                                        bool cuda_graphs = true) {
     ExecutorOptions opts;
     opts.kv_block_tokens = block_tokens;
     opts.max_batch_tokens = batch_tokens;
@@ -261,6 +265,303 @@ TEST_P(TensorCoreGolden, GraphReplayEqualsDirectLaunches) {
   }
 }
 
+// The offload paths: GpuExecutor with a placement per tensor (policies/plan.h), each matrix
+// resident, streamed through the staging ring or multiplied on the CPU, per phase, several kinds
+// in one model. Everything computes in float32 here, so the `exact` tier holds, and the greedy
+// tokens are the reference's (the all-GPU and all-CPU paths are held to the same above).
+class OffloadGolden : public GoldenForward {
+ protected:
+  // Named mixes for the 3-layer tiny models: where each layer's matrices go, per phase.
+  struct Mix {
+    const char* name;
+    Placement decode[3];
+    Placement prefill[3];
+    Placement head;
+    Placement embedding;
+  };
+
+  std::vector<TensorPlacement> placements_of(const Mix& mix) const {
+    std::vector<TensorPlacement> out;
+    for (const TensorSpec& t : model_->spec.tensors) {
+      TensorPlacement p;
+      p.name = t.name;
+      if (t.name.rfind("blk.", 0) == 0) {
+        p.layer = std::stoll(t.name.substr(4));
+        p.decode = mix.decode[std::min<int64_t>(p.layer, 2)];
+        p.prefill = mix.prefill[std::min<int64_t>(p.layer, 2)];
+      } else if (t.name == "token_embd.weight" && !model_->spec.hp.tied_embeddings) {
+        p.decode = p.prefill = mix.embedding;
+      } else {
+        p.decode = p.prefill = mix.head;
+      }
+      out.push_back(p);
+    }
+    return out;
+  }
+
+  std::unique_ptr<GpuExecutor> make_offload(
+      std::vector<TensorPlacement> placements, int64_t block_tokens, int prefetch_depth,
+      int64_t budget = int64_t{2} << 30, std::function<std::unique_ptr<HostPinner>()> pinner = {}) {
+    GpuExecutorOptions o;
+    o.base.kv_block_tokens = block_tokens;
+    o.base.max_batch_tokens = 512;
+    o.base.max_context = 512;
+    o.vram_budget_bytes = budget;
+    o.gemm_precision = gpu::GemmPrecision::kF32;
+    o.placements = std::move(placements);
+    o.prefetch_depth = prefetch_depth;
+    o.make_host_pinner = std::move(pinner);
+    auto exec = GpuExecutor::create(model_->spec, o);
+    EXPECT_TRUE(exec.is_ok()) << exec.status().to_string();
+    if (!exec.is_ok()) return nullptr;
+    EXPECT_TRUE((*exec)->add_sequence(0).is_ok());
+    return std::move(exec).value();
+  }
+
+  // Prefill of the prompt (the prefill placements), then the greedy continuation token by token
+  // (the decode placements) on the same executor, then a second executor fed token by token.
+  void check(const std::vector<TensorPlacement>& placements, const std::string& what,
+             int prefetch_depth = 1) {
+    {
+      auto exec = make_offload(placements, 4, prefetch_depth);
+      ASSERT_NE(exec, nullptr);
+      std::vector<float> logits;
+      ASSERT_TRUE(exec->forward(0, prompt_, true, &logits).is_ok());
+      expect_exact(logits, what + " prefill");
+      const auto expected = variant_["greedy"].get<std::vector<int32_t>>();
+      std::vector<int32_t> got;
+      std::vector<float> step(logits.end() - n_vocab_, logits.end());
+      for (size_t i = 0; i < expected.size(); ++i) {
+        const int32_t next = argmax(step.data(), n_vocab_);
+        got.push_back(next);
+        ASSERT_TRUE(exec->forward(0, std::span(&next, 1), false, &step).is_ok());
+      }
+      EXPECT_EQ(got, expected) << what << ": greedy";
+      const WeightStreamStats st = exec->stream_stats();
+      std::printf("[ %s %s ] %s: %lld layer copies, %lld slot hits, %.1f MiB streamed\n",
+                  GetParam().model.c_str(), GetParam().variant.c_str(), what.c_str(),
+                  static_cast<long long>(st.copies), static_cast<long long>(st.slot_hits),
+                  static_cast<double>(st.bytes_copied) / (1 << 20));
+    }
+    auto exec = make_offload(placements, 4, prefetch_depth);
+    ASSERT_NE(exec, nullptr);
+    std::vector<float> all(prompt_.size() * n_vocab_), step;
+    for (size_t i = 0; i < prompt_.size(); ++i) {
+      ASSERT_TRUE(exec->forward(0, std::span(&prompt_[i], 1), false, &step).is_ok());
+      std::copy(step.begin(), step.end(), all.begin() + i * n_vocab_);
+    }
+    expect_exact(all, what + " token-by-token");
+  }
+};
+
+constexpr Placement kV = Placement::kVram, kS = Placement::kStream, kC = Placement::kCpu;
+
+TEST_P(OffloadGolden, EveryModeAndMixMatchesReference) {
+  const Mix mixes[] = {
+      // resident + streamed + CPU in one model; the CPU layer streams in prefill
+      {"mix", {kV, kS, kC}, {kV, kS, kS}, kC, kC},
+      // three layers through two slots: every slot is copied again every token
+      {"stream-all", {kS, kS, kS}, {kS, kS, kS}, kV, kC},
+      // the GPU runs only norms, RoPE and attention
+      {"cpu-all", {kC, kC, kC}, {kC, kC, kC}, kC, kC},
+      // gpu-first's shape: the first layer resident, the rest and the head on the CPU
+      {"gpu-first", {kV, kC, kC}, {kV, kC, kC}, kC, kV},
+  };
+  for (const Mix& m : mixes) check(placements_of(m), m.name);
+}
+
+TEST_P(OffloadGolden, MatricesOfOneLayerInDifferentTiers) {
+  // Per tensor, as a [[rule]] would place them: attention on the CPU, FFN streamed, in layer 1.
+  Mix base{"base", {kV, kS, kV}, {kV, kS, kV}, kV, kV};
+  std::vector<TensorPlacement> p = placements_of(base);
+  for (TensorPlacement& t : p) {
+    if (t.name.rfind("blk.1.attn_", 0) == 0 && t.name.find("norm") == std::string::npos) {
+      t.decode = t.prefill = kC;
+    }
+  }
+  check(p, "per-tensor", /*prefetch_depth=*/2);
+}
+
+TEST_P(OffloadGolden, PlannerPlansUnderTightBudgetsMatchReference) {
+  // Each policy's own plan with the smallest budget (in steps of a layer) that leaves layers
+  // outside VRAM; the executor runs under that budget.
+  for (PolicyKind kind : {PolicyKind::kAuto, PolicyKind::kGpuFirst, PolicyKind::kStream}) {
+    Policy policy;
+    policy.kind = kind;
+    policy.context_tokens = 512;
+    policy.prefill_tokens = 512;
+    policy.kv_type = DType::kF32;
+    policy.prefetch_depth = 1;
+    Plan plan;
+    int64_t layer_bytes = 0;
+    for (const TensorSpec& t : model_->spec.tensors) {
+      if (t.name.rfind("blk.0.", 0) == 0) layer_bytes += static_cast<int64_t>(t.size_bytes);
+    }
+    bool found = false;
+    for (int64_t budget = int64_t{1} << 20; budget < (int64_t{4} << 30); budget += layer_bytes) {
+      policy.vram_budget_bytes = budget;
+      plan = make_plan(model_->spec, policy, Caps::reference());
+      int64_t resident = 0, host = 0;
+      for (const TensorPlacement& t : plan.tensors) {
+        if (t.layer < 0) continue;
+        (t.decode == kV ? resident : host) += 1;
+      }
+      if (plan.fits && resident > 0 && host > 0) {
+        found = true;
+        break;
+      }
+    }
+    ASSERT_TRUE(found) << policy_kind_name(kind) << ": no budget leaves some layers on the host";
+    GpuExecutorOptions o;
+    o.base.kv_block_tokens = 16;
+    o.base.max_batch_tokens = 512;
+    o.base.max_context = 512;
+    o.vram_budget_bytes = plan.vram_budget_bytes;
+    o.gemm_precision = gpu::GemmPrecision::kF32;
+    o.placements = plan.tensors;
+    o.prefetch_depth = 1;
+    auto exec = GpuExecutor::create(model_->spec, o);
+    ASSERT_TRUE(exec.is_ok()) << policy_kind_name(kind) << ": " << exec.status().to_string();
+    ASSERT_TRUE((*exec)->add_sequence(0).is_ok());
+    std::vector<float> logits;
+    ASSERT_TRUE((*exec)->forward(0, prompt_, true, &logits).is_ok());
+    expect_exact(logits, std::string(policy_kind_name(kind)) + " plan prefill");
+    const DeviceArenaStats vram = *(*exec)->device_stats();
+    std::printf("[ %s ] plan %s: budget %lld, planned VRAM %lld, arena peak %lld\n",
+                GetParam().variant.c_str(), policy_kind_name(kind),
+                static_cast<long long>(plan.vram_budget_bytes),
+                static_cast<long long>(plan.bytes.vram_total()),
+                static_cast<long long>(vram.peak_used_bytes));
+  }
+}
+
+// A pinner that always refuses, as under a tight RLIMIT_MEMLOCK.
+class RefusingPinner final : public HostPinner {
+ public:
+  StatusOr<void*> allocate(int64_t) override {
+    return Status::out_of_memory("pinning refused (test)");
+  }
+  void free(void*) override {}
+};
+
+TEST_P(OffloadGolden, RefusedPinningFallsBackToPageableAndStaysExact) {
+  const Mix m{"stream", {kS, kS, kS}, {kS, kS, kS}, kV, kC};
+  auto exec = make_offload(placements_of(m), 16, 1, int64_t{2} << 30,
+                           [] { return std::make_unique<RefusingPinner>(); });
+  ASSERT_NE(exec, nullptr);
+  std::vector<float> logits;
+  ASSERT_TRUE(exec->forward(0, prompt_, true, &logits).is_ok());
+  expect_exact(logits, "pageable stream");
+  EXPECT_EQ(exec->host_pool_stats().pinned_bytes, 0);
+  EXPECT_GT(exec->host_pool_stats().pageable_bytes, 0);
+  EXPECT_GT(exec->host_pool_stats().num_pin_refusals, 0);
+}
+
+TEST_P(OffloadGolden, BudgetBelowTheMinimumIsAClearError) {
+  const Mix m{"stream", {kS, kS, kS}, {kS, kS, kS}, kV, kC};
+  GpuExecutorOptions o;
+  o.base.max_context = 512;
+  o.vram_budget_bytes = int64_t{1} << 20;  // 1 MiB: not even the workspace fits
+  o.placements = placements_of(m);
+  auto exec = GpuExecutor::create(model_->spec, o);
+  ASSERT_FALSE(exec.is_ok());
+  EXPECT_EQ(exec.status().code(), StatusCode::kOutOfMemory) << exec.status().to_string();
+  EXPECT_NE(exec.status().message().find("budget"), std::string::npos) << exec.status().to_string();
+}
+
+TEST_P(OffloadGolden, DeviceMemoryNeverExceedsContextBaselinePlusBudget) {
+  // cudaMemGetInfo around a run with a 256 MiB budget: device memory in use never passes what it
+  // was before the executor existed (the CUDA context, warmed up: lazily loaded kernels and
+  // cuBLAS's own state count to it) plus the budget.
+  const Mix m{"mix", {kV, kS, kC}, {kV, kS, kS}, kC, kC};
+  const int64_t budget = int64_t{256} << 20;
+  {
+    auto warm = make_offload(placements_of(m), 16, 1, budget);
+    ASSERT_NE(warm, nullptr);
+    std::vector<float> logits;
+    ASSERT_TRUE(warm->forward(0, prompt_, false, &logits).is_ok());
+    const int32_t id = prompt_[0];
+    ASSERT_TRUE(warm->forward(0, std::span(&id, 1), false, &logits).is_ok());
+  }
+  auto info = cuda::memory_info();
+  ASSERT_TRUE(info.is_ok()) << info.status().to_string();
+  const int64_t baseline = info->total_bytes - info->free_bytes;
+  int64_t worst = 0;
+  auto sample = [&] {
+    auto now = cuda::memory_info();
+    ASSERT_TRUE(now.is_ok());
+    worst = std::max(worst, now->total_bytes - now->free_bytes - baseline);
+  };
+  auto exec = make_offload(placements_of(m), 16, 1, budget);
+  ASSERT_NE(exec, nullptr);
+  sample();
+  std::vector<float> logits;
+  ASSERT_TRUE(exec->forward(0, prompt_, false, &logits).is_ok());
+  sample();
+  for (int i = 0; i < 300; ++i) {
+    const int32_t id = prompt_[static_cast<size_t>(i) % prompt_.size()];
+    ASSERT_TRUE(exec->forward(0, std::span(&id, 1), false, &logits).is_ok());
+    if (i % 10 == 0) sample();
+  }
+  std::printf("device memory above the baseline: at most %.1f MiB of a %.1f MiB budget\n",
+              static_cast<double>(worst) / (1 << 20), static_cast<double>(budget) / (1 << 20));
+  EXPECT_LE(worst, budget);
+  EXPECT_GT(worst, 0);  // the run did use device memory, and the sampling saw it
+}
+
+TEST_P(OffloadGolden, VramTakenMidRunIsAClearErrorNotACrash) {
+  // Another process takes the device's free memory mid-run; the executor's next chunk of KV
+  // (1 MiB arena chunks here, so KV growth needs new ones) cannot be had: out_of_memory, and the
+  // executor keeps working once memory is back.
+  const Mix m{"mix", {kV, kS, kC}, {kV, kS, kS}, kC, kC};
+  GpuExecutorOptions o;
+  o.base.kv_block_tokens = 16;
+  o.base.max_context = 512;
+  o.base.max_sequences = 256;
+  o.vram_budget_bytes = int64_t{2} << 30;
+  o.arena_chunk_bytes = int64_t{1} << 20;
+  o.placements = placements_of(m);
+  auto created = GpuExecutor::create(model_->spec, o);
+  ASSERT_TRUE(created.is_ok()) << created.status().to_string();
+  GpuExecutor& exec = **created;
+  ASSERT_TRUE(exec.add_sequence(0).is_ok());
+  std::vector<float> logits;
+  ASSERT_TRUE(exec.forward(0, prompt_, false, &logits).is_ok());
+
+  // The hog: all free memory but 4 MiB, through the same allocator as an arena's.
+  std::unique_ptr<DeviceAllocator> other = make_cuda_device_allocator(0);
+  std::vector<void*> taken;
+  auto info = cuda::memory_info();
+  ASSERT_TRUE(info.is_ok());
+  for (int64_t want = info->free_bytes - (int64_t{4} << 20); want > (int64_t{1} << 20);) {
+    auto p = other->allocate(want);
+    if (p.is_ok()) {
+      taken.push_back(*p);
+    } else {
+      want /= 2;
+    }
+    auto left = cuda::memory_info();
+    ASSERT_TRUE(left.is_ok());
+    if (left->free_bytes <= (int64_t{4} << 20)) break;
+    want = std::min(want, left->free_bytes - (int64_t{4} << 20));
+  }
+  Status failure = Status::ok();
+  std::vector<int32_t> long_prompt(500);
+  for (size_t i = 0; i < long_prompt.size(); ++i) long_prompt[i] = prompt_[i % prompt_.size()];
+  for (SeqId s = 1; s < 256 && failure.is_ok(); ++s) {
+    failure = exec.add_sequence(s);
+    if (failure.is_ok()) failure = exec.forward(s, long_prompt, false, &logits);
+  }
+  for (void* p : taken) other->free(p);
+  ASSERT_FALSE(failure.is_ok()) << "KV for 255 sequences of 500 tokens fit in 4 MiB";
+  EXPECT_EQ(failure.code(), StatusCode::kOutOfMemory) << failure.to_string();
+  std::printf("with VRAM taken: %s\n", failure.to_string().c_str());
+  // Memory is back: a new sequence runs and is exact again.
+  ASSERT_TRUE(exec.add_sequence(1000).is_ok());
+  ASSERT_TRUE(exec.forward(1000, prompt_, true, &logits).is_ok());
+  expect_exact(logits, "after VRAM came back");
+}
+
 std::vector<Variant> all_variants() {
   std::vector<Variant> out;
   for (bool gpu : {false, true}) {
@@ -283,6 +584,8 @@ std::vector<Variant> gpu_variants() {
 INSTANTIATE_TEST_SUITE_P(TinyModels, GoldenForward, ::testing::ValuesIn(all_variants()),
                          PrintVariant);
 INSTANTIATE_TEST_SUITE_P(TinyModels, TensorCoreGolden, ::testing::ValuesIn(gpu_variants()),
+                         PrintVariant);
+INSTANTIATE_TEST_SUITE_P(TinyModels, OffloadGolden, ::testing::ValuesIn(gpu_variants()),
                          PrintVariant);
 
 }  // namespace

@@ -230,7 +230,7 @@ TEST(CostModel, DecodeRooflineMatchesBenchmarksFormula) {
   // No more streamed layers than the ring's slots: they stay there, read from VRAM, no PCIe.
   for (size_t i = 0; i < where.size(); ++i) {
     where[i] = costs[i].layer >= 0 && costs[i].layer <= p.prefetch_depth ? Placement::kStream
-                                                                        : Placement::kVram;
+                                                                         : Placement::kVram;
   }
   const Prediction in_ring = predict_decode(spec.hp, costs, where, p, caps);
   EXPECT_EQ(in_ring.stream_bytes, 0);

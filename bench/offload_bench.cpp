@@ -1,0 +1,289 @@
+// offload_bench: a model larger than the VRAM budget (scenarios off-8b, off-14b, off-70b in
+// ../shared/BENCHMARKS.md), run under each policy, with the limits measured in the same run:
+//   H  HBM read bandwidth; P  pinned host-to-device copies; C  the all-core CPU read;
+//   S  the host side when PCIe streaming and CPU reads run at the same time (summed);
+//   G  the cuBLAS f16 GEMM rate on the model's prefill shape.
+// Rooflines (issue 5):
+//   decode  (batch 1): T = B_vram / H + B_host / S, the bytes per token of each tier as the plan
+//                      places them (streamed layers the ring holds for good count as VRAM);
+//   prefill (N tokens): T = max(B_stream / P, FLOPs / G) per pass over the weights (+ the CPU-run
+//                      bytes / C, which the plan keeps to the head's one row).
+// The plan for each policy is made from the rates measured here. Prints one JSON line per policy
+// and phase (also appended to --json-out) and a short table last.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "bench/bench_check.h"
+#include "cpu_backend/read_bandwidth.h"
+#include "cpu_backend/thread_placement.h"
+#include "gpu_backend/cuda_device_allocator.h"
+#include "gpu_backend/device_probe.h"
+#include "gpu_backend/probes.h"
+#include "offload/core/units.h"
+#include "offload/exec/executor.h"
+#include "offload/exec/gpu_executor.h"
+#include "offload/model/model_loader.h"
+#include "policies/planner.h"
+
+namespace {
+
+using namespace strata;
+using bench::check;
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');) out.push_back(item);
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Offloaded tokens/s per policy under a VRAM budget, rooflines from the same run"};
+  std::string model_path, json_out, scenario = "off-8b", model_name, commit, budget_text = "8GiB";
+  std::string policies_text = "auto,gpu-first,stream,cpu";
+  int decode_tokens = 32, prefill_tokens = 2048, prefetch_depth = 2;
+  double read_gib = 4.0;
+  app.add_option("-m,--model", model_path, "GGUF model (e.g. from strata synth)")->required();
+  app.add_option("--model-name", model_name, "Name for the record (default: general.name)");
+  app.add_option("--scenario", scenario, "Scenario id for the record");
+  app.add_option("--vram-budget", budget_text, "The VRAM budget (default 8GiB)");
+  app.add_option("--policies", policies_text, "Comma-separated policies to run");
+  app.add_option("--prefetch-depth", prefetch_depth, "Layers streamed ahead (default 2)");
+  app.add_option("--decode", decode_tokens, "Tokens to decode (batch 1; 0: skip)");
+  app.add_option("--prefill", prefill_tokens, "Prompt tokens of the prefill phase (0: skip)");
+  app.add_option("--read-gib", read_gib, "Buffers of the bandwidth measurements");
+  app.add_option("--json-out", json_out, "Append JSON lines here");
+  app.add_option("--commit", commit, "Commit id for the record");
+  CLI11_PARSE(app, argc, argv);
+
+  const GpuProbe probe = probe_gpu(0);
+  if (!probe.usable) {
+    std::fprintf(stderr, "offload_bench: no usable GPU: %s\n", probe.reason.c_str());
+    return 1;
+  }
+  const int64_t budget = check(parse_byte_size("--vram-budget", budget_text), "--vram-budget");
+  const ThreadPlacement placement = apply_thread_placement(default_thread_count());
+  auto loaded = check(load_model(model_path), "load");
+  const ModelSpec& spec = loaded.spec;
+  const HyperParams& hp = spec.hp;
+  if (model_name.empty()) model_name = spec.name;
+  std::string type_name = "mixed";
+  if (const TensorSpec* t = spec.find("blk.0.ffn_up.weight")) type_name = dtype_name(t->type);
+  const int64_t chunk = std::min(prefill_tokens > 0 ? prefill_tokens : 512, 2048);
+
+  // The limits, each in an arena of its own that is gone before the model loads.
+  Caps caps = Caps::reference();  // GEMV efficiencies; every rate below is measured now
+  {
+    auto stream = check(cuda::Stream::create(), "stream");
+    DeviceArenaOptions o;
+    o.budget_bytes = static_cast<int64_t>(read_gib * (1ll << 30)) + (int64_t{4} << 30);
+    auto arena = check(DeviceArena::create(o, make_cuda_device_allocator(0)), "arena");
+    caps.hbm_bytes_per_s =
+        check(gpu::measure_hbm_read_bandwidth(*arena, static_cast<int64_t>(read_gib * (1ll << 30)),
+                                              10, stream),
+              "hbm")
+            .best_bytes_per_s;
+    arena->trim();
+    const int64_t copy_chunk = int64_t{256} << 20;
+    caps.h2d_pinned_bytes_per_s =
+        check(gpu::measure_copy_bandwidth(*arena, copy_chunk, 16, gpu::CopyDirection::kHostToDevice,
+                                          true, stream),
+              "h2d");
+    cpu::CpuReadProbe cpu_probe(static_cast<int64_t>(read_gib * (1ll << 30)));
+    if (!cpu_probe.ok()) check(Status::out_of_memory("CPU read probe"), "cpu read");
+    caps.cpu_read_bytes_per_s = cpu_probe.measure(5).best_bytes_per_s;
+    arena->trim();
+    // S: about two seconds of pinned copies queued, the CPU read probe run meanwhile.
+    const int chunks =
+        std::max(8, static_cast<int>(2.0 * caps.h2d_pinned_bytes_per_s / copy_chunk));
+    auto batch = check(gpu::CopyBatch::start(*arena, copy_chunk, chunks, stream), "copy batch");
+    const double cpu_meanwhile = cpu_probe.measure(3).best_bytes_per_s;
+    const double copies = check(batch->finish(), "copy batch");
+    batch.reset();
+    caps.host_combined_bytes_per_s = copies + cpu_meanwhile;
+    arena->trim();
+    caps.gpu_gemm_flop_per_s =
+        check(gpu::measure_gemm_flop_per_s(*arena, stream, DType::kF16, hp.n_ff, chunk, hp.n_embd),
+              "gemm");
+    caps.vram_free_bytes = probe.caps.free_bytes;
+    caps.source = "measured by offload_bench";
+  }
+  std::fprintf(stderr,
+               "limits: H %.0f GB/s, P %.1f GB/s, C %.1f GB/s, S %.1f GB/s (P and C together), "
+               "G %.0f TFLOP/s, %d threads\n",
+               caps.hbm_bytes_per_s / 1e9, caps.h2d_pinned_bytes_per_s / 1e9,
+               caps.cpu_read_bytes_per_s / 1e9, caps.host_combined_bytes_per_s / 1e9,
+               caps.gpu_gemm_flop_per_s / 1e12, placement.num_threads);
+
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(hp.n_vocab - 1));
+  std::vector<nlohmann::json> records;
+  int64_t layer_params = 0, head_params = 0;
+  for (const TensorSpec& t : spec.tensors) {
+    if (t.ne.size() < 2) continue;
+    if (t.name.rfind("blk.", 0) == 0) layer_params += t.num_elements();
+    if (t.name == "output.weight" || (hp.tied_embeddings && t.name == "token_embd.weight")) {
+      head_params += t.num_elements();
+    }
+  }
+
+  for (const std::string& name : split(policies_text)) {
+    Policy policy;
+    policy.kind = check(parse_policy_kind(name), "--policies");
+    policy.vram_budget_bytes = budget;
+    policy.prefetch_depth = prefetch_depth;
+    policy.context_tokens = std::max(prefill_tokens, decode_tokens + 32) + 64;
+    policy.prefill_tokens = chunk;
+    policy.kv_type = DType::kF16;
+    const Plan plan = make_plan(spec, policy, caps);
+    if (!plan.fits) {
+      std::fprintf(stderr, "%s: does not fit in %s (needs %lld bytes)\n", name.c_str(),
+                   budget_text.c_str(), static_cast<long long>(plan.min_vram_budget_bytes));
+      continue;
+    }
+    ExecutorOptions base;
+    base.max_context = policy.context_tokens;
+    base.max_batch_tokens = chunk;
+    base.kv_type = DType::kF16;
+    base.attention_tile_tokens = 1024;
+    const double t_load = now_s();
+    std::unique_ptr<Engine> engine;
+    GpuExecutor* gpu = nullptr;
+    if (policy.kind == PolicyKind::kCpu) {
+      base.prefill_precision = cpu::MatmulPrecision::kBF16;
+      engine = check(Executor::create(spec, base), "Executor");
+    } else {
+      GpuExecutorOptions o;
+      o.base = base;
+      o.vram_budget_bytes = plan.vram_budget_bytes;
+      o.gemm_precision = gpu::GemmPrecision::kF16;
+      o.placements = plan.tensors;
+      o.prefetch_depth = prefetch_depth;
+      auto exec = check(GpuExecutor::create(spec, o), "GpuExecutor");
+      gpu = exec.get();
+      engine = std::move(exec);
+    }
+    std::fprintf(stderr, "%s: loaded in %.1f s (plan: decode %.1f tok/s, prefill %.0f tok/s)\n",
+                 name.c_str(), now_s() - t_load, plan.decode.tokens_per_s,
+                 plan.prefill.tokens_per_s);
+
+    auto record = [&](const std::string& phase, const Prediction& pred, double tps, double roof_tps,
+                      const nlohmann::json& extra) {
+      nlohmann::json r;
+      r["scenario"] = scenario;
+      r["model"] = model_name;
+      r["type"] = type_name;
+      r["phase"] = phase;
+      r["policy"] = name;
+      r["vram_budget_bytes"] = budget;
+      r["batch"] = 1;
+      r["tokens_per_s"] = tps;
+      r["roofline_tokens_per_s"] = roof_tps;
+      r["ratio_to_roofline"] = roof_tps > 0 ? tps / roof_tps : 0.0;
+      r["predicted_tokens_per_s"] = pred.tokens_per_s;
+      r["limits"] = {{"hbm_bytes_per_s", caps.hbm_bytes_per_s},
+                     {"h2d_pinned_bytes_per_s", caps.h2d_pinned_bytes_per_s},
+                     {"cpu_read_bytes_per_s", caps.cpu_read_bytes_per_s},
+                     {"host_combined_bytes_per_s", caps.host_combined_bytes_per_s},
+                     {"gemm_flop_per_s", caps.gpu_gemm_flop_per_s}};
+      r["bytes_per_token"] = {
+          {"vram", pred.vram_bytes}, {"stream", pred.stream_bytes}, {"cpu", pred.cpu_bytes}};
+      if (gpu != nullptr) {
+        r["peak_vram_bytes"] = gpu->device_stats()->peak_used_bytes;
+        r["stream_copies"] = gpu->stream_stats().copies;
+        r["stream_bytes_copied"] = gpu->stream_stats().bytes_copied;
+        r["host_pinned_bytes"] = gpu->host_pool_stats().pinned_bytes;
+        r["host_pageable_bytes"] = gpu->host_pool_stats().pageable_bytes;
+      }
+      r["device"] = engine->device_description();
+      r["commit"] = commit;
+      for (auto it = extra.begin(); it != extra.end(); ++it) r[it.key()] = it.value();
+      records.push_back(r);
+      std::printf("%s\n", r.dump().c_str());
+    };
+
+    std::vector<float> logits;
+    if (decode_tokens > 0) {
+      check(engine->add_sequence(1), "seq");
+      std::vector<int32_t> prompt(16);
+      for (int32_t& t : prompt) t = tok(rng);
+      check(engine->forward(1, prompt, false, &logits), "decode prompt");
+      int32_t next = tok(rng);
+      for (int i = 0; i < 3; ++i)
+        check(engine->forward(1, std::span(&next, 1), false, &logits), "warm");
+      const double t0 = now_s();
+      for (int i = 0; i < decode_tokens; ++i) {
+        next =
+            static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        check(engine->forward(1, std::span(&next, 1), false, &logits), "decode");
+      }
+      const double tps = decode_tokens / (now_s() - t0);
+      const Prediction& d = plan.decode;
+      const double host_bytes = d.stream_bytes + d.cpu_bytes;
+      const double roof_s =
+          d.vram_bytes / caps.hbm_bytes_per_s + host_bytes / caps.host_combined_bytes_per_s;
+      // The same with only the links this plan uses (P alone, C alone, or S for both).
+      const double own_link = d.stream_bytes > 0 && d.cpu_bytes > 0 ? caps.host_combined_bytes_per_s
+                              : d.stream_bytes > 0                  ? caps.h2d_pinned_bytes_per_s
+                                                                    : caps.cpu_read_bytes_per_s;
+      const double own_s = d.vram_bytes / caps.hbm_bytes_per_s + host_bytes / own_link;
+      record("decode", d, tps, roof_s > 0 ? 1.0 / roof_s : 0.0,
+             {{"context", 16 + 3 + decode_tokens / 2},
+              {"roofline_own_links_tokens_per_s", own_s > 0 ? 1.0 / own_s : 0.0},
+              {"weight_bytes_per_s", tps * (d.vram_bytes + d.stream_bytes + d.cpu_bytes)}});
+      check(engine->remove_sequence(1), "seq");
+    }
+    if (prefill_tokens > 0) {
+      std::vector<int32_t> prompt(static_cast<size_t>(prefill_tokens));
+      for (int32_t& t : prompt) t = tok(rng);
+      double best = 1e30;
+      const int reps = policy.kind == PolicyKind::kCpu ? 1 : 2;  // the first finds cuBLAS's kernels
+      for (int rep = 0; rep < reps; ++rep) {
+        check(engine->add_sequence(2), "seq");
+        const double t0 = now_s();
+        check(engine->forward(2, prompt, false, &logits), "prefill");
+        best = std::min(best, now_s() - t0);
+        check(engine->remove_sequence(2), "seq");
+      }
+      const double n = prefill_tokens;
+      const double attn_flops = 4.0 * hp.n_layer * hp.n_head * hp.head_dim * n * (n + 1) / 2;
+      const double flops = 2.0 * static_cast<double>(layer_params) * n +
+                           2.0 * static_cast<double>(head_params) + attn_flops;
+      const Prediction& p = plan.prefill;
+      const double passes = std::ceil(n / static_cast<double>(chunk));
+      const double roof_s = policy.kind == PolicyKind::kCpu
+                                ? flops / caps.cpu_gemm_flop_per_s
+                                : std::max(passes * p.stream_bytes / caps.h2d_pinned_bytes_per_s,
+                                           flops / caps.gpu_gemm_flop_per_s) +
+                                      passes * p.cpu_bytes / caps.cpu_read_bytes_per_s;
+      record("prefill", p, n / best, n / roof_s,
+             {{"context", prefill_tokens}, {"flop_per_s", flops / best}, {"chunk_tokens", chunk}});
+    }
+  }
+  if (!json_out.empty()) {
+    std::ofstream out(json_out, std::ios::app);
+    for (const auto& r : records) out << r.dump() << "\n";
+  }
+  std::fprintf(stderr, "\n%-12s %-6s %-10s %-8s %10s %10s %6s %10s\n", "model", "type", "policy",
+               "phase", "tok/s", "roof", "ratio", "predicted");
+  for (const auto& r : records) {
+    std::fprintf(stderr, "%-12s %-6s %-10s %-8s %10.1f %10.1f %6.3f %10.1f\n",
+                 r["model"].get<std::string>().c_str(), r["type"].get<std::string>().c_str(),
+                 r["policy"].get<std::string>().c_str(), r["phase"].get<std::string>().c_str(),
+                 r["tokens_per_s"].get<double>(), r["roofline_tokens_per_s"].get<double>(),
+                 r["ratio_to_roofline"].get<double>(), r["predicted_tokens_per_s"].get<double>());
+  }
+  return 0;
+}
