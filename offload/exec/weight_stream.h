@@ -4,6 +4,9 @@
 // order everything: the compute stream waits for the slot's copy ("ready"), the next copy into
 // the slot waits for the compute that read it ("free"). Nothing synchronizes the host.
 //
+// Which layer goes into which slot is StagingSchedule's decision (staging_schedule.h, tested
+// without a GPU); this class turns its decisions into copies and events.
+//
 // A pass is the list of streamed layers one forward chunk runs, in order. Copies run ahead of the
 // compute by the ring's size, and they wrap around: the last layers of one pass start the copies
 // of the first layers of the next (decode repeats the same pass every token, so the copy engine
@@ -23,13 +26,13 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <vector>
 
 #include "gpu_backend/cuda_api.h"
 #include "memory/device_arena.h"
 #include "offload/core/status.h"
+#include "offload/exec/staging_schedule.h"
 
 namespace strata {
 
@@ -80,31 +83,19 @@ class WeightStream {
  private:
   struct Slot {
     DeviceBuffer buffer;
-    cuda::Event ready;                     // the last copy into the slot
-    cuda::Event free;                      // the last compute that read the slot
-    const StreamedLayer* holds = nullptr;  // the layer last copied into it
+    cuda::Event ready;  // the last copy into the slot
+    cuda::Event free;   // the last compute that read the slot
   };
-  struct Pending {
-    int slot = 0;
-    const StreamedLayer* layer = nullptr;
-  };
-  WeightStream(const cuda::Stream& compute, int64_t slot_bytes)
-      : compute_(compute), slot_bytes_(slot_bytes) {}
-  // Queues the copy of `layer` into `slot` on the copy stream (after the slot's last reader).
-  Status issue(int slot, const StreamedLayer* layer);
-  // How many copies may be in flight: the ring, or the whole pass when it is shorter.
-  size_t window() const;
+  WeightStream(const cuda::Stream& compute, int num_slots, int64_t slot_bytes)
+      : compute_(compute), slot_bytes_(slot_bytes), schedule_(num_slots) {}
+  // Queues the copies the schedule decided on the copy stream, each after the slot's last reader.
+  Status run(const std::vector<StagingIssue>& issues);
 
   const cuda::Stream& compute_;
   const int64_t slot_bytes_;
   cuda::Stream copy_;
   std::vector<Slot> slots_;
-  std::vector<const StreamedLayer*> pass_;
-  size_t next_acquire_ = 0;      // index into pass_
-  size_t next_issue_ = 0;        // index into pass_ (cyclic) of the next layer to prefetch
-  std::deque<Pending> pending_;  // issued, not yet acquired, in pass order
-  int acquired_slot_ = -1;
-  std::vector<int> free_slots_;
+  StagingSchedule schedule_;  // which layer goes into which slot, when
   WeightStreamStats stats_;
 };
 
