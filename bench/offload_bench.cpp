@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Offloaded tokens/s per policy under a VRAM budget, rooflines from the same run"};
   std::string model_path, json_out, scenario = "off-8b", model_name, commit, budget_text = "8GiB";
   std::string policies_text = "auto,gpu-first,stream,cpu";
-  int decode_tokens = 32, prefill_tokens = 2048, prefetch_depth = 2;
+  int decode_tokens = 32, prefill_tokens = 2048, prefetch_depth = 2, batch_seqs = 16;
   double read_gib = 4.0;
   app.add_option("-m,--model", model_path, "GGUF model (e.g. from strata synth)")->required();
   app.add_option("--model-name", model_name, "Name for the record (default: general.name)");
@@ -63,6 +63,8 @@ int main(int argc, char** argv) {
   app.add_option("--prefetch-depth", prefetch_depth, "Layers streamed ahead (default 2)");
   app.add_option("--decode", decode_tokens, "Tokens to decode (batch 1; 0: skip)");
   app.add_option("--prefill", prefill_tokens, "Prompt tokens of the prefill phase (0: skip)");
+  app.add_option("--batch-seqs", batch_seqs,
+                 "Sequences of the batched decode phase (Engine::forward_batch; 0: skip)");
   app.add_option("--read-gib", read_gib, "Buffers of the bandwidth measurements");
   app.add_option("--json-out", json_out, "Append JSON lines here");
   app.add_option("--commit", commit, "Commit id for the record");
@@ -244,6 +246,28 @@ int main(int argc, char** argv) {
               {"roofline_own_links_tokens_per_s", own_s > 0 ? 1.0 / own_s : 0.0},
               {"weight_bytes_per_s", tps * (d.vram_bytes + d.stream_bytes + d.cpu_bytes)}});
       check(engine->remove_sequence(1), "seq");
+      if (batch_seqs > 1) {
+        // Batched decode: one forward_batch step per token of every sequence; each step reads
+        // the weights once, so the roofline is batch_seqs tokens per T above (KV aside).
+        std::vector<SeqId> seqs;
+        std::vector<int32_t> next_ids(static_cast<size_t>(batch_seqs));
+        for (int b = 0; b < batch_seqs; ++b) {
+          seqs.push_back(100 + b);
+          check(engine->add_sequence(seqs.back()), "seq");
+          check(engine->forward(seqs.back(), prompt, false, &logits), "batch prompt");
+          next_ids[static_cast<size_t>(b)] = tok(rng);
+        }
+        check(engine->forward_batch(seqs, next_ids, &logits), "batch warm");
+        const int steps = std::max(4, decode_tokens / 4);
+        const double tb = now_s();
+        for (int i = 0; i < steps; ++i) {
+          check(engine->forward_batch(seqs, next_ids, &logits), "batch decode");
+        }
+        const double btps = static_cast<double>(steps) * batch_seqs / (now_s() - tb);
+        record("decode-batch", d, btps, roof_s > 0 ? batch_seqs / roof_s : 0.0,
+               {{"batch", batch_seqs}, {"context", 16 + 1 + steps / 2}});
+        for (SeqId q : seqs) check(engine->remove_sequence(q), "seq");
+      }
     }
     if (prefill_tokens > 0) {
       std::vector<int32_t> prompt(static_cast<size_t>(prefill_tokens));

@@ -35,6 +35,7 @@ class Engine {
   // Frees the sequence's KV blocks. not_found if `seq` is not there.
   virtual Status remove_sequence(SeqId seq) = 0;
   virtual int64_t num_tokens(SeqId seq) const = 0;
+  virtual bool has_sequence(SeqId seq) const = 0;
 
   // Appends `tokens` to `seq` and runs them through the model. `logits` receives the next-token
   // logits of the last token ([n_vocab]) or, with all_logits, of every token
@@ -42,6 +43,14 @@ class Engine {
   // would pass max_context() (nothing is appended then).
   virtual Status forward(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
                          std::vector<float>* logits) = 0;
+
+  // One decode step of several sequences together (batched decode): tokens[i] is appended to
+  // seqs[i] (distinct sequences) and run through the model; `logits` receives their next-token
+  // logits, [seqs.size()][n_vocab]. An engine that batches reads each weight once for the whole
+  // step (Executor); this default runs the sequences one after another. Errors as forward's,
+  // checked for every sequence before anything runs.
+  virtual Status forward_batch(std::span<const SeqId> seqs, std::span<const int32_t> tokens,
+                               std::vector<float>* logits);
 
   virtual const HyperParams& hp() const = 0;
   virtual int64_t max_context() const = 0;  // tokens per sequence
@@ -62,6 +71,10 @@ class Engine {
 // run_chunk(chunk, out), where out is where the chunk's logits go, or null when no logits of
 // that chunk are wanted (only the last chunk's last token matters unless all_logits).
 using ChunkRunner = std::function<Status(std::span<const int32_t> chunk, float* logits)>;
+// forward_batch's checks: as many tokens as sequences (at least one), distinct sequences that
+// exist, ids in the vocabulary, no sequence past max_context(); sizes `logits`.
+Status check_batch(const Engine& engine, std::span<const SeqId> seqs,
+                   std::span<const int32_t> tokens, std::vector<float>* logits);
 Status forward_in_chunks(const HyperParams& hp, bool has_sequence, int64_t held_tokens,
                          int64_t max_context, int64_t max_batch_tokens, SeqId seq,
                          std::span<const int32_t> tokens, bool all_logits,

@@ -125,13 +125,13 @@ Status Executor::embed(std::span<const int32_t> tokens, float* x) {
   return Status::ok();
 }
 
-void Executor::store_kv(SeqId seq, int64_t layer, int64_t pos0, int64_t n_tokens) {
+void Executor::store_kv(SeqId seq, int64_t layer, int64_t pos0, int64_t row0, int64_t n_tokens) {
   const int64_t kv_dim = spec_.hp.kv_dim();
   const bool f16 = options_.kv_type == DType::kF16;
   for (int64_t i = 0; i < n_tokens; ++i) {
     KvRowPtrs row = kv_->rows(seq, layer, pos0 + i);
-    const float* k = k_.data() + i * kv_dim;
-    const float* v = v_.data() + i * kv_dim;
+    const float* k = k_.data() + (row0 + i) * kv_dim;
+    const float* v = v_.data() + (row0 + i) * kv_dim;
     if (f16) {
       auto* kd = static_cast<uint16_t*>(row.k);
       auto* vd = static_cast<uint16_t*>(row.v);
@@ -156,10 +156,36 @@ Status Executor::forward(SeqId seq, std::span<const int32_t> tokens, bool all_lo
                            });
 }
 
-// The model. x is the residual stream; every sub-layer reads a normed copy of it and adds its
-// output back. Shapes per token: n_embd E, q_dim Q = n_head * head_dim, kv_dim K, n_ff F.
+Status Executor::forward_batch(std::span<const SeqId> seqs, std::span<const int32_t> tokens,
+                               std::vector<float>* logits) {
+  STRATA_RETURN_IF_ERROR(check_batch(*this, seqs, tokens, logits));
+  if (static_cast<int64_t>(seqs.size()) > options_.max_batch_tokens) {
+    return Status::invalid_argument("forward_batch: " + std::to_string(seqs.size()) +
+                                    " sequences, more than the chunk of " +
+                                    std::to_string(options_.max_batch_tokens) + " rows (--batch)");
+  }
+  std::vector<Segment> segments(seqs.size());
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    segments[i] = Segment{seqs[i], static_cast<int64_t>(i), 1, 0};
+  }
+  return forward_segments(segments, tokens, LogitRows::kLastOfEach, logits->data());
+}
+
 Status Executor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
                                float* logits) {
+  Segment segment{seq, 0, static_cast<int64_t>(tokens.size()), 0};
+  const LogitRows which = logits == nullptr ? LogitRows::kNone
+                          : all_logits      ? LogitRows::kAll
+                                            : LogitRows::kLastOfEach;
+  return forward_segments(std::span(&segment, 1), tokens, which, logits);
+}
+
+// The model. x is the residual stream; every sub-layer reads a normed copy of it and adds its
+// output back. Shapes per row: n_embd E, q_dim Q = n_head * head_dim, kv_dim K, n_ff F. Rows are
+// tokens; a segment is a run of rows of one sequence (attention and the KV cache are per
+// segment, everything else is per row).
+Status Executor::forward_segments(std::span<Segment> segments, std::span<const int32_t> tokens,
+                                  LogitRows which, float* logits) {
   const HyperParams& hp = spec_.hp;
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t E = hp.n_embd, Q = hp.q_dim(), K = hp.kv_dim(), F = hp.n_ff;
@@ -167,8 +193,10 @@ Status Executor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool 
   const cpu::AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
   ScopedTimer chunk_timer(options_.profile ? &profile_.total_s : nullptr);
 
-  STRATA_ASSIGN_OR_RETURN(const int64_t pos0, kv_->reserve_slots(seq, n));
-  for (int64_t i = 0; i < n; ++i) positions_[i] = static_cast<int32_t>(pos0 + i);
+  for (Segment& s : segments) {
+    STRATA_ASSIGN_OR_RETURN(s.pos0, kv_->reserve_slots(s.seq, s.n));
+    for (int64_t i = 0; i < s.n; ++i) positions_[s.row0 + i] = static_cast<int32_t>(s.pos0 + i);
+  }
 
   STRATA_RETURN_IF_ERROR(embed(tokens, x_.data()));  // x [n][E]
 
@@ -189,15 +217,17 @@ Status Executor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool 
               hp.rope_style);
     cpu::rope(k_.data(), n, hp.n_head_kv, hp.head_dim, hp.rope_dims, positions_.data(),
               hp.rope_theta, hp.rope_style);
-    store_kv(seq, l, pos0, n);
-    {
+    for (const Segment& s : segments) {
+      store_kv(s.seq, l, s.pos0, s.row0, s.n);
       ScopedTimer timer(options_.profile ? &profile_.attention_s : nullptr);
-      if (n >= options_.gemm_attention_min_tokens) {
-        STRATA_RETURN_IF_ERROR(prefill_attention_->run(q_.data(), n, pos0, kv_->layer_view(seq, l),
-                                                       shape, att_.data()));  // att [n][Q]
+      const float* q = q_.data() + s.row0 * Q;
+      float* att = att_.data() + s.row0 * Q;  // att [n][Q]
+      if (s.n >= options_.gemm_attention_min_tokens) {
+        STRATA_RETURN_IF_ERROR(
+            prefill_attention_->run(q, s.n, s.pos0, kv_->layer_view(s.seq, l), shape, att));
       } else {
-        cpu::attention(q_.data(), n, positions_.data(), kv_->layer_view(seq, l), shape, att_.data(),
-                       att_scratch_.data());  // att [n][Q]
+        cpu::attention(q, s.n, positions_.data() + s.row0, kv_->layer_view(s.seq, l), shape, att,
+                       att_scratch_.data());
       }
     }
     STRATA_RETURN_IF_ERROR(matmul(w.wo, att_.data(), n, xb_.data()));  // [n][E]
@@ -212,11 +242,19 @@ Status Executor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool 
     cpu::add_inplace(x_.data(), xb_.data(), n * E);
   }
 
-  if (logits == nullptr) return Status::ok();
-  // Final norm and the output head, on every row or on the last one.
-  const int64_t first = all_logits ? 0 : n - 1;
-  const int64_t rows = n - first;
-  cpu::rms_norm(x_.data() + first * E, small(weights_.output_norm), xb_.data(), rows, E, eps);
+  if (which == LogitRows::kNone) return Status::ok();
+  // Final norm and the output head, on every row or on the last row of each segment.
+  int64_t rows = 0;
+  const float* norm = small(weights_.output_norm);
+  if (which == LogitRows::kAll) {
+    rows = n;
+    cpu::rms_norm(x_.data(), norm, xb_.data(), rows, E, eps);
+  } else {
+    for (const Segment& s : segments) {
+      cpu::rms_norm(x_.data() + (s.row0 + s.n - 1) * E, norm, xb_.data() + rows * E, 1, E, eps);
+      ++rows;
+    }
+  }
   return matmul(weights_.output, xb_.data(), rows, logits);  // [rows][n_vocab]
 }
 

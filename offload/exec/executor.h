@@ -65,6 +65,7 @@ class Executor final : public Engine {
   Status add_sequence(SeqId seq) override { return kv_->add_sequence(seq); }
   Status remove_sequence(SeqId seq) override { return kv_->remove_sequence(seq); }
   int64_t num_tokens(SeqId seq) const override { return kv_->num_tokens(seq); }
+  bool has_sequence(SeqId seq) const override { return kv_->has_sequence(seq); }
 
   // Appends `tokens` to sequence `seq` and runs them through the model. `logits` receives the
   // next-token logits of the last token ([n_vocab]) or, with all_logits, of every token
@@ -72,6 +73,11 @@ class Executor final : public Engine {
   // would pass max_context (nothing is appended then).
   Status forward(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
                  std::vector<float>* logits) override;
+  // Batched decode: the sequences' tokens go through the model as one chunk of rows (each weight
+  // read once), each row attending over its own sequence's cache.
+  // REQUIRES: seqs.size() <= max_batch_tokens (invalid_argument otherwise).
+  Status forward_batch(std::span<const SeqId> seqs, std::span<const int32_t> tokens,
+                       std::vector<float>* logits) override;
 
   const HyperParams& hp() const override { return spec_.hp; }
   int64_t max_context() const override { return options_.max_context; }
@@ -87,10 +93,25 @@ class Executor final : public Engine {
   Executor(const ModelSpec& spec, const ExecutorOptions& options)
       : spec_(spec), options_(options) {}
   Status init();
+  // Rows [row0, row0 + n) of a chunk: n tokens of one sequence, at positions pos0.. (set when
+  // the slots are reserved).
+  struct Segment {
+    SeqId seq = 0;
+    int64_t row0 = 0;
+    int64_t n = 0;
+    int64_t pos0 = 0;
+  };
+  // Which rows' logits a chunk returns: none, the last row of every segment, or every row.
+  enum class LogitRows { kNone, kLastOfEach, kAll };
   Status forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool all_logits, float* logits);
+  // The model over a chunk of rows made of segments (one sequence's chunk, or one token of each
+  // of several sequences); logits [rows][n_vocab] as `which` says.
+  Status forward_segments(std::span<Segment> segments, std::span<const int32_t> tokens,
+                          LogitRows which, float* logits);
   Status matmul(const TensorSpec* w, const float* x, int64_t n_tokens, float* y);
   Status embed(std::span<const int32_t> tokens, float* x);
-  void store_kv(SeqId seq, int64_t layer, int64_t pos0, int64_t n_tokens);
+  // K and V of rows [row0, row0 + n_tokens) into seq's cache at positions pos0...
+  void store_kv(SeqId seq, int64_t layer, int64_t pos0, int64_t row0, int64_t n_tokens);
   const float* small(const TensorSpec* t) const;  // a norm weight or bias as float32
 
   const ModelSpec& spec_;

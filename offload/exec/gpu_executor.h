@@ -114,6 +114,7 @@ class GpuExecutor final : public Engine {
   Status add_sequence(SeqId seq) override;
   Status remove_sequence(SeqId seq) override;
   int64_t num_tokens(SeqId seq) const override { return kv_->num_tokens(seq); }
+  bool has_sequence(SeqId seq) const override { return kv_->has_sequence(seq); }
   Status forward(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
                  std::vector<float>* logits) override;
 

@@ -235,6 +235,59 @@ TEST_P(GoldenForward, GreedyContinuationMatches) {
   EXPECT_EQ(got, expected);
 }
 
+TEST_P(GoldenForward, BatchedDecodeMatchesReferenceAndOneByOne) {
+  // Three sequences decoded together (forward_batch): the one holding the whole prompt must
+  // continue with the reference's greedy tokens; the others, started from shorter prefixes,
+  // must get the logits a sequence of their own gets (one forward per token).
+  auto batched = make_executor(4, 512);
+  auto single = make_executor(4, 512);
+  ASSERT_NE(batched, nullptr);
+  ASSERT_NE(single, nullptr);
+  const std::vector<SeqId> seqs = {0, 1, 2};
+  const size_t lengths[3] = {prompt_.size(), 11, 5};
+  std::vector<int32_t> next(3);
+  std::vector<float> logits;
+  for (size_t i = 0; i < 3; ++i) {
+    if (seqs[i] != 0) {
+      ASSERT_TRUE(batched->add_sequence(seqs[i]).is_ok());
+      ASSERT_TRUE(single->add_sequence(seqs[i]).is_ok());
+    }
+    const std::span<const int32_t> p(prompt_.data(), lengths[i]);
+    ASSERT_TRUE(batched->forward(seqs[i], p, false, &logits).is_ok());
+    next[i] = argmax(logits.data(), n_vocab_);
+    ASSERT_TRUE(single->forward(seqs[i], p, false, &logits).is_ok());
+  }
+  const auto expected = variant_["greedy"].get<std::vector<int32_t>>();
+  std::vector<int32_t> got = {next[0]};
+  std::vector<float> one;
+  double worst = 0;
+  for (size_t step = 0; step + 1 < expected.size(); ++step) {
+    ASSERT_TRUE(batched->forward_batch(seqs, next, &logits).is_ok());
+    ASSERT_EQ(logits.size(), 3 * static_cast<size_t>(n_vocab_));
+    for (size_t i = 0; i < 3; ++i) {
+      ASSERT_TRUE(single->forward(seqs[i], std::span(&next[i], 1), false, &one).is_ok());
+      const float* row = logits.data() + i * n_vocab_;
+      double diff2 = 0, ref2 = 0;
+      for (int64_t v = 0; v < n_vocab_; ++v) {
+        ASSERT_TRUE(std::isfinite(row[v]));
+        diff2 += (row[v] - one[v]) * static_cast<double>(row[v] - one[v]);
+        ref2 += one[v] * static_cast<double>(one[v]);
+      }
+      worst = std::max(worst, std::sqrt(diff2 / ref2));
+      next[i] = argmax(row, n_vocab_);
+    }
+    got.push_back(next[0]);
+  }
+  EXPECT_EQ(got, expected);
+  EXPECT_LE(worst, 1e-5) << "batched vs one-by-one rel L2";
+  // Bad batches: a sequence twice, an unknown one, sizes that differ.
+  const std::vector<SeqId> twice = {1, 1}, unknown = {1, 99};
+  const std::vector<int32_t> two = {1, 2};
+  EXPECT_EQ(batched->forward_batch(twice, two, &logits).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(batched->forward_batch(unknown, two, &logits).code(), StatusCode::kNotFound);
+  EXPECT_EQ(batched->forward_batch(seqs, two, &logits).code(), StatusCode::kInvalidArgument);
+}
+
 // GPU variants only: f16 (bf16 for BF16 weights) GEMM inputs and f16 attention GEMMs, the GPU's
 // fast prefill (the CPU's bf16 prefill is tested in cpu_backend); and the CUDA-graph decode.
 class TensorCoreGolden : public GoldenForward {};
