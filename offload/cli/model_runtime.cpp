@@ -93,9 +93,15 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
   if (!flags.vram_budget.empty()) {
     STRATA_ASSIGN_OR_RETURN(vram_budget, parse_byte_size("--vram-budget", flags.vram_budget));
   }
+  // The policy is checked on every machine: a bad file is an error even where it goes unused.
+  STRATA_ASSIGN_OR_RETURN(const Policy policy, run_policy(flags, vram_budget));
+  if (flags.device == "gpu" && policy.kind == PolicyKind::kCpu) {
+    return Status::invalid_argument("--device gpu with policy cpu: the cpu policy uses no GPU");
+  }
   // auto: the GPU when one is usable, else the CPU (saying why once); gpu: the GPU or an error.
+  // The cpu policy is the CPU-fallback mode by choice.
   bool use_gpu = false;
-  if (flags.device != "cpu") {
+  if (flags.device != "cpu" && policy.kind != PolicyKind::kCpu) {
     const GpuProbe probe = probe_gpu(0);
     if (probe.usable) {
       use_gpu = true;
@@ -126,7 +132,6 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
   if (use_gpu) {
     // Where every weight goes (policies/planner.h), from the measured or reference rates and the
     // VRAM free now; the cpu policy means no GPU at all.
-    STRATA_ASSIGN_OR_RETURN(const Policy policy, run_policy(flags, vram_budget));
     prefetch_depth = policy.prefetch_depth;
     STRATA_ASSIGN_OR_RETURN(Caps caps, load_caps(flags.caps));
     caps = policy.apply_caps(caps);
@@ -140,11 +145,7 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
           format_bytes(plan->min_vram_budget_bytes) +
           " for KV, workspace and staging): raise --vram-budget, or lower --ctx / -b");
     }
-    use_gpu = policy.kind != PolicyKind::kCpu;
-    rt.device = use_gpu ? "gpu" : "cpu";
-    if (use_gpu) {
-      std::fprintf(stderr, "strata: %s\n", plan_summary(*plan, rt.model->spec.hp.n_layer).c_str());
-    }
+    std::fprintf(stderr, "strata: %s\n", plan_summary(*plan, rt.model->spec.hp.n_layer).c_str());
   }
   if (use_gpu) {
     GpuExecutorOptions gpu;

@@ -1,5 +1,12 @@
 // MappedFile: a read-only mmap of a whole file. The only place in formats/ that talks to the OS.
 // Owns the mapping; move-only. Model weights are read through it and never copied more than once.
+//
+// When the file changes under the mapping: a file deleted (unlinked) while mapped stays readable
+// (the mapping holds the inode), so a run goes on. A file truncated while mapped makes every read
+// past its new end a SIGBUS, which no return value can report; a handler installed with the first
+// mapping recognises a fault inside a mapped model file, prints one line naming the file
+// ("strata: <path> was truncated while mapped ...") and exits with kMappedFileTruncatedExitCode
+// instead of dumping core. Faults anywhere else get the default action.
 #pragma once
 
 #include <cstddef>
@@ -11,6 +18,9 @@
 #include "offload/core/status.h"
 
 namespace strata {
+
+// The exit status of a run whose mapped model file was truncated under it.
+inline constexpr int kMappedFileTruncatedExitCode = 3;
 
 class MappedFile {
  public:

@@ -80,6 +80,42 @@ TEST(Cli, GpuRunFitsTheBudgetOrSaysSo) {
       "does not fit in VRAM");
 }
 
+// The offload policy of `strata run` (policies/policy.h): checked on every machine, GPU or not.
+std::string write_policy(const std::string& name, const std::string& text) {
+  const auto path = std::filesystem::temp_directory_path() / name;
+  std::ofstream(path) << text;
+  return path.string();
+}
+
+TEST(Cli, RunRejectsAnUnknownPolicyKeyNamingIt) {
+  STRATA_REQUIRE_TESTDATA(tiny_llama());
+  const std::string cfg = write_policy("strata_cli_bad_key.toml", "policy = \"auto\"\nbogus = 1\n");
+  expect_clear_error(run_strata("run -m " + tiny_llama() + " -p hi -n 1 --config " + cfg), "bogus");
+  std::filesystem::remove(cfg);
+}
+
+TEST(Cli, RunRejectsABadPolicyValueNamingTheKey) {
+  STRATA_REQUIRE_TESTDATA(tiny_llama());
+  const std::string cfg = write_policy("strata_cli_bad_value.toml", "prefetch_depth = 0\n");
+  expect_clear_error(run_strata("run -m " + tiny_llama() + " -p hi -n 1 --config " + cfg),
+                     "prefetch_depth");
+  std::filesystem::remove(cfg);
+  expect_clear_error(run_strata("run -m " + tiny_llama() + " -p hi -n 1 --policy fastest"),
+                     "--policy");
+  expect_clear_error(
+      run_strata("run -m " + tiny_llama() + " -p hi -n 1 --config /nonexistent/policy.toml"),
+      "/nonexistent/policy.toml");
+}
+
+TEST(Cli, RunWithTheCpuPolicyRunsOnTheCpu) {
+  STRATA_REQUIRE_TESTDATA(tiny_llama());
+  const StrataResult r = run_strata("run -m " + tiny_llama() + " -p hi -n 4 --temp 0 --policy cpu");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("device cpu"), std::string::npos) << r.output;
+  expect_clear_error(run_strata("run -m " + tiny_llama() + " -p hi -n 1 --policy cpu --device gpu"),
+                     "cpu policy uses no GPU");
+}
+
 TEST(Cli, RunRejectsInvalidSamplingValues) {
   STRATA_REQUIRE_TESTDATA(tiny_llama());
   expect_clear_error(run_strata("run -m " + tiny_llama() + " -p hi --top-p 1.5"), "--top-p");
