@@ -32,6 +32,10 @@ class BlockTable {
   // All or nothing: on out_of_memory the table is unchanged. REQUIRES: num_new_tokens >= 0
   Status append_tokens(int64_t num_new_tokens, BlockPool& pool);
 
+  // Appends blocks held by another sequence (a shared prefix: full blocks only), one more
+  // reference each. REQUIRES: the table holds whole blocks (num_tokens() % block_tokens() == 0).
+  Status attach_shared(std::span<const int32_t> block_ids, BlockPool& pool);
+
   // Gives every block back to `pool`, last block first, and empties the table.
   Status release(BlockPool& pool);
 

@@ -44,8 +44,14 @@ Status KvCache::remove_sequence(SeqId seq) {
     return Status::not_found("KV cache: cannot remove sequence " + std::to_string(seq) +
                              ": no such sequence");
   }
+  const std::vector<int32_t> held(it->second.table.block_ids().begin(),
+                                  it->second.table.block_ids().end());
   Status status = it->second.table.release(*pool_);
   sequences_.erase(it);
+  // Blocks no sequence holds any more are no longer a prefix anyone can share.
+  for (int32_t id : held) {
+    if (pool_->block(id).ref_count == 0) prefixes_.erase_block(id);
+  }
   return status;
 }
 
@@ -68,15 +74,110 @@ StatusOr<int64_t> KvCache::reserve_slots(SeqId seq, int64_t num_new_tokens) {
                                      " growing from " + std::to_string(first_position) + " to " +
                                      std::to_string(first_position + num_new_tokens) + " tokens)");
   }
+  push_block_views(sequence, old_num_blocks);
+  return first_position;
+}
+
+void KvCache::push_block_views(Sequence& sequence, int64_t first) {
   const std::span<const int32_t> block_ids = sequence.table.block_ids();
-  for (int64_t b = old_num_blocks; b < sequence.table.num_blocks(); ++b) {
+  for (int64_t b = first; b < sequence.table.num_blocks(); ++b) {
     const KvBlock& block = pool_->block(block_ids[b]);
     for (int64_t layer = 0; layer < layout().n_layer; ++layer) {
       sequence.k_blocks[layer].push_back(block.k_layer(layer));
       sequence.v_blocks[layer].push_back(block.v_layer(layer));
     }
   }
-  return first_position;
+}
+
+Status KvCache::commit_tokens(SeqId seq, int64_t pos0, std::span<const int32_t> ids) {
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end())
+    return Status::not_found("KV cache: no sequence " + std::to_string(seq));
+  Sequence& s = it->second;
+  const auto n = static_cast<int64_t>(ids.size());
+  if (pos0 != static_cast<int64_t>(s.tokens.size()) || pos0 + n > s.table.num_tokens()) {
+    return Status::invalid_argument("KV cache: tokens of sequence " + std::to_string(seq) +
+                                    " committed out of order (at " + std::to_string(pos0) + ", " +
+                                    std::to_string(s.tokens.size()) + " committed, " +
+                                    std::to_string(s.table.num_tokens()) + " held)");
+  }
+  s.tokens.insert(s.tokens.end(), ids.begin(), ids.end());
+  const int64_t bt = layout().block_tokens;
+  for (auto b = static_cast<int64_t>(s.block_keys.size());
+       (b + 1) * bt <= static_cast<int64_t>(s.tokens.size()); ++b) {
+    const uint64_t parent = b == 0 ? 0 : s.block_keys[static_cast<size_t>(b - 1)];
+    const std::span<const int32_t> block_tokens(s.tokens.data() + b * bt, static_cast<size_t>(bt));
+    const uint64_t key = PrefixCache::chain(parent, block_tokens);
+    s.block_keys.push_back(key);
+    prefixes_.insert(key, parent, block_tokens, s.table.block_ids()[static_cast<size_t>(b)]);
+  }
+  return Status::ok();
+}
+
+StatusOr<int64_t> KvCache::attach_prefix(SeqId seq, std::span<const int32_t> prompt) {
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end())
+    return Status::not_found("KV cache: no sequence " + std::to_string(seq));
+  Sequence& s = it->second;
+  if (s.table.num_tokens() != 0) {
+    return Status::invalid_argument("KV cache: a prefix attaches only to an empty sequence");
+  }
+  const int64_t bt = layout().block_tokens;
+  std::vector<int32_t> ids;
+  std::vector<uint64_t> keys;
+  uint64_t parent = 0;
+  // Stop before the last token: the caller runs at least that one to get its logits.
+  for (int64_t b = 0; (b + 1) * bt <= static_cast<int64_t>(prompt.size()) - 1; ++b) {
+    const std::span<const int32_t> block_tokens =
+        prompt.subspan(static_cast<size_t>(b * bt), static_cast<size_t>(bt));
+    const uint64_t key = PrefixCache::chain(parent, block_tokens);
+    const int32_t id = prefixes_.find(key, parent, block_tokens);
+    if (id < 0) break;
+    ids.push_back(id);
+    keys.push_back(key);
+    parent = key;
+  }
+  if (ids.empty()) return int64_t{0};
+  STRATA_RETURN_IF_ERROR(s.table.attach_shared(ids, *pool_));
+  push_block_views(s, 0);
+  const int64_t n = static_cast<int64_t>(ids.size()) * bt;
+  s.tokens.assign(prompt.begin(), prompt.begin() + n);
+  s.block_keys = std::move(keys);
+  return n;
+}
+
+Status KvCache::check_invariants() const {
+  STRATA_RETURN_IF_ERROR(pool_->check_invariants());
+  const int64_t bt = layout().block_tokens;
+  std::unordered_map<int32_t, int32_t> holders;
+  for (const auto& [seq, s] : sequences_) {
+    const std::span<const int32_t> ids = s.table.block_ids();
+    for (size_t b = 0; b < ids.size(); ++b) {
+      ++holders[ids[b]];
+      const bool full = static_cast<int64_t>(b + 1) * bt <= s.table.num_tokens();
+      if (pool_->block(ids[b]).ref_count > 1 && !full) {
+        return Status::internal("KV cache: block " + std::to_string(ids[b]) +
+                                " is shared but sequence " + std::to_string(seq) +
+                                " still writes into it");
+      }
+    }
+    if (static_cast<int64_t>(s.tokens.size()) > s.table.num_tokens()) {
+      return Status::internal("KV cache: sequence " + std::to_string(seq) +
+                              " has more committed tokens than slots");
+    }
+  }
+  for (const auto& [id, n] : holders) {
+    if (pool_->block(id).ref_count != n) {
+      return Status::internal("KV cache: block " + std::to_string(id) + " has ref_count " +
+                              std::to_string(pool_->block(id).ref_count) + " but " +
+                              std::to_string(n) + " holders");
+    }
+  }
+  if (static_cast<int64_t>(holders.size()) != pool_->num_used_blocks()) {
+    return Status::internal("KV cache: " + std::to_string(pool_->num_used_blocks()) +
+                            " blocks in use but " + std::to_string(holders.size()) + " held");
+  }
+  return Status::ok();
 }
 
 KvLayerView KvCache::layer_view(SeqId seq, int64_t layer) const {
@@ -116,6 +217,10 @@ KvCacheStats KvCache::stats() const {
   stats.peak_used_bytes = pool_->peak_used_bytes();
   stats.allocated_bytes = pool_->allocated_bytes();
   stats.budget_bytes = pool_->max_blocks() * pool_->block_bytes();
+  for (int64_t id = 0; id < pool_->num_allocated_blocks(); ++id) {
+    stats.num_shared_blocks += pool_->block(static_cast<int32_t>(id)).ref_count > 1;
+  }
+  stats.num_prefix_blocks = prefixes_.size();
   return stats;
 }
 

@@ -30,6 +30,7 @@
 #include "memory/kv_layout.h"
 #include "memory/kv_slab_allocator.h"
 #include "memory/kv_view.h"
+#include "memory/prefix_cache.h"
 #include "offload/core/status.h"
 
 namespace strata {
@@ -52,15 +53,17 @@ struct KvCacheConfig {
 // What `strata run` reports about KV memory.
 struct KvCacheStats {
   int64_t num_sequences = 0;
-  int64_t num_tokens = 0;       // held by all sequences together
-  int64_t num_used_blocks = 0;  // held by a sequence
-  int64_t num_free_blocks = 0;  // backed by memory and waiting for reuse
-  int64_t max_blocks = 0;       // the budget
-  int64_t block_bytes = 0;      // one block: K and V of every layer
-  int64_t used_bytes = 0;       // num_used_blocks * block_bytes
-  int64_t peak_used_bytes = 0;  // the most used_bytes since the cache was created
-  int64_t allocated_bytes = 0;  // taken from the tier; never shrinks, so it is also the peak
-  int64_t budget_bytes = 0;     // max_blocks * block_bytes
+  int64_t num_tokens = 0;         // held by all sequences together
+  int64_t num_used_blocks = 0;    // held by a sequence
+  int64_t num_free_blocks = 0;    // backed by memory and waiting for reuse
+  int64_t max_blocks = 0;         // the budget
+  int64_t block_bytes = 0;        // one block: K and V of every layer
+  int64_t used_bytes = 0;         // num_used_blocks * block_bytes
+  int64_t peak_used_bytes = 0;    // the most used_bytes since the cache was created
+  int64_t allocated_bytes = 0;    // taken from the tier; never shrinks, so it is also the peak
+  int64_t budget_bytes = 0;       // max_blocks * block_bytes
+  int64_t num_shared_blocks = 0;  // held by more than one sequence (a shared prompt prefix)
+  int64_t num_prefix_blocks = 0;  // full blocks other sequences may share (PrefixCache)
 };
 
 class KvCache {
@@ -95,7 +98,19 @@ class KvCache {
   // REQUIRES: 0 <= position < num_tokens(seq)
   KvRowPtrs rows(SeqId seq, int64_t layer, int64_t position) const;
 
+  // Prefix sharing (prefix_cache.h). The caller records the token ids of positions whose K and V
+  // it has stored, in order (pos0 = the tokens committed so far); every block they fill becomes
+  // shareable. invalid_argument for positions out of order or past num_tokens(seq).
+  Status commit_tokens(SeqId seq, int64_t pos0, std::span<const int32_t> ids);
+  // For a sequence that holds no tokens yet: attaches the longest run of full blocks that other
+  // live sequences hold for the start of `prompt`, stopping before its last token (whose logits
+  // the caller computes). Returns the tokens attached; their K and V need not be computed again.
+  StatusOr<int64_t> attach_prefix(SeqId seq, std::span<const int32_t> prompt);
+
   KvCacheStats stats() const;
+  // internal error naming the first broken invariant: the pool's, and that a block shared by
+  // several sequences is full in each of them (a sequence only ever writes its own blocks).
+  Status check_invariants() const;
   const KvLayout& layout() const { return pool_->layout(); }
   const BlockPool& pool() const { return *pool_; }
 
@@ -107,6 +122,8 @@ class KvCache {
           v_blocks(static_cast<size_t>(layout.n_layer)) {}
 
     BlockTable table;
+    std::vector<int32_t> tokens;       // committed token ids, positions 0 ..
+    std::vector<uint64_t> block_keys;  // PrefixCache keys of the full committed blocks
     // The memory of table's blocks per layer, in token order: what layer_view hands to kernels.
     std::vector<std::vector<void*>> k_blocks;  // [n_layer][num_blocks]
     std::vector<std::vector<void*>> v_blocks;  // [n_layer][num_blocks]
@@ -115,8 +132,12 @@ class KvCache {
   explicit KvCache(std::unique_ptr<BlockPool> pool) : pool_(std::move(pool)) {}
   const Sequence& sequence(SeqId seq) const;
 
+  // Adds the memory of table blocks [first, num_blocks) to the per-layer views.
+  void push_block_views(Sequence& sequence, int64_t first);
+
   std::unique_ptr<BlockPool> pool_;
   std::unordered_map<SeqId, Sequence> sequences_;
+  PrefixCache prefixes_;
 };
 
 }  // namespace strata

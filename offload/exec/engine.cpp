@@ -36,6 +36,22 @@ Status forward_in_chunks(const HyperParams& hp, bool has_sequence, int64_t held_
   return Status::ok();
 }
 
+Status check_prompt(const HyperParams& hp, std::span<const int32_t> tokens, int64_t max_context) {
+  for (int32_t id : tokens) {
+    if (id < 0 || id >= hp.n_vocab) {
+      return Status::invalid_argument("token id " + std::to_string(id) +
+                                      " is outside the vocabulary (0.." +
+                                      std::to_string(hp.n_vocab - 1) + ")");
+    }
+  }
+  if (static_cast<int64_t>(tokens.size()) > max_context) {
+    return Status::invalid_argument("the sequence would hold " + std::to_string(tokens.size()) +
+                                    " tokens, more than the context of " +
+                                    std::to_string(max_context) + " (--ctx)");
+  }
+  return Status::ok();
+}
+
 Status check_batch(const Engine& engine, std::span<const SeqId> seqs,
                    std::span<const int32_t> tokens, std::vector<float>* logits) {
   if (seqs.empty()) return Status::invalid_argument("forward_batch: no sequences");

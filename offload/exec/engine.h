@@ -71,6 +71,9 @@ class Engine {
 // run_chunk(chunk, out), where out is where the chunk's logits go, or null when no logits of
 // that chunk are wanted (only the last chunk's last token matters unless all_logits).
 using ChunkRunner = std::function<Status(std::span<const int32_t> chunk, float* logits)>;
+// For a prompt that starts a sequence: ids in the vocabulary and no more than max_context tokens,
+// so that a shared prefix is attached only to a prompt that will run.
+Status check_prompt(const HyperParams& hp, std::span<const int32_t> tokens, int64_t max_context);
 // forward_batch's checks: as many tokens as sequences (at least one), distinct sequences that
 // exist, ids in the vocabulary, no sequence past max_context(); sizes `logits`.
 Status check_batch(const Engine& engine, std::span<const SeqId> seqs,

@@ -40,6 +40,9 @@ struct ExecutorOptions {
   DType kv_type = DType::kF32;  // kF32 (exact) or kF16
   cpu::MatmulPrecision prefill_precision = cpu::MatmulPrecision::kF32;
   bool profile = false;  // accumulate per-op wall time (ExecutorProfile)
+  // A new sequence whose prompt starts with full KV blocks another live sequence holds shares
+  // those blocks and skips computing them (memory/prefix_cache.h); all_logits runs never do.
+  bool share_prefixes = true;
 
   // invalid_argument naming the option ("--ctx ...") when a value is out of range for `hp`.
   Status validate(const HyperParams& hp) const;

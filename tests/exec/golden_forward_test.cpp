@@ -288,6 +288,36 @@ TEST_P(GoldenForward, BatchedDecodeMatchesReferenceAndOneByOne) {
   EXPECT_EQ(batched->forward_batch(seqs, two, &logits).code(), StatusCode::kInvalidArgument);
 }
 
+TEST_P(GoldenForward, ASharedPromptPrefixIsStoredOnceAndGivesTheSameLogits) {
+  // The same prompt twice: the second sequence shares the first's full blocks (4 of 5 with
+  // 4-token blocks) and runs only the rest, and its next-token logits are the reference's.
+  auto exec = make_executor(/*block_tokens=*/4, /*batch_tokens=*/512);
+  ASSERT_NE(exec, nullptr);
+  std::vector<float> first, second;
+  ASSERT_TRUE(exec->forward(0, prompt_, false, &first).is_ok());
+  const int64_t blocks_one = exec->kv_stats().num_used_blocks;
+  ASSERT_TRUE(exec->add_sequence(1).is_ok());
+  ASSERT_TRUE(exec->forward(1, prompt_, false, &second).is_ok());
+  EXPECT_EQ(exec->kv_stats().num_shared_blocks, 4);
+  EXPECT_EQ(exec->kv_stats().num_used_blocks, blocks_one + 1);
+  const float* ref = reference_.data() + (prompt_.size() - 1) * n_vocab_;
+  const double bound = variant_["tolerance"]["exact"]["rel_l2"].get<double>();
+  double diff2 = 0, ref2 = 0, self2 = 0;
+  for (int64_t v = 0; v < n_vocab_; ++v) {
+    ASSERT_TRUE(std::isfinite(second[v]));
+    diff2 += (second[v] - ref[v]) * static_cast<double>(second[v] - ref[v]);
+    ref2 += ref[v] * static_cast<double>(ref[v]);
+    self2 += (second[v] - first[v]) * static_cast<double>(second[v] - first[v]);
+  }
+  EXPECT_LE(std::sqrt(diff2 / ref2), bound);
+  EXPECT_LE(std::sqrt(self2 / ref2), bound);
+  // The two sequences then decode apart: the shared blocks stay as they were.
+  const int32_t a = 7, b = 9;
+  ASSERT_TRUE(exec->forward(0, std::span(&a, 1), false, &first).is_ok());
+  ASSERT_TRUE(exec->forward(1, std::span(&b, 1), false, &second).is_ok());
+  EXPECT_NE(first, second);
+}
+
 // GPU variants only: f16 (bf16 for BF16 weights) GEMM inputs and f16 attention GEMMs, the GPU's
 // fast prefill (the CPU's bf16 prefill is tested in cpu_backend); and the CUDA-graph decode.
 class TensorCoreGolden : public GoldenForward {};
