@@ -13,11 +13,10 @@ Status BlockTable::append_tokens(int64_t num_new_tokens, BlockPool& pool) {
   return Status::ok();
 }
 
-Status BlockTable::attach_shared(std::span<const int32_t> block_ids, BlockPool& pool) {
+Status BlockTable::append_shared(std::span<const int32_t> block_ids) {
   if (num_tokens_ % block_tokens_ != 0) {
     return Status::internal("BlockTable: shared blocks after a partial block");
   }
-  STRATA_RETURN_IF_ERROR(pool.share_blocks(block_ids));
   block_ids_.insert(block_ids_.end(), block_ids.begin(), block_ids.end());
   num_tokens_ += static_cast<int64_t>(block_ids.size()) * block_tokens_;
   return Status::ok();

@@ -32,9 +32,18 @@ class BlockTable {
   // All or nothing: on out_of_memory the table is unchanged. REQUIRES: num_new_tokens >= 0
   Status append_tokens(int64_t num_new_tokens, BlockPool& pool);
 
-  // Appends blocks held by another sequence (a shared prefix: full blocks only), one more
-  // reference each. REQUIRES: the table holds whole blocks (num_tokens() % block_tokens() == 0).
-  Status attach_shared(std::span<const int32_t> block_ids, BlockPool& pool);
+  // Appends blocks held by another sequence (a shared prefix: full blocks only); the caller has
+  // taken a reference to each (BlockPool::share_blocks). internal error unless the table holds
+  // whole blocks (num_tokens() % block_tokens() == 0).
+  Status append_shared(std::span<const int32_t> block_ids);
+  // Block `index` now lives at `block_id` (a move between tiers; the caller moved the memory and
+  // the references). REQUIRES: 0 <= index < num_blocks()
+  void replace_block(int64_t index, int32_t block_id) { block_ids_[index] = block_id; }
+  // Forgets every block without freeing any (the caller frees them, e.g. into several pools).
+  void clear() {
+    block_ids_.clear();
+    num_tokens_ = 0;
+  }
 
   // Gives every block back to `pool`, last block first, and empties the table.
   Status release(BlockPool& pool);

@@ -12,8 +12,9 @@
 
 namespace strata {
 
-// Where a block's memory lives. Blocks start on the host; a later VRAM tier keeps the hot window
-// of recent blocks on the device and moves blocks between tiers without changing their ids.
+// Where a block's memory lives: the tier of the pool it came from (KvSlabAllocator::tier()). A
+// KvCache with a cold tier keeps its hot pool in VRAM and moves old blocks to a host pool
+// (KvCache::demote_cold); a moved block gets a new id in the other pool.
 enum class KvTier : uint8_t {
   kHost,    // host memory (mimalloc today; pinned for DMA once the device tier exists)
   kDevice,  // VRAM, from the device arena

@@ -5,22 +5,65 @@
 namespace strata {
 
 StatusOr<std::unique_ptr<KvCache>> KvCache::create(const KvCacheConfig& config,
-                                                   std::unique_ptr<KvSlabAllocator> allocator) {
+                                                   std::unique_ptr<KvSlabAllocator> allocator,
+                                                   std::unique_ptr<KvSlabAllocator> cold_allocator,
+                                                   std::unique_ptr<KvBlockMover> mover) {
   BlockPoolConfig pool_config;
   pool_config.layout = config.layout;
   pool_config.max_blocks = config.max_blocks;
   pool_config.blocks_per_slab = config.blocks_per_slab;
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<BlockPool> pool,
                           BlockPool::create(pool_config, std::move(allocator)));
-  return std::unique_ptr<KvCache>(new KvCache(std::move(pool)));
+  std::unique_ptr<BlockPool> cold;
+  const KvTiering& t = config.tiering;
+  if (t.cold_max_blocks < 0 || t.hot_window_tokens < 0 || t.sink_blocks < 0) {
+    return Status::invalid_argument("KV cache: negative tiering value");
+  }
+  if (t.cold_max_blocks > 0) {
+    if (cold_allocator == nullptr || mover == nullptr) {
+      return Status::invalid_argument("KV cache: a cold tier needs its allocator and a mover");
+    }
+    if (config.max_blocks >= kColdBlockTag || t.cold_max_blocks >= kColdBlockTag) {
+      return Status::invalid_argument("KV cache: too many blocks for tagged ids");
+    }
+    BlockPoolConfig cold_config = pool_config;
+    cold_config.max_blocks = t.cold_max_blocks;
+    STRATA_ASSIGN_OR_RETURN(cold, BlockPool::create(cold_config, std::move(cold_allocator)));
+  }
+  return std::unique_ptr<KvCache>(
+      new KvCache(std::move(pool), std::move(cold), std::move(mover), config.tiering));
 }
 
 KvCache::~KvCache() {
   for (auto& [seq, sequence] : sequences_) {
-    Status status = sequence.table.release(*pool_);
+    Status status = release(sequence);
     assert(status.is_ok() && "KV cache: releasing a sequence at shutdown failed");
     (void)status;
   }
+}
+
+Status KvCache::release(Sequence& sequence) {
+  std::vector<int32_t> ids(sequence.table.block_ids().begin(), sequence.table.block_ids().end());
+  sequence.table.clear();
+  // Last block first, as vLLM does: the tail is the part least likely to be shared, so it should
+  // be the first to be reused.
+  Status status = Status::ok();
+  for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
+    const int32_t raw = *it & ~kColdBlockTag;
+    Status s = pool_of(*it).free_blocks(std::span(&raw, 1));
+    if (!s.is_ok() && status.is_ok()) status = s;
+    // A block no sequence holds any more is no longer a prefix anyone can share.
+    if (s.is_ok() && block_of(*it).ref_count == 0) prefixes_.erase_block(*it);
+  }
+  return status;
+}
+
+Status KvCache::share(std::span<const int32_t> ids) {
+  for (int32_t id : ids) {
+    const int32_t raw = id & ~kColdBlockTag;
+    STRATA_RETURN_IF_ERROR(pool_of(id).share_blocks(std::span(&raw, 1)));
+  }
+  return Status::ok();
 }
 
 const KvCache::Sequence& KvCache::sequence(SeqId seq) const {
@@ -44,14 +87,8 @@ Status KvCache::remove_sequence(SeqId seq) {
     return Status::not_found("KV cache: cannot remove sequence " + std::to_string(seq) +
                              ": no such sequence");
   }
-  const std::vector<int32_t> held(it->second.table.block_ids().begin(),
-                                  it->second.table.block_ids().end());
-  Status status = it->second.table.release(*pool_);
+  Status status = release(it->second);
   sequences_.erase(it);
-  // Blocks no sequence holds any more are no longer a prefix anyone can share.
-  for (int32_t id : held) {
-    if (pool_->block(id).ref_count == 0) prefixes_.erase_block(id);
-  }
   return status;
 }
 
@@ -81,7 +118,7 @@ StatusOr<int64_t> KvCache::reserve_slots(SeqId seq, int64_t num_new_tokens) {
 void KvCache::push_block_views(Sequence& sequence, int64_t first) {
   const std::span<const int32_t> block_ids = sequence.table.block_ids();
   for (int64_t b = first; b < sequence.table.num_blocks(); ++b) {
-    const KvBlock& block = pool_->block(block_ids[b]);
+    const KvBlock& block = block_of(block_ids[b]);
     for (int64_t layer = 0; layer < layout().n_layer; ++layer) {
       sequence.k_blocks[layer].push_back(block.k_layer(layer));
       sequence.v_blocks[layer].push_back(block.v_layer(layer));
@@ -138,7 +175,8 @@ StatusOr<int64_t> KvCache::attach_prefix(SeqId seq, std::span<const int32_t> pro
     parent = key;
   }
   if (ids.empty()) return int64_t{0};
-  STRATA_RETURN_IF_ERROR(s.table.attach_shared(ids, *pool_));
+  STRATA_RETURN_IF_ERROR(share(ids));
+  STRATA_RETURN_IF_ERROR(s.table.append_shared(ids));
   push_block_views(s, 0);
   const int64_t n = static_cast<int64_t>(ids.size()) * bt;
   s.tokens.assign(prompt.begin(), prompt.begin() + n);
@@ -146,8 +184,51 @@ StatusOr<int64_t> KvCache::attach_prefix(SeqId seq, std::span<const int32_t> pro
   return n;
 }
 
+StatusOr<int64_t> KvCache::demote_cold(SeqId seq) {
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end())
+    return Status::not_found("KV cache: no sequence " + std::to_string(seq));
+  if (!cold_) return int64_t{0};
+  Sequence& s = it->second;
+  const int64_t bt = layout().block_tokens;
+  const int64_t region = layout().n_layer * pool_->block(0).layer_stride_bytes;
+  int64_t moved = 0;
+  for (int64_t b = 0; b < s.table.num_blocks(); ++b) {
+    const int32_t id = s.table.block_ids()[static_cast<size_t>(b)];
+    if ((id & kColdBlockTag) || tiering_.stays_hot(b, s.table.num_tokens(), bt)) continue;
+    // A shared block stays where its other holders see it.
+    if (pool_->block(id).ref_count > 1) continue;
+    std::vector<int32_t> got;
+    Status taken = cold_->allocate_blocks(1, &got);
+    if (!taken.is_ok()) {
+      return Status(taken.code(), "KV cache: the cold tier is full (sequence " +
+                                      std::to_string(seq) + "): " + taken.message());
+    }
+    const KvBlock& from = pool_->block(id);
+    const KvBlock& to = cold_->block(got[0]);
+    STRATA_RETURN_IF_ERROR(mover_->copy(to.k_data, from.k_data, region));
+    STRATA_RETURN_IF_ERROR(mover_->copy(to.v_data, from.v_data, region));
+    const int32_t cold_id = got[0] | kColdBlockTag;
+    s.table.replace_block(b, cold_id);
+    for (int64_t layer = 0; layer < layout().n_layer; ++layer) {
+      s.k_blocks[static_cast<size_t>(layer)][static_cast<size_t>(b)] = to.k_layer(layer);
+      s.v_blocks[static_cast<size_t>(layer)][static_cast<size_t>(b)] = to.v_layer(layer);
+    }
+    prefixes_.rename_block(id, cold_id);
+    STRATA_RETURN_IF_ERROR(pool_->free_blocks(std::span(&id, 1)));
+    ++moved;
+  }
+  return moved;
+}
+
+KvTier KvCache::block_tier(SeqId seq, int64_t index) const {
+  const int32_t id = sequence(seq).table.block_ids()[static_cast<size_t>(index)];
+  return block_of(id).tier;
+}
+
 Status KvCache::check_invariants() const {
   STRATA_RETURN_IF_ERROR(pool_->check_invariants());
+  if (cold_) STRATA_RETURN_IF_ERROR(cold_->check_invariants());
   const int64_t bt = layout().block_tokens;
   std::unordered_map<int32_t, int32_t> holders;
   for (const auto& [seq, s] : sequences_) {
@@ -155,7 +236,7 @@ Status KvCache::check_invariants() const {
     for (size_t b = 0; b < ids.size(); ++b) {
       ++holders[ids[b]];
       const bool full = static_cast<int64_t>(b + 1) * bt <= s.table.num_tokens();
-      if (pool_->block(ids[b]).ref_count > 1 && !full) {
+      if (block_of(ids[b]).ref_count > 1 && !full) {
         return Status::internal("KV cache: block " + std::to_string(ids[b]) +
                                 " is shared but sequence " + std::to_string(seq) +
                                 " still writes into it");
@@ -167,15 +248,28 @@ Status KvCache::check_invariants() const {
     }
   }
   for (const auto& [id, n] : holders) {
-    if (pool_->block(id).ref_count != n) {
+    if (block_of(id).ref_count != n) {
       return Status::internal("KV cache: block " + std::to_string(id) + " has ref_count " +
-                              std::to_string(pool_->block(id).ref_count) + " but " +
-                              std::to_string(n) + " holders");
+                              std::to_string(block_of(id).ref_count) + " but " + std::to_string(n) +
+                              " holders");
     }
   }
-  if (static_cast<int64_t>(holders.size()) != pool_->num_used_blocks()) {
-    return Status::internal("KV cache: " + std::to_string(pool_->num_used_blocks()) +
-                            " blocks in use but " + std::to_string(holders.size()) + " held");
+  const int64_t in_use = pool_->num_used_blocks() + (cold_ ? cold_->num_used_blocks() : 0);
+  if (static_cast<int64_t>(holders.size()) != in_use) {
+    return Status::internal("KV cache: " + std::to_string(in_use) + " blocks in use but " +
+                            std::to_string(holders.size()) + " held");
+  }
+  // Cold blocks are full and never sinks: a sequence writes only into hot blocks.
+  for (const auto& [seq, s] : sequences_) {
+    const std::span<const int32_t> ids = s.table.block_ids();
+    for (size_t b = 0; b < ids.size(); ++b) {
+      const auto index = static_cast<int64_t>(b);
+      if ((ids[b] & kColdBlockTag) &&
+          ((index + 1) * bt > s.table.num_tokens() || index < tiering_.sink_blocks)) {
+        return Status::internal("KV cache: block " + std::to_string(index) + " of sequence " +
+                                std::to_string(seq) + " is cold but must stay hot");
+      }
+    }
   }
   return Status::ok();
 }
@@ -199,7 +293,7 @@ KvRowPtrs KvCache::rows(SeqId seq, int64_t layer, int64_t position) const {
   assert(layer >= 0 && layer < layout().n_layer);
   assert(position >= 0 && position < sequence.table.num_tokens());
   const KvSlot slot = sequence.table.slot(position);
-  const KvBlock& block = pool_->block(slot.block_id);
+  const KvBlock& block = block_of(slot.block_id);
   const int64_t row_offset_bytes = slot.row * layout().row_bytes();
   return KvRowPtrs{block.k_layer(layer) + row_offset_bytes,
                    block.v_layer(layer) + row_offset_bytes};
@@ -217,10 +311,19 @@ KvCacheStats KvCache::stats() const {
   stats.peak_used_bytes = pool_->peak_used_bytes();
   stats.allocated_bytes = pool_->allocated_bytes();
   stats.budget_bytes = pool_->max_blocks() * pool_->block_bytes();
-  for (int64_t id = 0; id < pool_->num_allocated_blocks(); ++id) {
-    stats.num_shared_blocks += pool_->block(static_cast<int32_t>(id)).ref_count > 1;
+  for (const BlockPool* p : {pool_.get(), cold_.get()}) {
+    if (p == nullptr) continue;
+    for (int64_t id = 0; id < p->num_allocated_blocks(); ++id) {
+      stats.num_shared_blocks += p->block(static_cast<int32_t>(id)).ref_count > 1;
+    }
   }
   stats.num_prefix_blocks = prefixes_.size();
+  if (cold_) {
+    stats.cold_used_blocks = cold_->num_used_blocks();
+    stats.cold_used_bytes = cold_->used_bytes();
+    stats.cold_peak_used_bytes = cold_->peak_used_bytes();
+    stats.cold_allocated_bytes = cold_->allocated_bytes();
+  }
   return stats;
 }
 

@@ -1,6 +1,13 @@
-// KvCache: the paged KV cache of a session, one BlockPool plus the BlockTable of every live
-// sequence. It is the only thing the executor talks to about KV memory; kernels see it only
+// KvCache: the paged KV cache of a session, one BlockPool per tier plus the BlockTable of every
+// live sequence. It is the only thing the executor talks to about KV memory; kernels see it only
 // through KvLayerView and KvRowPtrs (memory/kv_view.h).
+//
+// Tiers (issue 6): with a cold tier configured, blocks are taken from the hot pool (VRAM in a
+// GPU run) and demote_cold() moves a sequence's blocks that left its hot window (the last
+// hot_window_tokens tokens) to the cold pool (pinned host), except the first sink_blocks blocks
+// and blocks other sequences share. A block's id says its tier (kColdBlockTag); the views hold
+// the memory of each block wherever it is, and block_tier() says where. Moves copy through an
+// injected KvBlockMover (a memcpy in tests, a device-to-host copy in a GPU run).
 //
 // Memory follows the tokens held: a sequence takes a block when its first token that does not fit
 // arrives, and gives its blocks back when it is removed; freed blocks are reused before any new
@@ -20,6 +27,7 @@
 // as no call changes the sequences they read.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <unordered_map>
@@ -37,8 +45,35 @@ namespace strata {
 
 using SeqId = int64_t;
 
+// Copies block memory between tiers. It must finish (or be ordered before any later write to
+// `src`) before it returns: the source block is reused right after.
+class KvBlockMover {
+ public:
+  virtual ~KvBlockMover() = default;
+  virtual Status copy(void* dst, const void* src, int64_t bytes) = 0;
+};
+
+// Which blocks of a sequence stay in the hot tier.
+struct KvTiering {
+  int64_t cold_max_blocks = 0;    // the cold tier's budget in blocks; 0: one tier only
+  int64_t hot_window_tokens = 0;  // the most recent tokens whose blocks stay hot
+  int64_t sink_blocks = 0;        // the first blocks of every sequence stay hot
+
+  // True when block `index` of a sequence holding `num_tokens` tokens must stay hot: a sink, in
+  // the hot window, or not full yet (the sequence still writes it).
+  bool stays_hot(int64_t index, int64_t num_tokens, int64_t block_tokens) const {
+    if (index < sink_blocks || (index + 1) * block_tokens > num_tokens) return true;
+    const int64_t first_hot = std::max<int64_t>(0, num_tokens - hot_window_tokens);
+    return (index + 1) * block_tokens > first_hot;
+  }
+};
+
+// Block ids of the cold pool carry this bit.
+inline constexpr int32_t kColdBlockTag = int32_t{1} << 30;
+
 struct KvCacheConfig {
   KvLayout layout;
+  KvTiering tiering;
   // The budget in blocks (required, > 0); max_blocks_for_bytes turns a byte budget into blocks.
   int64_t max_blocks = 0;
   // Blocks per allocation (see BlockPoolConfig); default 1: memory grows one block at a time.
@@ -64,14 +99,21 @@ struct KvCacheStats {
   int64_t budget_bytes = 0;       // max_blocks * block_bytes
   int64_t num_shared_blocks = 0;  // held by more than one sequence (a shared prompt prefix)
   int64_t num_prefix_blocks = 0;  // full blocks other sequences may share (PrefixCache)
+  // The cold tier (zero without one); the fields above are the hot tier's.
+  int64_t cold_used_blocks = 0;
+  int64_t cold_used_bytes = 0;
+  int64_t cold_peak_used_bytes = 0;
+  int64_t cold_allocated_bytes = 0;
 };
 
 class KvCache {
  public:
-  // invalid_argument when the config is invalid.
+  // invalid_argument when the config is invalid (a cold tier needs its allocator and a mover).
   static StatusOr<std::unique_ptr<KvCache>> create(
       const KvCacheConfig& config,
-      std::unique_ptr<KvSlabAllocator> allocator = make_host_kv_slab_allocator());
+      std::unique_ptr<KvSlabAllocator> allocator = make_host_kv_slab_allocator(),
+      std::unique_ptr<KvSlabAllocator> cold_allocator = nullptr,
+      std::unique_ptr<KvBlockMover> mover = nullptr);
   ~KvCache();  // gives back every sequence's blocks, then the pool frees its slabs
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
@@ -107,6 +149,14 @@ class KvCache {
   // the caller computes). Returns the tokens attached; their K and V need not be computed again.
   StatusOr<int64_t> attach_prefix(SeqId seq, std::span<const int32_t> prompt);
 
+  // Moves the blocks of `seq` that KvTiering no longer keeps hot to the cold tier; returns how
+  // many moved. out_of_memory when the cold tier is full (the blocks moved so far stay moved).
+  // Without a cold tier: nothing moves.
+  StatusOr<int64_t> demote_cold(SeqId seq);
+  // Where block `index` of `seq` lives. REQUIRES: 0 <= index < block_table(seq).num_blocks()
+  KvTier block_tier(SeqId seq, int64_t index) const;
+  const KvTiering& tiering() const { return tiering_; }
+
   KvCacheStats stats() const;
   // internal error naming the first broken invariant: the pool's, and that a block shared by
   // several sequences is full in each of them (a sequence only ever writes its own blocks).
@@ -129,13 +179,29 @@ class KvCache {
     std::vector<std::vector<void*>> v_blocks;  // [n_layer][num_blocks]
   };
 
-  explicit KvCache(std::unique_ptr<BlockPool> pool) : pool_(std::move(pool)) {}
+  KvCache(std::unique_ptr<BlockPool> pool, std::unique_ptr<BlockPool> cold,
+          std::unique_ptr<KvBlockMover> mover, const KvTiering& tiering)
+      : pool_(std::move(pool)),
+        cold_(std::move(cold)),
+        mover_(std::move(mover)),
+        tiering_(tiering) {}
   const Sequence& sequence(SeqId seq) const;
+  // The pool a (tagged) block id belongs to, and the block.
+  BlockPool& pool_of(int32_t id) const { return (id & kColdBlockTag) ? *cold_ : *pool_; }
+  const KvBlock& block_of(int32_t id) const { return pool_of(id).block(id & ~kColdBlockTag); }
+  // Takes one more reference to each block, in its own pool.
+  Status share(std::span<const int32_t> ids);
+  // Gives the sequence's blocks back, last first, each to its pool; forgets the freed ones as
+  // prefixes.
+  Status release(Sequence& sequence);
 
   // Adds the memory of table blocks [first, num_blocks) to the per-layer views.
   void push_block_views(Sequence& sequence, int64_t first);
 
-  std::unique_ptr<BlockPool> pool_;
+  std::unique_ptr<BlockPool> pool_;  // the hot tier
+  std::unique_ptr<BlockPool> cold_;  // null without a cold tier
+  std::unique_ptr<KvBlockMover> mover_;
+  KvTiering tiering_;
   std::unordered_map<SeqId, Sequence> sequences_;
   PrefixCache prefixes_;
 };

@@ -45,4 +45,13 @@ void PrefixCache::erase_block(int32_t block_id) {
   key_of_block_.erase(it);
 }
 
+void PrefixCache::rename_block(int32_t old_id, int32_t new_id) {
+  auto it = key_of_block_.find(old_id);
+  if (it == key_of_block_.end()) return;
+  const uint64_t key = it->second;
+  key_of_block_.erase(it);
+  key_of_block_[new_id] = key;
+  entries_[key].block_id = new_id;
+}
+
 }  // namespace strata

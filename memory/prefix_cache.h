@@ -29,6 +29,8 @@ class PrefixCache {
   int32_t find(uint64_t key, uint64_t parent, std::span<const int32_t> tokens) const;
   // Forgets `block_id` if it is an entry.
   void erase_block(int32_t block_id);
+  // The entry of `old_id` (if any) now names `new_id` (the block moved between tiers).
+  void rename_block(int32_t old_id, int32_t new_id);
 
   int64_t size() const { return static_cast<int64_t>(entries_.size()); }
 

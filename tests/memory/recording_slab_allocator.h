@@ -22,9 +22,11 @@ struct SlabRecord {
 class RecordingSlabAllocator final : public KvSlabAllocator {
  public:
   // `record` must outlive the allocator (the pool owns the allocator, the test owns the record).
-  explicit RecordingSlabAllocator(SlabRecord* record) : record_(record) {}
+  // `tier` is what the pool reports; the memory is host memory either way.
+  explicit RecordingSlabAllocator(SlabRecord* record, KvTier tier = KvTier::kHost)
+      : record_(record), tier_(tier) {}
 
-  KvTier tier() const override { return KvTier::kHost; }
+  KvTier tier() const override { return tier_; }
 
   StatusOr<std::byte*> allocate(int64_t size_bytes) override {
     if (record_->fail_after_allocations >= 0 &&
@@ -47,10 +49,12 @@ class RecordingSlabAllocator final : public KvSlabAllocator {
 
  private:
   SlabRecord* record_;
+  KvTier tier_;
 };
 
-inline std::unique_ptr<KvSlabAllocator> recording_allocator(SlabRecord* record) {
-  return std::make_unique<RecordingSlabAllocator>(record);
+inline std::unique_ptr<KvSlabAllocator> recording_allocator(SlabRecord* record,
+                                                            KvTier tier = KvTier::kHost) {
+  return std::make_unique<RecordingSlabAllocator>(record, tier);
 }
 
 }  // namespace strata::testing
