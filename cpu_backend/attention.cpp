@@ -46,6 +46,32 @@ int64_t attention_scratch_floats(int64_t max_kv_tokens, const AttentionShape& sh
 
 void attention(const float* q, int64_t n_tokens, const int32_t* positions, const KvLayerView& kv,
                const AttentionShape& shape, float* out, float* scratch) {
+  attention_range(q, n_tokens, positions, kv, shape, 0, kv.num_tokens, out, nullptr, scratch);
+}
+
+void merge_attention(const float* out_a, const float* lse_a, const float* out_b, const float* lse_b,
+                     int64_t rows, int64_t head_dim, float* out, float* lse) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float la = lse_a[r], lb = lse_b[r];
+    const float m = std::max(la, lb);
+    float* o = out + r * head_dim;
+    if (m == -std::numeric_limits<float>::infinity()) {  // neither part saw a key
+      std::fill(o, o + head_dim, 0.0f);
+      lse[r] = m;
+      continue;
+    }
+    const float wa = std::exp(la - m), wb = std::exp(lb - m);
+    const float inv = 1.0f / (wa + wb);
+    const float* a = out_a + r * head_dim;
+    const float* b = out_b + r * head_dim;
+    for (int64_t i = 0; i < head_dim; ++i) o[i] = (wa * a[i] + wb * b[i]) * inv;
+    lse[r] = m + std::log(wa + wb);
+  }
+}
+
+void attention_range(const float* q, int64_t n_tokens, const int32_t* positions,
+                     const KvLayerView& kv, const AttentionShape& shape, int64_t kv_begin,
+                     int64_t kv_end, float* out, float* lse, float* scratch) {
   const bool f16 = kv.dtype == DType::kF16;
   const int64_t elem_bytes = kv_elem_bytes(kv.dtype);
   const int64_t hd = shape.head_dim;
@@ -60,13 +86,14 @@ void attention(const float* q, int64_t n_tokens, const int32_t* positions, const
     for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
       float* base = scratch + static_cast<int64_t>(omp_get_thread_num()) * per_thread;
       float* row_buf = base + rows * kv.num_tokens;
-      const int64_t n_ctx = static_cast<int64_t>(positions[t]) + 1;
+      // Keys [kv_begin, p_end): the range, cut at the token's own position (causal).
+      const int64_t p_end = std::min(kv_end, static_cast<int64_t>(positions[t]) + 1);
       for (int64_t g0 = 0; g0 < group; g0 += kMaxGroup) {
         const int64_t g_count = std::min(kMaxGroup, group - g0);
         const int64_t h0 = kvh * group + g0;  // first query head of this slice
         float max_score[kMaxGroup];
         std::fill(max_score, max_score + g_count, -std::numeric_limits<float>::infinity());
-        for (int64_t p = 0; p < n_ctx; ++p) {
+        for (int64_t p = kv_begin; p < p_end; ++p) {
           const char* k_raw = static_cast<const char*>(kv_k_row(kv, p)) + kvh * hd * elem_bytes;
           const float* k = row_as_f32(k_raw, hd, f16, row_buf);
           for (int64_t g = 0; g < g_count; ++g) {
@@ -79,15 +106,20 @@ void attention(const float* q, int64_t n_tokens, const int32_t* positions, const
         for (int64_t g = 0; g < g_count; ++g) {
           float* scores = base + g * kv.num_tokens;
           float sum = 0.0f;
-          for (int64_t p = 0; p < n_ctx; ++p) {
+          for (int64_t p = kv_begin; p < p_end; ++p) {
             scores[p] = std::exp(scores[p] - max_score[g]);
             sum += scores[p];
           }
-          inv_sum[g] = 1.0f / sum;
+          // No key in the range: out = 0 and lse = -inf, which merge_attention ignores.
+          inv_sum[g] = sum > 0.0f ? 1.0f / sum : 0.0f;
+          if (lse != nullptr) {
+            lse[t * shape.n_head + h0 + g] =
+                sum > 0.0f ? max_score[g] + std::log(sum) : -std::numeric_limits<float>::infinity();
+          }
           float* oh = out + (t * shape.n_head + h0 + g) * hd;
           std::fill(oh, oh + hd, 0.0f);
         }
-        for (int64_t p = 0; p < n_ctx; ++p) {
+        for (int64_t p = kv_begin; p < p_end; ++p) {
           const char* v_raw = static_cast<const char*>(kv_v_row(kv, p)) + kvh * hd * elem_bytes;
           const float* v = row_as_f32(v_raw, hd, f16, row_buf);
           for (int64_t g = 0; g < g_count; ++g) {

@@ -22,6 +22,23 @@ struct AttentionShape {
 void attention(const float* q, int64_t n_tokens, const int32_t* positions, const KvLayerView& kv,
                const AttentionShape& shape, float* out, float* scratch);
 
+// Attention over the KV positions [kv_begin, kv_end) only (still causal: at most positions[t]),
+// for splitting one attention between tiers (issue 6: cold blocks on the CPU, hot ones on the
+// GPU). out is the softmax-weighted sum over that range alone and lse [n_tokens][n_head] its
+// log-sum-exp of scaled scores (-inf, with out = 0, where the range holds no key for a token);
+// merge_attention combines two such parts into exactly the attention over both ranges.
+// REQUIRES: as attention(); 0 <= kv_begin <= kv_end <= kv.num_tokens.
+void attention_range(const float* q, int64_t n_tokens, const int32_t* positions,
+                     const KvLayerView& kv, const AttentionShape& shape, int64_t kv_begin,
+                     int64_t kv_end, float* out, float* lse, float* scratch);
+
+// Two attention parts over disjoint key ranges, each [rows][head_dim] with lse [rows] (rows =
+// n_tokens * n_head), into out/lse over the union: out = (e^(la-m) oa + e^(lb-m) ob) /
+// (e^(la-m) + e^(lb-m)), lse = m + log(e^(la-m) + e^(lb-m)), m = max(la, lb). out/lse may alias
+// a's. A part with lse = -inf contributes nothing.
+void merge_attention(const float* out_a, const float* lse_a, const float* out_b, const float* lse_b,
+                     int64_t rows, int64_t head_dim, float* out, float* lse);
+
 // Scratch for attention over up to max_kv_tokens: one score row per thread.
 int64_t attention_scratch_floats(int64_t max_kv_tokens, const AttentionShape& shape);
 
