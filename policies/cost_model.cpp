@@ -1,6 +1,7 @@
 #include "policies/cost_model.h"
 
 #include <algorithm>
+#include <array>
 #include <set>
 
 namespace strata {
@@ -53,19 +54,38 @@ Prediction predict_decode(const HyperParams& hp, const std::vector<TensorCost>& 
     }
   }
   cpu_s *= 1.0 + 0.5 * static_cast<double>(policy.batch - 1);
-  // Attention reads the whole KV of every sequence once per step: from VRAM, or from host memory
-  // under the cpu policy (the tiered KV of issue 6 will split this).
-  const double kv_bytes =
+  // Attention reads the whole KV of every sequence once per step: the hot part from VRAM, the
+  // cold part (tiered KV, policy.hot_window) over PCIe (prefetch) or by the CPU where it lies
+  // (cpu); auto takes the faster. Under the cpu policy all of it is read by the CPU.
+  const double per_token =
       static_cast<double>(hp.kv_bytes_per_token(policy.kv_type == DType::kF16 ? 2 : 4)) *
-      static_cast<double>(policy.context_tokens) * static_cast<double>(policy.batch);
+      static_cast<double>(policy.batch);
   if (policy.kind == PolicyKind::kCpu) {
-    cpu_s += kv_bytes / caps.cpu_read_bytes_per_s;
+    const double kv = per_token * static_cast<double>(policy.context_tokens);
+    cpu_s += kv / caps.cpu_read_bytes_per_s;
+    p.kv_host_bytes = kv;
   } else {
-    gpu_s += kv_bytes / caps.hbm_bytes_per_s;
+    gpu_s += per_token * static_cast<double>(policy.hot_kv_tokens()) / caps.hbm_bytes_per_s;
+    p.kv_host_bytes = per_token * static_cast<double>(policy.cold_kv_tokens());
   }
-  const double pcie_s = p.stream_bytes / caps.h2d_pinned_bytes_per_s;
-  const double host_s = (p.stream_bytes + p.cpu_bytes) / caps.host_combined_bytes_per_s;
-  p.seconds = std::max({pcie_s, gpu_s + cpu_s, host_s});
+  auto finish = [&](bool cold_on_cpu) {
+    const double cold = policy.kind == PolicyKind::kCpu ? 0.0 : p.kv_host_bytes;
+    const double stream = p.stream_bytes + (cold_on_cpu ? 0.0 : cold);
+    const double cpu = cpu_s + (cold_on_cpu ? cold / caps.cpu_read_bytes_per_s : 0.0);
+    const double pcie = stream / caps.h2d_pinned_bytes_per_s;
+    const double host =
+        (stream + p.cpu_bytes + (cold_on_cpu ? cold : 0.0)) / caps.host_combined_bytes_per_s;
+    return std::array<double, 4>{std::max({pcie, gpu_s + cpu, host}), pcie, cpu, host};
+  };
+  const std::array<double, 4> on_cpu = finish(true), prefetched = finish(false);
+  const bool cold_on_cpu =
+      policy.cold_attention == ColdAttention::kCpu ||
+      (policy.cold_attention == ColdAttention::kAuto && on_cpu[0] < prefetched[0]);
+  p.cold_attention = p.kv_host_bytes > 0 ? (cold_on_cpu ? "cpu" : "prefetch") : "";
+  const std::array<double, 4>& chosen = cold_on_cpu ? on_cpu : prefetched;
+  p.seconds = chosen[0];
+  const double pcie_s = chosen[1], host_s = chosen[3];
+  cpu_s = chosen[2];
   if (p.seconds == pcie_s && pcie_s > 0) {
     p.bound = "pcie";
   } else if (p.seconds == host_s && host_s > gpu_s + cpu_s) {

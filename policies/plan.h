@@ -46,6 +46,8 @@ struct Prediction {
   double stream_bytes = 0;  // over PCIe
   double cpu_bytes = 0;     // read by the CPU
   double flops = 0;
+  double kv_host_bytes = 0;    // KV read from host memory per step (tiered KV, issue 6)
+  std::string cold_attention;  // how that KV is attended: "prefetch" or "cpu" ("" when none)
   std::string bound;  // what limits it: "hbm", "pcie", "cpu", "host memory", "gpu compute", ...
 };
 

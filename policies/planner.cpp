@@ -40,9 +40,18 @@ TierBytes fixed_vram(const ModelSpec& spec, const Policy& policy, int64_t larges
                      bool streams) {
   const HyperParams& hp = spec.hp;
   TierBytes b;
-  if (policy.kind == PolicyKind::kCpu) return b;  // no GPU at all
-  b.vram_kv = hp.kv_bytes_per_token(policy.kv_type == DType::kF16 ? 2 : 4) * policy.context_tokens *
-              policy.batch;
+  if (policy.kind == PolicyKind::kCpu) {  // no GPU at all: the whole KV on the host
+    b.host_kv = hp.kv_bytes_per_token(policy.kv_type == DType::kF16 ? 2 : 4) *
+                policy.context_tokens * policy.batch;
+    return b;
+  }
+  // KV: the hot window (and sinks) of every sequence in VRAM, the older part in pinned host.
+  const int64_t per_token = hp.kv_bytes_per_token(policy.kv_type == DType::kF16 ? 2 : 4);
+  b.vram_kv = per_token * policy.hot_kv_tokens() * policy.batch;
+  b.host_kv = per_token * policy.cold_kv_tokens() * policy.batch;
+  // Cold KV prefetched back for attention needs VRAM for two layers of it (one being read, one
+  // arriving); attended on the CPU it needs none, but the plan keeps room for either.
+  if (b.host_kv > 0) b.vram_staging += 2 * b.host_kv / std::max<int64_t>(1, hp.n_layer);
   // What GpuExecutor allocates besides weights and KV (gpu_executor.cpp, gpu_backend/matmul.cpp,
   // attention.cu), written out here because policies/ does not link the GPU code: activations of
   // a prefill chunk (x, xb, q, k, v, att, gate, up in float32), the logits of up to 64 rows,
@@ -60,7 +69,7 @@ TierBytes fixed_vram(const ModelSpec& spec, const Policy& policy, int64_t larges
   const int64_t attention = 2 * ctx * hp.kv_dim() * 2 + n * hp.q_dim() * 2 + scores * 6;
   b.vram_workspace = act + 64 * hp.n_vocab * 4 + (int64_t{32} << 20) + tile + n * widest * 2 +
                      attention + (int64_t{64} << 20);
-  if (streams) b.vram_staging = (policy.prefetch_depth + 1) * largest_unit_bytes;
+  if (streams) b.vram_staging += (policy.prefetch_depth + 1) * largest_unit_bytes;
   return b;
 }
 

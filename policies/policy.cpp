@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -60,6 +61,33 @@ const char* placement_name(Placement placement) {
   return "?";
 }
 
+const char* cold_attention_name(ColdAttention mode) {
+  switch (mode) {
+    case ColdAttention::kAuto:
+      return "auto";
+    case ColdAttention::kPrefetch:
+      return "prefetch";
+    case ColdAttention::kCpu:
+      return "cpu";
+  }
+  return "?";
+}
+
+StatusOr<ColdAttention> parse_cold_attention(std::string_view name) {
+  for (ColdAttention m : {ColdAttention::kAuto, ColdAttention::kPrefetch, ColdAttention::kCpu}) {
+    if (name == cold_attention_name(m)) return m;
+  }
+  return Status::invalid_argument("cold_attention: '" + std::string(name) +
+                                  "' is not one of auto, prefetch, cpu");
+}
+
+int64_t Policy::hot_kv_tokens() const {
+  if (hot_window_tokens <= 0) return context_tokens;
+  const int64_t bt = block_tokens;
+  const int64_t window_blocks = (hot_window_tokens + bt - 1) / bt + 1;  // + the one being written
+  return std::min(context_tokens, (sink_blocks + window_blocks) * bt);
+}
+
 StatusOr<PolicyKind> parse_policy_kind(std::string_view name) {
   for (PolicyKind k :
        {PolicyKind::kAuto, PolicyKind::kGpuFirst, PolicyKind::kStream, PolicyKind::kCpu}) {
@@ -88,6 +116,12 @@ Status Policy::validate() const {
   if (prefill_tokens < 1) return Status::invalid_argument("prefill_tokens: must be at least 1");
   if (kv_type != DType::kF16 && kv_type != DType::kF32) {
     return Status::invalid_argument("kv_type: must be f16 or f32");
+  }
+  if (hot_window_tokens < 0) return Status::invalid_argument("hot_window: must not be negative");
+  if (sink_blocks < 0) return Status::invalid_argument("sink_blocks: must not be negative");
+  if (block_tokens < 1 || block_tokens > 1024) {
+    return Status::invalid_argument("block_tokens: " + std::to_string(block_tokens) +
+                                    " is not in 1..1024");
   }
   for (const PlacementRule& r : rules) {
     try {
@@ -149,6 +183,17 @@ StatusOr<Policy> parse_policy_toml(std::string_view text, const std::string& ori
       STRATA_ASSIGN_OR_RETURN(const std::string s, string(origin, node, key));
       if (s != "f16" && s != "f32") return bad(origin, node, key, "'" + s + "' is not f16 or f32");
       p.kv_type = s == "f16" ? DType::kF16 : DType::kF32;
+    } else if (key == "hot_window") {
+      STRATA_ASSIGN_OR_RETURN(p.hot_window_tokens, integer(origin, node, key));
+    } else if (key == "sink_blocks") {
+      STRATA_ASSIGN_OR_RETURN(p.sink_blocks, integer(origin, node, key));
+    } else if (key == "block_tokens") {
+      STRATA_ASSIGN_OR_RETURN(p.block_tokens, integer(origin, node, key));
+    } else if (key == "cold_attention") {
+      STRATA_ASSIGN_OR_RETURN(const std::string s, string(origin, node, key));
+      StatusOr<ColdAttention> mode = parse_cold_attention(s);
+      if (!mode.is_ok()) return bad(origin, node, key, mode.status().message());
+      p.cold_attention = *mode;
     } else if (key == "rule") {
       const toml::array* rules = node.as_array();
       if (rules == nullptr) return bad(origin, node, key, "expected [[rule]] tables");

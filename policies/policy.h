@@ -13,6 +13,10 @@
 //   batch           sequences decoded together                                       [1]
 //   prefill_tokens  tokens per prefill chunk                                         [2048]
 //   kv_type         "f16" | "f32"                                                    ["f16"]
+//   hot_window      tokens of each sequence's most recent KV kept in VRAM; 0 = all   [0]
+//   sink_blocks     the first KV blocks of a sequence, kept in VRAM with the window  [1]
+//   block_tokens    tokens per KV block                                              [16]
+//   cold_attention  "auto" | "prefetch" | "cpu": how KV outside VRAM is attended     ["auto"]
 //   [[rule]]        match = "<ECMAScript regex on tensor names>", place = "vram" | "stream" | "cpu"
 //   [caps]          any field of Caps (policies/caps.h) by name, e.g. hbm_bytes_per_s = 3.3e12
 #pragma once
@@ -38,6 +42,13 @@ enum class PolicyKind {
 };
 const char* policy_kind_name(PolicyKind kind);
 
+// How attention reads KV blocks that live in pinned host memory (issue 6): copied back into VRAM
+// ahead of their layer (prefetch, over PCIe), or attended where they are by the CPU and merged
+// with the GPU's part through the log-sum-exp (cpu). auto: the faster link by the cost model.
+enum class ColdAttention { kAuto, kPrefetch, kCpu };
+const char* cold_attention_name(ColdAttention mode);
+StatusOr<ColdAttention> parse_cold_attention(std::string_view name);
+
 struct PlacementRule {
   std::string match;  // regex over the whole tensor name
   Placement place = Placement::kVram;
@@ -51,6 +62,10 @@ struct Policy {
   int64_t batch = 1;
   int64_t prefill_tokens = 2048;
   DType kv_type = DType::kF16;
+  int64_t hot_window_tokens = 0;  // 0: every sequence's whole KV in VRAM
+  int64_t sink_blocks = 1;
+  int64_t block_tokens = 16;
+  ColdAttention cold_attention = ColdAttention::kAuto;
   std::vector<PlacementRule> rules;
   // Rates given in [caps]; the rest come from calibration (or Caps::reference()).
   std::vector<std::pair<std::string, double>> caps_overrides;
@@ -59,6 +74,11 @@ struct Policy {
 
   // invalid_argument naming the key when a value is out of range.
   Status validate() const;
+  // KV tokens per sequence held in VRAM and in host memory for `context_tokens` (all in VRAM
+  // without a hot window; sinks and window in whole blocks, plus the block being written).
+  int64_t hot_kv_tokens() const;
+  int64_t cold_kv_tokens() const { return context_tokens - hot_kv_tokens(); }
+
   // `caps` with the [caps] overrides applied.
   Caps apply_caps(Caps caps) const;
 };

@@ -95,6 +95,12 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
   }
   // The policy is checked on every machine: a bad file is an error even where it goes unused.
   STRATA_ASSIGN_OR_RETURN(const Policy policy, run_policy(flags, vram_budget));
+  if (policy.hot_window_tokens > 0) {
+    return Status::unsupported(
+        "hot_window: strata run keeps every sequence's KV in one tier for now (the tiered KV "
+        "cache's mechanism is in memory/kv_cache.h, its executor is issue 6); strata plan shows "
+        "the bytes per tier");
+  }
   if (flags.device == "gpu" && policy.kind == PolicyKind::kCpu) {
     return Status::invalid_argument("--device gpu with policy cpu: the cpu policy uses no GPU");
   }

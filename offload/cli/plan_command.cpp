@@ -19,6 +19,8 @@ namespace {
 struct PlanFlags {
   std::string model_path, shape, type = "Q4_0", config, policy, vram_budget, kv_type, caps;
   int64_t prefetch_depth = 0, context = 0, batch = 0, prefill_tokens = 0;
+  int64_t hot_window = -1, sink_blocks = -1, block_tokens = 0;
+  std::string cold_attention;
   bool json = false;
 };
 
@@ -39,6 +41,12 @@ StatusOr<Policy> policy_of(const PlanFlags& f) {
   if (f.batch > 0) p.batch = f.batch;
   if (f.prefill_tokens > 0) p.prefill_tokens = f.prefill_tokens;
   if (!f.kv_type.empty()) p.kv_type = f.kv_type == "f32" ? DType::kF32 : DType::kF16;
+  if (f.hot_window >= 0) p.hot_window_tokens = f.hot_window;
+  if (f.sink_blocks >= 0) p.sink_blocks = f.sink_blocks;
+  if (f.block_tokens > 0) p.block_tokens = f.block_tokens;
+  if (!f.cold_attention.empty()) {
+    STRATA_ASSIGN_OR_RETURN(p.cold_attention, parse_cold_attention(f.cold_attention));
+  }
   STRATA_RETURN_IF_ERROR(p.validate());
   return p;
 }
@@ -122,7 +130,19 @@ Status plan(const PlanFlags& f) {
               format_bytes(b.vram_weights).c_str(), format_bytes(b.vram_kv).c_str(),
               format_bytes(b.vram_staging).c_str(), format_bytes(b.vram_workspace).c_str(),
               format_bytes(b.vram_total()).c_str(), p.fits ? "" : "  (OVER the budget)");
-  std::printf("host     pinned weights %s\n\n", format_bytes(b.host_pinned_weights).c_str());
+  std::printf("host     pinned weights %s + KV %s\n", format_bytes(b.host_pinned_weights).c_str(),
+              format_bytes(b.host_kv).c_str());
+  if (policy.hot_window_tokens > 0) {
+    std::printf(
+        "KV       %lld of %lld tokens per sequence in VRAM (%lld sink blocks + a %lld-token "
+        "window, %lld-token blocks); cold KV attended by %s\n",
+        static_cast<long long>(policy.hot_kv_tokens()),
+        static_cast<long long>(policy.context_tokens), static_cast<long long>(policy.sink_blocks),
+        static_cast<long long>(policy.hot_window_tokens),
+        static_cast<long long>(policy.block_tokens),
+        p.decode.cold_attention.empty() ? "nothing (all hot)" : p.decode.cold_attention.c_str());
+  }
+  std::printf("\n");
   std::printf("%-8s %-10s %-10s\n", "layer", "decode", "prefill");
   std::string last;
   int64_t run_start = 0;
@@ -186,6 +206,13 @@ void add_plan_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--prefill-tokens", f->prefill_tokens, "Prefill chunk (default 2048)");
   cmd->add_option("--kv-type", f->kv_type, "f16 or f32 (default f16)")
       ->check(CLI::IsMember({"f16", "f32"}));
+  cmd->add_option("--hot-window", f->hot_window,
+                  "Tokens of recent KV per sequence kept in VRAM (default 0: all of it)");
+  cmd->add_option("--sink-blocks", f->sink_blocks, "First KV blocks kept in VRAM (default 1)");
+  cmd->add_option("--block-tokens", f->block_tokens, "Tokens per KV block (default 16)");
+  cmd->add_option("--cold-attention", f->cold_attention,
+                  "KV outside VRAM: auto, prefetch or cpu (default auto)")
+      ->check(CLI::IsMember({"auto", "prefetch", "cpu"}));
   cmd->add_option("--caps", f->caps,
                   "Machine rates from strata calibrate (default: its cache file, else the "
                   "reference machine's)");

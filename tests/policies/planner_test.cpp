@@ -202,6 +202,33 @@ TEST(Planner, TooSmallABudgetSaysWhatWouldWork) {
   EXPECT_TRUE(make_plan(shape("llama3-8b", DType::kF16), enough, Caps::reference()).fits);
 }
 
+TEST(Planner, AHotWindowSplitsKvBetweenTiersAndItsAttentionPicksTheFasterLink) {
+  // llama3-8b Q4_0 at 128k with an 8 GiB budget (issue 6): the whole KV (16 GiB in f16) cannot
+  // be in VRAM; a 4k window keeps 4k tokens there and the rest in pinned host memory.
+  const ModelSpec spec = shape("llama3-8b", DType::kQ4_0);
+  Policy p = policy(PolicyKind::kAuto, 8);
+  p.context_tokens = 131072;
+  EXPECT_FALSE(make_plan(spec, p, Caps::reference()).fits);
+  p.hot_window_tokens = 4096;
+  const Plan tiered = make_plan(spec, p, Caps::reference());
+  EXPECT_TRUE(tiered.fits);
+  const int64_t per_token = spec.hp.kv_bytes_per_token(2);
+  EXPECT_EQ(tiered.bytes.vram_kv, per_token * p.hot_kv_tokens());
+  EXPECT_EQ(tiered.bytes.host_kv, per_token * p.cold_kv_tokens());
+  EXPECT_EQ(tiered.bytes.vram_kv + tiered.bytes.host_kv, per_token * 131072);
+  EXPECT_DOUBLE_EQ(tiered.decode.kv_host_bytes, static_cast<double>(tiered.bytes.host_kv));
+  // auto: the CPU reads host memory faster than PCIe brings it over (C > P on this machine).
+  EXPECT_EQ(tiered.decode.cold_attention, "cpu");
+  Policy prefetch = p;
+  prefetch.cold_attention = ColdAttention::kPrefetch;
+  const Plan over_pcie = make_plan(spec, prefetch, Caps::reference());
+  EXPECT_EQ(over_pcie.decode.cold_attention, "prefetch");
+  EXPECT_GE(tiered.decode.tokens_per_s, over_pcie.decode.tokens_per_s);
+  // Cold KV over PCIe alone: at most P / cold bytes per step.
+  EXPECT_LE(over_pcie.decode.tokens_per_s,
+            Caps::reference().h2d_pinned_bytes_per_s / over_pcie.decode.kv_host_bytes * 1.0001);
+}
+
 TEST(CostModel, DecodeRooflineMatchesBenchmarksFormula) {
   // Everything resident: T = B / (H e) + KV / H.
   const ModelSpec spec = shape("llama3-8b", DType::kF16);

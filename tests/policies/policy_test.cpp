@@ -43,6 +43,23 @@ h2d_pinned_bytes_per_s = 25000000000
   EXPECT_DOUBLE_EQ(caps.h2d_pinned_bytes_per_s, 25e9);
 }
 
+TEST(PolicyFile, ParsesTheKvTierKeys) {
+  auto p = parse_policy_toml(
+      "context = 131072\nhot_window = 4096\nsink_blocks = 2\nblock_tokens = 32\n"
+      "cold_attention = \"prefetch\"\n",
+      "kv.toml");
+  ASSERT_TRUE(p.is_ok()) << p.status().to_string();
+  EXPECT_EQ(p->hot_window_tokens, 4096);
+  EXPECT_EQ(p->sink_blocks, 2);
+  EXPECT_EQ(p->block_tokens, 32);
+  EXPECT_EQ(p->cold_attention, ColdAttention::kPrefetch);
+  // Two sinks and the window in whole blocks, plus the block being written: 2 + 128 + 1 blocks.
+  EXPECT_EQ(p->hot_kv_tokens(), (2 + 128 + 1) * 32);
+  EXPECT_EQ(p->cold_kv_tokens(), 131072 - (2 + 128 + 1) * 32);
+  Policy no_window;
+  EXPECT_EQ(no_window.hot_kv_tokens(), no_window.context_tokens);
+}
+
 TEST(PolicyFile, EmptyFileIsTheDefaults) {
   auto p = parse_policy_toml("", "empty.toml");
   ASSERT_TRUE(p.is_ok());
@@ -69,6 +86,9 @@ TEST(PolicyFile, BadInputNamesTheKeyAndLine) {
       {"[[rule]]\nmatch = \"x\"\nplace = \"cpu\"\nwhere = 1", "rule.where: unknown key"},
       {"[caps]\nwarp_speed = 9", "caps.warp_speed: unknown rate"},
       {"[caps]\nhbm_bytes_per_s = -1.0", "caps.hbm_bytes_per_s: must be positive"},
+      {"hot_window = -5", "hot_window: must not be negative"},
+      {"block_tokens = 0", "block_tokens: 0 is not in 1..1024"},
+      {"cold_attention = \"gpu\"", "cold_attention: 'gpu' is not one of auto, prefetch, cpu"},
       {"policy = ", "p.toml:1:"},  // not TOML at all
   };
   for (const Case& c : cases) {
