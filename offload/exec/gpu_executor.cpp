@@ -601,6 +601,48 @@ Status GpuExecutor::forward(SeqId seq, std::span<const int32_t> tokens, bool all
                            });
 }
 
+Status GpuExecutor::forward_batch(std::span<const SeqId> seqs, std::span<const int32_t> tokens,
+                                  std::vector<float>* logits) {
+  STRATA_RETURN_IF_ERROR(check_batch(*this, seqs, tokens, logits));
+  const int64_t n = static_cast<int64_t>(seqs.size());
+  const int64_t max_n = options_.base.max_batch_tokens;
+  if (n > max_n || n > kLogitRows) {
+    return Status::invalid_argument("forward_batch: " + std::to_string(n) +
+                                    " sequences, more than the chunk of " +
+                                    std::to_string(std::min(max_n, kLogitRows)) + " rows");
+  }
+  std::vector<Segment> segments(static_cast<size_t>(n));
+  auto* staged = static_cast<int32_t*>(step_inputs_.data());
+  for (int64_t i = 0; i < n; ++i) {
+    const SeqId seq = seqs[static_cast<size_t>(i)];
+    STRATA_ASSIGN_OR_RETURN(const int64_t pos, kv_->reserve_slots(seq, 1));
+    STRATA_RETURN_IF_ERROR(sync_block_table(seq));
+    Segment& s = segments[static_cast<size_t>(i)];
+    s.row0 = i;
+    s.n = 1;
+    s.pos0 = pos;
+    s.kv = kv_view(seq);
+    s.kv.positions += i;  // this row's position
+    staged[i] = tokens[static_cast<size_t>(i)];
+    staged[max_n + i] = static_cast<int32_t>(pos);
+  }
+  STRATA_RETURN_IF_ERROR(
+      cuda::memcpy_async(ids_.data(), staged, n * 4, cuda::CopyKind::kHostToDevice, stream_));
+  STRATA_RETURN_IF_ERROR(cuda::memcpy_async(positions_.data(), staged + max_n, n * 4,
+                                            cuda::CopyKind::kHostToDevice, stream_));
+  if (host_embedding_) STRATA_RETURN_IF_ERROR(embed_on_host(tokens));
+  STRATA_RETURN_IF_ERROR(run_model(n, segments, /*head_rows=*/n));  // every row's logits
+  STRATA_RETURN_IF_ERROR(cuda::memcpy_async(logits->data(), logits_.data(),
+                                            n * spec_.hp.n_vocab * 4, cuda::CopyKind::kDeviceToHost,
+                                            stream_));
+  STRATA_RETURN_IF_ERROR(stream_.synchronize());  // logits is pageable host memory
+  for (int64_t i = 0; i < n; ++i) {
+    STRATA_RETURN_IF_ERROR(kv_->commit_tokens(seqs[static_cast<size_t>(i)], segments[i].pos0,
+                                              tokens.subspan(static_cast<size_t>(i), 1)));
+  }
+  return options_.profile ? collect_profile() : Status::ok();
+}
+
 Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
                                   float* logits) {
   const HyperParams& hp = spec_.hp;
@@ -628,7 +670,8 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
   if (graph) {
     STRATA_RETURN_IF_ERROR(run_model_graph(seq, n, pos0, kv, head_rows));
   } else {
-    STRATA_RETURN_IF_ERROR(run_model(n, pos0, kv, head_rows));
+    const Segment one{0, n, pos0, kv};
+    STRATA_RETURN_IF_ERROR(run_model(n, std::span(&one, 1), head_rows));
   }
   if (logits == nullptr) {
     STRATA_RETURN_IF_ERROR(stream_.synchronize());
@@ -662,7 +705,8 @@ Status GpuExecutor::run_model_graph(SeqId seq, int64_t n, int64_t pos0, const gp
   CapturedStep& step = graphs_[GraphKey{seq, n, head_rows}];
   if (step.graph.empty() || step.attention_pieces != pieces) {
     STRATA_RETURN_IF_ERROR(cuda::Graph::begin_capture(stream_));
-    const Status queued = run_model(n, pos0, kv, head_rows);
+    const Segment one{0, n, pos0, kv};
+    const Status queued = run_model(n, std::span(&one, 1), head_rows);
     StatusOr<cuda::Graph> captured = cuda::Graph::end_capture(stream_);  // always end it
     STRATA_RETURN_IF_ERROR(queued);
     if (!captured.is_ok()) return captured.status();
@@ -675,8 +719,7 @@ Status GpuExecutor::run_model_graph(SeqId seq, int64_t n, int64_t pos0, const gp
 // The model, as in Executor::forward_chunk: x is the residual stream; every sub-layer reads a
 // normed copy of it and adds its output back. Shapes per token: n_embd E, q_dim Q, kv_dim K, n_ff
 // F. All of it is queued on one stream; the host waits only for the logits.
-Status GpuExecutor::run_model(int64_t n, int64_t pos0, const gpu::GpuKvView& kv,
-                              int64_t head_rows) {
+Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int64_t head_rows) {
   const HyperParams& hp = spec_.hp;
   const int64_t E = hp.n_embd, Q = hp.q_dim(), K = hp.kv_dim(), F = hp.n_ff;
   const float eps = static_cast<float>(hp.rms_eps);
@@ -737,12 +780,16 @@ Status GpuExecutor::run_model(int64_t n, int64_t pos0, const gpu::GpuKvView& kv,
       STRATA_RETURN_IF_ERROR(gpu::add_bias(k, w.bk, n, K, stream_));
       STRATA_RETURN_IF_ERROR(gpu::add_bias(v, w.bv, n, K, stream_));
     }
-    // q rotated in place; k rotated and v stored into the cache at the tokens' positions.
-    STRATA_RETURN_IF_ERROR(gpu::rope_store_kv(q, k, v, n, rope_table, shape, hp.rope_dims,
-                                              hp.rope_style, kv, l, stream_));
-    STRATA_RETURN_IF_ERROR(mark(kOther));
-    STRATA_RETURN_IF_ERROR(attention_->run(q, n, pos0, kv, l, att, stream_));  // att [n][Q]
-    STRATA_RETURN_IF_ERROR(mark(kAttention));
+    for (const Segment& s : segments) {
+      // q rotated in place; k rotated and v stored into the segment's cache at its positions.
+      STRATA_RETURN_IF_ERROR(gpu::rope_store_kv(q + s.row0 * Q, k + s.row0 * K, v + s.row0 * K, s.n,
+                                                rope_table + s.row0 * hp.rope_dims, shape,
+                                                hp.rope_dims, hp.rope_style, s.kv, l, stream_));
+      STRATA_RETURN_IF_ERROR(mark(kOther));
+      STRATA_RETURN_IF_ERROR(attention_->run(q + s.row0 * Q, s.n, s.pos0, s.kv, l, att + s.row0 * Q,
+                                             stream_));  // att [n][Q]
+      STRATA_RETURN_IF_ERROR(mark(kAttention));
+    }
     {
       const Operand ops[1] = {wo};
       float* const outs[1] = {x};

@@ -117,6 +117,10 @@ class GpuExecutor final : public Engine {
   bool has_sequence(SeqId seq) const override { return kv_->has_sequence(seq); }
   Status forward(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
                  std::vector<float>* logits) override;
+  // Batched decode: one row per sequence through one pass over the weights (each row's RoPE, KV
+  // store and attention on its own sequence). REQUIRES: seqs.size() <= max_batch_tokens.
+  Status forward_batch(std::span<const SeqId> seqs, std::span<const int32_t> tokens,
+                       std::vector<float>* logits) override;
 
   const HyperParams& hp() const override { return spec_.hp; }
   int64_t max_context() const override { return options_.base.max_context; }
@@ -202,8 +206,16 @@ class GpuExecutor final : public Engine {
   // Queues the model on the stream for n tokens at pos0..pos0+n-1 (ids and positions already on
   // the device): embedding, every layer and, when head_rows > 0, the final norm and the output
   // head for the last head_rows tokens into logits_ (head_rows <= kLogitRows).
-  // When the embedding is on the host, x_ holds the embedded tokens already.
-  Status run_model(int64_t n, int64_t pos0, const gpu::GpuKvView& kv, int64_t head_rows);
+  // When the embedding is on the host, x_ holds the embedded tokens already. `segments` split the
+  // rows by sequence (one segment for a chunk of one sequence; one per sequence in a batch):
+  // RoPE, the KV store and attention run per segment, everything else over all n rows.
+  struct Segment {
+    int64_t row0 = 0;
+    int64_t n = 0;
+    int64_t pos0 = 0;
+    gpu::GpuKvView kv;  // positions point at the segment's first row
+  };
+  Status run_model(int64_t n, std::span<const Segment> segments, int64_t head_rows);
   // run_model through a CUDA graph captured for this shape (and re-captured when the number of
   // decode attention pieces changes).
   Status run_model_graph(SeqId seq, int64_t n, int64_t pos0, const gpu::GpuKvView& kv,
