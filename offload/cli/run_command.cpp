@@ -24,8 +24,23 @@ struct RunFlags {
   int64_t n_predict = 128;
   bool json = false;
   bool ignore_eos = false;
+  int64_t stats_every = 0;  // --stats N: a memory line every N generated tokens (0: off)
   SamplerConfig sampling;
 };
+
+// "[stats] 544 tokens: KV 2.1 MiB in device (9 blocks, 0 shared), 0 B cold; VRAM 3.2 GiB"
+void print_stats(const Engine& exec, int64_t tokens) {
+  const KvCacheStats kv = exec.kv_stats();
+  std::string vram;
+  if (const std::optional<DeviceArenaStats> d = exec.device_stats()) {
+    vram = "; VRAM " + format_bytes(d->used_bytes) + " of " + format_bytes(d->budget_bytes);
+  }
+  std::fprintf(stderr, "[stats] %lld tokens: KV %s in %s (%lld blocks, %lld shared), %s cold%s\n",
+               static_cast<long long>(tokens), format_bytes(kv.used_bytes).c_str(), exec.kv_tier(),
+               static_cast<long long>(kv.num_used_blocks),
+               static_cast<long long>(kv.num_shared_blocks),
+               format_bytes(kv.cold_used_bytes).c_str(), vram.c_str());
+}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -89,6 +104,9 @@ Status run(const RunFlags& flags) {
       const std::string piece = stream->push(next);
       std::fputs(piece.c_str(), stdout);
       std::fflush(stdout);
+    }
+    if (flags.stats_every > 0 && (i + 1) % flags.stats_every == 0) {
+      print_stats(*rt.exec, rt.exec->num_tokens(0));
     }
     if (i + 1 == flags.n_predict) break;  // the last token needs no forward pass
     if (rt.exec->num_tokens(0) + 1 > ctx) {
@@ -191,6 +209,9 @@ void add_run_command(CLI::App& app, int* exit_code) {
   cmd->add_option("-n,--n-predict", flags->n_predict, "Tokens to generate (default 128)");
   cmd->add_flag("--json", flags->json, "Print one JSON object instead of streamed text");
   cmd->add_flag("--ignore-eos", flags->ignore_eos, "Do not stop at end-of-generation tokens");
+  cmd->add_option("--stats", flags->stats_every,
+                  "Every N generated tokens, print KV bytes per tier and VRAM in use (stderr)")
+      ->check(CLI::NonNegativeNumber);
   add_sampling_flags(cmd, &flags->sampling);
   cmd->callback([flags, exit_code] {
     Status s = run(*flags);

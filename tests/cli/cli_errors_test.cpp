@@ -116,6 +116,20 @@ TEST(Cli, RunWithTheCpuPolicyRunsOnTheCpu) {
                      "cpu policy uses no GPU");
 }
 
+TEST(Cli, RunStatsPrintsKvBytesPerTierAsItGoes) {
+  STRATA_REQUIRE_TESTDATA(tiny_llama());
+  const StrataResult r =
+      run_strata("run -m " + tiny_llama() + " -p hello -n 6 --temp 0 --ignore-eos --stats 2");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  size_t lines = 0;
+  for (size_t at = r.output.find("[stats]"); at != std::string::npos;
+       at = r.output.find("[stats]", at + 1)) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 3u) << r.output;  // after tokens 2, 4 and 6
+  EXPECT_NE(r.output.find(" cold"), std::string::npos) << r.output;
+}
+
 TEST(Cli, RunRejectsInvalidSamplingValues) {
   STRATA_REQUIRE_TESTDATA(tiny_llama());
   expect_clear_error(run_strata("run -m " + tiny_llama() + " -p hi --top-p 1.5"), "--top-p");
