@@ -610,6 +610,12 @@ TEST_P(OffloadGolden, VramTakenMidRunIsAClearErrorNotACrash) {
   ASSERT_TRUE(exec.add_sequence(0).is_ok());
   std::vector<float> logits;
   ASSERT_TRUE(exec.forward(0, prompt_, false, &logits).is_ok());
+  std::vector<int32_t> long_prompt(500);
+  for (size_t i = 0; i < long_prompt.size(); ++i) long_prompt[i] = prompt_[i % prompt_.size()];
+  // Every kernel the loop below runs has run once (lazily loaded modules take device memory).
+  ASSERT_TRUE(exec.add_sequence(999).is_ok());
+  ASSERT_TRUE(exec.forward(999, long_prompt, false, &logits).is_ok());
+  ASSERT_TRUE(exec.remove_sequence(999).is_ok());
 
   // The hog: all free memory but 4 MiB, through the same allocator as an arena's.
   std::unique_ptr<DeviceAllocator> other = make_cuda_device_allocator(0);
@@ -629,10 +635,10 @@ TEST_P(OffloadGolden, VramTakenMidRunIsAClearErrorNotACrash) {
     want = std::min(want, left->free_bytes - (int64_t{4} << 20));
   }
   Status failure = Status::ok();
-  std::vector<int32_t> long_prompt(500);
-  for (size_t i = 0; i < long_prompt.size(); ++i) long_prompt[i] = prompt_[i % prompt_.size()];
   for (SeqId s = 1; s < 256 && failure.is_ok(); ++s) {
     failure = exec.add_sequence(s);
+    // A different first token per sequence: nothing shares a prefix, every block is new.
+    long_prompt[0] = static_cast<int32_t>(s % n_vocab_);
     if (failure.is_ok()) failure = exec.forward(s, long_prompt, false, &logits);
   }
   for (void* p : taken) other->free(p);
