@@ -22,12 +22,11 @@
 #include "bench/bench_check.h"
 #include "cpu_backend/read_bandwidth.h"
 #include "cpu_backend/thread_placement.h"
-#include "gpu_backend/cuda_device_allocator.h"
 #include "gpu_backend/device_probe.h"
-#include "gpu_backend/probes.h"
 #include "offload/core/units.h"
 #include "offload/exec/executor.h"
 #include "offload/exec/gpu_executor.h"
+#include "offload/exec/gpu_limits.h"
 #include "offload/model/model_loader.h"
 #include "policies/planner.h"
 
@@ -85,41 +84,15 @@ int main(int argc, char** argv) {
   if (const TensorSpec* t = spec.find("blk.0.ffn_up.weight")) type_name = dtype_name(t->type);
   const int64_t chunk = std::min(prefill_tokens > 0 ? prefill_tokens : 512, 2048);
 
-  // The limits, each in an arena of its own that is gone before the model loads.
+  // The limits, measured before the model loads (gpu_limits.h, as strata calibrate does).
   Caps caps = Caps::reference();  // GEMV efficiencies; every rate below is measured now
   {
-    auto stream = check(cuda::Stream::create(), "stream");
-    DeviceArenaOptions o;
-    o.budget_bytes = static_cast<int64_t>(read_gib * (1ll << 30)) + (int64_t{4} << 30);
-    auto arena = check(DeviceArena::create(o, make_cuda_device_allocator(0)), "arena");
-    caps.hbm_bytes_per_s =
-        check(gpu::measure_hbm_read_bandwidth(*arena, static_cast<int64_t>(read_gib * (1ll << 30)),
-                                              10, stream),
-              "hbm")
-            .best_bytes_per_s;
-    arena->trim();
-    const int64_t copy_chunk = int64_t{256} << 20;
-    caps.h2d_pinned_bytes_per_s =
-        check(gpu::measure_copy_bandwidth(*arena, copy_chunk, 16, gpu::CopyDirection::kHostToDevice,
-                                          true, stream),
-              "h2d");
     cpu::CpuReadProbe cpu_probe(static_cast<int64_t>(read_gib * (1ll << 30)));
     if (!cpu_probe.ok()) check(Status::out_of_memory("CPU read probe"), "cpu read");
     caps.cpu_read_bytes_per_s = cpu_probe.measure(5).best_bytes_per_s;
-    arena->trim();
-    // S: about two seconds of pinned copies queued, the CPU read probe run meanwhile.
-    const int chunks =
-        std::max(8, static_cast<int>(2.0 * caps.h2d_pinned_bytes_per_s / copy_chunk));
-    auto batch = check(gpu::CopyBatch::start(*arena, copy_chunk, chunks, stream), "copy batch");
-    const double cpu_meanwhile = cpu_probe.measure(3).best_bytes_per_s;
-    const double copies = check(batch->finish(), "copy batch");
-    batch.reset();
-    caps.host_combined_bytes_per_s = copies + cpu_meanwhile;
-    arena->trim();
-    caps.gpu_gemm_flop_per_s =
-        check(gpu::measure_gemm_flop_per_s(*arena, stream, DType::kF16, hp.n_ff, chunk, hp.n_embd),
-              "gemm");
-    caps.vram_free_bytes = probe.caps.free_bytes;
+    check(
+        measure_gpu_limits(probe, read_gib, cpu_probe, GemmShape{hp.n_ff, chunk, hp.n_embd}, &caps),
+        "limits");
     caps.source = "measured by offload_bench";
   }
   std::fprintf(stderr,

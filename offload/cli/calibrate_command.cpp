@@ -16,13 +16,12 @@
 #include "cpu_backend/matmul.h"
 #include "cpu_backend/read_bandwidth.h"
 #include "cpu_backend/thread_placement.h"
-#include "gpu_backend/cuda_device_allocator.h"
 #include "gpu_backend/device_probe.h"
-#include "gpu_backend/probes.h"
 #include "offload/cli/caps_file.h"
 #include "offload/cli/command.h"
 #include "offload/cli/format_units.h"
 #include "offload/core/quantize.h"
+#include "offload/exec/gpu_limits.h"
 
 namespace strata::cli {
 namespace {
@@ -87,49 +86,6 @@ StatusOr<double> cpu_gemm_rate() {
   return best;
 }
 
-Status measure_gpu(const GpuProbe& probe, double read_gib, cpu::CpuReadProbe& cpu_probe,
-                   Caps* caps) {
-  caps->vram_free_bytes = probe.caps.free_bytes;
-  STRATA_ASSIGN_OR_RETURN(cuda::Stream stream, cuda::Stream::create());
-  DeviceArenaOptions o;
-  o.budget_bytes = static_cast<int64_t>(read_gib * (1ll << 30)) + (int64_t{2} << 30);
-  STRATA_ASSIGN_OR_RETURN(auto arena,
-                          DeviceArena::create(o, make_cuda_device_allocator(probe.caps.device)));
-  STRATA_ASSIGN_OR_RETURN(const gpu::HbmReadBandwidth hbm,
-                          gpu::measure_hbm_read_bandwidth(
-                              *arena, static_cast<int64_t>(read_gib * (1ll << 30)), 10, stream));
-  caps->hbm_bytes_per_s = hbm.best_bytes_per_s;
-  arena->trim();
-  const int64_t chunk = int64_t{256} << 20;
-  STRATA_ASSIGN_OR_RETURN(caps->h2d_pinned_bytes_per_s,
-                          gpu::measure_copy_bandwidth(
-                              *arena, chunk, 16, gpu::CopyDirection::kHostToDevice, true, stream));
-  STRATA_ASSIGN_OR_RETURN(
-      caps->h2d_pageable_bytes_per_s,
-      gpu::measure_copy_bandwidth(*arena, int64_t{64} << 20, 8, gpu::CopyDirection::kHostToDevice,
-                                  false, stream));
-  STRATA_ASSIGN_OR_RETURN(caps->d2h_pinned_bytes_per_s,
-                          gpu::measure_copy_bandwidth(
-                              *arena, chunk, 16, gpu::CopyDirection::kDeviceToHost, true, stream));
-  STRATA_ASSIGN_OR_RETURN(
-      caps->d2h_pageable_bytes_per_s,
-      gpu::measure_copy_bandwidth(*arena, int64_t{64} << 20, 8, gpu::CopyDirection::kDeviceToHost,
-                                  false, stream));
-  arena->trim();
-  // S: about two seconds of pinned copies queued, the CPU read probe run meanwhile.
-  const int chunks = std::max(8, static_cast<int>(2.0 * caps->h2d_pinned_bytes_per_s / chunk));
-  STRATA_ASSIGN_OR_RETURN(auto batch, gpu::CopyBatch::start(*arena, chunk, chunks, stream));
-  const cpu::ReadBandwidth concurrent = cpu_probe.measure(3);
-  STRATA_ASSIGN_OR_RETURN(const double copies, batch->finish());
-  batch.reset();
-  caps->host_combined_bytes_per_s = copies + concurrent.best_bytes_per_s;
-  arena->trim();
-  STRATA_ASSIGN_OR_RETURN(
-      caps->gpu_gemm_flop_per_s,
-      gpu::measure_gemm_flop_per_s(*arena, stream, DType::kF16, 14336, 2048, 4096));
-  return Status::ok();
-}
-
 Status calibrate(const CalibrateFlags& f) {
   const ThreadPlacement placement = apply_thread_placement(default_thread_count());
   Caps caps = Caps::reference();  // the rates nothing here measures keep their reference values
@@ -150,7 +106,7 @@ Status calibrate(const CalibrateFlags& f) {
     const GpuProbe probe = probe_gpu(0);
     if (probe.usable) {
       std::fprintf(stderr, "calibrate: %s...\n", describe(probe).c_str());
-      STRATA_RETURN_IF_ERROR(measure_gpu(probe, f.read_gib, cpu_probe, &caps));
+      STRATA_RETURN_IF_ERROR(measure_gpu_limits(probe, f.read_gib, cpu_probe, GemmShape{}, &caps));
       gpu_note = describe(probe);
     } else {
       gpu_note = "no usable GPU (" + probe.reason + "): GPU rates are the reference's";
