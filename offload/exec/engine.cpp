@@ -5,12 +5,11 @@
 
 namespace strata {
 
-Status forward_in_chunks(const HyperParams& hp, bool has_sequence, int64_t held_tokens,
-                         int64_t max_context, int64_t max_batch_tokens, SeqId seq,
-                         std::span<const int32_t> tokens, bool all_logits,
-                         std::vector<float>* logits, const ChunkRunner& run_chunk) {
-  if (!has_sequence) return Status::not_found("unknown sequence " + std::to_string(seq));
-  if (tokens.empty()) return Status::invalid_argument("no tokens to run");
+namespace {
+
+// Ids in the vocabulary, and a sequence holding `held_tokens` that stays within max_context.
+Status check_tokens(const HyperParams& hp, std::span<const int32_t> tokens, int64_t held_tokens,
+                    int64_t max_context) {
   for (int32_t id : tokens) {
     if (id < 0 || id >= hp.n_vocab) {
       return Status::invalid_argument("token id " + std::to_string(id) +
@@ -24,30 +23,34 @@ Status forward_in_chunks(const HyperParams& hp, bool has_sequence, int64_t held_
                                     " tokens, more than the context of " +
                                     std::to_string(max_context) + " (--ctx)");
   }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status forward_in_chunks(const HyperParams& hp, KvCache& kv, bool share_prefixes,
+                         int64_t max_context, int64_t max_batch_tokens, SeqId seq,
+                         std::span<const int32_t> tokens, bool all_logits,
+                         std::vector<float>* logits, const ChunkRunner& run_chunk) {
+  if (!kv.has_sequence(seq)) return Status::not_found("unknown sequence " + std::to_string(seq));
+  if (tokens.empty()) return Status::invalid_argument("no tokens to run");
+  STRATA_RETURN_IF_ERROR(check_tokens(hp, tokens, kv.num_tokens(seq), max_context));
   logits->resize(static_cast<size_t>((all_logits ? tokens.size() : 1) * hp.n_vocab));
+  // A prompt that starts like one another live sequence holds: its full blocks are shared, not
+  // run (all_logits needs every position's logits, so it runs them all).
+  if (share_prefixes && !all_logits && kv.num_tokens(seq) == 0) {
+    STRATA_ASSIGN_OR_RETURN(const int64_t shared, kv.attach_prefix(seq, tokens));
+    tokens = tokens.subspan(static_cast<size_t>(shared));
+  }
   const auto chunk = static_cast<size_t>(max_batch_tokens);
   for (size_t start = 0; start < tokens.size(); start += chunk) {
     const size_t n = std::min(chunk, tokens.size() - start);
     const bool last_chunk = start + n == tokens.size();
     float* out = all_logits ? logits->data() + start * hp.n_vocab : logits->data();
-    STRATA_RETURN_IF_ERROR(
-        run_chunk(tokens.subspan(start, n), all_logits || last_chunk ? out : nullptr));
-  }
-  return Status::ok();
-}
-
-Status check_prompt(const HyperParams& hp, std::span<const int32_t> tokens, int64_t max_context) {
-  for (int32_t id : tokens) {
-    if (id < 0 || id >= hp.n_vocab) {
-      return Status::invalid_argument("token id " + std::to_string(id) +
-                                      " is outside the vocabulary (0.." +
-                                      std::to_string(hp.n_vocab - 1) + ")");
-    }
-  }
-  if (static_cast<int64_t>(tokens.size()) > max_context) {
-    return Status::invalid_argument("the sequence would hold " + std::to_string(tokens.size()) +
-                                    " tokens, more than the context of " +
-                                    std::to_string(max_context) + " (--ctx)");
+    const int64_t pos0 = kv.num_tokens(seq);
+    const std::span<const int32_t> part = tokens.subspan(start, n);
+    STRATA_RETURN_IF_ERROR(run_chunk(part, all_logits || last_chunk ? out : nullptr));
+    STRATA_RETURN_IF_ERROR(kv.commit_tokens(seq, pos0, part));  // its full blocks are shareable
   }
   return Status::ok();
 }
@@ -69,16 +72,8 @@ Status check_batch(const Engine& engine, std::span<const SeqId> seqs,
       return Status::invalid_argument("forward_batch: sequence " + std::to_string(seq) +
                                       " appears twice");
     }
-    if (tokens[i] < 0 || tokens[i] >= hp.n_vocab) {
-      return Status::invalid_argument("token id " + std::to_string(tokens[i]) +
-                                      " is outside the vocabulary (0.." +
-                                      std::to_string(hp.n_vocab - 1) + ")");
-    }
-    if (engine.num_tokens(seq) + 1 > engine.max_context()) {
-      return Status::invalid_argument("sequence " + std::to_string(seq) +
-                                      " would pass the context of " +
-                                      std::to_string(engine.max_context()) + " (--ctx)");
-    }
+    STRATA_RETURN_IF_ERROR(
+        check_tokens(hp, tokens.subspan(i, 1), engine.num_tokens(seq), engine.max_context()));
   }
   logits->resize(seqs.size() * static_cast<size_t>(hp.n_vocab));
   return Status::ok();

@@ -67,18 +67,18 @@ class Engine {
 
 // What every Engine::forward does around its forward pass, in one place: checks the input (a
 // sequence that exists, no empty chunk, ids in the vocabulary, the context not passed), sizes
-// `logits`, and runs `tokens` in chunks of at most max_batch_tokens through
-// run_chunk(chunk, out), where out is where the chunk's logits go, or null when no logits of
-// that chunk are wanted (only the last chunk's last token matters unless all_logits).
+// `logits`, attaches the shared prefix of a new sequence's prompt (share_prefixes, not with
+// all_logits: KvCache::attach_prefix), and runs the rest in chunks of at most max_batch_tokens
+// through run_chunk(chunk, out), where out is where the chunk's logits go, or null when no
+// logits of that chunk are wanted (only the last chunk's last token matters unless all_logits);
+// each chunk's tokens are then committed to `kv` (KvCache::commit_tokens), so that later
+// sequences may share them. run_chunk reserves the chunk's slots in `kv`.
 using ChunkRunner = std::function<Status(std::span<const int32_t> chunk, float* logits)>;
-// For a prompt that starts a sequence: ids in the vocabulary and no more than max_context tokens,
-// so that a shared prefix is attached only to a prompt that will run.
-Status check_prompt(const HyperParams& hp, std::span<const int32_t> tokens, int64_t max_context);
 // forward_batch's checks: as many tokens as sequences (at least one), distinct sequences that
 // exist, ids in the vocabulary, no sequence past max_context(); sizes `logits`.
 Status check_batch(const Engine& engine, std::span<const SeqId> seqs,
                    std::span<const int32_t> tokens, std::vector<float>* logits);
-Status forward_in_chunks(const HyperParams& hp, bool has_sequence, int64_t held_tokens,
+Status forward_in_chunks(const HyperParams& hp, KvCache& kv, bool share_prefixes,
                          int64_t max_context, int64_t max_batch_tokens, SeqId seq,
                          std::span<const int32_t> tokens, bool all_logits,
                          std::vector<float>* logits, const ChunkRunner& run_chunk);

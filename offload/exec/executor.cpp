@@ -148,14 +148,7 @@ void Executor::store_kv(SeqId seq, int64_t layer, int64_t pos0, int64_t row0, in
 
 Status Executor::forward(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
                          std::vector<float>* logits) {
-  const bool known = kv_->has_sequence(seq);
-  // A prompt that starts like one another sequence holds: its full blocks are shared, not run.
-  if (known && options_.share_prefixes && !all_logits && kv_->num_tokens(seq) == 0) {
-    STRATA_RETURN_IF_ERROR(check_prompt(spec_.hp, tokens, options_.max_context));
-    STRATA_ASSIGN_OR_RETURN(const int64_t shared, kv_->attach_prefix(seq, tokens));
-    tokens = tokens.subspan(static_cast<size_t>(shared));
-  }
-  return forward_in_chunks(spec_.hp, known, known ? kv_->num_tokens(seq) : 0, options_.max_context,
+  return forward_in_chunks(spec_.hp, *kv_, options_.share_prefixes, options_.max_context,
                            options_.max_batch_tokens, seq, tokens, all_logits, logits,
                            [&](std::span<const int32_t> chunk, float* out) {
                              return forward_chunk(seq, chunk, all_logits, out);
@@ -188,8 +181,7 @@ Status Executor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bool 
   const LogitRows which = logits == nullptr ? LogitRows::kNone
                           : all_logits      ? LogitRows::kAll
                                             : LogitRows::kLastOfEach;
-  STRATA_RETURN_IF_ERROR(forward_segments(std::span(&segment, 1), tokens, which, logits));
-  return kv_->commit_tokens(seq, segment.pos0, tokens);  // its blocks may now be shared
+  return forward_segments(std::span(&segment, 1), tokens, which, logits);
 }
 
 // The model. x is the residual stream; every sub-layer reads a normed copy of it and adds its

@@ -585,19 +585,10 @@ Status GpuExecutor::collect_profile() {
 
 Status GpuExecutor::forward(SeqId seq, std::span<const int32_t> tokens, bool all_logits,
                             std::vector<float>* logits) {
-  const bool known = kv_->has_sequence(seq);
-  // A prompt that starts like one another sequence holds: its full blocks are shared, not run.
-  if (known && options_.base.share_prefixes && !all_logits && kv_->num_tokens(seq) == 0) {
-    STRATA_RETURN_IF_ERROR(check_prompt(spec_.hp, tokens, options_.base.max_context));
-    STRATA_ASSIGN_OR_RETURN(const int64_t shared, kv_->attach_prefix(seq, tokens));
-    tokens = tokens.subspan(static_cast<size_t>(shared));
-  }
-  return forward_in_chunks(spec_.hp, known, known ? kv_->num_tokens(seq) : 0,
-                           options_.base.max_context, options_.base.max_batch_tokens, seq, tokens,
-                           all_logits, logits, [&](std::span<const int32_t> chunk, float* out) {
-                             const int64_t pos0 = kv_->num_tokens(seq);
-                             STRATA_RETURN_IF_ERROR(forward_chunk(seq, chunk, all_logits, out));
-                             return kv_->commit_tokens(seq, pos0, chunk);  // now shareable
+  return forward_in_chunks(spec_.hp, *kv_, options_.base.share_prefixes, options_.base.max_context,
+                           options_.base.max_batch_tokens, seq, tokens, all_logits, logits,
+                           [&](std::span<const int32_t> chunk, float* out) {
+                             return forward_chunk(seq, chunk, all_logits, out);
                            });
 }
 
