@@ -1,7 +1,6 @@
 #include "policies/cost_model.h"
 
 #include <algorithm>
-#include <array>
 #include <set>
 
 namespace strata {
@@ -68,24 +67,29 @@ Prediction predict_decode(const HyperParams& hp, const std::vector<TensorCost>& 
     gpu_s += per_token * static_cast<double>(policy.hot_kv_tokens()) / caps.hbm_bytes_per_s;
     p.kv_host_bytes = per_token * static_cast<double>(policy.cold_kv_tokens());
   }
-  auto finish = [&](bool cold_on_cpu) {
+  // The step's time with the cold KV read by the CPU or brought over PCIe: the slowest of the
+  // PCIe link, the GPU then the CPU, and the host memory both links read.
+  struct Step {
+    double seconds, pcie_s, cpu_s, host_s;
+  };
+  auto step = [&](bool cold_on_cpu) {
     const double cold = policy.kind == PolicyKind::kCpu ? 0.0 : p.kv_host_bytes;
     const double stream = p.stream_bytes + (cold_on_cpu ? 0.0 : cold);
     const double cpu = cpu_s + (cold_on_cpu ? cold / caps.cpu_read_bytes_per_s : 0.0);
     const double pcie = stream / caps.h2d_pinned_bytes_per_s;
     const double host =
         (stream + p.cpu_bytes + (cold_on_cpu ? cold : 0.0)) / caps.host_combined_bytes_per_s;
-    return std::array<double, 4>{std::max({pcie, gpu_s + cpu, host}), pcie, cpu, host};
+    return Step{std::max({pcie, gpu_s + cpu, host}), pcie, cpu, host};
   };
-  const std::array<double, 4> on_cpu = finish(true), prefetched = finish(false);
+  const Step on_cpu = step(true), prefetched = step(false);
   const bool cold_on_cpu =
       policy.cold_attention == ColdAttention::kCpu ||
-      (policy.cold_attention == ColdAttention::kAuto && on_cpu[0] < prefetched[0]);
+      (policy.cold_attention == ColdAttention::kAuto && on_cpu.seconds < prefetched.seconds);
   p.cold_attention = p.kv_host_bytes > 0 ? (cold_on_cpu ? "cpu" : "prefetch") : "";
-  const std::array<double, 4>& chosen = cold_on_cpu ? on_cpu : prefetched;
-  p.seconds = chosen[0];
-  const double pcie_s = chosen[1], host_s = chosen[3];
-  cpu_s = chosen[2];
+  const Step& chosen = cold_on_cpu ? on_cpu : prefetched;
+  p.seconds = chosen.seconds;
+  const double pcie_s = chosen.pcie_s, host_s = chosen.host_s;
+  cpu_s = chosen.cpu_s;
   if (p.seconds == pcie_s && pcie_s > 0) {
     p.bound = "pcie";
   } else if (p.seconds == host_s && host_s > gpu_s + cpu_s) {

@@ -6,6 +6,7 @@
 #include "gpu_backend/device_probe.h"
 #include "offload/cli/caps_file.h"
 #include "offload/cli/format_units.h"
+#include "offload/cli/policy_flags.h"
 #include "offload/exec/gpu_executor.h"
 #include "policies/planner.h"
 
@@ -46,15 +47,8 @@ namespace {
 
 // The policy of this run: the file, the flags over it, and the executor's own shape.
 StatusOr<Policy> run_policy(const RuntimeFlags& flags, int64_t vram_budget) {
-  Policy p;
-  if (!flags.config.empty()) {
-    STRATA_ASSIGN_OR_RETURN(p, load_policy_file(flags.config));
-  }
-  if (!flags.policy.empty()) {
-    STRATA_ASSIGN_OR_RETURN(p.kind, parse_policy_kind(flags.policy));
-  }
-  if (vram_budget > 0) p.vram_budget_bytes = vram_budget;
-  if (flags.prefetch_depth > 0) p.prefetch_depth = flags.prefetch_depth;
+  STRATA_ASSIGN_OR_RETURN(Policy p, policy_from_file_and_flags(flags.config, flags.policy,
+                                                               vram_budget, flags.prefetch_depth));
   if (flags.ctx > 0) p.context_tokens = flags.ctx;
   p.prefill_tokens = flags.batch;
   p.kv_type = flags.kv_type == "f16" ? DType::kF16 : DType::kF32;

@@ -9,6 +9,7 @@
 #include "offload/cli/caps_file.h"
 #include "offload/cli/command.h"
 #include "offload/cli/format_units.h"
+#include "offload/cli/policy_flags.h"
 #include "offload/model/model_loader.h"
 #include "offload/model/synthesize.h"
 #include "policies/planner.h"
@@ -26,17 +27,12 @@ struct PlanFlags {
 
 // The config file's policy with every flag that was given on top (flags win).
 StatusOr<Policy> policy_of(const PlanFlags& f) {
-  Policy p;
-  if (!f.config.empty()) {
-    STRATA_ASSIGN_OR_RETURN(p, load_policy_file(f.config));
-  }
-  if (!f.policy.empty()) {
-    STRATA_ASSIGN_OR_RETURN(p.kind, parse_policy_kind(f.policy));
-  }
+  int64_t budget = 0;
   if (!f.vram_budget.empty()) {
-    STRATA_ASSIGN_OR_RETURN(p.vram_budget_bytes, parse_byte_size("--vram-budget", f.vram_budget));
+    STRATA_ASSIGN_OR_RETURN(budget, parse_byte_size("--vram-budget", f.vram_budget));
   }
-  if (f.prefetch_depth > 0) p.prefetch_depth = f.prefetch_depth;
+  STRATA_ASSIGN_OR_RETURN(Policy p,
+                          policy_from_file_and_flags(f.config, f.policy, budget, f.prefetch_depth));
   if (f.context > 0) p.context_tokens = f.context;
   if (f.batch > 0) p.batch = f.batch;
   if (f.prefill_tokens > 0) p.prefill_tokens = f.prefill_tokens;
