@@ -573,12 +573,16 @@ bool launch_tuning(Params p, int rows, int unroll, int min_units, cudaStream_t s
     launch_dependent(gemv_kernel<T, 1, R, U>, grid, s, p); \
     return true;                                           \
   }
+  // clang-format off (it cannot tell that each macro use is a statement)
   STRATA_GEMV_TUNE(2, 1)
   STRATA_GEMV_TUNE(2, 2)
   STRATA_GEMV_TUNE(4, 1)
-  STRATA_GEMV_TUNE(4, 2) STRATA_GEMV_TUNE(8, 1) STRATA_GEMV_TUNE(8, 2)
+  STRATA_GEMV_TUNE(4, 2)
+  STRATA_GEMV_TUNE(8, 1)
+  STRATA_GEMV_TUNE(8, 2)
+  return false;
+  // clang-format on
 #undef STRATA_GEMV_TUNE
-      return false;
 }
 
 Status fill_layout(const GpuWeight& w, Params* p) {
