@@ -84,13 +84,16 @@ for step in "${steps[@]}"; do
     gpu-tests)
       # The binaries directly (one CUDA context per binary, not per test as under ctest); the
       # golden suite only for its GPU cases (the CPU ones run in CI).
-      build-gpu/tests/strata_gpu_backend_tests > "$out/gtest-gpu_backend.log" 2>&1 || true
-      build-gpu/tests/strata_exec_tests --gtest_filter='*gpu*' > "$out/gtest-exec.log" 2>&1 || true
-      build-gpu/tests/strata_cli_tests --gtest_filter='*Gpu*' > "$out/gtest-cli.log" 2>&1 || true
+      # Each under a time limit, so that a hang (a stream waiting on an event never recorded)
+      # still leaves the other suites' logs and the later steps.
+      tl=${STRATA_TEST_TIMEOUT:-240}
+      timeout "$tl" build-gpu/tests/strata_gpu_backend_tests > "$out/gtest-gpu_backend.log" 2>&1 || true
+      timeout "$tl" build-gpu/tests/strata_exec_tests --gtest_filter="${STRATA_EXEC_FILTER:-*gpu*}" > "$out/gtest-exec.log" 2>&1 || true
+      timeout "$tl" build-gpu/tests/strata_cli_tests --gtest_filter='*Gpu*' > "$out/gtest-cli.log" 2>&1 || true
       for t in gpu_backend exec cli; do
         echo "== $t"
         grep -E "^\[  FAILED  \]|Failure|rel L2|Which is|Expected" "$out/gtest-$t.log" | head -60 || true
-        grep -E "^\[  (PASSED|FAILED|SKIPPED)  \] [0-9]+ test|tests? from .* ran" "$out/gtest-$t.log" || true
+        grep -E "^\[  (PASSED|FAILED|SKIPPED)  \] [0-9]+ test|tests? from .* ran" "$out/gtest-$t.log" || tail -5 "$out/gtest-$t.log"
       done ;;
     gpu-cli)
       m=models/default/strata-tiny.gguf
@@ -133,7 +136,7 @@ PY
         IFS=: read -r shape t budget <<< "$c"
         m=/tmp/$shape-$t.gguf
         [ -f "$m" ] || build-gpu/strata synth --shape "$shape" --type "$t" --out "$m" 2>&1 | tail -1
-        build-gpu/bench/offload_bench -m "$m" --model-name "$shape" --scenario "off-$shape" \
+        timeout "${STRATA_BENCH_TIMEOUT:-300}" build-gpu/bench/offload_bench -m "$m" --model-name "$shape" --scenario "off-$shape" \
           --vram-budget "$budget" --policies "${STRATA_OFFLOAD_POLICIES:-auto,gpu-first,stream,cpu}" \
           --decode "${STRATA_OFFLOAD_DECODE:-32}" --prefill 2048 --json-out "$jsonl" \
           --commit "$commit" 2>&1 | grep -v '^{' | tail -12 || true
