@@ -189,6 +189,23 @@ int main(int argc, char** argv) {
       std::printf("%s\n", r.dump().c_str());
     };
 
+    // Host time of CPU-run matrices over a timed phase, per token: waiting for the GPU before
+    // them, the CPU matmuls, and the CPU matmuls' weight read rate.
+    auto host_times = [&](const OffloadTimes& before, double tokens) {
+      nlohmann::json j = nlohmann::json::object();
+      if (gpu == nullptr) return j;
+      const OffloadTimes& now = gpu->offload_times();
+      const double cpu_s = now.cpu_matmul_s - before.cpu_matmul_s;
+      j["host_wait_ms_per_token"] = 1e3 * (now.host_wait_s - before.host_wait_s) / tokens;
+      j["cpu_matmul_ms_per_token"] = 1e3 * cpu_s / tokens;
+      j["cpu_part_ms_per_token"] = 1e3 * (now.cpu_s - before.cpu_s) / tokens;
+      j["cpu_matmul_bytes_per_s"] =
+          cpu_s > 0 ? static_cast<double>(now.cpu_weight_bytes - before.cpu_weight_bytes) / cpu_s
+                    : 0.0;
+      return j;
+    };
+    auto times_now = [&] { return gpu != nullptr ? gpu->offload_times() : OffloadTimes{}; };
+
     std::vector<float> logits;
     if (decode_tokens > 0) {
       check(engine->add_sequence(1), "seq");
@@ -198,6 +215,7 @@ int main(int argc, char** argv) {
       int32_t next = tok(rng);
       for (int i = 0; i < 3; ++i)
         check(engine->forward(1, std::span(&next, 1), false, &logits), "warm");
+      const OffloadTimes times0 = times_now();
       const double t0 = now_s();
       for (int i = 0; i < decode_tokens; ++i) {
         next =
@@ -214,10 +232,12 @@ int main(int argc, char** argv) {
                               : d.stream_bytes > 0                  ? caps.h2d_pinned_bytes_per_s
                                                                     : caps.cpu_read_bytes_per_s;
       const double own_s = d.vram_bytes / caps.hbm_bytes_per_s + host_bytes / own_link;
-      record("decode", d, tps, roof_s > 0 ? 1.0 / roof_s : 0.0,
-             {{"context", 16 + 3 + decode_tokens / 2},
-              {"roofline_own_links_tokens_per_s", own_s > 0 ? 1.0 / own_s : 0.0},
-              {"weight_bytes_per_s", tps * (d.vram_bytes + d.stream_bytes + d.cpu_bytes)}});
+      nlohmann::json extra = {
+          {"context", 16 + 3 + decode_tokens / 2},
+          {"roofline_own_links_tokens_per_s", own_s > 0 ? 1.0 / own_s : 0.0},
+          {"weight_bytes_per_s", tps * (d.vram_bytes + d.stream_bytes + d.cpu_bytes)}};
+      extra.update(host_times(times0, decode_tokens));
+      record("decode", d, tps, roof_s > 0 ? 1.0 / roof_s : 0.0, extra);
       check(engine->remove_sequence(1), "seq");
       if (batch_seqs > 1) {
         // Batched decode: one forward_batch step per token of every sequence; each step reads
@@ -273,14 +293,24 @@ int main(int argc, char** argv) {
     std::ofstream out(json_out, std::ios::app);
     for (const auto& r : records) out << r.dump() << "\n";
   }
-  std::fprintf(stderr, "\n%-12s %-6s %-10s %-8s %10s %10s %6s %10s\n", "model", "type", "policy",
-               "phase", "tok/s", "roof", "ratio", "predicted");
+  std::fprintf(stderr, "\n%-12s %-6s %-10s %-8s %10s %10s %6s %10s  %s\n", "model", "type",
+               "policy", "phase", "tok/s", "roof", "ratio", "predicted",
+               "host wait / cpu ms per token, cpu GB/s");
   for (const auto& r : records) {
-    std::fprintf(stderr, "%-12s %-6s %-10s %-8s %10.1f %10.1f %6.3f %10.1f\n",
+    std::string host;
+    if (r.contains("host_wait_ms_per_token")) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "%.1f / %.1f, %.1f", r["host_wait_ms_per_token"].get<double>(),
+                    r["cpu_matmul_ms_per_token"].get<double>(),
+                    r["cpu_matmul_bytes_per_s"].get<double>() / 1e9);
+      host = buf;
+    }
+    std::fprintf(stderr, "%-12s %-6s %-10s %-8s %10.1f %10.1f %6.3f %10.1f  %s\n",
                  r["model"].get<std::string>().c_str(), r["type"].get<std::string>().c_str(),
                  r["policy"].get<std::string>().c_str(), r["phase"].get<std::string>().c_str(),
                  r["tokens_per_s"].get<double>(), r["roofline_tokens_per_s"].get<double>(),
-                 r["ratio_to_roofline"].get<double>(), r["predicted_tokens_per_s"].get<double>());
+                 r["ratio_to_roofline"].get<double>(), r["predicted_tokens_per_s"].get<double>(),
+                 host.c_str());
   }
   return 0;
 }

@@ -34,19 +34,26 @@ StatusOr<cudaDataType_t> data_type(DType type) {
 }  // namespace
 
 StatusOr<std::unique_ptr<Cublas>> Cublas::create(DeviceArena& arena, const cuda::Stream& stream) {
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Cublas> blas, create_handle(stream));
+  STRATA_RETURN_IF_ERROR(blas->use_workspace(arena));
+  return blas;
+}
+
+StatusOr<std::unique_ptr<Cublas>> Cublas::create_handle(const cuda::Stream& stream) {
   std::unique_ptr<Cublas> blas(new Cublas(stream));
   STRATA_RETURN_IF_ERROR(cublas_status(cublasCreate(&blas->handle_), "cublasCreate"));
   STRATA_RETURN_IF_ERROR(
       cublas_status(cublasSetStream(blas->handle_, stream.native()), "cublasSetStream"));
-  STRATA_ASSIGN_OR_RETURN(blas->workspace_,
-                          arena.allocate(kWorkspaceBytes, DeviceMemoryTag::kWorkspace));
-  STRATA_RETURN_IF_ERROR(
-      cublas_status(cublasSetWorkspace(blas->handle_, blas->workspace_.data(), kWorkspaceBytes),
-                    "cublasSetWorkspace"));
   // Pedantic math: no TF32 for float32 products (the exact tier), whatever the environment says.
   STRATA_RETURN_IF_ERROR(
       cublas_status(cublasSetMathMode(blas->handle_, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode"));
   return blas;
+}
+
+Status Cublas::use_workspace(DeviceArena& arena) {
+  STRATA_ASSIGN_OR_RETURN(workspace_, arena.allocate(kWorkspaceBytes, DeviceMemoryTag::kWorkspace));
+  return cublas_status(cublasSetWorkspace(handle_, workspace_.data(), kWorkspaceBytes),
+                       "cublasSetWorkspace");
 }
 
 Cublas::~Cublas() {

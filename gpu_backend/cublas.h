@@ -28,6 +28,11 @@ class Cublas {
  public:
   // REQUIRES: arena and stream outlive the handle.
   static StatusOr<std::unique_ptr<Cublas>> create(DeviceArena& arena, const cuda::Stream& stream);
+  // The same in two steps, for a caller that sizes its arena after the handle exists (what the
+  // handle itself takes lies outside any arena: GpuExecutor measures it and budgets for it).
+  // No GEMM may run before use_workspace.
+  static StatusOr<std::unique_ptr<Cublas>> create_handle(const cuda::Stream& stream);
+  Status use_workspace(DeviceArena& arena);
   ~Cublas();
   Cublas(const Cublas&) = delete;
   Cublas& operator=(const Cublas&) = delete;

@@ -88,6 +88,13 @@ StatusOr<MemoryInfo> memory_info() {
   return MemoryInfo{static_cast<int64_t>(free_bytes), static_cast<int64_t>(total_bytes)};
 }
 
+StatusOr<void*> device_pointer_of_host(void* host_ptr) {
+  void* device_ptr = nullptr;
+  STRATA_RETURN_IF_ERROR(
+      cuda_status(cudaHostGetDevicePointer(&device_ptr, host_ptr, 0), "cudaHostGetDevicePointer"));
+  return device_ptr;
+}
+
 StatusOr<void*> device_malloc(int64_t size_bytes) {
   if (size_bytes <= 0)
     return Status::invalid_argument(bytes_arg("cudaMalloc", size_bytes) +

@@ -92,6 +92,11 @@ class PinnedHostBuffer {
   int64_t size_bytes_ = 0;
 };
 
+// The address under which kernels read page-locked host memory directly over PCIe (zero-copy,
+// cudaHostGetDevicePointer; with unified addressing, memory from cudaMallocHost maps to its own
+// address). An error for memory CUDA did not page-lock or map.
+StatusOr<void*> device_pointer_of_host(void* host_ptr);
+
 // Pins existing host memory (cudaHostRegister, e.g. a mapped file range) until destroyed.
 // REQUIRES: the memory outlives the registration.
 class HostRegistration {

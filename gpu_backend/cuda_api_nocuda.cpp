@@ -21,6 +21,7 @@ StatusOr<int> device_count() { return no_cuda("cudaGetDeviceCount"); }
 StatusOr<DeviceProperties> device_properties(int) { return no_cuda("cudaGetDeviceProperties"); }
 Status set_device(int) { return no_cuda("cudaSetDevice"); }
 StatusOr<MemoryInfo> memory_info() { return no_cuda("cudaMemGetInfo"); }
+StatusOr<void*> device_pointer_of_host(void*) { return no_cuda("cudaHostGetDevicePointer"); }
 StatusOr<void*> device_malloc(int64_t) { return no_cuda("cudaMalloc"); }
 Status device_free(void*) { return no_cuda("cudaFree"); }
 

@@ -119,6 +119,13 @@ __global__ void add_inplace_kernel(float* y, const float* x, int64_t n) {
   }
 }
 
+__global__ void copy_floats_kernel(float* y, const float* x, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * kThreads) {
+    y[i] = x[i];
+  }
+}
+
 // grid.x covers a row, grid.y (with a loop past 65535) the rows: no 64-bit division per element.
 __global__ void add_bias_kernel(float* y, const float* bias, int64_t n_tokens, int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
@@ -183,6 +190,13 @@ Status swiglu(const float* gate, const float* up, float* out, int64_t n,
   if (n == 0) return Status::ok();
   swiglu_kernel<<<blocks_for(n, kMaxGridX), kThreads, 0, stream.native()>>>(gate, up, out, n);
   return cuda::check_last_launch("swiglu_kernel");
+}
+
+Status copy_floats(float* y, const float* x, int64_t n, const cuda::Stream& stream) {
+  if (n < 0) return negative("copy_floats");
+  if (n == 0) return Status::ok();
+  copy_floats_kernel<<<blocks_for(n, kMaxGridX), kThreads, 0, stream.native()>>>(y, x, n);
+  return cuda::check_last_launch("copy_floats_kernel");
 }
 
 Status add_inplace(float* y, const float* x, int64_t n, const cuda::Stream& stream) {

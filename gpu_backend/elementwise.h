@@ -31,6 +31,11 @@ Status swiglu(const float* gate, const float* up, float* out, int64_t n,
 // y += x over n values.
 Status add_inplace(float* y, const float* x, int64_t n, const cuda::Stream& stream);
 
+// y = x over n values. x may be page-locked host memory under its device address
+// (cuda::device_pointer_of_host): the kernel then reads it over PCIe itself, so a small upload
+// does not queue on the copy engine behind a large copy of another stream.
+Status copy_floats(float* y, const float* x, int64_t n, const cuda::Stream& stream);
+
 // y[t] += bias for every row of y [n_tokens][n].
 Status add_bias(float* y, const float* bias, int64_t n_tokens, int64_t n,
                 const cuda::Stream& stream);

@@ -58,7 +58,7 @@ TierBytes fixed_vram(const ModelSpec& spec, const Policy& policy, int64_t larges
   // cuBLAS's 32 MiB, one dequantized tile of the largest layer matrix and the chunk in f16, the
   // attention workspace (f16 K and V of a whole context, the chunk's f16 queries, float32 and f16
   // scores of a 512-query tile, at most 32 Mi floats), and 64 MiB for block tables, rope tables
-  // and the arena's rounding.
+  // and the arena's rounding; and what the executor holds outside its arena.
   const int64_t n = policy.prefill_tokens;
   const int64_t widest = std::max({hp.n_embd, hp.n_ff, hp.q_dim()});
   const int64_t act = n * 4 * (2 * hp.n_embd + 2 * hp.q_dim() + 2 * hp.kv_dim() + 2 * hp.n_ff);
@@ -68,7 +68,7 @@ TierBytes fixed_vram(const ModelSpec& spec, const Policy& policy, int64_t larges
       std::min<int64_t>(int64_t{32} << 20, hp.n_head * ctx * std::min<int64_t>(512, n));
   const int64_t attention = 2 * ctx * hp.kv_dim() * 2 + n * hp.q_dim() * 2 + scores * 6;
   b.vram_workspace = act + 64 * hp.n_vocab * 4 + (int64_t{32} << 20) + tile + n * widest * 2 +
-                     attention + (int64_t{64} << 20);
+                     attention + (int64_t{64} << 20) + kOutsideArenaBytes;
   if (streams) b.vram_staging += (policy.prefetch_depth + 1) * largest_unit_bytes;
   return b;
 }

@@ -38,6 +38,12 @@ Plan make_plan(const ModelSpec& spec, const Policy& policy, const Caps& caps);
 // The passes, for tests.
 namespace planner {
 
+// Device memory a GPU executor holds outside its arena (the CUDA stream, cuBLAS's handle): the
+// executor measures it at creation and takes it off the arena's budget (GpuExecutor::
+// outside_arena_bytes; the golden offload tests check the measurement stays below this), so the
+// plan keeps this much of the budget free of weights, KV and workspace.
+inline constexpr int64_t kOutsideArenaBytes = int64_t{96} << 20;
+
 struct Unit {
   std::string name;             // "blk.7", "output", "token_embd"
   std::vector<size_t> tensors;  // indices into Plan::tensors

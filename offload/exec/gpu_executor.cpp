@@ -27,6 +27,8 @@ int64_t aligned(int64_t bytes) {
 
 // Bytes of the pinned staging buffer that weights go up through.
 constexpr int64_t kStagingBytes = int64_t{64} << 20;
+// CPU-run outputs up to this size go up by a kernel reading pinned memory (see matmuls).
+constexpr int64_t kZeroCopyMaxBytes = int64_t{4} << 20;
 
 // "weights 3.2 / 15.0 GiB, 11.8 GB/s, 1 s left" on one terminal line, at most 5 times a second.
 class UploadProgress {
@@ -85,17 +87,26 @@ Status GpuExecutor::init() {
   if (!probe.usable) return Status::unsupported("--device gpu: " + probe.reason);
   device_name_ = probe.caps.name;
   STRATA_ASSIGN_OR_RETURN(bound_, LlamaWeights::bind(spec_));
+  // The stream and cuBLAS's handle take device memory of their own, outside any arena (tens of
+  // MiB for the handle on Hopper): measured here and taken off the arena's budget, so that the
+  // executor as a whole stays within --vram-budget.
+  STRATA_ASSIGN_OR_RETURN(const cuda::MemoryInfo before, cuda::memory_info());
   STRATA_ASSIGN_OR_RETURN(stream_, cuda::Stream::create());
+  STRATA_ASSIGN_OR_RETURN(blas_, gpu::Cublas::create_handle(stream_));
+  STRATA_ASSIGN_OR_RETURN(const cuda::MemoryInfo after, cuda::memory_info());
+  outside_arena_bytes_ = std::max<int64_t>(0, before.free_bytes - after.free_bytes);
 
   DeviceArenaOptions arena_options;
   arena_options.budget_bytes =
       options_.vram_budget_bytes > 0
-          ? options_.vram_budget_bytes
-          : probe.caps.free_bytes - GpuExecutorOptions::kDefaultVramMarginBytes;
+          ? options_.vram_budget_bytes - outside_arena_bytes_
+          : after.free_bytes - GpuExecutorOptions::kDefaultVramMarginBytes;
   if (options_.arena_chunk_bytes > 0) arena_options.chunk_bytes = options_.arena_chunk_bytes;
   if (arena_options.budget_bytes <= 0) {
-    return Status::out_of_memory("--device gpu: only " + std::to_string(probe.caps.free_bytes) +
-                                 " bytes of VRAM are free");
+    return Status::out_of_memory(
+        "--device gpu: the VRAM budget leaves nothing for the arena: " +
+        std::to_string(after.free_bytes) + " bytes are free and the CUDA stream and cuBLAS take " +
+        std::to_string(outside_arena_bytes_) + " bytes of the budget");
   }
   STRATA_ASSIGN_OR_RETURN(
       arena_, DeviceArena::create(arena_options, make_cuda_device_allocator(options_.device)));
@@ -104,7 +115,7 @@ Status GpuExecutor::init() {
                                                                        : make_cuda_host_pinner()));
   STRATA_RETURN_IF_ERROR(upload_weights());
 
-  STRATA_ASSIGN_OR_RETURN(blas_, gpu::Cublas::create(*arena_, stream_));
+  STRATA_RETURN_IF_ERROR(blas_->use_workspace(*arena_));
   gpu::GpuMatmulOptions mm;
   mm.precision = options_.gemm_precision;
   mm.max_tokens = base.max_batch_tokens;
@@ -167,6 +178,16 @@ Status GpuExecutor::init() {
     STRATA_ASSIGN_OR_RETURN(host_x_, host_pool_->allocate(x_floats * 4));
     STRATA_ASSIGN_OR_RETURN(host_y_, host_pool_->allocate(y_floats * 4));
     STRATA_ASSIGN_OR_RETURN(host_ready_, cuda::Event::create(cuda::EventTiming::kDisabled));
+    // Pinned buffers under their device addresses, for uploads by kernel (see matmuls); when
+    // either is pageable, uploads go by copy.
+    if (host_x_.pinned() && host_y_.pinned()) {
+      StatusOr<void*> x_mapped = cuda::device_pointer_of_host(host_x_.data());
+      StatusOr<void*> y_mapped = cuda::device_pointer_of_host(host_y_.data());
+      if (x_mapped.is_ok() && y_mapped.is_ok()) {
+        host_x_device_ = static_cast<const float*>(*x_mapped);
+        host_y_device_ = static_cast<const float*>(*y_mapped);
+      }
+    }
     cpu::MatmulOptions cpu_options;
     cpu_options.precision = base.prefill_precision;
     STRATA_ASSIGN_OR_RETURN(cpu_matmul_, cpu::CpuMatmul::create(cpu_options));
@@ -527,24 +548,42 @@ Status GpuExecutor::matmuls(std::span<const Operand> ops, const float* x, int64_
   STRATA_RETURN_IF_ERROR(
       cuda::memcpy_async(hx, x, n_tokens * cols * 4, cuda::CopyKind::kDeviceToHost, stream_));
   STRATA_RETURN_IF_ERROR(host_ready_.record(stream_));
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
   STRATA_RETURN_IF_ERROR(host_ready_.synchronize());
+  const auto t1 = Clock::now();
+  offload_times_.host_wait_s += std::chrono::duration<double>(t1 - t0).count();
   for (size_t i = 0; i < ops.size(); ++i) {
     const TensorSpec* t = ops[i].cpu;
     if (t == nullptr) continue;
     const WeightMatrix w{t->type, t->num_rows(), t->row_length(), t->data.data()};
     const int64_t floats = n_tokens * w.rows;
     if (hy + floats > hy_end) return Status::internal("CPU matmul output larger than its buffer");
+    const auto c0 = Clock::now();
     STRATA_RETURN_IF_ERROR(cpu_matmul_->run(w, hx, n_tokens, hy));
-    // Each output has its own part of host_y_: the copies up may still be running when the CPU
-    // writes the next one.
-    float* dst = output == GemvOutput::kStore ? outs[i] : act(xb_);
-    STRATA_RETURN_IF_ERROR(
-        cuda::memcpy_async(dst, hy, floats * 4, cuda::CopyKind::kHostToDevice, stream_));
+    offload_times_.cpu_matmul_s += std::chrono::duration<double>(Clock::now() - c0).count();
+    offload_times_.cpu_weight_bytes += static_cast<int64_t>(t->size_bytes);
+    // Each output has its own part of host_y_: the uploads may still be running when the CPU
+    // writes the next one. A small output goes up through a kernel that reads the pinned buffer
+    // itself: a copy would queue on the host-to-device copy engine behind whatever weight copy
+    // the copy stream is running (milliseconds), stalling the whole layer chain.
+    const float* src = hy;
+    if (host_y_device_ != nullptr && floats * 4 <= kZeroCopyMaxBytes) {
+      src = host_y_device_ + (hy - static_cast<float*>(host_y_.data()));
+    } else {
+      float* dst = output == GemvOutput::kStore ? outs[i] : act(xb_);
+      STRATA_RETURN_IF_ERROR(
+          cuda::memcpy_async(dst, hy, floats * 4, cuda::CopyKind::kHostToDevice, stream_));
+      src = dst;
+    }
     if (output == GemvOutput::kAccumulate) {
-      STRATA_RETURN_IF_ERROR(gpu::add_inplace(outs[i], act(xb_), floats, stream_));
+      STRATA_RETURN_IF_ERROR(gpu::add_inplace(outs[i], src, floats, stream_));
+    } else if (src != outs[i]) {
+      STRATA_RETURN_IF_ERROR(gpu::copy_floats(outs[i], src, floats, stream_));
     }
     hy += floats;
   }
+  offload_times_.cpu_s += std::chrono::duration<double>(Clock::now() - t1).count();
   return Status::ok();
 }
 
@@ -557,6 +596,9 @@ Status GpuExecutor::embed_on_host(std::span<const int32_t> tokens) {
   for (int64_t i = 0; i < n; ++i) {
     STRATA_RETURN_IF_ERROR(
         dequantize_row(t->type, t->data.data() + tokens[i] * stride, hx + i * E, E));
+  }
+  if (host_x_device_ != nullptr && n * E * 4 <= kZeroCopyMaxBytes) {  // see matmuls
+    return gpu::copy_floats(act(x_), host_x_device_, n * E, stream_);
   }
   return cuda::memcpy_async(x_.data(), hx, n * E * 4, cuda::CopyKind::kHostToDevice, stream_);
 }

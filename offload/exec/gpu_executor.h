@@ -100,6 +100,16 @@ struct GpuProfile {
   double total() const { return matmul_ms + attention_ms + other_ms + logits_ms; }
 };
 
+// Host-side time of CPU-run matrices, summed over the executor's life: waiting for the GPU work
+// before them (and so for any weight copy that work waits on), the CPU matmuls themselves, and
+// the whole CPU part including queuing the uploads.
+struct OffloadTimes {
+  double host_wait_s = 0;
+  double cpu_matmul_s = 0;
+  double cpu_s = 0;
+  int64_t cpu_weight_bytes = 0;
+};
+
 class GpuExecutor final : public Engine {
  public:
   // REQUIRES: `spec` outlives the executor. unsupported when there is no usable GPU or no CUDA in
@@ -129,6 +139,11 @@ class GpuExecutor final : public Engine {
   int64_t host_activation_bytes() const override;
   std::optional<DeviceArenaStats> device_stats() const override { return arena_->stats(); }
   std::string device_description() const override { return "gpu: " + device_name_; }
+
+  // Device memory the executor holds outside its arena (the CUDA stream, cuBLAS's handle),
+  // measured at creation and taken off the arena's budget, so that all of it fits the budget.
+  int64_t outside_arena_bytes() const { return outside_arena_bytes_; }
+  const OffloadTimes& offload_times() const { return offload_times_; }
 
   // Blocks until queued GPU work is done (benchmarks time with it).
   Status synchronize() const { return stream_.synchronize(); }
@@ -231,6 +246,11 @@ class GpuExecutor final : public Engine {
   const ModelSpec& spec_;
   GpuExecutorOptions options_;
   std::string device_name_;
+  int64_t outside_arena_bytes_ = 0;
+  OffloadTimes offload_times_;
+  // host_x_ and host_y_ under their device addresses, when both are pinned (else null).
+  const float* host_x_device_ = nullptr;
+  const float* host_y_device_ = nullptr;
   LlamaWeights bound_;
 
   // Declaration order is destruction order reversed: everything holding arena memory is declared

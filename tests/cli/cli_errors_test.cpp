@@ -71,13 +71,14 @@ TEST(Cli, ForcedGpuWithoutAGpuSaysWhy) {
 }
 
 TEST(Cli, GpuRunFitsTheBudgetOrSaysSo) {
-  // With a GPU: a 1 MiB budget cannot hold even the embedding table; the error names the budget.
+  // With a GPU: a 1 MiB budget cannot hold even the workspace; the error names the budget and
+  // the flag that raises it.
   STRATA_REQUIRE_TESTDATA(tiny_llama());
   const GpuProbe probe = probe_gpu(0);
   if (!probe.usable) GTEST_SKIP() << "no usable GPU: " << probe.reason;
   expect_clear_error(
       run_strata("run -m " + tiny_llama() + " -p hi --device gpu --vram-budget 1MiB"),
-      "does not fit in VRAM");
+      "raise --vram-budget");
 }
 
 // The offload policy of `strata run` (policies/policy.h): checked on every machine, GPU or not.

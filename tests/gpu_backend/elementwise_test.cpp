@@ -164,6 +164,35 @@ TEST_F(ElementwiseTest, AddInplaceIsExact) {
   EXPECT_EQ(first_bit_difference(download(y_dev, n), want), -1);
 }
 
+TEST_F(ElementwiseTest, CopyFloatsReadsPinnedHostMemoryUnderItsDeviceAddress) {
+  // The zero-copy upload of CPU-run outputs (GpuExecutor::matmuls): the kernel reads page-locked
+  // host memory itself, and add_inplace does too.
+  const int64_t n = 5 * 4096 + 3;
+  const std::vector<float> x = random_floats(n, 2.0f);
+  auto pinned = cuda::PinnedHostBuffer::allocate(n * 4);
+  ASSERT_TRUE(pinned.is_ok()) << pinned.status().to_string();
+  std::memcpy(pinned->data(), x.data(), static_cast<size_t>(n) * 4);
+  auto mapped = cuda::device_pointer_of_host(pinned->data());
+  ASSERT_TRUE(mapped.is_ok()) << mapped.status().to_string();
+  const auto* src = static_cast<const float*>(*mapped);
+  float* y_dev = device_output(n);
+  ASSERT_TRUE(gpu::copy_floats(y_dev, src, n, stream()).is_ok());
+  EXPECT_EQ(first_bit_difference(download(y_dev, n), x), -1);
+
+  const std::vector<float> y = random_floats(n, 3.0f);
+  std::vector<float> want = y;
+  cpu::add_inplace(want.data(), x.data(), n);
+  float* acc = upload(y);
+  ASSERT_TRUE(gpu::add_inplace(acc, src, n, stream()).is_ok());
+  EXPECT_EQ(first_bit_difference(download(acc, n), want), -1);
+}
+
+TEST_F(ElementwiseTest, HostMemoryCudaDidNotPinHasNoDeviceAddress) {
+  std::vector<float> pageable(1024);
+  auto mapped = cuda::device_pointer_of_host(pageable.data());
+  EXPECT_FALSE(mapped.is_ok());
+}
+
 TEST_F(ElementwiseTest, AddBiasIsExactOnEveryRow) {
   const int64_t n_tokens = 9;
   const int64_t n = 899;
