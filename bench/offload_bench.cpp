@@ -62,6 +62,10 @@ int main(int argc, char** argv) {
   app.add_option("--prefetch-depth", prefetch_depth, "Layers streamed ahead (default 2)");
   app.add_option("--decode", decode_tokens, "Tokens to decode (batch 1; 0: skip)");
   app.add_option("--prefill", prefill_tokens, "Prompt tokens of the prefill phase (0: skip)");
+  double max_prefill_s = 20;
+  app.add_option("--max-prefill-seconds", max_prefill_s,
+                 "Skip the prefill of a policy whose plan predicts it takes longer (the CPU-bound "
+                 "ones on large models; the skip is printed with the prediction)");
   app.add_option("--batch-seqs", batch_seqs,
                  "Sequences of the batched decode phase (Engine::forward_batch; 0: skip)");
   app.add_option("--read-gib", read_gib, "Buffers of the bandwidth measurements");
@@ -262,11 +266,18 @@ int main(int argc, char** argv) {
         for (SeqId q : seqs) check(engine->remove_sequence(q), "seq");
       }
     }
-    if (prefill_tokens > 0) {
+    const double predicted_prefill_s =
+        plan.prefill.tokens_per_s > 0 ? prefill_tokens / plan.prefill.tokens_per_s : 0.0;
+    if (prefill_tokens > 0 && predicted_prefill_s > max_prefill_s) {
+      std::fprintf(stderr, "%s: prefill skipped: the plan predicts %.0f s (%.1f tok/s), over "
+                   "--max-prefill-seconds %.0f\n", name.c_str(), predicted_prefill_s,
+                   plan.prefill.tokens_per_s, max_prefill_s);
+    } else if (prefill_tokens > 0) {
       std::vector<int32_t> prompt(static_cast<size_t>(prefill_tokens));
       for (int32_t& t : prompt) t = tok(rng);
       double best = 1e30;
-      const int reps = policy.kind == PolicyKind::kCpu ? 1 : 2;  // the first finds cuBLAS's kernels
+      // The first run finds cuBLAS's kernels; CPU-bound prefills (seconds) need no second.
+      const int reps = policy.kind == PolicyKind::kCpu || predicted_prefill_s > 2 ? 1 : 2;
       for (int rep = 0; rep < reps; ++rep) {
         check(engine->add_sequence(2), "seq");
         const double t0 = now_s();

@@ -156,11 +156,34 @@ Plan make_plan(const ModelSpec& spec, const Policy& policy, const Caps& caps) {
   // which order leaves fewer bytes on the host depends on the sizes, so auto tries both).
   const size_t n_layers = static_cast<size_t>(spec.hp.n_layer);
   const size_t head = n_layers;
+  // Layers in model order for gpu-first (a prefix, as -ngl), else in spread order: bit-reversed
+  // indices (van der Corput), so that any number of residents that fits lies evenly among the
+  // host layers. A prefill pass then alternates resident and streamed layers, and the copy engine
+  // fills the ring while the GPU runs the residents; with the residents first, the link would
+  // idle through all of them and the streamed ones would run back to back at PCIe speed.
+  std::vector<size_t> layer_order;
+  if (policy.kind == PolicyKind::kGpuFirst) {
+    for (size_t l = 0; l < n_layers; ++l) layer_order.push_back(l);
+  } else {
+    size_t bits = 0;
+    while ((size_t{1} << bits) < n_layers) ++bits;
+    for (size_t i = 0; i < (size_t{1} << bits); ++i) {
+      size_t r = 0;
+      for (size_t b = 0; b < bits; ++b) r |= ((i >> b) & 1) << (bits - 1 - b);
+      if (r < n_layers) layer_order.push_back(r);
+    }
+  }
   auto order_of = [&](bool head_first) {
     std::vector<size_t> order;
     if (head_first) order.push_back(head);
-    for (size_t l = 0; l < n_layers; ++l) order.push_back(l);
+    order.insert(order.end(), layer_order.begin(), layer_order.end());
     if (!head_first) order.push_back(head);
+    return order;
+  };
+  // Model order, for passes that walk the layers as the forward pass does.
+  auto model_order = [&]() {
+    std::vector<size_t> order;
+    for (size_t l = 0; l <= n_layers; ++l) order.push_back(l);  // the head last
     return order;
   };
   const std::vector<size_t> order = order_of(policy.kind != PolicyKind::kGpuFirst);
@@ -198,10 +221,10 @@ Plan make_plan(const ModelSpec& spec, const Policy& policy, const Caps& caps) {
   // layers would leave the link idle for most of the CPU's run).
   auto assign = [&](bool decode, const std::vector<bool>& resident, size_t streamed) {
     size_t host_layers = 0;
-    for (size_t u : order_of(true)) host_layers += !resident[u] && u != head;
+    for (size_t u : model_order()) host_layers += !resident[u] && u != head;
     const size_t k = std::min(streamed, host_layers);
     size_t h = 0;
-    for (size_t u : order_of(true)) {
+    for (size_t u : model_order()) {
       if (resident[u]) {
         place_phase(units[u], decode, Placement::kVram);
       } else if (u == head) {
