@@ -190,6 +190,8 @@ int main(int argc, char** argv) {
       r["commit"] = commit;
       for (auto it = extra.begin(); it != extra.end(); ++it) r[it.key()] = it.value();
       records.push_back(r);
+      // Appended as it is measured: a run cut short by a time limit keeps what it measured.
+      if (!json_out.empty()) std::ofstream(json_out, std::ios::app) << r.dump() << "\n";
       std::printf("%s\n", r.dump().c_str());
     };
 
@@ -299,10 +301,6 @@ int main(int argc, char** argv) {
       record("prefill", p, n / best, n / roof_s,
              {{"context", prefill_tokens}, {"flop_per_s", flops / best}, {"chunk_tokens", chunk}});
     }
-  }
-  if (!json_out.empty()) {
-    std::ofstream out(json_out, std::ios::app);
-    for (const auto& r : records) out << r.dump() << "\n";
   }
   std::fprintf(stderr, "\n%-12s %-6s %-10s %-8s %10s %10s %6s %10s  %s\n", "model", "type",
                "policy", "phase", "tok/s", "roof", "ratio", "predicted",
