@@ -62,6 +62,11 @@ int main(int argc, char** argv) {
   app.add_option("--prefetch-depth", prefetch_depth, "Layers streamed ahead (default 2)");
   app.add_option("--decode", decode_tokens, "Tokens to decode (batch 1; 0: skip)");
   app.add_option("--prefill", prefill_tokens, "Prompt tokens of the prefill phase (0: skip)");
+  bool profile = false;
+  app.add_flag("--profile", profile,
+               "GPU time per op family in prefill (events between ops): matmul, attention, and "
+               "'other', which also holds the waits for streamed weights (they sit before a "
+               "layer's first norm)");
   double max_prefill_s = 20;
   app.add_option("--max-prefill-seconds", max_prefill_s,
                  "Skip the prefill of a policy whose plan predicts it takes longer (the CPU-bound "
@@ -148,6 +153,7 @@ int main(int argc, char** argv) {
       o.base = base;
       o.vram_budget_bytes = plan.vram_budget_bytes;
       o.gemm_precision = gpu::GemmPrecision::kF16;
+      o.profile = profile;
       o.placements = plan.tensors;
       o.prefetch_depth = prefetch_depth;
       auto exec = check(GpuExecutor::create(spec, o), "GpuExecutor");
@@ -278,6 +284,7 @@ int main(int argc, char** argv) {
       std::vector<int32_t> prompt(static_cast<size_t>(prefill_tokens));
       for (int32_t& t : prompt) t = tok(rng);
       double best = 1e30;
+      const GpuProfile profile0 = gpu != nullptr ? gpu->profile() : GpuProfile{};
       // The first run finds cuBLAS's kernels; CPU-bound prefills (seconds) need no second.
       const int reps = policy.kind == PolicyKind::kCpu || predicted_prefill_s > 2 ? 1 : 2;
       for (int rep = 0; rep < reps; ++rep) {
@@ -298,8 +305,19 @@ int main(int argc, char** argv) {
                                 : std::max(passes * p.stream_bytes / caps.h2d_pinned_bytes_per_s,
                                            flops / caps.gpu_gemm_flop_per_s) +
                                       passes * p.cpu_bytes / caps.cpu_read_bytes_per_s;
-      record("prefill", p, n / best, n / roof_s,
-             {{"context", prefill_tokens}, {"flop_per_s", flops / best}, {"chunk_tokens", chunk}});
+      nlohmann::json extra = {
+          {"context", prefill_tokens}, {"flop_per_s", flops / best}, {"chunk_tokens", chunk}};
+      if (profile && gpu != nullptr) {  // milliseconds per prefill, over all its reps
+        const GpuProfile& g = gpu->profile();
+        const double per = reps;
+        extra["profile_ms"] = {{"matmul", (g.matmul_ms - profile0.matmul_ms) / per},
+                               {"attention", (g.attention_ms - profile0.attention_ms) / per},
+                               {"other_and_waits", (g.other_ms - profile0.other_ms) / per},
+                               {"logits", (g.logits_ms - profile0.logits_ms) / per}};
+        std::fprintf(stderr, "%s prefill profile (ms): %s\n", name.c_str(),
+                     extra["profile_ms"].dump().c_str());
+      }
+      record("prefill", p, n / best, n / roof_s, extra);
     }
   }
   std::fprintf(stderr, "\n%-12s %-6s %-10s %-8s %10s %10s %6s %10s  %s\n", "model", "type",

@@ -16,6 +16,9 @@
 #                prefill 2048 in VRAM vs B/H and FLOPs/G)
 #     offload    synth each case of STRATA_OFFLOAD_CASES ("shape:type:budget ...", default the
 #                three of BENCHMARKS.md) and bench/offload_bench on it under every policy
+#                (STRATA_OFFLOAD_POLICIES, _DECODE; STRATA_OFFLOAD_FLAGS="--profile" splits the
+#                prefill's GPU time; a case with a budget the model fits in, e.g.
+#                llama3-70b:Q4_0:60GiB, gives the all-resident compute time to compare with)
 #     gemv       bench/gemv_bench (CPU decode GEMV vs measured read bandwidth)
 #     cpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/cpu_e2e_bench on each (decode + prefill 2048)
 #     train      (starts first, in the background) trains the default model on the GPU from the
@@ -139,7 +142,7 @@ PY
         timeout "${STRATA_BENCH_TIMEOUT:-300}" build-gpu/bench/offload_bench -m "$m" --model-name "$shape" --scenario "off-$shape" \
           --vram-budget "$budget" --policies "${STRATA_OFFLOAD_POLICIES:-auto,gpu-first,stream,cpu}" \
           --decode "${STRATA_OFFLOAD_DECODE:-32}" --prefill 2048 --json-out "$jsonl" \
-          --commit "$commit" 2>&1 | grep -v '^{' | tail -12 || true
+          --commit "$commit" ${STRATA_OFFLOAD_FLAGS:-} 2>&1 | grep -v '^{' | tail -16 || true
         rm -f "$m"
       done ;;
     gemv)
