@@ -6,6 +6,8 @@
 #include <cmath>
 #include <limits>
 
+#include "cpu_backend/kv_row.h"
+
 namespace strata::cpu {
 namespace {
 
@@ -25,14 +27,6 @@ inline float dot_f32(const float* a, const float* b, int64_t n) {
 inline void axpy_f32(float w, const float* x, float* acc, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) acc[i] += w * x[i];
-}
-
-// Converts one f16 head row to float32 (a small buffer), so f16 KV runs the same loops.
-inline const float* row_as_f32(const void* row, int64_t n, bool f16, float* buf) {
-  if (!f16) return static_cast<const float*>(row);
-  const auto* r = static_cast<const uint16_t*>(row);
-  for (int64_t i = 0; i < n; ++i) buf[i] = f16_to_f32(r[i]);
-  return buf;
 }
 
 }  // namespace
@@ -72,9 +66,8 @@ void merge_attention(const float* out_a, const float* lse_a, const float* out_b,
 void attention_range(const float* q, int64_t n_tokens, const int32_t* positions,
                      const KvLayerView& kv, const AttentionShape& shape, int64_t kv_begin,
                      int64_t kv_end, float* out, float* lse, float* scratch) {
-  const bool f16 = kv.dtype == DType::kF16;
-  const int64_t elem_bytes = kv_elem_bytes(kv.dtype);
   const int64_t hd = shape.head_dim;
+  const int64_t head_bytes = kv_bytes(kv.dtype, hd);  // one KV head's slice of a row
   const int64_t group = shape.n_head / shape.n_head_kv;  // query heads per KV head
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   // Per thread, as attention_scratch_floats lays it out for this call's token count.
@@ -94,8 +87,8 @@ void attention_range(const float* q, int64_t n_tokens, const int32_t* positions,
         float max_score[kMaxGroup];
         std::fill(max_score, max_score + g_count, -std::numeric_limits<float>::infinity());
         for (int64_t p = kv_begin; p < p_end; ++p) {
-          const char* k_raw = static_cast<const char*>(kv_k_row(kv, p)) + kvh * hd * elem_bytes;
-          const float* k = row_as_f32(k_raw, hd, f16, row_buf);
+          const char* k_raw = static_cast<const char*>(kv_k_row(kv, p)) + kvh * head_bytes;
+          const float* k = kv_row_f32(k_raw, hd, kv.dtype, row_buf);
           for (int64_t g = 0; g < g_count; ++g) {
             const float s = dot_f32(q + (t * shape.n_head + h0 + g) * hd, k, hd) * scale;
             base[g * kv.num_tokens + p] = s;
@@ -120,8 +113,8 @@ void attention_range(const float* q, int64_t n_tokens, const int32_t* positions,
           std::fill(oh, oh + hd, 0.0f);
         }
         for (int64_t p = kv_begin; p < p_end; ++p) {
-          const char* v_raw = static_cast<const char*>(kv_v_row(kv, p)) + kvh * hd * elem_bytes;
-          const float* v = row_as_f32(v_raw, hd, f16, row_buf);
+          const char* v_raw = static_cast<const char*>(kv_v_row(kv, p)) + kvh * head_bytes;
+          const float* v = kv_row_f32(v_raw, hd, kv.dtype, row_buf);
           for (int64_t g = 0; g < g_count; ++g) {
             axpy_f32(base[g * kv.num_tokens + p] * inv_sum[g], v,
                      out + (t * shape.n_head + h0 + g) * hd, hd);

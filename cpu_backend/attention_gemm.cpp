@@ -9,6 +9,8 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu_backend/kv_row.h"
+
 namespace strata::cpu {
 namespace {
 
@@ -60,23 +62,17 @@ class OneDnnPrefillAttention final : public PrefillAttention {
   void gather(const KvLayerView& kv, int64_t kvh, int64_t n_keys, int64_t D) {
     k_.resize(static_cast<size_t>(n_keys * D));
     v_.resize(static_cast<size_t>(n_keys * D));
-    const bool f16 = kv.dtype == DType::kF16;
-    const int64_t elem = kv_elem_bytes(kv.dtype);
+    const int64_t head_bytes = kv_bytes(kv.dtype, D);  // one KV head's slice of a row
 #pragma omp parallel for schedule(static)
     for (int64_t p = 0; p < n_keys; ++p) {
-      const char* kr = static_cast<const char*>(kv_k_row(kv, p)) + kvh * D * elem;
-      const char* vr = static_cast<const char*>(kv_v_row(kv, p)) + kvh * D * elem;
+      const char* kr = static_cast<const char*>(kv_k_row(kv, p)) + kvh * head_bytes;
+      const char* vr = static_cast<const char*>(kv_v_row(kv, p)) + kvh * head_bytes;
       float* kd = k_.data() + p * D;
       float* vd = v_.data() + p * D;
-      if (f16) {
-        for (int64_t i = 0; i < D; ++i) {
-          kd[i] = f16_to_f32(reinterpret_cast<const uint16_t*>(kr)[i]);
-          vd[i] = f16_to_f32(reinterpret_cast<const uint16_t*>(vr)[i]);
-        }
-      } else {
-        std::memcpy(kd, kr, D * sizeof(float));
-        std::memcpy(vd, vr, D * sizeof(float));
-      }
+      const float* k = kv_row_f32(kr, D, kv.dtype, kd);
+      const float* v = kv_row_f32(vr, D, kv.dtype, vd);
+      if (k != kd) std::memcpy(kd, k, D * sizeof(float));  // f32 rows come back in place
+      if (v != vd) std::memcpy(vd, v, D * sizeof(float));
     }
   }
 

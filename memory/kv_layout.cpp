@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "memory/kv_view.h"
 #include "offload/model/model_spec.h"
 
 namespace strata {
@@ -27,11 +28,17 @@ Status KvLayout::validate() const {
     return Status::invalid_argument("KV layout: --kv-block-tokens must be in [1, 1048576], got " +
                                     std::to_string(block_tokens));
   }
-  if (dtype != DType::kF32 && dtype != DType::kF16) {
-    return Status::invalid_argument(std::string("KV layout: --kv-type must be F32 or F16, got ") +
-                                    dtype_name(dtype));
+  if (dtype != DType::kF32 && dtype != DType::kF16 && dtype != DType::kQ8_0) {
+    return Status::invalid_argument(
+        std::string("KV layout: --kv-type must be f32, f16 or q8_0, got ") + dtype_name(dtype));
+  }
+  if (dtype == DType::kQ8_0 && kv_dim % 32 != 0) {
+    return Status::invalid_argument("KV layout: --kv-type q8_0 needs kv_dim a multiple of 32, got " +
+                                    std::to_string(kv_dim));
   }
   return Status::ok();
 }
+
+int64_t KvLayout::row_bytes() const { return kv_bytes(dtype, kv_dim); }
 
 }  // namespace strata

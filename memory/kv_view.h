@@ -10,7 +10,10 @@
 //   V row of token t = (T*)v_blocks[t / block_tokens] + (t % block_tokens) * kv_dim
 //
 // where T is `float` for DType::kF32 and `uint16_t` (IEEE half bits) for DType::kF16. A row holds
-// the n_head_kv heads one after another: element (kv head h, dim d) is at h * head_dim + d.
+// the n_head_kv heads one after another: element (kv head h, dim d) is at h * head_dim + d. For
+// DType::kQ8_0 a row is kv_dim / 32 blocks of 34 bytes (f16 scale, 32 int8), as GGUF stores
+// Q8_0; head_dim is a multiple of 32, so head h starts at block h * head_dim / 32. Byte offsets
+// of any of the three: kv_bytes(dtype, elements).
 //
 // Example usage (attention for one sequence, one layer):
 //   KvLayerView kv = cache.layer_view(seq, layer);
@@ -37,7 +40,7 @@ struct KvLayerView {
   int64_t num_tokens = 0;           // rows [0, num_tokens) belong to the sequence
   int64_t block_tokens = 0;         // rows per block
   int64_t kv_dim = 0;               // elements per row (n_head_kv * head_dim)
-  DType dtype = DType::kF32;        // kF32 or kF16
+  DType dtype = DType::kF32;        // kF32, kF16 or kQ8_0
 };
 
 // Where one token's K and V rows are, in one layer: the write path of the forward pass.
@@ -46,16 +49,26 @@ struct KvRowPtrs {
   void* v = nullptr;  // [kv_dim]
 };
 
-inline int64_t kv_elem_bytes(DType dtype) { return dtype == DType::kF16 ? 2 : 4; }
+// Bytes of `elements` KV elements of `dtype` (for kQ8_0, REQUIRES: a multiple of 32).
+inline int64_t kv_bytes(DType dtype, int64_t elements) {
+  switch (dtype) {
+    case DType::kF16:
+      return elements * 2;
+    case DType::kQ8_0:
+      return elements / 32 * 34;
+    default:
+      return elements * 4;
+  }
+}
 
 // REQUIRES: 0 <= token < view.num_tokens
 inline void* kv_k_row(const KvLayerView& view, int64_t token) {
   auto* block = static_cast<char*>(view.k_blocks[token / view.block_tokens]);
-  return block + (token % view.block_tokens) * view.kv_dim * kv_elem_bytes(view.dtype);
+  return block + kv_bytes(view.dtype, (token % view.block_tokens) * view.kv_dim);
 }
 inline void* kv_v_row(const KvLayerView& view, int64_t token) {
   auto* block = static_cast<char*>(view.v_blocks[token / view.block_tokens]);
-  return block + (token % view.block_tokens) * view.kv_dim * kv_elem_bytes(view.dtype);
+  return block + kv_bytes(view.dtype, (token % view.block_tokens) * view.kv_dim);
 }
 
 }  // namespace strata

@@ -57,7 +57,7 @@ Prediction predict_decode(const HyperParams& hp, const std::vector<TensorCost>& 
   // cold part (tiered KV, policy.hot_window) over PCIe (prefetch) or by the CPU where it lies
   // (cpu); auto takes the faster. Under the cpu policy all of it is read by the CPU.
   const double per_token =
-      static_cast<double>(hp.kv_bytes_per_token(policy.kv_type == DType::kF16 ? 2 : 4)) *
+      static_cast<double>(hp.kv_bytes_per_token(policy.kv_type)) *
       static_cast<double>(policy.batch);
   if (policy.kind == PolicyKind::kCpu) {
     const double kv = per_token * static_cast<double>(policy.context_tokens);

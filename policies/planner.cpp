@@ -41,12 +41,12 @@ TierBytes fixed_vram(const ModelSpec& spec, const Policy& policy, int64_t larges
   const HyperParams& hp = spec.hp;
   TierBytes b;
   if (policy.kind == PolicyKind::kCpu) {  // no GPU at all: the whole KV on the host
-    b.host_kv = hp.kv_bytes_per_token(policy.kv_type == DType::kF16 ? 2 : 4) *
+    b.host_kv = hp.kv_bytes_per_token(policy.kv_type) *
                 policy.context_tokens * policy.batch;
     return b;
   }
   // KV: the hot window (and sinks) of every sequence in VRAM, the older part in pinned host.
-  const int64_t per_token = hp.kv_bytes_per_token(policy.kv_type == DType::kF16 ? 2 : 4);
+  const int64_t per_token = hp.kv_bytes_per_token(policy.kv_type);
   b.vram_kv = per_token * policy.hot_kv_tokens() * policy.batch;
   b.host_kv = per_token * policy.cold_kv_tokens() * policy.batch;
   // Cold KV prefetched back for attention needs VRAM for two layers of it (one being read, one

@@ -114,8 +114,8 @@ Status Policy::validate() const {
   if (context_tokens < 1) return Status::invalid_argument("context: must be at least 1");
   if (batch < 1) return Status::invalid_argument("batch: must be at least 1");
   if (prefill_tokens < 1) return Status::invalid_argument("prefill_tokens: must be at least 1");
-  if (kv_type != DType::kF16 && kv_type != DType::kF32) {
-    return Status::invalid_argument("kv_type: must be f16 or f32");
+  if (kv_type != DType::kF16 && kv_type != DType::kF32 && kv_type != DType::kQ8_0) {
+    return Status::invalid_argument("kv_type: must be f16, f32 or q8_0");
   }
   if (hot_window_tokens < 0) return Status::invalid_argument("hot_window: must not be negative");
   if (sink_blocks < 0) return Status::invalid_argument("sink_blocks: must not be negative");
@@ -181,8 +181,10 @@ StatusOr<Policy> parse_policy_toml(std::string_view text, const std::string& ori
       STRATA_ASSIGN_OR_RETURN(p.prefill_tokens, integer(origin, node, key));
     } else if (key == "kv_type") {
       STRATA_ASSIGN_OR_RETURN(const std::string s, string(origin, node, key));
-      if (s != "f16" && s != "f32") return bad(origin, node, key, "'" + s + "' is not f16 or f32");
-      p.kv_type = s == "f16" ? DType::kF16 : DType::kF32;
+      if (s != "f16" && s != "f32" && s != "q8_0") {
+        return bad(origin, node, key, "'" + s + "' is not f16, f32 or q8_0");
+      }
+      p.kv_type = kv_type_of(s);
     } else if (key == "hot_window") {
       STRATA_ASSIGN_OR_RETURN(p.hot_window_tokens, integer(origin, node, key));
     } else if (key == "sink_blocks") {

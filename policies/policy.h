@@ -12,7 +12,7 @@
 //   context         tokens of KV per sequence the plan provisions                    [4096]
 //   batch           sequences decoded together                                       [1]
 //   prefill_tokens  tokens per prefill chunk                                         [2048]
-//   kv_type         "f16" | "f32"                                                    ["f16"]
+//   kv_type         "f16" | "f32" | "q8_0"                                           ["f16"]
 //   hot_window      tokens of each sequence's most recent KV kept in VRAM; 0 = all   [0]
 //   sink_blocks     the first KV blocks of a sequence, kept in VRAM with the window  [1]
 //   block_tokens    tokens per KV block                                              [16]
@@ -53,6 +53,13 @@ struct PlacementRule {
   std::string match;  // regex over the whole tensor name
   Placement place = Placement::kVram;
 };
+
+// The KV element type named by --kv-type / kv_type: "f32", "q8_0", else f16.
+inline DType kv_type_of(const std::string& name) {
+  if (name == "f32") return DType::kF32;
+  if (name == "q8_0") return DType::kQ8_0;
+  return DType::kF16;
+}
 
 struct Policy {
   PolicyKind kind = PolicyKind::kAuto;

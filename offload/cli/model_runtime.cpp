@@ -23,8 +23,10 @@ void RuntimeFlags::add_to(CLI::App* cmd) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("-b,--batch", batch, "Tokens per forward chunk (default 512)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--kv-type", kv_type, "KV cache element type: f32 or f16 (default f32)")
-      ->check(CLI::IsMember({"f32", "f16"}));
+  cmd->add_option("--kv-type", kv_type,
+                  "KV cache element type: f32, f16 or q8_0 (a scale per 32; CPU only for now) "
+                  "(default f32)")
+      ->check(CLI::IsMember({"f32", "f16", "q8_0"}));
   cmd->add_option("--prefill-precision", prefill_precision,
                   "Prefill matmul inputs: f32 (exact), bf16 (CPU AMX) or f16 (GPU tensor cores); "
                   "auto = f32 on the CPU, f16 on the GPU (default auto)")
@@ -51,7 +53,7 @@ StatusOr<Policy> run_policy(const RuntimeFlags& flags, int64_t vram_budget) {
                                                                vram_budget, flags.prefetch_depth));
   if (flags.ctx > 0) p.context_tokens = flags.ctx;
   p.prefill_tokens = flags.batch;
-  p.kv_type = flags.kv_type == "f16" ? DType::kF16 : DType::kF32;
+  p.kv_type = kv_type_of(flags.kv_type);
   p.batch = 1;
   STRATA_RETURN_IF_ERROR(p.validate());
   return p;
@@ -126,7 +128,7 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
   ExecutorOptions opts;
   opts.max_context = flags.ctx;
   opts.max_batch_tokens = flags.batch;
-  opts.kv_type = flags.kv_type == "f16" ? DType::kF16 : DType::kF32;
+  opts.kv_type = kv_type_of(flags.kv_type);
   std::optional<Plan> plan;
   int64_t prefetch_depth = 0;
   if (use_gpu) {

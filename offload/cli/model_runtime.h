@@ -23,7 +23,7 @@ struct RuntimeFlags {
   int threads = 0;              // 0: one per physical core
   int64_t ctx = 0;              // 0: the model's trained context
   int64_t batch = 512;          // tokens per forward chunk
-  std::string kv_type = "f32";  // f32 | f16
+  std::string kv_type = "f32";  // f32 | f16 | q8_0
   // auto: f32 on the CPU (exact), f16 on the GPU (tensor cores); f32 | bf16 | f16.
   std::string prefill_precision = "auto";
   std::string vram_budget;  // --vram-budget; empty: free VRAM minus 1 GiB

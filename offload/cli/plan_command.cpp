@@ -36,7 +36,7 @@ StatusOr<Policy> policy_of(const PlanFlags& f) {
   if (f.context > 0) p.context_tokens = f.context;
   if (f.batch > 0) p.batch = f.batch;
   if (f.prefill_tokens > 0) p.prefill_tokens = f.prefill_tokens;
-  if (!f.kv_type.empty()) p.kv_type = f.kv_type == "f32" ? DType::kF32 : DType::kF16;
+  if (!f.kv_type.empty()) p.kv_type = kv_type_of(f.kv_type);
   if (f.hot_window >= 0) p.hot_window_tokens = f.hot_window;
   if (f.sink_blocks >= 0) p.sink_blocks = f.sink_blocks;
   if (f.block_tokens > 0) p.block_tokens = f.block_tokens;
@@ -200,8 +200,8 @@ void add_plan_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--context", f->context, "KV tokens per sequence (default 4096)");
   cmd->add_option("--batch", f->batch, "Sequences decoded together (default 1)");
   cmd->add_option("--prefill-tokens", f->prefill_tokens, "Prefill chunk (default 2048)");
-  cmd->add_option("--kv-type", f->kv_type, "f16 or f32 (default f16)")
-      ->check(CLI::IsMember({"f16", "f32"}));
+  cmd->add_option("--kv-type", f->kv_type, "f16, f32 or q8_0 (default f16)")
+      ->check(CLI::IsMember({"f16", "f32", "q8_0"}));
   cmd->add_option("--hot-window", f->hot_window,
                   "Tokens of recent KV per sequence kept in VRAM (default 0: all of it)");
   cmd->add_option("--sink-blocks", f->sink_blocks, "First KV blocks kept in VRAM (default 1)");

@@ -7,6 +7,7 @@
 #include "cpu_backend/attention.h"
 #include "cpu_backend/elementwise.h"
 #include "offload/core/dequantize.h"
+#include "offload/core/quantize.h"
 
 namespace strata {
 namespace {
@@ -40,8 +41,13 @@ Status ExecutorOptions::validate(const HyperParams& hp) const {
   if (max_batch_tokens <= 0) return Status::invalid_argument("--batch must be positive");
   if (attention_tile_tokens <= 0)
     return Status::invalid_argument("attention tile must be positive");
-  if (kv_type != DType::kF32 && kv_type != DType::kF16) {
-    return Status::invalid_argument("--kv-type must be f32 or f16");
+  if (kv_type != DType::kF32 && kv_type != DType::kF16 && kv_type != DType::kQ8_0) {
+    return Status::invalid_argument("--kv-type must be f32, f16 or q8_0");
+  }
+  // q8_0 rows are 32-element blocks; attention reads one KV head's slice at a time.
+  if (kv_type == DType::kQ8_0 && hp.head_dim % 32 != 0) {
+    return Status::invalid_argument("--kv-type q8_0 needs a head size that is a multiple of 32; "
+                                    "this model's is " + std::to_string(hp.head_dim));
   }
   return Status::ok();
 }
@@ -132,7 +138,11 @@ void Executor::store_kv(SeqId seq, int64_t layer, int64_t pos0, int64_t row0, in
     KvRowPtrs row = kv_->rows(seq, layer, pos0 + i);
     const float* k = k_.data() + (row0 + i) * kv_dim;
     const float* v = v_.data() + (row0 + i) * kv_dim;
-    if (f16) {
+    if (options_.kv_type == DType::kQ8_0) {  // as llama.cpp's q8_0 cache: a scale per 32
+      // Cannot fail: the type is quantizable and kv_dim a multiple of 32 (checked at creation).
+      (void)quantize_row(DType::kQ8_0, k, row.k, kv_dim);
+      (void)quantize_row(DType::kQ8_0, v, row.v, kv_dim);
+    } else if (f16) {
       auto* kd = static_cast<uint16_t*>(row.k);
       auto* vd = static_cast<uint16_t*>(row.v);
       for (int64_t j = 0; j < kv_dim; ++j) {

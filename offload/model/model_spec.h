@@ -56,6 +56,11 @@ struct HyperParams {
   int64_t kv_bytes_per_token(int64_t bytes_per_elem) const {
     return 2 * n_layer * kv_dim() * bytes_per_elem;
   }
+  // The same for a KV cache of `kv_type`: f32, f16, or q8_0 (34 bytes per 32 elements).
+  int64_t kv_bytes_per_token(DType kv_type) const {
+    if (kv_type == DType::kQ8_0) return 2 * n_layer * (kv_dim() / 32 * 34);
+    return kv_bytes_per_token(int64_t{kv_type == DType::kF16 ? 2 : 4});
+  }
 };
 
 struct TensorSpec {

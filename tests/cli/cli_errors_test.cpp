@@ -70,6 +70,14 @@ TEST(Cli, ForcedGpuWithoutAGpuSaysWhy) {
                      "--device gpu: ");
 }
 
+TEST(Cli, Q8_0KvOnAModelWithShortHeadsNamesTheHeadSize) {
+  // tiny-llama's heads have 8 dims; q8_0 blocks hold 32.
+  STRATA_REQUIRE_TESTDATA(tiny_llama());
+  expect_clear_error(
+      run_strata("run -m " + tiny_llama() + " -p hi -n 1 --device cpu --kv-type q8_0"),
+      "multiple of 32");
+}
+
 TEST(Cli, GpuRunFitsTheBudgetOrSaysSo) {
   // With a GPU: a 1 MiB budget cannot hold even the workspace; the error names the budget and
   // the flag that raises it.

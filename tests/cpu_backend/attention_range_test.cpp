@@ -13,7 +13,9 @@
 #include <vector>
 
 #include "cpu_backend/attention.h"
+#include "offload/core/dequantize.h"
 #include "offload/core/dtype.h"
+#include "offload/core/quantize.h"
 
 namespace strata::cpu {
 namespace {
@@ -26,8 +28,8 @@ struct Paged {
 
 Paged make_paged(std::mt19937& rng, const AttentionShape& s, DType dtype, int64_t tokens,
                  int64_t bt) {
-  const int64_t kv_dim = s.n_head_kv * s.head_dim, elem = kv_elem_bytes(dtype);
-  const int64_t blocks = (tokens + bt - 1) / bt, slot = bt * kv_dim * elem;
+  const int64_t kv_dim = s.n_head_kv * s.head_dim, row_bytes = kv_bytes(dtype, kv_dim);
+  const int64_t blocks = (tokens + bt - 1) / bt, slot = bt * row_bytes;
   std::vector<int64_t> order(static_cast<size_t>(2 * blocks));
   std::iota(order.begin(), order.end(), 0);
   std::shuffle(order.begin(), order.end(), rng);
@@ -39,14 +41,24 @@ Paged make_paged(std::mt19937& rng, const AttentionShape& s, DType dtype, int64_
       uint8_t* base = p.bytes.data() + order[static_cast<size_t>(2 * b + kv)] * slot;
       (kv == 0 ? p.k : p.v).push_back(base);
       for (int64_t r = 0; r < bt; ++r) {
-        for (int64_t i = 0; i < kv_dim; ++i) {
-          const float x = b * bt + r < tokens ? normal(rng) : NAN;
-          const int64_t e = r * kv_dim + i;
-          if (dtype == DType::kF16) {
-            const uint16_t h = f32_to_f16(x);
-            std::memcpy(base + e * 2, &h, 2);
+        const bool live = b * bt + r < tokens;  // rows past the sequence are NaN
+        std::vector<float> row(static_cast<size_t>(kv_dim));
+        for (float& x : row) x = live ? normal(rng) : NAN;
+        uint8_t* dst = base + r * row_bytes;
+        if (dtype == DType::kQ8_0) {
+          if (live) {
+            EXPECT_TRUE(quantize_row(DType::kQ8_0, row.data(), dst, kv_dim).is_ok());
           } else {
-            std::memcpy(base + e * 4, &x, 4);
+            std::memset(dst, 0xFF, static_cast<size_t>(row_bytes));  // NaN scales
+          }
+          continue;
+        }
+        for (int64_t i = 0; i < kv_dim; ++i) {
+          if (dtype == DType::kF16) {
+            const uint16_t h = f32_to_f16(row[static_cast<size_t>(i)]);
+            std::memcpy(dst + i * 2, &h, 2);
+          } else {
+            std::memcpy(dst + i * 4, &row[static_cast<size_t>(i)], 4);
           }
         }
       }
@@ -59,6 +71,11 @@ Paged make_paged(std::mt19937& rng, const AttentionShape& s, DType dtype, int64_
 double kv_at(const KvLayerView& v, bool is_v, int64_t t, int64_t i) {
   const void* row = is_v ? kv_v_row(v, t) : kv_k_row(v, t);
   if (v.dtype == DType::kF16) return f16_to_f32(static_cast<const uint16_t*>(row)[i]);
+  if (v.dtype == DType::kQ8_0) {  // the stored value, by the format's own dequantizer
+    std::vector<float> values(static_cast<size_t>(v.kv_dim));
+    EXPECT_TRUE(dequantize_row(DType::kQ8_0, row, values.data(), v.kv_dim).is_ok());
+    return values[static_cast<size_t>(i)];
+  }
   return static_cast<const float*>(row)[i];
 }
 
@@ -94,8 +111,12 @@ class AttentionRange : public ::testing::TestWithParam<DType> {};
 TEST_P(AttentionRange, WholeAttentionMatchesFloat64AndSplitsMergeExactly) {
   std::mt19937 rng(std::random_device{}());
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (const AttentionShape s :
-       {AttentionShape{4, 2, 8}, AttentionShape{8, 1, 16}, AttentionShape{6, 6, 32}}) {
+  // q8_0 rows are 32-element blocks: head sizes of 32 and 64 there.
+  const std::vector<AttentionShape> shapes =
+      GetParam() == DType::kQ8_0
+          ? std::vector<AttentionShape>{{4, 2, 32}, {8, 1, 64}, {6, 6, 32}}
+          : std::vector<AttentionShape>{{4, 2, 8}, {8, 1, 16}, {6, 6, 32}};
+  for (const AttentionShape s : shapes) {
     const int64_t tokens = 40 + static_cast<int64_t>(rng() % 60), bt = 4 + rng() % 13;
     const Paged p = make_paged(rng, s, GetParam(), tokens, bt);
     const int64_t n = 3, qd = s.n_head * s.head_dim;
@@ -158,7 +179,8 @@ TEST(MergeAttention, AnEmptyPartIsTheIdentity) {
   EXPECT_EQ(lse[0], -INFINITY);
 }
 
-INSTANTIATE_TEST_SUITE_P(KvTypes, AttentionRange, ::testing::Values(DType::kF32, DType::kF16),
+INSTANTIATE_TEST_SUITE_P(KvTypes, AttentionRange,
+                         ::testing::Values(DType::kF32, DType::kF16, DType::kQ8_0),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 
 }  // namespace

@@ -37,7 +37,7 @@ class PagedAttentionTest : public strata::testing::GpuTest {
                         int64_t block_tokens) {
     const int64_t kv_dim = shape.n_head_kv * shape.head_dim;
     const int64_t bt = block_tokens;
-    const int64_t elem = kv_elem_bytes(dtype);
+    const int64_t elem = kv_bytes(dtype, 1);  // f32 or f16 here
     const int64_t slot_bytes = bt * kv_dim * elem;
     const int64_t n_blocks = (num_tokens + bt - 1) / bt;
     const int64_t n_slots = n_blocks * kLayers * 2;

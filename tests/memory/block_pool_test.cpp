@@ -81,10 +81,18 @@ TEST(BlockPoolTest, InvalidConfigIsRejectedNamingTheValue) {
   EXPECT_NE(pool.status().message().find("got 0 blocks"), std::string::npos);
 
   config.max_blocks = 8;
-  config.layout.dtype = DType::kQ8_0;
+  config.layout.dtype = DType::kQ4_0;
   pool = BlockPool::create(config, recording_allocator(&record));
   ASSERT_FALSE(pool.is_ok());
-  EXPECT_NE(pool.status().message().find("F32 or F16, got Q8_0"), std::string::npos);
+  EXPECT_NE(pool.status().message().find("f32, f16 or q8_0, got Q4_0"), std::string::npos)
+      << pool.status().to_string();
+
+  config.layout.dtype = DType::kQ8_0;  // whole 32-element blocks only
+  config.layout.kv_dim = 48;
+  pool = BlockPool::create(config, recording_allocator(&record));
+  ASSERT_FALSE(pool.is_ok());
+  EXPECT_NE(pool.status().message().find("multiple of 32, got 48"), std::string::npos)
+      << pool.status().to_string();
 
   config.layout = small_layout();
   config.layout.block_tokens = 0;

@@ -68,6 +68,10 @@ TEST(PlannerFixedVram, KvGrowsWithContextAndBatchAndStagingWithDepth) {
   const TierBytes b = planner::fixed_vram(spec, p, 1000, true);
   EXPECT_EQ(b.vram_kv, 4 * a.vram_kv);
   EXPECT_EQ(b.vram_staging, 5 * 1000);
+  // A q8_0 cache: 34 bytes per 32 elements, 17/32 of f16.
+  p.kv_type = DType::kQ8_0;
+  const TierBytes c = planner::fixed_vram(spec, p, 1000, true);
+  EXPECT_EQ(c.vram_kv * 32, b.vram_kv * 17);
   EXPECT_EQ(planner::fixed_vram(spec, p, 1000, false).vram_staging, 0);
   EXPECT_EQ(planner::fixed_vram(spec, policy(PolicyKind::kCpu, 8), 1000, true).vram_total(), 0);
 }

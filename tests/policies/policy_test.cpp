@@ -79,7 +79,7 @@ TEST(PolicyFile, BadInputNamesTheKeyAndLine) {
       {"\n\nvram_budget = \"8 parsecs\"", "p.toml:3: vram_budget: '8 parsecs' is not a size"},
       {"prefetch_depth = \"two\"", "prefetch_depth: expected an integer"},
       {"prefetch_depth = 0", "prefetch_depth: 0 is not in 1..8"},
-      {"kv_type = \"q4\"", "kv_type: 'q4' is not f16 or f32"},
+      {"kv_type = \"q4\"", "kv_type: 'q4' is not f16, f32 or q8_0"},
       {"[[rule]]\nmatch = \"x\"", "rule: needs both match and place"},
       {"[[rule]]\nmatch = \"x\"\nplace = \"disk\"", "rule.place: place: 'disk' is not one of"},
       {"[[rule]]\nmatch = \"(\"\nplace = \"cpu\"", "not a regular expression"},
