@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "bench/bench_check.h"
+#include "cpu_backend/compute_rates.h"
 #include "cpu_backend/read_bandwidth.h"
 #include "cpu_backend/thread_placement.h"
 #include "gpu_backend/device_probe.h"
@@ -102,6 +103,17 @@ int main(int argc, char** argv) {
     check(
         measure_gpu_limits(probe, read_gib, cpu_probe, GemmShape{hp.n_ff, chunk, hp.n_embd}, &caps),
         "limits");
+    // The CPU decode GEMV on the model's own weight type, so that the plan charges CPU-run layers
+    // what the kernels do on this host now (the read probe alone swings by tens of percent here).
+    if (const TensorSpec* t = spec.find("blk.0.ffn_up.weight")) {
+      const double gemv = check(cpu::measure_gemv_bytes_per_s(t->type, int64_t{1} << 30), "gemv");
+      const bool four_bit =
+          t->type == DType::kQ4_0 || t->type == DType::kQ4_K || t->type == DType::kQ6_K;
+      (four_bit ? caps.cpu_gemv_efficiency_4bit : caps.cpu_gemv_efficiency_dense) =
+          gemv / caps.cpu_read_bytes_per_s;
+      std::fprintf(stderr, "CPU GEMV %s: %.1f GB/s (%.2f of C)\n", dtype_name(t->type), gemv / 1e9,
+                   gemv / caps.cpu_read_bytes_per_s);
+    }
     caps.source = "measured by offload_bench";
   }
   std::fprintf(stderr,
@@ -182,7 +194,9 @@ int main(int argc, char** argv) {
                      {"h2d_pinned_bytes_per_s", caps.h2d_pinned_bytes_per_s},
                      {"cpu_read_bytes_per_s", caps.cpu_read_bytes_per_s},
                      {"host_combined_bytes_per_s", caps.host_combined_bytes_per_s},
-                     {"gemm_flop_per_s", caps.gpu_gemm_flop_per_s}};
+                     {"gemm_flop_per_s", caps.gpu_gemm_flop_per_s},
+                     {"cpu_gemv_efficiency_dense", caps.cpu_gemv_efficiency_dense},
+                     {"cpu_gemv_efficiency_4bit", caps.cpu_gemv_efficiency_4bit}};
       r["bytes_per_token"] = {
           {"vram", pred.vram_bytes}, {"stream", pred.stream_bytes}, {"cpu", pred.cpu_bytes}};
       if (gpu != nullptr) {
