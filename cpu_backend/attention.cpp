@@ -67,7 +67,7 @@ void attention_range(const float* q, int64_t n_tokens, const int32_t* positions,
                      const KvLayerView& kv, const AttentionShape& shape, int64_t kv_begin,
                      int64_t kv_end, float* out, float* lse, float* scratch) {
   const int64_t hd = shape.head_dim;
-  const int64_t head_bytes = kv_bytes(kv.dtype, hd);  // one KV head's slice of a row
+  const int64_t head_bytes = kv_bytes(kv.dtype, hd);     // one KV head's slice of a row
   const int64_t group = shape.n_head / shape.n_head_kv;  // query heads per KV head
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   // Per thread, as attention_scratch_floats lays it out for this call's token count.

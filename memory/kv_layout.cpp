@@ -33,8 +33,8 @@ Status KvLayout::validate() const {
         std::string("KV layout: --kv-type must be f32, f16 or q8_0, got ") + dtype_name(dtype));
   }
   if (dtype == DType::kQ8_0 && kv_dim % 32 != 0) {
-    return Status::invalid_argument("KV layout: --kv-type q8_0 needs kv_dim a multiple of 32, got " +
-                                    std::to_string(kv_dim));
+    return Status::invalid_argument(
+        "KV layout: --kv-type q8_0 needs kv_dim a multiple of 32, got " + std::to_string(kv_dim));
   }
   return Status::ok();
 }

@@ -41,8 +41,7 @@ TierBytes fixed_vram(const ModelSpec& spec, const Policy& policy, int64_t larges
   const HyperParams& hp = spec.hp;
   TierBytes b;
   if (policy.kind == PolicyKind::kCpu) {  // no GPU at all: the whole KV on the host
-    b.host_kv = hp.kv_bytes_per_token(policy.kv_type) *
-                policy.context_tokens * policy.batch;
+    b.host_kv = hp.kv_bytes_per_token(policy.kv_type) * policy.context_tokens * policy.batch;
     return b;
   }
   // KV: the hot window (and sinks) of every sequence in VRAM, the older part in pinned host.

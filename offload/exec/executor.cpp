@@ -46,8 +46,10 @@ Status ExecutorOptions::validate(const HyperParams& hp) const {
   }
   // q8_0 rows are 32-element blocks; attention reads one KV head's slice at a time.
   if (kv_type == DType::kQ8_0 && hp.head_dim % 32 != 0) {
-    return Status::invalid_argument("--kv-type q8_0 needs a head size that is a multiple of 32; "
-                                    "this model's is " + std::to_string(hp.head_dim));
+    return Status::invalid_argument(
+        "--kv-type q8_0 needs a head size that is a multiple of 32; "
+        "this model's is " +
+        std::to_string(hp.head_dim));
   }
   return Status::ok();
 }

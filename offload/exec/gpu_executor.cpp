@@ -102,16 +102,15 @@ Status GpuExecutor::init() {
   outside_arena_bytes_ = std::max<int64_t>(0, before.free_bytes - after.free_bytes);
 
   DeviceArenaOptions arena_options;
-  arena_options.budget_bytes =
-      options_.vram_budget_bytes > 0
-          ? options_.vram_budget_bytes - outside_arena_bytes_
-          : after.free_bytes - GpuExecutorOptions::kDefaultVramMarginBytes;
+  arena_options.budget_bytes = options_.vram_budget_bytes > 0
+                                   ? options_.vram_budget_bytes - outside_arena_bytes_
+                                   : after.free_bytes - GpuExecutorOptions::kDefaultVramMarginBytes;
   if (options_.arena_chunk_bytes > 0) arena_options.chunk_bytes = options_.arena_chunk_bytes;
   if (arena_options.budget_bytes <= 0) {
-    return Status::out_of_memory(
-        "--device gpu: the VRAM budget leaves nothing for the arena: " +
-        std::to_string(after.free_bytes) + " bytes are free and the CUDA stream and cuBLAS take " +
-        std::to_string(outside_arena_bytes_) + " bytes of the budget");
+    return Status::out_of_memory("--device gpu: the VRAM budget leaves nothing for the arena: " +
+                                 std::to_string(after.free_bytes) +
+                                 " bytes are free and the CUDA stream and cuBLAS take " +
+                                 std::to_string(outside_arena_bytes_) + " bytes of the budget");
   }
   STRATA_ASSIGN_OR_RETURN(
       arena_, DeviceArena::create(arena_options, make_cuda_device_allocator(options_.device)));
