@@ -29,6 +29,7 @@
 #include "offload/exec/gpu_executor.h"
 #include "offload/exec/gpu_limits.h"
 #include "offload/model/model_loader.h"
+#include "policies/cost_model.h"
 #include "policies/planner.h"
 
 namespace {
@@ -107,10 +108,7 @@ int main(int argc, char** argv) {
     // what the kernels do on this host now (the read probe alone swings by tens of percent here).
     if (const TensorSpec* t = spec.find("blk.0.ffn_up.weight")) {
       const double gemv = check(cpu::measure_gemv_bytes_per_s(t->type, int64_t{1} << 30), "gemv");
-      const bool four_bit =
-          t->type == DType::kQ4_0 || t->type == DType::kQ4_K || t->type == DType::kQ6_K;
-      (four_bit ? caps.cpu_gemv_efficiency_4bit : caps.cpu_gemv_efficiency_dense) =
-          gemv / caps.cpu_read_bytes_per_s;
+      set_cpu_gemv_rate(t->type, gemv, &caps);
       std::fprintf(stderr, "CPU GEMV %s: %.1f GB/s (%.2f of C)\n", dtype_name(t->type), gemv / 1e9,
                    gemv / caps.cpu_read_bytes_per_s);
     }
@@ -291,9 +289,10 @@ int main(int argc, char** argv) {
     const double predicted_prefill_s =
         plan.prefill.tokens_per_s > 0 ? prefill_tokens / plan.prefill.tokens_per_s : 0.0;
     if (prefill_tokens > 0 && predicted_prefill_s > max_prefill_s) {
-      std::fprintf(stderr, "%s: prefill skipped: the plan predicts %.0f s (%.1f tok/s), over "
-                   "--max-prefill-seconds %.0f\n", name.c_str(), predicted_prefill_s,
-                   plan.prefill.tokens_per_s, max_prefill_s);
+      std::fprintf(stderr,
+                   "%s: prefill skipped: the plan predicts %.0f s (%.1f tok/s), over "
+                   "--max-prefill-seconds %.0f\n",
+                   name.c_str(), predicted_prefill_s, plan.prefill.tokens_per_s, max_prefill_s);
     } else if (prefill_tokens > 0) {
       std::vector<int32_t> prompt(static_cast<size_t>(prefill_tokens));
       for (int32_t& t : prompt) t = tok(rng);

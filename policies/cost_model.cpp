@@ -20,6 +20,11 @@ double cpu_gemv_efficiency(DType type, const Caps& caps) {
   return four_bit(type) ? caps.cpu_gemv_efficiency_4bit : caps.cpu_gemv_efficiency_dense;
 }
 
+void set_cpu_gemv_rate(DType type, double bytes_per_s, Caps* caps) {
+  (four_bit(type) ? caps->cpu_gemv_efficiency_4bit : caps->cpu_gemv_efficiency_dense) =
+      bytes_per_s / caps->cpu_read_bytes_per_s;
+}
+
 bool streamed_layers_stay_in_ring(const std::vector<TensorCost>& costs,
                                   const std::vector<Placement>& placements, const Policy& policy) {
   std::set<int64_t> layers;
@@ -56,9 +61,8 @@ Prediction predict_decode(const HyperParams& hp, const std::vector<TensorCost>& 
   // Attention reads the whole KV of every sequence once per step: the hot part from VRAM, the
   // cold part (tiered KV, policy.hot_window) over PCIe (prefetch) or by the CPU where it lies
   // (cpu); auto takes the faster. Under the cpu policy all of it is read by the CPU.
-  const double per_token =
-      static_cast<double>(hp.kv_bytes_per_token(policy.kv_type)) *
-      static_cast<double>(policy.batch);
+  const double per_token = static_cast<double>(hp.kv_bytes_per_token(policy.kv_type)) *
+                           static_cast<double>(policy.batch);
   if (policy.kind == PolicyKind::kCpu) {
     const double kv = per_token * static_cast<double>(policy.context_tokens);
     cpu_s += kv / caps.cpu_read_bytes_per_s;

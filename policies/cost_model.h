@@ -50,5 +50,8 @@ Prediction predict_prefill(const HyperParams& hp, const std::vector<TensorCost>&
 // e_gpu and e_cpu of a weight type.
 double gpu_gemv_efficiency(DType type, const Caps& caps);
 double cpu_gemv_efficiency(DType type, const Caps& caps);
+// Records a CPU decode GEMV rate measured on `type` as the efficiency (of
+// caps.cpu_read_bytes_per_s) of the class cpu_gemv_efficiency reads for it.
+void set_cpu_gemv_rate(DType type, double bytes_per_s, Caps* caps);
 
 }  // namespace strata

@@ -21,6 +21,11 @@ Status bad(const std::string& origin, const toml::node& node, const std::string&
   return Status::invalid_argument(where(origin, node) + ": " + key + ": " + what);
 }
 
+// A parser's error (it names the key already) at the node's line.
+Status at(const std::string& origin, const toml::node& node, const Status& error) {
+  return Status::invalid_argument(where(origin, node) + ": " + error.message());
+}
+
 StatusOr<int64_t> integer(const std::string& origin, const toml::node& node,
                           const std::string& key) {
   if (!node.is_integer()) return bad(origin, node, key, "expected an integer");
@@ -79,6 +84,26 @@ StatusOr<ColdAttention> parse_cold_attention(std::string_view name) {
   }
   return Status::invalid_argument("cold_attention: '" + std::string(name) +
                                   "' is not one of auto, prefetch, cpu");
+}
+
+const char* kv_type_name(DType kv_type) {
+  switch (kv_type) {
+    case DType::kF32:
+      return "f32";
+    case DType::kF16:
+      return "f16";
+    case DType::kQ8_0:
+      return "q8_0";
+    default:
+      return "?";
+  }
+}
+
+StatusOr<DType> parse_kv_type(std::string_view name) {
+  for (DType t : {DType::kF32, DType::kF16, DType::kQ8_0}) {
+    if (name == kv_type_name(t)) return t;
+  }
+  return Status::invalid_argument("kv_type: '" + std::string(name) + "' is not f16, f32 or q8_0");
 }
 
 int64_t Policy::hot_kv_tokens() const {
@@ -181,10 +206,9 @@ StatusOr<Policy> parse_policy_toml(std::string_view text, const std::string& ori
       STRATA_ASSIGN_OR_RETURN(p.prefill_tokens, integer(origin, node, key));
     } else if (key == "kv_type") {
       STRATA_ASSIGN_OR_RETURN(const std::string s, string(origin, node, key));
-      if (s != "f16" && s != "f32" && s != "q8_0") {
-        return bad(origin, node, key, "'" + s + "' is not f16, f32 or q8_0");
-      }
-      p.kv_type = kv_type_of(s);
+      StatusOr<DType> type = parse_kv_type(s);
+      if (!type.is_ok()) return at(origin, node, type.status());
+      p.kv_type = *type;
     } else if (key == "hot_window") {
       STRATA_ASSIGN_OR_RETURN(p.hot_window_tokens, integer(origin, node, key));
     } else if (key == "sink_blocks") {
@@ -194,7 +218,7 @@ StatusOr<Policy> parse_policy_toml(std::string_view text, const std::string& ori
     } else if (key == "cold_attention") {
       STRATA_ASSIGN_OR_RETURN(const std::string s, string(origin, node, key));
       StatusOr<ColdAttention> mode = parse_cold_attention(s);
-      if (!mode.is_ok()) return bad(origin, node, key, mode.status().message());
+      if (!mode.is_ok()) return at(origin, node, mode.status());
       p.cold_attention = *mode;
     } else if (key == "rule") {
       const toml::array* rules = node.as_array();

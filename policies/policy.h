@@ -48,18 +48,14 @@ const char* policy_kind_name(PolicyKind kind);
 enum class ColdAttention { kAuto, kPrefetch, kCpu };
 const char* cold_attention_name(ColdAttention mode);
 StatusOr<ColdAttention> parse_cold_attention(std::string_view name);
+// The KV element types by their --kv-type / kv_type names: "f32", "f16", "q8_0".
+const char* kv_type_name(DType kv_type);
+StatusOr<DType> parse_kv_type(std::string_view name);
 
 struct PlacementRule {
   std::string match;  // regex over the whole tensor name
   Placement place = Placement::kVram;
 };
-
-// The KV element type named by --kv-type / kv_type: "f32", "q8_0", else f16.
-inline DType kv_type_of(const std::string& name) {
-  if (name == "f32") return DType::kF32;
-  if (name == "q8_0") return DType::kQ8_0;
-  return DType::kF16;
-}
 
 struct Policy {
   PolicyKind kind = PolicyKind::kAuto;

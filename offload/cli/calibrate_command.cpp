@@ -18,6 +18,7 @@
 #include "offload/cli/command.h"
 #include "offload/cli/format_units.h"
 #include "offload/exec/gpu_limits.h"
+#include "policies/cost_model.h"
 
 namespace strata::cli {
 namespace {
@@ -37,12 +38,14 @@ Status calibrate(const CalibrateFlags& f) {
   if (!cpu_probe.ok()) return Status::out_of_memory("calibrate: cannot allocate the read probe");
   caps.cpu_read_bytes_per_s = cpu_probe.measure(5).best_bytes_per_s;
   std::fprintf(stderr, "calibrate: CPU decode GEMV and prefill GEMM...\n");
-  STRATA_ASSIGN_OR_RETURN(const double f16, cpu::measure_gemv_bytes_per_s(DType::kF16, int64_t{512} << 20));
-  STRATA_ASSIGN_OR_RETURN(const double q4, cpu::measure_gemv_bytes_per_s(DType::kQ4_0, int64_t{512} << 20));
+  STRATA_ASSIGN_OR_RETURN(const double f16,
+                          cpu::measure_gemv_bytes_per_s(DType::kF16, int64_t{512} << 20));
+  STRATA_ASSIGN_OR_RETURN(const double q4,
+                          cpu::measure_gemv_bytes_per_s(DType::kQ4_0, int64_t{512} << 20));
   // Not clamped at 1: the read probe and the GEMV run at different moments of a shared host, and
   // the GEMV's own rate is what the cost model needs (C x efficiency).
-  caps.cpu_gemv_efficiency_dense = f16 / caps.cpu_read_bytes_per_s;
-  caps.cpu_gemv_efficiency_4bit = q4 / caps.cpu_read_bytes_per_s;
+  set_cpu_gemv_rate(DType::kF16, f16, &caps);
+  set_cpu_gemv_rate(DType::kQ4_0, q4, &caps);
   STRATA_ASSIGN_OR_RETURN(caps.cpu_gemm_flop_per_s, cpu::measure_prefill_gemm_flop_per_s());
 
   std::string gpu_note = "no GPU rates measured (--no-gpu)";

@@ -53,7 +53,7 @@ StatusOr<Policy> run_policy(const RuntimeFlags& flags, int64_t vram_budget) {
                                                                vram_budget, flags.prefetch_depth));
   if (flags.ctx > 0) p.context_tokens = flags.ctx;
   p.prefill_tokens = flags.batch;
-  p.kv_type = kv_type_of(flags.kv_type);
+  STRATA_ASSIGN_OR_RETURN(p.kv_type, parse_kv_type(flags.kv_type));
   p.batch = 1;
   STRATA_RETURN_IF_ERROR(p.validate());
   return p;
@@ -128,7 +128,7 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
   ExecutorOptions opts;
   opts.max_context = flags.ctx;
   opts.max_batch_tokens = flags.batch;
-  opts.kv_type = kv_type_of(flags.kv_type);
+  opts.kv_type = policy.kv_type;
   std::optional<Plan> plan;
   int64_t prefetch_depth = 0;
   if (use_gpu) {

@@ -36,7 +36,9 @@ StatusOr<Policy> policy_of(const PlanFlags& f) {
   if (f.context > 0) p.context_tokens = f.context;
   if (f.batch > 0) p.batch = f.batch;
   if (f.prefill_tokens > 0) p.prefill_tokens = f.prefill_tokens;
-  if (!f.kv_type.empty()) p.kv_type = kv_type_of(f.kv_type);
+  if (!f.kv_type.empty()) {
+    STRATA_ASSIGN_OR_RETURN(p.kv_type, parse_kv_type(f.kv_type));
+  }
   if (f.hot_window >= 0) p.hot_window_tokens = f.hot_window;
   if (f.sink_blocks >= 0) p.sink_blocks = f.sink_blocks;
   if (f.block_tokens > 0) p.block_tokens = f.block_tokens;
