@@ -179,12 +179,6 @@ Plan make_plan(const ModelSpec& spec, const Policy& policy, const Caps& caps) {
     if (!head_first) order.push_back(head);
     return order;
   };
-  // Model order, for passes that walk the layers as the forward pass does.
-  auto model_order = [&]() {
-    std::vector<size_t> order;
-    for (size_t l = 0; l <= n_layers; ++l) order.push_back(l);  // the head last
-    return order;
-  };
   const std::vector<size_t> order = order_of(policy.kind != PolicyKind::kGpuFirst);
   // Staging slots hold one layer; a head that does not fit in VRAM runs on the CPU instead of
   // needing slots of its own size (it is usually the largest unit by far).
@@ -219,11 +213,12 @@ Plan make_plan(const ModelSpec& spec, const Policy& policy, const Caps& caps) {
   // PCIe and the CPU are busy at the same time (a run of streamed layers followed by a run of CPU
   // layers would leave the link idle for most of the CPU's run).
   auto assign = [&](bool decode, const std::vector<bool>& resident, size_t streamed) {
+    // In model order (the head is unit n_layers): the order the forward pass meets them.
     size_t host_layers = 0;
-    for (size_t u : model_order()) host_layers += !resident[u] && u != head;
+    for (size_t u = 0; u <= n_layers; ++u) host_layers += !resident[u] && u != head;
     const size_t k = std::min(streamed, host_layers);
     size_t h = 0;
-    for (size_t u : model_order()) {
+    for (size_t u = 0; u <= n_layers; ++u) {
       if (resident[u]) {
         place_phase(units[u], decode, Placement::kVram);
       } else if (u == head) {
