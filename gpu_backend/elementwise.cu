@@ -126,6 +126,13 @@ __global__ void copy_floats_kernel(float* y, const float* x, int64_t n) {
   }
 }
 
+__global__ void copy_int32_kernel(int32_t* y, const int32_t* x, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * kThreads) {
+    y[i] = x[i];
+  }
+}
+
 // grid.x covers a row, grid.y (with a loop past 65535) the rows: no 64-bit division per element.
 __global__ void add_bias_kernel(float* y, const float* bias, int64_t n_tokens, int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
@@ -197,6 +204,13 @@ Status copy_floats(float* y, const float* x, int64_t n, const cuda::Stream& stre
   if (n == 0) return Status::ok();
   copy_floats_kernel<<<blocks_for(n, kMaxGridX), kThreads, 0, stream.native()>>>(y, x, n);
   return cuda::check_last_launch("copy_floats_kernel");
+}
+
+Status copy_int32(int32_t* y, const int32_t* x, int64_t n, const cuda::Stream& stream) {
+  if (n < 0) return negative("copy_int32");
+  if (n == 0) return Status::ok();
+  copy_int32_kernel<<<blocks_for(n, kMaxGridX), kThreads, 0, stream.native()>>>(y, x, n);
+  return cuda::check_last_launch("copy_int32_kernel");
 }
 
 Status add_inplace(float* y, const float* x, int64_t n, const cuda::Stream& stream) {

@@ -36,6 +36,9 @@ Status add_inplace(float* y, const float* x, int64_t n, const cuda::Stream& stre
 // does not queue on the copy engine behind a large copy of another stream.
 Status copy_floats(float* y, const float* x, int64_t n, const cuda::Stream& stream);
 
+// The same for int32 values (token ids, positions).
+Status copy_int32(int32_t* y, const int32_t* x, int64_t n, const cuda::Stream& stream);
+
 // y[t] += bias for every row of y [n_tokens][n].
 Status add_bias(float* y, const float* bias, int64_t n_tokens, int64_t n,
                 const cuda::Stream& stream);

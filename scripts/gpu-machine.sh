@@ -135,15 +135,18 @@ PY
         rm -f "$m"  # the disk holds one 8B model at a time comfortably
       done ;;
     offload)
-      for c in ${STRATA_OFFLOAD_CASES:-llama3-8b:F16:8GiB qwen2.5-14b:Q8_0:8GiB llama3-70b:Q4_0:24GiB}; do
-        IFS=: read -r shape t budget <<< "$c"
+      cases=(${STRATA_OFFLOAD_CASES:-llama3-8b:F16:8GiB qwen2.5-14b:Q8_0:8GiB llama3-70b:Q4_0:24GiB})
+      for i in "${!cases[@]}"; do
+        IFS=: read -r shape t budget <<< "${cases[$i]}"
+        next=${cases[$((i + 1))]:-}
         m=/tmp/$shape-$t.gguf
         [ -f "$m" ] || build-gpu/strata synth --shape "$shape" --type "$t" --out "$m" 2>&1 | tail -1
         timeout "${STRATA_BENCH_TIMEOUT:-300}" build-gpu/bench/offload_bench -m "$m" --model-name "$shape" --scenario "off-$shape" \
           --vram-budget "$budget" --policies "${STRATA_OFFLOAD_POLICIES:-auto,gpu-first,stream,cpu}" \
           --decode "${STRATA_OFFLOAD_DECODE:-32}" --prefill 2048 --json-out "$jsonl" \
           --commit "$commit" ${STRATA_OFFLOAD_FLAGS:-} 2>&1 | grep -v '^{' | tail -16 || true
-        rm -f "$m"
+        # The disk holds one large model at a time: keep it only for a next case of the same file.
+        [ "${next%:*}" = "$shape:$t" ] || rm -f "$m"
       done ;;
     gemv)
       build-gpu/bench/gemv_bench --read-gib 8 --json "$jsonl" --commit "$commit" 2>&1 | tail -12 ;;

@@ -161,6 +161,9 @@ Status GpuExecutor::init() {
   STRATA_RETURN_IF_ERROR(activations(std::max<int64_t>(1, n * hp.rope_dims * 4), &rope_table_));
   STRATA_RETURN_IF_ERROR(activations(kLogitRows * hp.n_vocab * 4, &logits_));
   STRATA_ASSIGN_OR_RETURN(step_inputs_, cuda::PinnedHostBuffer::allocate(2 * n * 4));
+  if (StatusOr<void*> mapped = cuda::device_pointer_of_host(step_inputs_.data()); mapped.is_ok()) {
+    step_inputs_device_ = static_cast<const int32_t*>(*mapped);
+  }
 
   // The host side of CPU-run matrices and of a host embedding: inputs down, outputs up. Sized for
   // the longest chunk of a phase that uses them.
@@ -607,6 +610,23 @@ Status GpuExecutor::embed_on_host(std::span<const int32_t> tokens) {
   return cuda::memcpy_async(x_.data(), hx, n * E * 4, cuda::CopyKind::kHostToDevice, stream_);
 }
 
+Status GpuExecutor::upload_step_inputs(int64_t n) {
+  const int64_t max_n = options_.base.max_batch_tokens;
+  // By kernel from the pinned buffer when it is mapped, for the reason in matmuls: a copy would
+  // wait on the copy engine behind the copy stream's prefetch of the next streamed layer.
+  if (step_inputs_device_ != nullptr) {
+    STRATA_RETURN_IF_ERROR(
+        gpu::copy_int32(static_cast<int32_t*>(ids_.data()), step_inputs_device_, n, stream_));
+    return gpu::copy_int32(static_cast<int32_t*>(positions_.data()), step_inputs_device_ + max_n, n,
+                           stream_);
+  }
+  const auto* staged = static_cast<const int32_t*>(step_inputs_.data());
+  STRATA_RETURN_IF_ERROR(
+      cuda::memcpy_async(ids_.data(), staged, n * 4, cuda::CopyKind::kHostToDevice, stream_));
+  return cuda::memcpy_async(positions_.data(), staged + max_n, n * 4, cuda::CopyKind::kHostToDevice,
+                            stream_);
+}
+
 Status GpuExecutor::mark(Family family) {
   if (!options_.profile) return Status::ok();
   if (num_marks_ == marks_.size()) {
@@ -663,10 +683,7 @@ Status GpuExecutor::forward_batch(std::span<const SeqId> seqs, std::span<const i
     staged[i] = tokens[static_cast<size_t>(i)];
     staged[max_n + i] = static_cast<int32_t>(pos);
   }
-  STRATA_RETURN_IF_ERROR(
-      cuda::memcpy_async(ids_.data(), staged, n * 4, cuda::CopyKind::kHostToDevice, stream_));
-  STRATA_RETURN_IF_ERROR(cuda::memcpy_async(positions_.data(), staged + max_n, n * 4,
-                                            cuda::CopyKind::kHostToDevice, stream_));
+  STRATA_RETURN_IF_ERROR(upload_step_inputs(n));
   if (host_embedding_) STRATA_RETURN_IF_ERROR(embed_on_host(tokens));
   STRATA_RETURN_IF_ERROR(run_model(n, segments, /*head_rows=*/n));  // every row's logits
   STRATA_RETURN_IF_ERROR(cuda::memcpy_async(logits->data(), logits_.data(),
@@ -687,16 +704,12 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
   STRATA_ASSIGN_OR_RETURN(const int64_t pos0, kv_->reserve_slots(seq, n));
   STRATA_RETURN_IF_ERROR(sync_block_table(seq));
   const gpu::GpuKvView kv = kv_view(seq);
-  // Ids and positions go up from pinned memory: the previous step ended with a synchronize, so
-  // nothing still reads the staging buffer.
+  // The previous step ended with a synchronize, so nothing still reads the staging buffer.
   auto* staged = static_cast<int32_t*>(step_inputs_.data());
   const int64_t max_n = options_.base.max_batch_tokens;
   std::memcpy(staged, tokens.data(), static_cast<size_t>(n) * 4);
   for (int64_t i = 0; i < n; ++i) staged[max_n + i] = static_cast<int32_t>(pos0 + i);
-  STRATA_RETURN_IF_ERROR(
-      cuda::memcpy_async(ids_.data(), staged, n * 4, cuda::CopyKind::kHostToDevice, stream_));
-  STRATA_RETURN_IF_ERROR(cuda::memcpy_async(positions_.data(), staged + max_n, n * 4,
-                                            cuda::CopyKind::kHostToDevice, stream_));
+  STRATA_RETURN_IF_ERROR(upload_step_inputs(n));
   if (host_embedding_) STRATA_RETURN_IF_ERROR(embed_on_host(tokens));
 
   const int64_t first = all_logits ? 0 : n - 1;  // the first row that needs logits

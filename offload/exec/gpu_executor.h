@@ -214,6 +214,8 @@ class GpuExecutor final : public Engine {
                  std::span<float* const> outs, gpu::GemvOutput output = gpu::GemvOutput::kStore);
   // Host-side embedding: rows dequantized on the CPU, copied up into x_.
   Status embed_on_host(std::span<const int32_t> tokens);
+  // Queues the upload of the first n staged ids and positions (step_inputs_).
+  Status upload_step_inputs(int64_t n);
   // Uploads the block-table entries of blocks the sequence gained since the last call.
   Status sync_block_table(SeqId seq);
   gpu::GpuKvView kv_view(SeqId seq) const;
@@ -251,6 +253,7 @@ class GpuExecutor final : public Engine {
   // host_x_ and host_y_ under their device addresses, when both are pinned (else null).
   const float* host_x_device_ = nullptr;
   const float* host_y_device_ = nullptr;
+  const int32_t* step_inputs_device_ = nullptr;  // step_inputs_ under its device address, or null
   LlamaWeights bound_;
 
   // Declaration order is destruction order reversed: everything holding arena memory is declared
