@@ -11,39 +11,16 @@
 #include <vector>
 
 #include "gpu_backend/gpu_weight.h"
-#include "offload/core/dequantize.h"
-#include "offload/core/quantize.h"
-#include "tests/gpu_backend/gpu_test_fixture.h"
+#include "tests/gpu_backend/gpu_weight_fixture.h"
 
 namespace strata {
 namespace {
 
+using testing::HostMatrix;
+using testing::random_matrix;
+
 const DType kTypes[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ8_0,
                         DType::kQ4_0, DType::kQ4_K, DType::kQ6_K};
-
-// A random [rows][cols] matrix stored as `type` (GGUF layout) and its exact float values.
-struct HostMatrix {
-  DType type;
-  int64_t rows, cols;
-  std::vector<uint8_t> stored;
-  std::vector<float> values;
-};
-
-HostMatrix random_matrix(DType type, int64_t rows, int64_t cols, std::mt19937_64& rng) {
-  HostMatrix m{type, rows, cols, {}, {}};
-  std::normal_distribution<float> normal(0.0f, 0.05f);
-  std::vector<float> src(static_cast<size_t>(cols));
-  const int64_t rb = row_bytes(type, cols);
-  m.stored.resize(static_cast<size_t>(rows * rb));
-  m.values.resize(static_cast<size_t>(rows * cols));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (float& v : src) v = normal(rng);
-    EXPECT_TRUE(quantize_row(type, src.data(), m.stored.data() + r * rb, cols).is_ok());
-    EXPECT_TRUE(
-        dequantize_row(type, m.stored.data() + r * rb, m.values.data() + r * cols, cols).is_ok());
-  }
-  return m;
-}
 
 TEST(GpuWeightLayout, RepackRoundTripsEveryType) {
   std::mt19937_64 rng(std::random_device{}());
@@ -74,78 +51,7 @@ TEST(GpuWeightLayout, RejectsWhatTheKernelsCannotRead) {
             StatusCode::kInvalidArgument);  // not a multiple of 8
 }
 
-class GpuGemvTest : public testing::GpuTest {
- protected:
-  void SetUp() override {
-    GpuTest::SetUp();
-    rng_.seed(std::random_device{}());
-  }
-
-  // Uploads `m` in the GPU layout; the buffer lives until the test ends.
-  gpu::GpuWeight upload(const HostMatrix& m) {
-    auto layout = gpu::gpu_weight_layout(m.type, m.rows, m.cols);
-    EXPECT_TRUE(layout.is_ok()) << layout.status().to_string();
-    std::vector<uint8_t> planes(static_cast<size_t>(layout->total_bytes), 0);
-    gpu::repack_rows(m.type, m.cols, m.stored.data(), m.rows, planes.data(),
-                     reinterpret_cast<uint16_t*>(planes.data() + layout->scale_offset_bytes));
-    auto* dev = upload_bytes(planes);
-    gpu::GpuWeight w;
-    w.type = m.type;
-    w.rows = m.rows;
-    w.cols = m.cols;
-    w.data = dev;
-    w.scales = layout->scale_row_elems > 0
-                   ? reinterpret_cast<const uint16_t*>(dev + layout->scale_offset_bytes)
-                   : nullptr;
-    return w;
-  }
-  uint8_t* upload_bytes(const std::vector<uint8_t>& v) { return upload(v); }
-  using GpuTest::upload;
-
-  // y_ref[t][r] = sum_c values[r][c] x[t][c] in float64.
-  static std::vector<double> reference(const HostMatrix& m, const std::vector<float>& x,
-                                       int64_t n_tokens) {
-    std::vector<double> y(static_cast<size_t>(n_tokens * m.rows));
-    for (int64_t t = 0; t < n_tokens; ++t)
-      for (int64_t r = 0; r < m.rows; ++r) {
-        double s = 0;
-        for (int64_t c = 0; c < m.cols; ++c)
-          s += static_cast<double>(m.values[r * m.cols + c]) * x[t * m.cols + c];
-        y[t * m.rows + r] = s;
-      }
-    return y;
-  }
-
-  static double rel_err(const std::vector<float>& got, const std::vector<double>& want) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < got.size(); ++i) {
-      if (!std::isfinite(got[i])) return INFINITY;
-      num += (got[i] - want[i]) * (got[i] - want[i]);
-      den += want[i] * want[i];
-    }
-    return std::sqrt(num / den);
-  }
-  // float32 rounding is relative to the sum of |w x|, not to the (possibly cancelling) result:
-  // ||got - ref|| / ||sum_c |values[r][c] x[t][c]| ||, what a float32 dot product guarantees.
-  static double backward_err(const HostMatrix& m, const std::vector<float>& x, int64_t n_tokens,
-                             const std::vector<float>& got) {
-    const std::vector<double> want = reference(m, x, n_tokens);
-    double num = 0, den = 0;
-    for (int64_t t = 0; t < n_tokens; ++t)
-      for (int64_t r = 0; r < m.rows; ++r) {
-        const size_t i = static_cast<size_t>(t * m.rows + r);
-        if (!std::isfinite(got[i])) return INFINITY;
-        double abs_sum = 0;
-        for (int64_t c = 0; c < m.cols; ++c)
-          abs_sum += std::abs(static_cast<double>(m.values[r * m.cols + c]) * x[t * m.cols + c]);
-        num += (got[i] - want[i]) * (got[i] - want[i]);
-        den += abs_sum * abs_sum;
-      }
-    return std::sqrt(num / den);
-  }
-
-  std::mt19937_64 rng_;
-};
+using GpuGemvTest = testing::GpuWeightTest;
 
 TEST_F(GpuGemvTest, MatchesFloat64OverExactWeightsForEveryTypeAndTokenCount) {
   struct Shape {
@@ -168,7 +74,9 @@ TEST_F(GpuGemvTest, MatchesFloat64OverExactWeightsForEveryTypeAndTokenCount) {
         ASSERT_TRUE(st.is_ok()) << st.to_string();
         const std::vector<float> y = download(dy, n * s.rows);
         EXPECT_LT(backward_err(m, x, n, y), 1e-6);
-        if (s.rows * n >= 64) EXPECT_LT(rel_err(y, reference(m, x, n)), 5e-6);
+        if (s.rows * n >= 64) {
+          EXPECT_LT(rel_err(y, reference(m, x, n)), 5e-6);
+        }
       }
     }
   }
