@@ -35,15 +35,27 @@ StatusOr<double> measure_gemv_bytes_per_s(DType type, int64_t working_set_bytes)
   for (int64_t c = 1; c < copies; ++c) {
     std::memcpy(data.data() + c * matrix_bytes, data.data(), static_cast<size_t>(matrix_bytes));
   }
-  std::vector<float> x(static_cast<size_t>(cols), 0.5f), y(static_cast<size_t>(rows));
+  std::vector<WeightMatrix> matrices;
+  for (int64_t c = 0; c < copies; ++c) {
+    matrices.push_back(WeightMatrix{type, rows, cols, data.data() + c * matrix_bytes});
+  }
+  return measure_gemv_bytes_per_s(matrices);
+}
+
+StatusOr<double> measure_gemv_bytes_per_s(std::span<const WeightMatrix> matrices) {
+  if (matrices.empty()) return Status::invalid_argument("measure_gemv_bytes_per_s: no matrices");
+  int64_t max_rows = 0, max_cols = 0, bytes = 0;
+  for (const WeightMatrix& w : matrices) {
+    max_rows = std::max(max_rows, w.rows);
+    max_cols = std::max(max_cols, w.cols);
+    bytes += row_bytes(w.type, w.cols) * w.rows;
+  }
+  std::vector<float> x(static_cast<size_t>(max_cols), 0.5f), y(static_cast<size_t>(max_rows));
   double best = 0;
   for (int pass = 0; pass < 3; ++pass) {
     const auto t0 = std::chrono::steady_clock::now();
-    for (int64_t c = 0; c < copies; ++c) {
-      WeightMatrix w{type, rows, cols, data.data() + c * matrix_bytes};
-      STRATA_RETURN_IF_ERROR(gemv(w, x.data(), y.data()));
-    }
-    best = std::max(best, static_cast<double>(matrix_bytes * copies) / seconds_since(t0));
+    for (const WeightMatrix& w : matrices) STRATA_RETURN_IF_ERROR(gemv(w, x.data(), y.data()));
+    best = std::max(best, static_cast<double>(bytes) / seconds_since(t0));
   }
   return best;
 }
