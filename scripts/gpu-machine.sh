@@ -14,7 +14,7 @@
 #     gpu-gemv   bench/gpu_gemv_bench (GPU decode GEMV vs measured HBM read bandwidth)
 #     gpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/gpu_e2e_bench on each (decode 64 +
 #                prefill 2048 in VRAM vs B/H and FLOPs/G)
-#     offload    synth each case of STRATA_OFFLOAD_CASES ("shape:type:budget ...", default the
+#     offload    synth each case of STRATA_OFFLOAD_CASES ("shape:type:budget[:policies] ...", default the
 #                three of BENCHMARKS.md) and bench/offload_bench on it under every policy
 #                (STRATA_OFFLOAD_POLICIES, _DECODE; STRATA_OFFLOAD_FLAGS="--profile" splits the
 #                prefill's GPU time; a case with a budget the model fits in, e.g.
@@ -137,16 +137,17 @@ PY
     offload)
       cases=(${STRATA_OFFLOAD_CASES:-llama3-8b:F16:8GiB qwen2.5-14b:Q8_0:8GiB llama3-70b:Q4_0:24GiB})
       for i in "${!cases[@]}"; do
-        IFS=: read -r shape t budget <<< "${cases[$i]}"
-        next=${cases[$((i + 1))]:-}
+        # shape:type:budget[:policy,policy...]
+        IFS=: read -r shape t budget pols <<< "${cases[$i]}"
+        IFS=: read -r next_shape next_t _ <<< "${cases[$((i + 1))]:-::}"
         m=/tmp/$shape-$t.gguf
         [ -f "$m" ] || build-gpu/strata synth --shape "$shape" --type "$t" --out "$m" 2>&1 | tail -1
         timeout "${STRATA_BENCH_TIMEOUT:-300}" build-gpu/bench/offload_bench -m "$m" --model-name "$shape" --scenario "off-$shape" \
-          --vram-budget "$budget" --policies "${STRATA_OFFLOAD_POLICIES:-auto,gpu-first,stream,cpu}" \
+          --vram-budget "$budget" --policies "${pols:-${STRATA_OFFLOAD_POLICIES:-auto,gpu-first,stream,cpu}}" \
           --decode "${STRATA_OFFLOAD_DECODE:-32}" --prefill 2048 --json-out "$jsonl" \
           --commit "$commit" ${STRATA_OFFLOAD_FLAGS:-} 2>&1 | grep -v '^{' | tail -16 || true
         # The disk holds one large model at a time: keep it only for a next case of the same file.
-        [ "${next%:*}" = "$shape:$t" ] || rm -f "$m"
+        [ "$next_shape:$next_t" = "$shape:$t" ] || rm -f "$m"
       done ;;
     gemv)
       build-gpu/bench/gemv_bench --read-gib 8 --json "$jsonl" --commit "$commit" 2>&1 | tail -12 ;;
