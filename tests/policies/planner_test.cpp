@@ -181,6 +181,22 @@ TEST(Planner, HybridSplitUsesBothHostLinks) {
   }
 }
 
+TEST(Planner, AutoBalancesTheCpuAndTheLinkWhenTheyShareHostMemory) {
+  // S - P below C: while the link streams, the CPU keeps (S - P) / C = 0.8 of its idle rate. The
+  // split must then keep both busy for about the same time, not load the CPU up to the S bound.
+  Caps caps = Caps::reference();
+  caps.cpu_read_bytes_per_s = 100e9;
+  caps.h2d_pinned_bytes_per_s = 55e9;
+  caps.host_combined_bytes_per_s = 135e9;
+  const Plan plan = make_plan(shape("llama3-8b", DType::kF16), policy(PolicyKind::kAuto, 8), caps);
+  const double link_s = plan.decode.stream_bytes / caps.h2d_pinned_bytes_per_s;
+  const double cpu_s =
+      plan.decode.cpu_bytes / (caps.cpu_read_bytes_per_s * caps.cpu_gemv_efficiency_dense * 0.8);
+  EXPECT_GT(link_s, 0);
+  // Within one layer's copy (~8 ms of ~70) of each other.
+  EXPECT_NEAR(link_s, cpu_s, 0.15 * std::max(link_s, cpu_s)) << link_s << " s vs " << cpu_s;
+}
+
 TEST(Planner, RulesWin) {
   Policy p = policy(PolicyKind::kAuto, 80);
   p.rules.push_back({"blk\\.(3[01])\\.ffn_down\\.weight", Placement::kCpu});
