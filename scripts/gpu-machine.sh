@@ -60,6 +60,8 @@ export LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-}
 export PKG_CONFIG_LIBDIR=$lib/pkgconfig:$prefix/usr/share/pkgconfig
 export PKG_CONFIG_SYSROOT_DIR=$prefix
 export PATH=/usr/local/cuda/bin:$PATH
+# The device copy's .git can lag the working tree it carries (it said c0b9724 for four later
+# commits on 2026-12-02): pass STRATA_COMMIT=$(git rev-parse --short HEAD) from here.
 commit=${STRATA_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo none)
