@@ -1,8 +1,24 @@
 #include "memory/kv_cache.h"
 
+#include <cstring>
 #include <string>
 
 namespace strata {
+namespace {
+
+class MemcpyKvBlockMover final : public KvBlockMover {
+ public:
+  Status copy(void* dst, const void* src, int64_t bytes) override {
+    std::memcpy(dst, src, static_cast<size_t>(bytes));
+    return Status::ok();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<KvBlockMover> make_memcpy_kv_block_mover() {
+  return std::make_unique<MemcpyKvBlockMover>();
+}
 
 StatusOr<std::unique_ptr<KvCache>> KvCache::create(const KvCacheConfig& config,
                                                    std::unique_ptr<KvSlabAllocator> allocator,
@@ -217,6 +233,7 @@ StatusOr<int64_t> KvCache::demote_cold(SeqId seq) {
     prefixes_.rename_block(id, cold_id);
     STRATA_RETURN_IF_ERROR(pool_->free_blocks(std::span(&id, 1)));
     ++moved;
+    ++s.blocks_moved;
   }
   return moved;
 }

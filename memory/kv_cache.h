@@ -53,6 +53,9 @@ class KvBlockMover {
   virtual Status copy(void* dst, const void* src, int64_t bytes) = 0;
 };
 
+// A KvBlockMover for tiers that are both host memory (the CPU executor's): std::memcpy.
+std::unique_ptr<KvBlockMover> make_memcpy_kv_block_mover();
+
 // Which blocks of a sequence stay in the hot tier.
 struct KvTiering {
   int64_t cold_max_blocks = 0;    // the cold tier's budget in blocks; 0: one tier only
@@ -153,6 +156,9 @@ class KvCache {
   // many moved. out_of_memory when the cold tier is full (the blocks moved so far stay moved).
   // Without a cold tier: nothing moves.
   StatusOr<int64_t> demote_cold(SeqId seq);
+  // How many blocks of `seq` demote_cold has moved so far: a copy of the block table (the GPU
+  // executor's, in VRAM) is stale when this changed since it was made.
+  int64_t blocks_moved(SeqId seq) const { return sequence(seq).blocks_moved; }
   // Where block `index` of `seq` lives. REQUIRES: 0 <= index < block_table(seq).num_blocks()
   KvTier block_tier(SeqId seq, int64_t index) const;
   const KvTiering& tiering() const { return tiering_; }
@@ -177,6 +183,7 @@ class KvCache {
     // The memory of table's blocks per layer, in token order: what layer_view hands to kernels.
     std::vector<std::vector<void*>> k_blocks;  // [n_layer][num_blocks]
     std::vector<std::vector<void*>> v_blocks;  // [n_layer][num_blocks]
+    int64_t blocks_moved = 0;                  // by demote_cold
   };
 
   KvCache(std::unique_ptr<BlockPool> pool, std::unique_ptr<BlockPool> cold,

@@ -32,6 +32,14 @@ class KvSlabAllocator {
 // Host memory through mimalloc.
 std::unique_ptr<KvSlabAllocator> make_host_kv_slab_allocator();
 
+class PinnedHostPool;
+// Page-locked host memory from `pool`, the cold tier of a GPU run: the GPU's attention reads its
+// blocks in place (their host addresses are device addresses under unified addressing) and
+// demotion copies into them by DMA. A slab the pool could only give as pageable memory is an
+// error (out_of_memory naming the cold tier), never a silent fallback: the GPU cannot read it.
+// REQUIRES: the pool outlives the allocator.
+std::unique_ptr<KvSlabAllocator> make_pinned_host_kv_slab_allocator(PinnedHostPool& pool);
+
 class DeviceArena;
 // VRAM from `arena` (tag kKv), so KV blocks count against --vram-budget. The memory is device
 // memory: only GPU kernels may touch it. REQUIRES: the arena outlives the allocator.

@@ -27,6 +27,20 @@ void RuntimeFlags::add_to(CLI::App* cmd) {
                   "KV cache element type: f32, f16 or q8_0 (a scale per 32; CPU only for now) "
                   "(default f32)")
       ->check(CLI::IsMember({"f32", "f16", "q8_0"}));
+  cmd->add_option("--hot-window", hot_window,
+                  "Tokens of each sequence's latest KV kept in the hot tier (VRAM); older blocks "
+                  "move to pinned host memory. 0 = all hot (default: the config's, else 0)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--sink-blocks", sink_blocks,
+                  "First KV blocks of each sequence kept hot (default: the config's, else 1)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--block-tokens", block_tokens,
+                  "Tokens per KV block (default: the config's, else 16)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--cold-attention", cold_attention,
+                  "How KV outside VRAM is attended: auto, prefetch or cpu (default: the config's, "
+                  "else auto)")
+      ->check(CLI::IsMember({"auto", "prefetch", "cpu"}));
   cmd->add_option("--prefill-precision", prefill_precision,
                   "Prefill matmul inputs: f32 (exact), bf16 (CPU AMX) or f16 (GPU tensor cores); "
                   "auto = f32 on the CPU, f16 on the GPU (default auto)")
@@ -54,6 +68,12 @@ StatusOr<Policy> run_policy(const RuntimeFlags& flags, int64_t vram_budget) {
   if (flags.ctx > 0) p.context_tokens = flags.ctx;
   p.prefill_tokens = flags.batch;
   STRATA_ASSIGN_OR_RETURN(p.kv_type, parse_kv_type(flags.kv_type));
+  if (flags.hot_window >= 0) p.hot_window_tokens = flags.hot_window;
+  if (flags.sink_blocks >= 0) p.sink_blocks = flags.sink_blocks;
+  if (flags.block_tokens > 0) p.block_tokens = flags.block_tokens;
+  if (!flags.cold_attention.empty()) {
+    STRATA_ASSIGN_OR_RETURN(p.cold_attention, parse_cold_attention(flags.cold_attention));
+  }
   p.batch = 1;
   STRATA_RETURN_IF_ERROR(p.validate());
   return p;
@@ -91,12 +111,6 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
   }
   // The policy is checked on every machine: a bad file is an error even where it goes unused.
   STRATA_ASSIGN_OR_RETURN(const Policy policy, run_policy(flags, vram_budget));
-  if (policy.hot_window_tokens > 0) {
-    return Status::unsupported(
-        "hot_window: strata run keeps every sequence's KV in one tier for now (the tiered KV "
-        "cache's mechanism is in memory/kv_cache.h, its executor is issue 6); strata plan shows "
-        "the bytes per tier");
-  }
   if (flags.device == "gpu" && policy.kind == PolicyKind::kCpu) {
     return Status::invalid_argument("--device gpu with policy cpu: the cpu policy uses no GPU");
   }
@@ -129,6 +143,9 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
   opts.max_context = flags.ctx;
   opts.max_batch_tokens = flags.batch;
   opts.kv_type = policy.kv_type;
+  opts.kv_block_tokens = policy.block_tokens;
+  opts.kv_hot_window_tokens = policy.hot_window_tokens;
+  opts.kv_sink_blocks = policy.sink_blocks;
   std::optional<Plan> plan;
   int64_t prefetch_depth = 0;
   if (use_gpu) {
@@ -150,6 +167,12 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
     std::fprintf(stderr, "strata: %s\n", plan_summary(*plan, rt.model->spec.hp.n_layer).c_str());
   }
   if (use_gpu) {
+    if (policy.hot_window_tokens > 0 && policy.cold_attention != ColdAttention::kAuto) {
+      return Status::unsupported(
+          std::string("cold_attention = ") + cold_attention_name(policy.cold_attention) +
+          ": the GPU executor reads cold KV blocks in place over PCIe for now (prefetching them "
+          "into VRAM staging and attending them on the CPU are not built yet); use auto");
+    }
     GpuExecutorOptions gpu;
     gpu.base = opts;
     gpu.vram_budget_bytes = plan->vram_budget_bytes;

@@ -140,12 +140,17 @@ Status run(const RunFlags& flags) {
                     {"prompt_tokens_per_s", prompt_tps}, {"generated_tokens", generated.size()},
                     {"generation_seconds", gen_s},       {"generation_tokens_per_s", gen_tps}};
     const bool kv_on_host = std::string(rt.exec->kv_tier()) == "host";
-    j["memory"] = {{"vram_peak_bytes", vram ? vram->peak_used_bytes : 0},
-                   {"host_weights_mapped_bytes", weight_bytes},
-                   {"host_kv_peak_bytes", kv_on_host ? kv.peak_used_bytes : 0},
-                   {"host_kv_allocated_bytes", kv_on_host ? kv.allocated_bytes : 0},
-                   {"host_activation_bytes", rt.exec->host_activation_bytes()},
-                   {"process_peak_rss_bytes", peak_rss_bytes()}};
+    j["memory"] = {
+        {"vram_peak_bytes", vram ? vram->peak_used_bytes : 0},
+        {"host_weights_mapped_bytes", weight_bytes},
+        // The cold KV tier (--hot-window) is host memory in both kinds of run.
+        {"host_kv_peak_bytes", (kv_on_host ? kv.peak_used_bytes : 0) + kv.cold_peak_used_bytes},
+        {"host_kv_allocated_bytes",
+         (kv_on_host ? kv.allocated_bytes : 0) + kv.cold_allocated_bytes},
+        {"kv_hot_peak_bytes", kv.peak_used_bytes},
+        {"kv_cold_peak_bytes", kv.cold_peak_used_bytes},
+        {"host_activation_bytes", rt.exec->host_activation_bytes()},
+        {"process_peak_rss_bytes", peak_rss_bytes()}};
     if (vram) {
       j["memory"]["vram_budget_bytes"] = vram->budget_bytes;
       for (int tag = 0; tag < kNumDeviceMemoryTags; ++tag) {
@@ -178,6 +183,12 @@ Status run(const RunFlags& flags) {
                  format_bytes(weight_bytes).c_str(), format_bytes(kv.peak_used_bytes).c_str(),
                  format_bytes(rt.exec->host_activation_bytes()).c_str(),
                  format_bytes(peak_rss_bytes()).c_str());
+  }
+  if (kv.cold_peak_used_bytes > 0) {
+    std::fprintf(stderr, "KV tiers     hot %s peak, cold (host) %s peak, %lld cold blocks now\n",
+                 format_bytes(kv.peak_used_bytes).c_str(),
+                 format_bytes(kv.cold_peak_used_bytes).c_str(),
+                 static_cast<long long>(kv.cold_used_blocks));
   }
   std::fprintf(stderr, "device %s, %d threads, seed %u\n", rt.exec->device_description().c_str(),
                rt.threads, sampler.seed());

@@ -50,9 +50,14 @@ Status forward_in_chunks(const HyperParams& hp, KvCache& kv, bool share_prefixes
     const int64_t pos0 = kv.num_tokens(seq);
     const std::span<const int32_t> part = tokens.subspan(start, n);
     STRATA_RETURN_IF_ERROR(run_chunk(part, all_logits || last_chunk ? out : nullptr));
-    STRATA_RETURN_IF_ERROR(kv.commit_tokens(seq, pos0, part));  // its full blocks are shareable
+    STRATA_RETURN_IF_ERROR(finish_chunk(kv, seq, pos0, part));
   }
   return Status::ok();
+}
+
+Status finish_chunk(KvCache& kv, SeqId seq, int64_t pos0, std::span<const int32_t> tokens) {
+  STRATA_RETURN_IF_ERROR(kv.commit_tokens(seq, pos0, tokens));
+  return kv.demote_cold(seq).status();
 }
 
 Status check_batch(const Engine& engine, std::span<const SeqId> seqs,

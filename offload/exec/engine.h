@@ -71,9 +71,12 @@ class Engine {
 // all_logits: KvCache::attach_prefix), and runs the rest in chunks of at most max_batch_tokens
 // through run_chunk(chunk, out), where out is where the chunk's logits go, or null when no
 // logits of that chunk are wanted (only the last chunk's last token matters unless all_logits);
-// each chunk's tokens are then committed to `kv` (KvCache::commit_tokens), so that later
-// sequences may share them. run_chunk reserves the chunk's slots in `kv`.
+// each chunk is then finished (finish_chunk). run_chunk reserves the chunk's slots in `kv`.
 using ChunkRunner = std::function<Status(std::span<const int32_t> chunk, float* logits)>;
+// After a chunk of `seq` ran from position pos0: commits its tokens to `kv` (their full blocks
+// become shareable) and moves the blocks that left the hot window to the cold tier (a no-op
+// without tiers). REQUIRES: nothing still reads or writes the sequence's KV (the step is done).
+Status finish_chunk(KvCache& kv, SeqId seq, int64_t pos0, std::span<const int32_t> tokens);
 // forward_batch's checks: as many tokens as sequences (at least one), distinct sequences that
 // exist, ids in the vocabulary, no sequence past max_context(); sizes `logits`.
 Status check_batch(const Engine& engine, std::span<const SeqId> seqs,

@@ -44,6 +44,8 @@ Status ExecutorOptions::validate(const HyperParams& hp) const {
   if (kv_type != DType::kF32 && kv_type != DType::kF16 && kv_type != DType::kQ8_0) {
     return Status::invalid_argument("--kv-type must be f32, f16 or q8_0");
   }
+  if (kv_hot_window_tokens < 0) return Status::invalid_argument("hot_window must be >= 0");
+  if (kv_sink_blocks < 0) return Status::invalid_argument("sink_blocks must be >= 0");
   // q8_0 rows are 32-element blocks; attention reads one KV head's slice at a time.
   if (kv_type == DType::kQ8_0 && hp.head_dim % 32 != 0) {
     return Status::invalid_argument(
@@ -52,6 +54,26 @@ Status ExecutorOptions::validate(const HyperParams& hp) const {
         std::to_string(hp.head_dim));
   }
   return Status::ok();
+}
+
+KvCacheConfig ExecutorOptions::kv_cache_config(const HyperParams& hp) const {
+  KvCacheConfig c;
+  c.layout = KvLayout::for_model(hp, kv_block_tokens, kv_type);
+  const int64_t context = max_context > 0 ? max_context : hp.n_ctx_train;
+  const int64_t full = c.layout.blocks_for_tokens(context);
+  c.max_blocks = max_sequences * full;
+  if (kv_hot_window_tokens > 0) {
+    // +1: the block a window's start falls in, partly outside the window.
+    const int64_t hot =
+        kv_sink_blocks + c.layout.blocks_for_tokens(kv_hot_window_tokens + max_batch_tokens) + 1;
+    if (hot < full) {
+      c.max_blocks = max_sequences * hot;
+      c.tiering.cold_max_blocks = max_sequences * full;
+      c.tiering.hot_window_tokens = kv_hot_window_tokens;
+      c.tiering.sink_blocks = kv_sink_blocks;
+    }
+  }
+  return c;
 }
 
 StatusOr<std::unique_ptr<Executor>> Executor::create(const ModelSpec& spec,
@@ -67,11 +89,12 @@ Status Executor::init() {
   const HyperParams& hp = spec_.hp;
   STRATA_ASSIGN_OR_RETURN(weights_, LlamaWeights::bind(spec_));
 
-  KvCacheConfig kv_config;
-  kv_config.layout = KvLayout::for_model(hp, options_.kv_block_tokens, options_.kv_type);
-  kv_config.max_blocks =
-      options_.max_sequences * kv_config.layout.blocks_for_tokens(options_.max_context);
-  STRATA_ASSIGN_OR_RETURN(kv_, KvCache::create(kv_config));
+  // Both tiers are host memory here: the tiers are the GPU run's mechanism, kept the same on the
+  // CPU so that one code path (and its tests) covers both.
+  const KvCacheConfig kv_config = options_.kv_cache_config(hp);
+  STRATA_ASSIGN_OR_RETURN(
+      kv_, KvCache::create(kv_config, make_host_kv_slab_allocator(), make_host_kv_slab_allocator(),
+                           make_memcpy_kv_block_mover()));
 
   cpu::MatmulOptions mm;
   mm.precision = options_.prefill_precision;
@@ -182,7 +205,7 @@ Status Executor::forward_batch(std::span<const SeqId> seqs, std::span<const int3
   STRATA_RETURN_IF_ERROR(
       forward_segments(segments, tokens, LogitRows::kLastOfEach, logits->data()));
   for (const Segment& s : segments) {
-    STRATA_RETURN_IF_ERROR(kv_->commit_tokens(s.seq, s.pos0, tokens.subspan(s.row0, 1)));
+    STRATA_RETURN_IF_ERROR(finish_chunk(*kv_, s.seq, s.pos0, tokens.subspan(s.row0, 1)));
   }
   return Status::ok();
 }

@@ -37,7 +37,12 @@ struct ExecutorOptions {
   int64_t gemm_attention_min_tokens = 32;
   int64_t attention_tile_tokens = 512;  // query tile of PrefillAttention
   int64_t kv_block_tokens = 16;
-  DType kv_type = DType::kF32;  // kF32 (exact) or kF16
+  DType kv_type = DType::kF32;  // kF32 (exact), kF16 or kQ8_0
+  // Tiered KV (issue 6): each sequence keeps its last kv_hot_window_tokens tokens and its first
+  // kv_sink_blocks blocks in the hot tier (VRAM in a GPU run); older blocks move to the cold tier
+  // (host memory) after every chunk. 0: one tier, everything hot.
+  int64_t kv_hot_window_tokens = 0;
+  int64_t kv_sink_blocks = 1;
   cpu::MatmulPrecision prefill_precision = cpu::MatmulPrecision::kF32;
   bool profile = false;  // accumulate per-op wall time (ExecutorProfile)
   // A new sequence whose prompt starts with full KV blocks another live sequence holds shares
@@ -46,6 +51,10 @@ struct ExecutorOptions {
 
   // invalid_argument naming the option ("--ctx ...") when a value is out of range for `hp`.
   Status validate(const HyperParams& hp) const;
+  // The KV cache these options ask for: without a hot window, max_sequences full-length
+  // sequences in one tier; with one, the hot tier holds each sequence's sinks, window and one
+  // chunk (blocks move out only between chunks) and the cold tier the full lengths.
+  KvCacheConfig kv_cache_config(const HyperParams& hp) const;
 };
 
 // Where forward time went, when ExecutorOptions::profile is set (seconds since create()).

@@ -25,6 +25,22 @@ int64_t aligned(int64_t bytes) {
          kDeviceArenaAlignmentBytes;
 }
 
+// Demotes KV blocks (KvBlockMover) from VRAM to the pinned cold tier by DMA on its own stream.
+// KvCache calls it between steps, after the step's synchronize: nothing writes the block then,
+// and the copy is finished before the hot block is handed out again.
+class DeviceToHostMover final : public KvBlockMover {
+ public:
+  explicit DeviceToHostMover(const cuda::Stream& stream) : stream_(stream) {}
+  Status copy(void* dst, const void* src, int64_t bytes) override {
+    STRATA_RETURN_IF_ERROR(
+        cuda::memcpy_async(dst, src, bytes, cuda::CopyKind::kDeviceToHost, stream_));
+    return stream_.synchronize();
+  }
+
+ private:
+  const cuda::Stream& stream_;
+};
+
 // Bytes of the pinned staging buffer that weights go up through.
 constexpr int64_t kStagingBytes = int64_t{64} << 20;
 // CPU-run outputs up to this size go up by a kernel reading pinned memory (see matmuls).
@@ -138,10 +154,27 @@ Status GpuExecutor::init() {
   attention_split_tokens_ = att.split_tokens;
   STRATA_ASSIGN_OR_RETURN(attention_, gpu::GpuAttention::create(*arena_, *blas_, att));
 
-  KvCacheConfig kv_config;
-  kv_config.layout = KvLayout::for_model(hp, base.kv_block_tokens, base.kv_type);
-  kv_config.max_blocks = base.max_sequences * kv_config.layout.blocks_for_tokens(base.max_context);
-  STRATA_ASSIGN_OR_RETURN(kv_, KvCache::create(kv_config, make_device_kv_slab_allocator(*arena_)));
+  const KvCacheConfig kv_config = base.kv_cache_config(hp);
+  if (kv_config.tiering.cold_max_blocks == 0) {
+    STRATA_ASSIGN_OR_RETURN(kv_,
+                            KvCache::create(kv_config, make_device_kv_slab_allocator(*arena_)));
+  } else {
+    // Cold blocks lie in pinned host memory and the attention kernels read them there, over
+    // PCIe, through the same block table as the hot ones: that needs a host address to be the
+    // device address (unified addressing), checked here once on a pinned buffer.
+    STRATA_ASSIGN_OR_RETURN(cuda::PinnedHostBuffer probe, cuda::PinnedHostBuffer::allocate(64));
+    StatusOr<void*> mapped = cuda::device_pointer_of_host(probe.data());
+    if (!mapped.is_ok() || *mapped != probe.data()) {
+      return Status::unsupported(
+          "hot_window: this GPU does not see pinned host memory at its host address (no unified "
+          "addressing), which the cold KV tier needs; run without a hot window");
+    }
+    STRATA_ASSIGN_OR_RETURN(kv_copy_stream_, cuda::Stream::create());
+    STRATA_ASSIGN_OR_RETURN(kv_,
+                            KvCache::create(kv_config, make_device_kv_slab_allocator(*arena_),
+                                            make_pinned_host_kv_slab_allocator(*host_pool_),
+                                            std::make_unique<DeviceToHostMover>(kv_copy_stream_)));
+  }
 
   const int64_t n = base.max_batch_tokens;
   auto activations = [&](int64_t bytes, DeviceBuffer* out) -> Status {
@@ -471,19 +504,32 @@ Status GpuExecutor::sync_block_table(SeqId seq) {
   SequenceTable& t = tables_.at(seq);
   const int64_t n_layer = kv_->layout().n_layer;
   const int64_t num_blocks = kv_->block_table(seq).num_blocks();
-  if (num_blocks <= t.uploaded_blocks) return Status::ok();
+  int64_t first = t.uploaded_blocks;  // the first block whose entries change
+  if (const int64_t moved = kv_->blocks_moved(seq); moved != t.blocks_moved) {
+    // demote_cold replaced uploaded blocks by cold ones (all layers of a block move together,
+    // so layer 0 shows which); everything from the first of them goes up again.
+    const KvLayerView view = kv_->layer_view(seq, 0);
+    for (int64_t b = 0; b < t.uploaded_blocks; ++b) {
+      if (t.host[static_cast<size_t>(b * n_layer * 2)] != view.k_blocks[b]) {
+        first = b;
+        break;
+      }
+    }
+    t.blocks_moved = moved;
+  }
+  if (first >= num_blocks) return Status::ok();
   for (int64_t l = 0; l < n_layer; ++l) {
     const KvLayerView view = kv_->layer_view(seq, l);
-    for (int64_t b = t.uploaded_blocks; b < num_blocks; ++b) {
+    for (int64_t b = first; b < num_blocks; ++b) {
       t.host[static_cast<size_t>((b * n_layer + l) * 2)] = view.k_blocks[b];
       t.host[static_cast<size_t>((b * n_layer + l) * 2 + 1)] = view.v_blocks[b];
     }
   }
-  const int64_t first = t.uploaded_blocks * n_layer * 2;
-  const int64_t count = (num_blocks - t.uploaded_blocks) * n_layer * 2;
+  const int64_t offset = first * n_layer * 2;
+  const int64_t count = (num_blocks - first) * n_layer * 2;
   // From pageable memory: the copy is staged before the call returns, so `host` may change later.
   STRATA_RETURN_IF_ERROR(cuda::memcpy_async(
-      static_cast<void**>(t.table.data()) + first, t.host.data() + first,
+      static_cast<void**>(t.table.data()) + offset, t.host.data() + offset,
       count * static_cast<int64_t>(sizeof(void*)), cuda::CopyKind::kHostToDevice, stream_));
   t.uploaded_blocks = num_blocks;
   return Status::ok();
@@ -691,8 +737,8 @@ Status GpuExecutor::forward_batch(std::span<const SeqId> seqs, std::span<const i
                                             stream_));
   STRATA_RETURN_IF_ERROR(stream_.synchronize());  // logits is pageable host memory
   for (int64_t i = 0; i < n; ++i) {
-    STRATA_RETURN_IF_ERROR(kv_->commit_tokens(seqs[static_cast<size_t>(i)], segments[i].pos0,
-                                              tokens.subspan(static_cast<size_t>(i), 1)));
+    STRATA_RETURN_IF_ERROR(finish_chunk(*kv_, seqs[static_cast<size_t>(i)], segments[i].pos0,
+                                        tokens.subspan(static_cast<size_t>(i), 1)));
   }
   return options_.profile ? collect_profile() : Status::ok();
 }

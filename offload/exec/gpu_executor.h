@@ -190,6 +190,7 @@ class GpuExecutor final : public Engine {
     DeviceBuffer table;
     std::vector<void*> host;  // mirror of what was uploaded
     int64_t uploaded_blocks = 0;
+    int64_t blocks_moved = 0;  // KvCache::blocks_moved when `host` was last brought up to date
   };
 
   GpuExecutor(const ModelSpec& spec, const GpuExecutorOptions& options)
@@ -268,6 +269,7 @@ class GpuExecutor final : public Engine {
   std::unique_ptr<gpu::Cublas> blas_;
   std::unique_ptr<gpu::GpuMatmul> matmul_;
   std::unique_ptr<gpu::GpuAttention> attention_;
+  cuda::Stream kv_copy_stream_;  // demotions of KV blocks to the cold tier (tiered KV only)
   std::unique_ptr<KvCache> kv_;
   std::unordered_map<SeqId, SequenceTable> tables_;
   std::unique_ptr<WeightStream> weight_stream_;  // null when nothing streams

@@ -91,6 +91,8 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
     opts.max_batch_tokens = batch_tokens;
     opts.gemm_attention_min_tokens = gemm_attention_min_tokens;
     opts.attention_tile_tokens = attention_tile_tokens;
+    opts.kv_hot_window_tokens = hot_window_tokens_;
+    opts.kv_sink_blocks = 1;
     std::unique_ptr<Engine> engine;
     if (GetParam().gpu) {
       GpuExecutorOptions gpu_opts;
@@ -173,6 +175,7 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
                 max_abs);
   }
 
+  int64_t hot_window_tokens_ = 0;  // tiered KV in make_executor when > 0
   std::string dir_;
   nlohmann::json manifest_, variant_;
   std::unique_ptr<LoadedModel> model_;
@@ -208,6 +211,46 @@ TEST_P(GoldenForward, ChunkedPrefillMatchesReference) {
   std::vector<float> logits;
   ASSERT_TRUE(exec->forward(0, prompt_, true, &logits).is_ok());
   expect_exact(logits, "chunked");
+}
+
+TEST_P(GoldenForward, TieredKvMatchesReferenceInChunksAndTokenByToken) {
+  // Tiered KV: 4-token blocks, a 4-token hot window and one sink block, so after each chunk all
+  // but the sink and the last one or two blocks move to the cold tier (host memory; pinned and
+  // read by the GPU kernels in place in a GPU run). The logits must not change: the same
+  // arithmetic over the same values, wherever the blocks lie.
+  hot_window_tokens_ = 4;
+  {
+    auto exec = make_executor(/*block_tokens=*/4, /*batch_tokens=*/7);
+    ASSERT_NE(exec, nullptr);
+    std::vector<float> logits;
+    const Status st = exec->forward(0, prompt_, true, &logits);
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
+    expect_exact(logits, "tiered chunked");
+    // 20 tokens in 5 blocks: the sink and the window's block stay hot, 3 are cold.
+    EXPECT_EQ(exec->kv_stats().cold_used_blocks, 3);
+    EXPECT_EQ(exec->kv_stats().num_used_blocks, 2);
+  }
+  auto exec = make_executor(/*block_tokens=*/4, /*batch_tokens=*/7);
+  ASSERT_NE(exec, nullptr);
+  std::vector<float> all(prompt_.size() * n_vocab_), step;
+  for (size_t i = 0; i < prompt_.size(); ++i) {
+    const Status st = exec->forward(0, std::span(&prompt_[i], 1), false, &step);
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
+    std::copy(step.begin(), step.end(), all.begin() + i * n_vocab_);
+  }
+  expect_exact(all, "tiered token-by-token");
+  EXPECT_EQ(exec->kv_stats().cold_used_blocks, 3);
+  // Greedy decoding past the prompt keeps demoting and stays on the reference's tokens.
+  const auto expected = variant_["greedy"].get<std::vector<int32_t>>();
+  std::vector<int32_t> got;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const int32_t next = argmax(step.data(), n_vocab_);
+    got.push_back(next);
+    ASSERT_TRUE(exec->forward(0, std::span(&next, 1), false, &step).is_ok());
+  }
+  EXPECT_EQ(got, expected);
+  const int64_t held = static_cast<int64_t>(prompt_.size() + expected.size());
+  EXPECT_EQ(exec->kv_stats().cold_used_blocks + exec->kv_stats().num_used_blocks, (held + 3) / 4);
 }
 
 TEST_P(GoldenForward, GemmAttentionPrefillMatchesReference) {
