@@ -113,6 +113,13 @@ int64_t Policy::hot_kv_tokens() const {
   return std::min(context_tokens, (sink_blocks + window_blocks) * bt);
 }
 
+int64_t Policy::hot_kv_reserved_tokens() const {
+  if (hot_window_tokens <= 0) return context_tokens;
+  const int64_t bt = block_tokens;
+  const int64_t blocks = sink_blocks + (hot_window_tokens + prefill_tokens + bt - 1) / bt + 1;
+  return std::min(context_tokens, blocks * bt);
+}
+
 StatusOr<PolicyKind> parse_policy_kind(std::string_view name) {
   for (PolicyKind k :
        {PolicyKind::kAuto, PolicyKind::kGpuFirst, PolicyKind::kStream, PolicyKind::kCpu}) {

@@ -80,6 +80,10 @@ struct Policy {
   // KV tokens per sequence held in VRAM and in host memory for `context_tokens` (all in VRAM
   // without a hot window; sinks and window in whole blocks, plus the block being written).
   int64_t hot_kv_tokens() const;
+  // The hot tier's size per sequence in tokens, what VRAM must hold: blocks move to the cold tier
+  // only between chunks, so one prefill chunk (prefill_tokens) comes on top of hot_kv_tokens'
+  // window. The executor sizes its hot pool the same way (ExecutorOptions::kv_cache_config).
+  int64_t hot_kv_reserved_tokens() const;
   int64_t cold_kv_tokens() const { return context_tokens - hot_kv_tokens(); }
 
   // `caps` with the [caps] overrides applied.

@@ -63,7 +63,8 @@ KvCacheConfig ExecutorOptions::kv_cache_config(const HyperParams& hp) const {
   const int64_t full = c.layout.blocks_for_tokens(context);
   c.max_blocks = max_sequences * full;
   if (kv_hot_window_tokens > 0) {
-    // +1: the block a window's start falls in, partly outside the window.
+    // +1: the block a window's start falls in, partly outside the window. Policy::
+    // hot_kv_reserved_tokens is the planner's copy of this count.
     const int64_t hot =
         kv_sink_blocks + c.layout.blocks_for_tokens(kv_hot_window_tokens + max_batch_tokens) + 1;
     if (hot < full) {

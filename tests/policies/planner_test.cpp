@@ -233,9 +233,11 @@ TEST(Planner, AHotWindowSplitsKvBetweenTiersAndItsAttentionPicksTheFasterLink) {
   const Plan tiered = make_plan(spec, p, Caps::reference());
   EXPECT_TRUE(tiered.fits);
   const int64_t per_token = spec.hp.kv_bytes_per_token(2);
-  EXPECT_EQ(tiered.bytes.vram_kv, per_token * p.hot_kv_tokens());
+  // VRAM holds the window and one prefill chunk on top (blocks move out between chunks).
+  EXPECT_EQ(tiered.bytes.vram_kv, per_token * p.hot_kv_reserved_tokens());
+  EXPECT_GT(p.hot_kv_reserved_tokens(), p.hot_kv_tokens());
   EXPECT_EQ(tiered.bytes.host_kv, per_token * p.cold_kv_tokens());
-  EXPECT_EQ(tiered.bytes.vram_kv + tiered.bytes.host_kv, per_token * 131072);
+  EXPECT_EQ(per_token * p.hot_kv_tokens() + tiered.bytes.host_kv, per_token * 131072);
   EXPECT_DOUBLE_EQ(tiered.decode.kv_host_bytes, static_cast<double>(tiered.bytes.host_kv));
   // auto: the CPU reads host memory faster than PCIe brings it over (C > P on this machine).
   EXPECT_EQ(tiered.decode.cold_attention, "cpu");
