@@ -43,11 +43,15 @@ class KvTypeTest : public ::testing::Test {
 
   // Logits of the prompt (prefill, every position) and of 10 greedy tokens decoded one by one
   // after it, with a cache of `kv_type`; the cache's bytes per block in *block_bytes.
-  std::vector<float> run(DType kv_type, int64_t* block_bytes) {
+  // hot_window > 0: tiered. chunk: tokens per prefill chunk.
+  std::vector<float> run(DType kv_type, int64_t* block_bytes, int64_t hot_window = 0,
+                         int64_t chunk = 2048, int64_t* cold_blocks = nullptr) {
     ExecutorOptions opts;
     opts.kv_type = kv_type;
     opts.kv_block_tokens = 16;
     opts.max_context = 512;
+    opts.kv_hot_window_tokens = hot_window;
+    opts.max_batch_tokens = chunk;
     auto exec = Executor::create(model_->spec, opts);
     EXPECT_TRUE(exec.is_ok()) << exec.status().to_string();
     if (!exec.is_ok()) return {};
@@ -59,14 +63,15 @@ class KvTypeTest : public ::testing::Test {
     for (int i = 0; i < 10; ++i) {
       // The f32 run's greedy tokens for every type, so that the positions compared line up.
       if (greedy_.size() <= static_cast<size_t>(i)) {
-        greedy_.push_back(static_cast<int32_t>(
-            std::max_element(last.begin(), last.end()) - last.begin()));
+        greedy_.push_back(
+            static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin()));
       }
       EXPECT_TRUE((*exec)->forward(0, std::span(&greedy_[i], 1), false, &step).is_ok());
       all.insert(all.end(), step.begin(), step.end());
       last = step;
     }
     *block_bytes = (*exec)->kv_stats().block_bytes;
+    if (cold_blocks != nullptr) *cold_blocks = (*exec)->kv_stats().cold_used_blocks;
     return all;
   }
 
@@ -116,6 +121,21 @@ TEST_F(KvTypeTest, F16AndQ8_0CachesStayCloseToF32AtTheirSizes) {
     agree += at(q8) == at(f32);
   }
   EXPECT_GE(agree, static_cast<int>(positions * 9 / 10)) << agree << " of " << positions;
+}
+
+TEST_F(KvTypeTest, EveryKvTypeGivesTheSameLogitsTiered) {
+  // A 16-token hot window and 24-token prefill chunks: most blocks of the 80-token sequence move
+  // to the cold tier between chunks. Rows move as stored (q8_0 blocks with their scales, f16
+  // halves), so the logits are those of the one-tier run with the same chunks, to the last bit.
+  for (DType type : {DType::kF32, DType::kF16, DType::kQ8_0}) {
+    SCOPED_TRACE(dtype_name(type));
+    int64_t bytes = 0, cold = 0;
+    const std::vector<float> one_tier = run(type, &bytes, /*hot_window=*/0, /*chunk=*/24);
+    const std::vector<float> tiered = run(type, &bytes, /*hot_window=*/16, /*chunk=*/24, &cold);
+    ASSERT_EQ(tiered.size(), one_tier.size());
+    EXPECT_GE(cold, 3);
+    EXPECT_EQ(tiered, one_tier);
+  }
 }
 
 TEST_F(KvTypeTest, Q8_0NeedsHeadsOfWholeBlocks) {
