@@ -156,7 +156,11 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
     caps = policy.apply_caps(caps);
     const GpuProbe probe = probe_gpu(0);
     caps.vram_free_bytes = probe.caps.free_bytes;
-    plan = make_plan(rt.model->spec, policy, caps);
+    // The GPU executor reads cold KV blocks in place over PCIe, which the cost model charges as
+    // its prefetch mode (cold bytes over P); plan with that, not with a CPU attention it lacks.
+    Policy planned = policy;
+    if (planned.hot_window_tokens > 0) planned.cold_attention = ColdAttention::kPrefetch;
+    plan = make_plan(rt.model->spec, planned, caps);
     if (!plan->fits) {
       return Status::out_of_memory(
           "the VRAM budget " + format_bytes(plan->vram_budget_bytes) + " is below what policy " +
