@@ -1,0 +1,259 @@
+// long_context_bench: decode at long contexts with the tiered KV cache under a VRAM budget
+// (scenario ctx-8b in ../shared/BENCHMARKS.md: llama3-8b Q4_0, 8 GiB, decode at 4k, 32k and 128k
+// context, prefill of a 32k prompt), with the limits measured in the same run (H, P, C, S, G as
+// in offload_bench).
+// First a prompt of --prefill-context tokens is prefilled (timed) on a sequence of its own; then
+// one sequence grows through the contexts, --decode tokens timed at each. Rooflines (issue 6), per
+// decode token at context L with the plan's weight bytes per tier and the KV split by the hot
+// window (hot: sinks + window, in VRAM; cold: the rest, in pinned host):
+//   T = (B_vram + KV_hot) / H + (B_host + KV_cold) / S            (both host links, as issue 5)
+// and, beside it, the same with the cold KV over PCIe alone (P), which is what the GPU executor
+// does today (it reads cold blocks in place; CPU attention of them is not built yet).
+// Prefill of N tokens in chunks of C: max(passes * B_stream / P + cold KV read by the chunks / P,
+// FLOPs / G); the chunks' attention reads every earlier token's KV once per chunk.
+// Checks that the device memory never exceeded the budget, and prints KV bytes per tier.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "bench/bench_check.h"
+#include "cpu_backend/read_bandwidth.h"
+#include "cpu_backend/thread_placement.h"
+#include "gpu_backend/device_probe.h"
+#include "offload/core/units.h"
+#include "offload/exec/gpu_executor.h"
+#include "offload/exec/gpu_limits.h"
+#include "offload/model/model_loader.h"
+#include "policies/planner.h"
+
+namespace {
+
+using namespace strata;
+using bench::check;
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::vector<int64_t> split_ints(const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');) out.push_back(std::stoll(item));
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "Decode tokens/s at long contexts with the tiered KV cache, rooflines measured here"};
+  std::string model_path, json_out, scenario = "ctx-8b", model_name, commit, budget_text = "8GiB";
+  std::string contexts_text = "4096,32768,131072";
+  int64_t hot_window = 4096, sink_blocks = 1, chunk = 2048, decode_tokens = 16;
+  int64_t prefill_context = 32768;
+  double read_gib = 4.0;
+  app.add_option("-m,--model", model_path, "GGUF model (e.g. from strata synth)")->required();
+  app.add_option("--model-name", model_name, "Name for the record (default: general.name)");
+  app.add_option("--scenario", scenario, "Scenario id for the record");
+  app.add_option("--vram-budget", budget_text, "The VRAM budget (default 8GiB)");
+  app.add_option("--contexts", contexts_text, "Contexts to decode at, increasing");
+  app.add_option("--hot-window", hot_window, "Tokens of KV kept in VRAM per sequence");
+  app.add_option("--sink-blocks", sink_blocks, "First KV blocks kept in VRAM");
+  app.add_option("--chunk", chunk, "Tokens per prefill chunk");
+  app.add_option("--decode", decode_tokens, "Tokens decoded at each context");
+  app.add_option("--prefill-context", prefill_context,
+                 "Tokens of the prompt whose prefill is timed, on a sequence of its own (0: skip)");
+  app.add_option("--read-gib", read_gib, "Buffers of the bandwidth measurements");
+  app.add_option("--json-out", json_out, "Append JSON lines here");
+  app.add_option("--commit", commit, "Commit id for the record");
+  CLI11_PARSE(app, argc, argv);
+  const std::vector<int64_t> contexts = split_ints(contexts_text);
+  if (contexts.empty() || !std::is_sorted(contexts.begin(), contexts.end())) {
+    std::fprintf(stderr, "long_context_bench: --contexts must be increasing\n");
+    return 2;
+  }
+
+  const GpuProbe probe = probe_gpu(0);
+  if (!probe.usable) {
+    std::fprintf(stderr, "long_context_bench: no usable GPU: %s\n", probe.reason.c_str());
+    return 1;
+  }
+  const int64_t budget = check(parse_byte_size("--vram-budget", budget_text), "--vram-budget");
+  const ThreadPlacement placement = apply_thread_placement(default_thread_count());
+  auto loaded = check(load_model(model_path), "load");
+  const ModelSpec& spec = loaded.spec;
+  const HyperParams& hp = spec.hp;
+  if (model_name.empty()) model_name = spec.name;
+  std::string type_name = "mixed";
+  if (const TensorSpec* t = spec.find("blk.0.ffn_up.weight")) type_name = dtype_name(t->type);
+
+  Caps caps = Caps::reference();
+  {
+    cpu::CpuReadProbe cpu_probe(static_cast<int64_t>(read_gib * (1ll << 30)));
+    if (!cpu_probe.ok()) check(Status::out_of_memory("CPU read probe"), "cpu read");
+    caps.cpu_read_bytes_per_s = cpu_probe.measure(5).best_bytes_per_s;
+    check(
+        measure_gpu_limits(probe, read_gib, cpu_probe, GemmShape{hp.n_ff, chunk, hp.n_embd}, &caps),
+        "limits");
+    caps.source = "measured by long_context_bench";
+  }
+  std::fprintf(stderr,
+               "limits: H %.0f GB/s, P %.1f GB/s, C %.1f GB/s, S %.1f GB/s, G %.0f TFLOP/s, %d "
+               "threads\n",
+               caps.hbm_bytes_per_s / 1e9, caps.h2d_pinned_bytes_per_s / 1e9,
+               caps.cpu_read_bytes_per_s / 1e9, caps.host_combined_bytes_per_s / 1e9,
+               caps.gpu_gemm_flop_per_s / 1e12, placement.num_threads);
+
+  const int64_t max_context = contexts.back() + decode_tokens + 8;
+  Policy policy;
+  policy.kind = PolicyKind::kAuto;
+  policy.vram_budget_bytes = budget;
+  policy.context_tokens = max_context;
+  policy.prefill_tokens = chunk;
+  policy.kv_type = DType::kF16;
+  policy.hot_window_tokens = hot_window;
+  policy.sink_blocks = sink_blocks;
+  policy.cold_attention = ColdAttention::kPrefetch;  // what the executor's in-place reads cost
+  const Plan plan = make_plan(spec, policy, caps);
+  if (!plan.fits) {
+    std::fprintf(stderr, "does not fit in %s (needs %lld bytes)\n", budget_text.c_str(),
+                 static_cast<long long>(plan.min_vram_budget_bytes));
+    return 1;
+  }
+  GpuExecutorOptions o;
+  o.base.max_context = max_context;
+  o.base.max_batch_tokens = chunk;
+  o.base.kv_type = DType::kF16;
+  o.base.attention_tile_tokens = 1024;
+  o.base.kv_hot_window_tokens = hot_window;
+  o.base.kv_sink_blocks = sink_blocks;
+  o.vram_budget_bytes = plan.vram_budget_bytes;
+  o.gemm_precision = gpu::GemmPrecision::kF16;
+  o.placements = plan.tensors;
+  auto exec = check(GpuExecutor::create(spec, o), "GpuExecutor");
+  check(exec->add_sequence(0), "seq");
+
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(hp.n_vocab - 1));
+  const double per_token_kv = static_cast<double>(hp.kv_bytes_per_token(DType::kF16));
+  int64_t layer_params = 0;
+  for (const TensorSpec& t : spec.tensors) {
+    if (t.ne.size() >= 2 && t.name.rfind("blk.", 0) == 0) layer_params += t.num_elements();
+  }
+  const Prediction& d = plan.decode;
+  std::vector<nlohmann::json> records;
+  auto record = [&](const std::string& phase, int64_t context, double tps, double roof_tps,
+                    nlohmann::json extra) {
+    const KvCacheStats kv = exec->kv_stats();
+    nlohmann::json r;
+    r["scenario"] = scenario;
+    r["model"] = model_name;
+    r["type"] = type_name;
+    r["phase"] = phase;
+    r["policy"] = "auto";
+    r["vram_budget_bytes"] = budget;
+    r["batch"] = 1;
+    r["context"] = context;
+    r["tokens_per_s"] = tps;
+    r["roofline_tokens_per_s"] = roof_tps;
+    r["ratio_to_roofline"] = roof_tps > 0 ? tps / roof_tps : 0.0;
+    r["limits"] = {{"hbm_bytes_per_s", caps.hbm_bytes_per_s},
+                   {"h2d_pinned_bytes_per_s", caps.h2d_pinned_bytes_per_s},
+                   {"cpu_read_bytes_per_s", caps.cpu_read_bytes_per_s},
+                   {"host_combined_bytes_per_s", caps.host_combined_bytes_per_s},
+                   {"gemm_flop_per_s", caps.gpu_gemm_flop_per_s}};
+    r["kv_bytes"] = {{"vram", kv.used_bytes}, {"host", kv.cold_used_bytes}};
+    r["hot_window_tokens"] = hot_window;
+    r["peak_vram_bytes"] = exec->device_stats()->peak_used_bytes;
+    r["device"] = exec->device_description();
+    r["commit"] = commit;
+    for (auto it = extra.begin(); it != extra.end(); ++it) r[it.key()] = it.value();
+    records.push_back(r);
+    if (!json_out.empty()) std::ofstream(json_out, std::ios::app) << r.dump() << "\n";
+    std::printf("%s\n", r.dump().c_str());
+  };
+
+  std::vector<float> logits;
+  if (prefill_context > 0) {  // a prompt of prefill_context tokens on a sequence of its own
+    std::vector<int32_t> prompt(static_cast<size_t>(prefill_context));
+    for (int32_t& t : prompt) t = tok(rng);
+    check(exec->add_sequence(1), "seq");
+    const double t0 = now_s();
+    check(exec->forward(1, prompt, false, &logits), "prefill");
+    const double prefill_s = now_s() - t0;
+    // Chunk i attends over the tokens before it: their cold part comes over PCIe.
+    const double n = static_cast<double>(prefill_context);
+    double cold_read = 0;
+    for (int64_t start = 0; start < prefill_context; start += chunk) {
+      cold_read +=
+          static_cast<double>(std::max<int64_t>(0, start - policy.hot_kv_tokens())) * per_token_kv;
+    }
+    const double passes = std::ceil(n / static_cast<double>(chunk));
+    const double attn_flops = 4.0 * hp.n_layer * hp.n_head * hp.head_dim * n * (n + 1) / 2;
+    const double flops = 2.0 * static_cast<double>(layer_params) * n + attn_flops;
+    const double roof_s =
+        std::max((passes * plan.prefill.stream_bytes + cold_read) / caps.h2d_pinned_bytes_per_s,
+                 flops / caps.gpu_gemm_flop_per_s);
+    record("prefill", prefill_context, n / prefill_s, n / roof_s,
+           {{"chunk_tokens", chunk}, {"flop_per_s", flops / prefill_s}});
+    check(exec->remove_sequence(1), "seq");
+  }
+  int64_t held = 0;
+  for (const int64_t context : contexts) {
+    // Grow the sequence to `context` tokens (chunked prefill), then decode there.
+    std::vector<int32_t> prompt(static_cast<size_t>(context - held));
+    for (int32_t& t : prompt) t = tok(rng);
+    check(exec->forward(0, prompt, false, &logits), "grow");
+    held = context;
+    int32_t next = tok(rng);
+    check(exec->forward(0, std::span(&next, 1), false, &logits), "warm");
+    ++held;
+    const double t1 = now_s();
+    for (int64_t i = 0; i < decode_tokens; ++i) {
+      next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      check(exec->forward(0, std::span(&next, 1), false, &logits), "decode");
+    }
+    const double tps = static_cast<double>(decode_tokens) / (now_s() - t1);
+    const double ctx_mid = static_cast<double>(held) + decode_tokens / 2.0;
+    held += decode_tokens;
+    const double kv_hot = std::min<double>(ctx_mid, policy.hot_kv_tokens()) * per_token_kv;
+    const double kv_cold = std::max(0.0, ctx_mid * per_token_kv - kv_hot);
+    const double host = d.stream_bytes + d.cpu_bytes;
+    const double roof_s = (d.vram_bytes + kv_hot) / caps.hbm_bytes_per_s +
+                          (host + kv_cold) / caps.host_combined_bytes_per_s;
+    const double pcie_s =
+        (d.vram_bytes + kv_hot) / caps.hbm_bytes_per_s +
+        (host + kv_cold) / (kv_cold > 0 && d.cpu_bytes == 0 ? caps.h2d_pinned_bytes_per_s
+                                                            : caps.host_combined_bytes_per_s);
+    record("decode", context, tps, 1.0 / roof_s,
+           {{"roofline_cold_kv_over_pcie_tokens_per_s", 1.0 / pcie_s},
+            {"bytes_per_token",
+             {{"vram", d.vram_bytes},
+              {"stream", d.stream_bytes},
+              {"cpu", d.cpu_bytes},
+              {"kv_vram", kv_hot},
+              {"kv_host", kv_cold}}}});
+  }
+  const DeviceArenaStats vram = *exec->device_stats();
+  const bool within = vram.peak_used_bytes <= vram.budget_bytes;
+  std::fprintf(stderr, "\nVRAM peak %.2f GiB of a %.2f GiB arena budget: %s\n",
+               vram.peak_used_bytes / double(1ll << 30), vram.budget_bytes / double(1ll << 30),
+               within ? "within" : "OVER");
+  std::fprintf(stderr, "%-12s %-6s %-8s %8s %10s %10s %6s %12s %12s\n", "model", "type", "phase",
+               "context", "tok/s", "roof", "ratio", "KV vram", "KV host");
+  for (const auto& r : records) {
+    std::fprintf(stderr, "%-12s %-6s %-8s %8lld %10.2f %10.2f %6.3f %10.2f G %10.2f G\n",
+                 r["model"].get<std::string>().c_str(), r["type"].get<std::string>().c_str(),
+                 r["phase"].get<std::string>().c_str(),
+                 static_cast<long long>(r["context"].get<int64_t>()),
+                 r["tokens_per_s"].get<double>(), r["roofline_tokens_per_s"].get<double>(),
+                 r["ratio_to_roofline"].get<double>(), r["kv_bytes"]["vram"].get<double>() / 1e9,
+                 r["kv_bytes"]["host"].get<double>() / 1e9);
+  }
+  return within ? 0 : 3;
+}
