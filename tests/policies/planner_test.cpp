@@ -197,6 +197,36 @@ TEST(Planner, AutoBalancesTheCpuAndTheLinkWhenTheyShareHostMemory) {
   EXPECT_NEAR(link_s, cpu_s, 0.15 * std::max(link_s, cpu_s)) << link_s << " s vs " << cpu_s;
 }
 
+TEST(Planner, AutoKeepsTheHeadResidentUnlessLeavingItOutWinsClearly) {
+  // The limits measured on the GPU machine with the 14B Q8_0 (2026-12-02). With them both fills
+  // predict the same decode; the head-last one had won on prefill time and left the 789 MB head
+  // on the CPU, where batched steps compute all their rows' logits (16 sequences: 81.9 tok/s
+  // against stream's 100.9).
+  Caps caps = Caps::reference();
+  caps.cpu_gemv_efficiency_dense = 0.851;
+  caps.cpu_read_bytes_per_s = 101.4e9;
+  caps.gpu_gemm_flop_per_s = 684e12;
+  caps.h2d_pinned_bytes_per_s = 55.4e9;
+  caps.hbm_bytes_per_s = 4515e9;
+  caps.host_combined_bytes_per_s = 148.4e9;
+  Policy p = policy(PolicyKind::kAuto, 8);
+  p.context_tokens = 2144;
+  for (const char* name : {"qwen2.5-14b", "llama3-8b"}) {
+    SCOPED_TRACE(name);
+    const Plan plan = make_plan(
+        shape(name, std::string(name) == "llama3-8b" ? DType::kF16 : DType::kQ8_0), p, caps);
+    ASSERT_TRUE(plan.fits);
+    bool head_found = false;
+    for (const TensorPlacement& t : plan.tensors) {
+      if (t.name != "output.weight") continue;
+      head_found = true;
+      EXPECT_EQ(t.decode, Placement::kVram);
+      EXPECT_EQ(t.prefill, Placement::kVram);
+    }
+    EXPECT_TRUE(head_found);
+  }
+}
+
 TEST(Planner, RulesWin) {
   Policy p = policy(PolicyKind::kAuto, 80);
   p.rules.push_back({"blk\\.(3[01])\\.ffn_down\\.weight", Placement::kCpu});
