@@ -10,8 +10,10 @@
 
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <ostream>
+#include <random>
 
 #include "gpu_backend/cuda_api.h"
 #include "gpu_backend/cuda_device_allocator.h"
@@ -93,6 +95,7 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
     opts.attention_tile_tokens = attention_tile_tokens;
     opts.kv_hot_window_tokens = hot_window_tokens_;
     opts.kv_sink_blocks = 1;
+    opts.max_sequences = max_sequences_;
     std::unique_ptr<Engine> engine;
     if (GetParam().gpu) {
       GpuExecutorOptions gpu_opts;
@@ -176,6 +179,7 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
   }
 
   int64_t hot_window_tokens_ = 0;  // tiered KV in make_executor when > 0
+  int64_t max_sequences_ = 1;      // the KV budget of make_executor's engines
   std::string dir_;
   nlohmann::json manifest_, variant_;
   std::unique_ptr<LoadedModel> model_;
@@ -251,6 +255,90 @@ TEST_P(GoldenForward, TieredKvMatchesReferenceInChunksAndTokenByToken) {
   EXPECT_EQ(got, expected);
   const int64_t held = static_cast<int64_t>(prompt_.size() + expected.size());
   EXPECT_EQ(exec->kv_stats().cold_used_blocks + exec->kv_stats().num_used_blocks, (held + 3) / 4);
+}
+
+TEST_P(GoldenForward, TieredKvManySequencesInterleavedMatchOneTier) {
+  // Sequences of random lengths, added, grown (forward and forward_batch) and removed in random
+  // order, some starting with the prompt so that they share prefix blocks (cold ones too): the
+  // tiered cache (4-token window) gives the one-tier cache's logits at every step, and gives
+  // every block back at the end.
+  // 8-token chunks: the hot pool (sink + window + chunk) stays well below a full context.
+  max_sequences_ = 4;
+  auto one_tier = make_executor(/*block_tokens=*/4, /*batch_tokens=*/8);
+  hot_window_tokens_ = 4;
+  auto tiered = make_executor(/*block_tokens=*/4, /*batch_tokens=*/8);
+  ASSERT_NE(one_tier, nullptr);
+  ASSERT_NE(tiered, nullptr);
+  ASSERT_TRUE(one_tier->remove_sequence(0).is_ok());
+  ASSERT_TRUE(tiered->remove_sequence(0).is_ok());
+  std::mt19937 rng(std::random_device{}());
+  const unsigned seed = rng();
+  rng.seed(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::map<SeqId, int64_t> live;  // tokens held
+  SeqId next_id = 1;
+  int64_t most_cold = 0;
+  std::vector<float> a, b;
+  auto compare = [&](const char* what) {
+    ASSERT_EQ(a.size(), b.size()) << what;
+    double d2 = 0, r2 = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      ASSERT_TRUE(std::isfinite(b[i])) << what;
+      d2 += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+      r2 += static_cast<double>(a[i]) * a[i];
+    }
+    EXPECT_LE(std::sqrt(d2 / r2), 1e-6) << what;
+  };
+  for (int step = 0; step < 60; ++step) {
+    const unsigned action = rng() % 10;
+    if (live.size() < 2 || (action < 2 && live.size() < 4)) {  // a new sequence
+      const SeqId seq = next_id++;
+      ASSERT_TRUE(one_tier->add_sequence(seq).is_ok());
+      ASSERT_TRUE(tiered->add_sequence(seq).is_ok());
+      // Half of them start with the prompt (shareable full blocks), the rest at random.
+      std::vector<int32_t> tokens(prompt_.begin(), prompt_.begin() + 9 + rng() % 11);
+      if (rng() % 2) {
+        for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % n_vocab_);
+      }
+      ASSERT_TRUE(one_tier->forward(seq, tokens, false, &a).is_ok());
+      const Status st = tiered->forward(seq, tokens, false, &b);
+      ASSERT_TRUE(st.is_ok()) << st.to_string();
+      compare("prompt");
+      live[seq] = static_cast<int64_t>(tokens.size());
+    } else if (action < 3 && live.size() > 2) {  // one ends
+      const SeqId seq = std::next(live.begin(), rng() % live.size())->first;
+      ASSERT_TRUE(one_tier->remove_sequence(seq).is_ok());
+      ASSERT_TRUE(tiered->remove_sequence(seq).is_ok());
+      live.erase(seq);
+    } else if (action < 6) {  // every live sequence one token, batched
+      std::vector<SeqId> seqs;
+      std::vector<int32_t> tokens;
+      for (auto& [seq, held] : live) {
+        seqs.push_back(seq);
+        tokens.push_back(static_cast<int32_t>(rng() % n_vocab_));
+        ++held;
+      }
+      ASSERT_TRUE(one_tier->forward_batch(seqs, tokens, &a).is_ok());
+      ASSERT_TRUE(tiered->forward_batch(seqs, tokens, &b).is_ok());
+      compare("batch");
+    } else {  // one sequence a few tokens
+      auto it = std::next(live.begin(), rng() % live.size());
+      std::vector<int32_t> tokens(1 + rng() % 6);
+      for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % n_vocab_);
+      ASSERT_TRUE(one_tier->forward(it->first, tokens, false, &a).is_ok());
+      ASSERT_TRUE(tiered->forward(it->first, tokens, false, &b).is_ok());
+      compare("grow");
+      it->second += static_cast<int64_t>(tokens.size());
+    }
+    most_cold = std::max(most_cold, tiered->kv_stats().cold_used_blocks);
+  }
+  EXPECT_GT(most_cold, 0);
+  for (const auto& [seq, held] : live) {
+    ASSERT_TRUE(one_tier->remove_sequence(seq).is_ok());
+    ASSERT_TRUE(tiered->remove_sequence(seq).is_ok());
+  }
+  EXPECT_EQ(tiered->kv_stats().num_used_blocks, 0);
+  EXPECT_EQ(tiered->kv_stats().cold_used_blocks, 0);
 }
 
 TEST_P(GoldenForward, GemmAttentionPrefillMatchesReference) {
