@@ -166,6 +166,29 @@ TEST(Cli, RunJsonGreedyMatchesGoldenContinuation) {
   }
 }
 
+TEST(Cli, RunWithAHotWindowMovesKvToTheColdTierAndKeepsTheTokens) {
+  // The golden greedy continuation again, with 4-token blocks, an 8-token hot window and 4-token
+  // chunks: 44 tokens end with most blocks in the cold tier, reported per tier in --json. (On a
+  // GPU machine the cold tier is pinned host memory read by the GPU.)
+  const std::string manifest_path = testing::testdata_path("models/tiny-llama/manifest.json");
+  STRATA_REQUIRE_TESTDATA(manifest_path);
+  std::ifstream in(manifest_path);
+  const auto manifest = nlohmann::json::parse(in);
+  std::string ids;
+  for (int id : manifest["prompt"]["ids"]) ids += (ids.empty() ? "" : ",") + std::to_string(id);
+  const StrataResult r =
+      run_strata("run -m " + tiny_llama() + " --ids " + ids +
+                 " -n 24 --temp 0 --ignore-eos --json --prefill-precision f32 --hot-window 8 "
+                 "--block-tokens 4 -b 4");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_EQ(j["generated_ids"], manifest["variants"]["Q8_0"]["greedy"]);
+  EXPECT_GT(j["memory"]["kv_cold_peak_bytes"].get<int64_t>(), 0) << r.output;
+  EXPECT_GT(j["memory"]["kv_hot_peak_bytes"].get<int64_t>(), 0) << r.output;
+  expect_clear_error(run_strata("run -m " + tiny_llama() + " -p hi -n 1 --hot-window -3"),
+                     "--hot-window");
+}
+
 TEST(Cli, EvalDumpsLogitsOfEveryPosition) {
   STRATA_REQUIRE_TESTDATA(tiny_llama());
   const auto out = std::filesystem::temp_directory_path() / "strata_cli_logits.f32";
