@@ -144,6 +144,7 @@ struct DecodeParams {
   float* out;       // pieces == 1: [n_tokens][n_head * head_dim]
   float* part_acc;  // pieces > 1: [n_tokens][n_head][pieces][head_dim]
   float* part_ml;   // pieces > 1: [n_tokens][n_head][pieces][2] = (max, sum of exp)
+  float* lse;       // or null: [n_tokens][n_head] log-sum-exp of the scores (pieces == 1)
 };
 
 // Shared memory of decode_piece_kernel: K and V block pointers, per-head max and sum, and one
@@ -183,9 +184,12 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_piece_kernel(const Deco
   const int n_blocks = (key0 + n_keys - 1) / p.block_tokens - first_block + 1;
   for (int i = threadIdx.x; i < n_blocks; i += blockDim.x) {
     const int64_t entry = (static_cast<int64_t>(first_block + i) * p.n_layer + p.layer) * 2;
-    // Offset to this KV head once, so a row's chunk is block + row * kv_dim + dim0.
-    k_blocks[i] = static_cast<const T*>(p.block_table[entry]) + kv_head * hd;
-    v_blocks[i] = static_cast<const T*>(p.block_table[entry + 1]) + kv_head * hd;
+    // Offset to this KV head once, so a row's chunk is block + row * kv_dim + dim0. A null
+    // entry is a block attended elsewhere (run_decode_partial): its keys are masked.
+    const T* k = static_cast<const T*>(p.block_table[entry]);
+    const T* v = static_cast<const T*>(p.block_table[entry + 1]);
+    k_blocks[i] = k != nullptr ? k + kv_head * hd : nullptr;
+    v_blocks[i] = v != nullptr ? v + kv_head * hd : nullptr;
   }
 
   const int lane = threadIdx.x & 31;
@@ -224,9 +228,9 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_piece_kernel(const Deco
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int j = base + u * n_slots + slot;
-      if (has_chunk && j < n_keys) {
-        int b;
-        const int64_t off = locate(j, b);
+      int b = 0;
+      const int64_t off = has_chunk && j < n_keys ? locate(j, b) : 0;
+      if (has_chunk && j < n_keys && k_blocks[b] != nullptr) {
         load_chunk(k_blocks[b] + off, kc[u]);
       } else {
 #pragma unroll
@@ -250,8 +254,12 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_piece_kernel(const Deco
         for (int h = 0; h < kHeads; ++h) dot[h] += __shfl_xor_sync(kFullMask, dot[h], off);
       }
       if (chunk == 0 && j < n_keys) {
+        int b;
+        locate(j, b);
+        const bool masked = k_blocks[b] == nullptr;
 #pragma unroll
-        for (int h = 0; h < kHeads; ++h) scores[h * p.split_tokens + j] = dot[h] * p.scale;
+        for (int h = 0; h < kHeads; ++h)
+          scores[h * p.split_tokens + j] = masked ? -INFINITY : dot[h] * p.scale;
       }
     }
   }
@@ -262,10 +270,10 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_piece_kernel(const Deco
     float* row = scores + h * p.split_tokens;
     float m = -INFINITY;
     for (int j = lane; j < n_keys; j += 32) m = fmaxf(m, row[j]);
-    m = warp_max(m);  // finite: n_keys >= 1 and the scores are finite
+    m = warp_max(m);  // finite unless every key of the piece is masked
     float l = 0.0f;
     for (int j = lane; j < n_keys; j += 32) {
-      const float e = expf(row[j] - m);
+      const float e = m == -INFINITY ? 0.0f : expf(row[j] - m);
       row[j] = e;
       l += e;
     }
@@ -292,7 +300,12 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_piece_kernel(const Deco
       if (has_chunk && j < n_keys) {
         int b;
         const int64_t off = locate(j, b);
-        load_chunk(v_blocks[b] + off, vc[u]);
+        if (v_blocks[b] != nullptr) {
+          load_chunk(v_blocks[b] + off, vc[u]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < kChunk; ++e) vc[u][e] = 0.0f;  // weight 0: masked
+        }
       }
     }
 #pragma unroll
@@ -335,10 +348,15 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_piece_kernel(const Deco
     for (int w = 0; w < kDecodeWarps; ++w) sum += warp_acc[(w * kHeads + h) * hd + d];
     const int64_t row = static_cast<int64_t>(token) * p.n_head + head0 + h;
     if (p.pieces == 1) {
-      p.out[row * hd + d] = sum / head_sum[h];
+      p.out[row * hd + d] = head_sum[h] > 0.0f ? sum / head_sum[h] : 0.0f;  // 0: all masked
     } else {
       p.part_acc[(row * p.pieces + piece) * hd + d] = sum;
     }
+  }
+  if (p.pieces == 1 && p.lse != nullptr && threadIdx.x < kHeads) {
+    const int h = threadIdx.x;
+    const int64_t row = static_cast<int64_t>(token) * p.n_head + head0 + h;
+    p.lse[row] = head_sum[h] > 0.0f ? head_max[h] + logf(head_sum[h]) : -INFINITY;
   }
   if (p.pieces > 1 && threadIdx.x < kHeads) {
     const int h = threadIdx.x;
@@ -363,8 +381,8 @@ void launch_decode_piece(bool f16_cache, dim3 grid, size_t shared_bytes, cudaStr
 __global__ void decode_merge_kernel(const float* __restrict__ part_acc,
                                     const float* __restrict__ part_ml, int n_head, int head_dim,
                                     int pieces, int split_tokens, int pos0,
-                                    const int32_t* __restrict__ positions,
-                                    float* __restrict__ out) {
+                                    const int32_t* __restrict__ positions, float* __restrict__ out,
+                                    float* __restrict__ lse) {
   allow_dependent_launch();
   const int head = blockIdx.x;
   const int token = blockIdx.y;
@@ -375,6 +393,11 @@ __global__ void decode_merge_kernel(const float* __restrict__ part_acc,
   const float* acc = part_acc + row * pieces * head_dim;
   float m = -INFINITY;
   for (int i = 0; i < used; ++i) m = fmaxf(m, ml[2 * i]);
+  if (m == -INFINITY) {  // every key masked (run_decode_partial): an empty part
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) out[row * head_dim + d] = 0.0f;
+    if (lse != nullptr && threadIdx.x == 0) lse[row] = -INFINITY;
+    return;
+  }
   float l = 0.0f;
   for (int i = 0; i < used; ++i) l += expf(ml[2 * i] - m) * ml[2 * i + 1];
   for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
@@ -383,6 +406,26 @@ __global__ void decode_merge_kernel(const float* __restrict__ part_acc,
       o += expf(ml[2 * i] - m) * acc[static_cast<int64_t>(i) * head_dim + d];
     out[row * head_dim + d] = o / l;
   }
+  if (lse != nullptr && threadIdx.x == 0) lse[row] = m + logf(l);
+}
+
+// Grid (rows): out/lse = the exact merge of (out, lse) and (other_out, other_lse), as
+// cpu::merge_attention. other_* may be pinned host memory under its device address.
+__global__ void merge_parts_kernel(float* __restrict__ out, float* __restrict__ lse,
+                                   const float* __restrict__ other_out,
+                                   const float* __restrict__ other_lse, int head_dim) {
+  const int64_t row = blockIdx.x;
+  const float la = lse[row], lb = other_lse[row];
+  const float m = fmaxf(la, lb);
+  if (m == -INFINITY) return;  // both empty: out stays 0, lse -inf
+  const float wa = expf(la - m), wb = expf(lb - m);
+  const float inv = 1.0f / (wa + wb);
+  __syncthreads();  // every thread has read lse[row] before thread 0 rewrites it
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    const int64_t i = row * head_dim + d;
+    out[i] = (wa * out[i] + wb * other_out[i]) * inv;
+  }
+  if (threadIdx.x == 0) lse[row] = m + logf(wa + wb);
 }
 
 // ---- GEMM path.
@@ -514,7 +557,16 @@ class CudaAttention final : public GpuAttention {
         return flash_attention_prefill(q, n_tokens, pos0, kv, layer, options_.shape, out, stream);
       return run_gemm(q, n_tokens, pos0, kv, layer, out, stream);
     }
-    return run_decode(q, n_tokens, pos0, kv, layer, out, stream);
+    return run_decode(q, n_tokens, pos0, kv, layer, out, nullptr, stream);
+  }
+
+  Status run_decode_partial(const float* q, int64_t n_tokens, int64_t pos0, const GpuKvView& kv,
+                            int64_t layer, float* out, float* lse,
+                            const cuda::Stream& stream) override {
+    STRATA_RETURN_IF_ERROR(check(q, n_tokens, pos0, kv, layer, out));
+    if (lse == nullptr) return Status::invalid_argument("run_decode_partial: null lse");
+    if (n_tokens == 0) return Status::ok();
+    return run_decode(q, n_tokens, pos0, kv, layer, out, lse, stream);
   }
 
   int64_t workspace_bytes() const override { return workspace_.size_bytes(); }
@@ -557,7 +609,7 @@ class CudaAttention final : public GpuAttention {
   char* ws(int64_t offset) const { return static_cast<char*>(workspace_.data()) + offset; }
 
   Status run_decode(const float* q, int64_t n_tokens, int64_t pos0, const GpuKvView& kv,
-                    int64_t layer, float* out, const cuda::Stream& stream) {
+                    int64_t layer, float* out, float* lse, const cuda::Stream& stream) {
     const AttentionShape& s = options_.shape;
     const int64_t split = options_.split_tokens;
     const int heads = layout_.heads_per_block;
@@ -582,6 +634,7 @@ class CudaAttention final : public GpuAttention {
     p.out = out;
     p.part_acc = reinterpret_cast<float*>(ws(layout_.part_acc));
     p.part_ml = reinterpret_cast<float*>(ws(layout_.part_ml));
+    p.lse = lse;
     if (p.pieces > layout_.max_pieces)
       return Status::internal("GpuAttention: more pieces than the workspace holds");
 
@@ -612,7 +665,7 @@ class CudaAttention final : public GpuAttention {
     const int threads = static_cast<int>(std::min<int64_t>(256, round_up(s.head_dim, 32)));
     decode_merge_kernel<<<dim3(static_cast<unsigned>(s.n_head), static_cast<unsigned>(n_tokens)),
                           threads, 0, st>>>(p.part_acc, p.part_ml, p.n_head, p.head_dim, p.pieces,
-                                            p.split_tokens, p.pos0, p.positions, out);
+                                            p.split_tokens, p.pos0, p.positions, out, lse);
     return cuda::check_last_launch("decode_merge_kernel");
   }
 
@@ -819,6 +872,16 @@ StatusOr<std::unique_ptr<GpuAttention>> GpuAttention::create(DeviceArena& arena,
                           arena.allocate(layout.bytes, DeviceMemoryTag::kWorkspace));
   return std::unique_ptr<GpuAttention>(
       new CudaAttention(blas, options, layout, std::move(workspace)));
+}
+
+Status merge_attention_parts(float* out, float* lse, const float* other_out, const float* other_lse,
+                             int64_t rows, int64_t head_dim, const cuda::Stream& stream) {
+  if (rows < 0 || head_dim <= 0) return Status::invalid_argument("merge_attention_parts: bad size");
+  if (rows == 0) return Status::ok();
+  const int threads = static_cast<int>(std::min<int64_t>(256, round_up(head_dim, 32)));
+  merge_parts_kernel<<<static_cast<unsigned>(rows), threads, 0, stream.native()>>>(
+      out, lse, other_out, other_lse, static_cast<int>(head_dim));
+  return cuda::check_last_launch("merge_parts_kernel");
 }
 
 }  // namespace strata::gpu

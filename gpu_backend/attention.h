@@ -60,8 +60,22 @@ class GpuAttention {
   virtual Status run(const float* q, int64_t n_tokens, int64_t pos0, const GpuKvView& kv,
                      int64_t layer, float* out, const cuda::Stream& stream) = 0;
 
+  // The decode path (REQUIRES n_tokens < gemm_min_tokens) as one part of a split attention: KV
+  // blocks whose block-table entry is null are masked (attended elsewhere, e.g. by the CPU from
+  // the cold tier), and lse [n_tokens][n_head] receives each row's log-sum-exp of the scores it
+  // saw (-inf, with out 0, when it saw none), for merge_attention_parts.
+  virtual Status run_decode_partial(const float* q, int64_t n_tokens, int64_t pos0,
+                                    const GpuKvView& kv, int64_t layer, float* out, float* lse,
+                                    const cuda::Stream& stream) = 0;
+
   // Device bytes held for workspace.
   virtual int64_t workspace_bytes() const = 0;
 };
+
+// out/lse [rows][head_dim] / [rows] (device) = the exact merge of themselves with another part
+// over disjoint keys, through the log-sum-exps (cpu::merge_attention's formula). other_out and
+// other_lse may be pinned host memory under its device address.
+Status merge_attention_parts(float* out, float* lse, const float* other_out, const float* other_lse,
+                             int64_t rows, int64_t head_dim, const cuda::Stream& stream);
 
 }  // namespace strata::gpu

@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 
+#include "cpu_backend/attention.h"
 #include "gpu_backend/cuda_device_allocator.h"
 #include "gpu_backend/cuda_host_pinner.h"
 #include "gpu_backend/device_probe.h"
@@ -174,6 +176,7 @@ Status GpuExecutor::init() {
                             KvCache::create(kv_config, make_device_kv_slab_allocator(*arena_),
                                             make_pinned_host_kv_slab_allocator(*host_pool_),
                                             std::make_unique<DeviceToHostMover>(kv_copy_stream_)));
+    if (options_.cold_attention_on_cpu) STRATA_RETURN_IF_ERROR(init_cold_attention());
   }
 
   const int64_t n = base.max_batch_tokens;
@@ -485,6 +488,16 @@ Status GpuExecutor::add_sequence(SeqId seq) {
   }
   table.table = std::move(buffer).value();
   table.host.resize(static_cast<size_t>(entries), nullptr);
+  if (cold_max_tokens_ > 0) {
+    StatusOr<DeviceBuffer> hot =
+        arena_->allocate(entries * static_cast<int64_t>(sizeof(void*)), DeviceMemoryTag::kKv);
+    if (!hot.is_ok()) {
+      (void)kv_->remove_sequence(seq);
+      return hot.status();
+    }
+    table.hot_table = std::move(hot).value();
+    table.hot_host.resize(static_cast<size_t>(entries), nullptr);
+  }
   tables_[seq] = std::move(table);
   return Status::ok();
 }
@@ -531,6 +544,18 @@ Status GpuExecutor::sync_block_table(SeqId seq) {
   STRATA_RETURN_IF_ERROR(cuda::memcpy_async(
       static_cast<void**>(t.table.data()) + offset, t.host.data() + offset,
       count * static_cast<int64_t>(sizeof(void*)), cuda::CopyKind::kHostToDevice, stream_));
+  if (!t.hot_host.empty()) {  // the same entries, the cold blocks' null (split_attention)
+    for (int64_t b = first; b < num_blocks; ++b) {
+      const bool cold = kv_->block_tier(seq, b) == KvTier::kHost;
+      for (int64_t e = 0; e < n_layer * 2; ++e) {
+        const auto i = static_cast<size_t>(b * n_layer * 2 + e);
+        t.hot_host[i] = cold ? nullptr : t.host[i];
+      }
+    }
+    STRATA_RETURN_IF_ERROR(cuda::memcpy_async(
+        static_cast<void**>(t.hot_table.data()) + offset, t.hot_host.data() + offset,
+        count * static_cast<int64_t>(sizeof(void*)), cuda::CopyKind::kHostToDevice, stream_));
+  }
   t.uploaded_blocks = num_blocks;
   return Status::ok();
 }
@@ -673,6 +698,87 @@ Status GpuExecutor::upload_step_inputs(int64_t n) {
                             stream_);
 }
 
+Status GpuExecutor::init_cold_attention() {
+  const HyperParams& hp = spec_.hp;
+  const ExecutorOptions& base = options_.base;
+  // Decode-path segments only: the GEMM attention of prefill chunks reads cold blocks in place.
+  cold_max_tokens_ = std::max<int64_t>(
+      1, std::min({base.max_batch_tokens, base.gemm_attention_min_tokens - 1, kLogitRows}));
+  const int64_t q_floats = cold_max_tokens_ * hp.q_dim();
+  const int64_t rows = cold_max_tokens_ * hp.n_head;
+  STRATA_ASSIGN_OR_RETURN(cold_q_, cuda::PinnedHostBuffer::allocate(q_floats * 4));
+  STRATA_ASSIGN_OR_RETURN(cold_out_, cuda::PinnedHostBuffer::allocate(q_floats * 4));
+  STRATA_ASSIGN_OR_RETURN(cold_lse_, cuda::PinnedHostBuffer::allocate(rows * 4));
+  STRATA_ASSIGN_OR_RETURN(void* q_dev, cuda::device_pointer_of_host(cold_q_.data()));
+  STRATA_ASSIGN_OR_RETURN(void* out_dev, cuda::device_pointer_of_host(cold_out_.data()));
+  STRATA_ASSIGN_OR_RETURN(void* lse_dev, cuda::device_pointer_of_host(cold_lse_.data()));
+  cold_q_device_ = static_cast<float*>(q_dev);
+  cold_out_device_ = static_cast<const float*>(out_dev);
+  cold_lse_device_ = static_cast<const float*>(lse_dev);
+  STRATA_ASSIGN_OR_RETURN(gpu_lse_, arena_->allocate(rows * 4, DeviceMemoryTag::kActivations));
+  STRATA_ASSIGN_OR_RETURN(cold_q_ready_, cuda::Event::create(cuda::EventTiming::kDisabled));
+  cold_part_out_.resize(static_cast<size_t>(q_floats));
+  cold_part_lse_.resize(static_cast<size_t>(rows));
+  cold_scratch_.resize(static_cast<size_t>(
+      cpu::attention_scratch_floats(base.max_context > 0 ? base.max_context : hp.n_ctx_train,
+                                    cpu::AttentionShape{hp.n_head, hp.n_head_kv, hp.head_dim})));
+  return Status::ok();
+}
+
+void GpuExecutor::describe_cold(SeqId seq, Segment* s) const {
+  s->seq = seq;
+  s->cold_ranges.clear();
+  if (cold_max_tokens_ == 0 || s->n > cold_max_tokens_) return;
+  const int64_t bt = kv_->layout().block_tokens;
+  const int64_t blocks = kv_->block_table(seq).num_blocks();
+  for (int64_t b = 0; b < blocks; ++b) {
+    if (kv_->block_tier(seq, b) != KvTier::kHost) continue;
+    const int64_t begin = b * bt, end = std::min((b + 1) * bt, s->kv.num_tokens);
+    if (!s->cold_ranges.empty() && s->cold_ranges.back().second == begin) {
+      s->cold_ranges.back().second = end;  // one range over adjacent cold blocks
+    } else {
+      s->cold_ranges.emplace_back(begin, end);
+    }
+  }
+  if (s->cold_ranges.empty()) return;
+  s->hot_kv = s->kv;
+  s->hot_kv.block_table = static_cast<void* const*>(tables_.at(seq).hot_table.data());
+}
+
+Status GpuExecutor::split_attention(const Segment& s, int64_t layer, const float* q, float* out) {
+  const HyperParams& hp = spec_.hp;
+  const int64_t q_floats = s.n * hp.q_dim();
+  const int64_t rows = s.n * hp.n_head;
+  auto* lse = static_cast<float*>(gpu_lse_.data());
+  // q goes down by a kernel writing the pinned buffer (a copy would queue behind the copy
+  // stream's weight prefetch); the GPU then attends the hot blocks while the CPU waits for q.
+  STRATA_RETURN_IF_ERROR(gpu::copy_floats(cold_q_device_, q, q_floats, stream_));
+  STRATA_RETURN_IF_ERROR(cold_q_ready_.record(stream_));
+  STRATA_RETURN_IF_ERROR(
+      attention_->run_decode_partial(q, s.n, s.pos0, s.hot_kv, layer, out, lse, stream_));
+  STRATA_RETURN_IF_ERROR(cold_q_ready_.synchronize());
+  // The CPU part over the cold ranges, where the blocks lie (pinned host memory). cold_out_ and
+  // cold_lse_ are free to write: the previous layer's merge ran before this layer's q arrived.
+  const auto* host_q = static_cast<const float*>(cold_q_.data());
+  auto* cpu_out = static_cast<float*>(cold_out_.data());
+  auto* cpu_lse = static_cast<float*>(cold_lse_.data());
+  std::fill(cpu_out, cpu_out + q_floats, 0.0f);
+  std::fill(cpu_lse, cpu_lse + rows, -INFINITY);
+  std::vector<int32_t> positions(static_cast<size_t>(s.n));
+  for (int64_t i = 0; i < s.n; ++i)
+    positions[static_cast<size_t>(i)] = static_cast<int32_t>(s.pos0 + i);
+  const KvLayerView view = kv_->layer_view(s.seq, layer);
+  const cpu::AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
+  for (const auto& [begin, end] : s.cold_ranges) {
+    cpu::attention_range(host_q, s.n, positions.data(), view, shape, begin, end,
+                         cold_part_out_.data(), cold_part_lse_.data(), cold_scratch_.data());
+    cpu::merge_attention(cpu_out, cpu_lse, cold_part_out_.data(), cold_part_lse_.data(), rows,
+                         hp.head_dim, cpu_out, cpu_lse);
+  }
+  return gpu::merge_attention_parts(out, lse, cold_out_device_, cold_lse_device_, rows, hp.head_dim,
+                                    stream_);
+}
+
 Status GpuExecutor::mark(Family family) {
   if (!options_.profile) return Status::ok();
   if (num_marks_ == marks_.size()) {
@@ -726,6 +832,7 @@ Status GpuExecutor::forward_batch(std::span<const SeqId> seqs, std::span<const i
     s.pos0 = pos;
     s.kv = kv_view(seq);
     s.kv.positions += i;  // this row's position
+    describe_cold(seq, &s);
     staged[i] = tokens[static_cast<size_t>(i)];
     staged[max_n + i] = static_cast<int32_t>(pos);
   }
@@ -762,11 +869,17 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
   // The head runs inside run_model (and its graph) when its rows fit in one logits_ chunk.
   const int64_t head_rows = logits != nullptr && n - first <= kLogitRows ? n - first : 0;
   const bool decode = n <= gpu::kGpuGemvMaxTokens;
-  const bool graph = options_.cuda_graphs && !options_.profile && decode && graphable_[kDecode];
+  // A split attention needs the host in the middle of every layer: no graph then.
+  const bool graph = options_.cuda_graphs && !options_.profile && decode && graphable_[kDecode] &&
+                     cold_max_tokens_ == 0;
   if (graph) {
     STRATA_RETURN_IF_ERROR(run_model_graph(seq, n, pos0, kv, head_rows));
   } else {
-    const Segment one{0, n, pos0, kv};
+    Segment one;
+    one.n = n;
+    one.pos0 = pos0;
+    one.kv = kv;
+    describe_cold(seq, &one);
     STRATA_RETURN_IF_ERROR(run_model(n, std::span(&one, 1), head_rows));
   }
   if (logits == nullptr) {
@@ -801,7 +914,10 @@ Status GpuExecutor::run_model_graph(SeqId seq, int64_t n, int64_t pos0, const gp
   CapturedStep& step = graphs_[GraphKey{seq, n, head_rows}];
   if (step.graph.empty() || step.attention_pieces != pieces) {
     STRATA_RETURN_IF_ERROR(cuda::Graph::begin_capture(stream_));
-    const Segment one{0, n, pos0, kv};
+    Segment one;
+    one.n = n;
+    one.pos0 = pos0;
+    one.kv = kv;
     const Status queued = run_model(n, std::span(&one, 1), head_rows);
     StatusOr<cuda::Graph> captured = cuda::Graph::end_capture(stream_);  // always end it
     STRATA_RETURN_IF_ERROR(queued);
@@ -882,8 +998,12 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
                                                 rope_table + s.row0 * hp.rope_dims, shape,
                                                 hp.rope_dims, hp.rope_style, s.kv, l, stream_));
       STRATA_RETURN_IF_ERROR(mark(kOther));
-      STRATA_RETURN_IF_ERROR(attention_->run(q + s.row0 * Q, s.n, s.pos0, s.kv, l, att + s.row0 * Q,
-                                             stream_));  // att [n][Q]
+      if (!s.cold_ranges.empty()) {  // cold blocks attended by the CPU
+        STRATA_RETURN_IF_ERROR(split_attention(s, l, q + s.row0 * Q, att + s.row0 * Q));
+      } else {
+        STRATA_RETURN_IF_ERROR(attention_->run(q + s.row0 * Q, s.n, s.pos0, s.kv, l,
+                                               att + s.row0 * Q, stream_));  // att [n][Q]
+      }
       STRATA_RETURN_IF_ERROR(mark(kAttention));
     }
     {

@@ -38,6 +38,7 @@
 #include <span>
 #include <tuple>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "gpu_backend/attention.h"
@@ -86,6 +87,14 @@ struct GpuExecutorOptions {
   // Pins the host copies of streamed weights; null: cudaMallocHost. When pinning is refused the
   // weights stay in pageable memory (with a warning): correct, but streamed at pageable speed.
   std::function<std::unique_ptr<HostPinner>()> make_host_pinner;
+  // Tiered KV (base.kv_hot_window_tokens > 0): decode steps attend the cold blocks on the CPU
+  // where they lie (cpu::attention_range, OpenMP) while the GPU attends the hot ones, merged
+  // through their log-sum-exps (issue 6's cold_attention = cpu). Off: the GPU reads cold blocks
+  // in place over PCIe. Prefill chunks always take the in-place reads.
+  // NOT YET RUN ON A GPU (written 2026-12-02 without device time): the kernels' tests
+  // (GpuAttentionTest.SplitDecode*) and the golden tiered test cover it; strata run does not
+  // offer it until they have passed on the GPU machine.
+  bool cold_attention_on_cpu = false;
 
   static constexpr int64_t kDefaultVramMarginBytes = int64_t{1} << 30;
 };
@@ -189,6 +198,9 @@ class GpuExecutor final : public Engine {
   struct SequenceTable {
     DeviceBuffer table;
     std::vector<void*> host;  // mirror of what was uploaded
+    // cold_attention_on_cpu: the same table with the cold blocks' entries null, and its mirror.
+    DeviceBuffer hot_table;
+    std::vector<void*> hot_host;
     int64_t uploaded_blocks = 0;
     int64_t blocks_moved = 0;  // KvCache::blocks_moved when `host` was last brought up to date
   };
@@ -232,7 +244,18 @@ class GpuExecutor final : public Engine {
     int64_t n = 0;
     int64_t pos0 = 0;
     gpu::GpuKvView kv;  // positions point at the segment's first row
+    // With cold_attention_on_cpu: the sequence, its view with cold blocks masked (null), and
+    // its cold key ranges [begin, end); no ranges: attention as usual.
+    SeqId seq = 0;
+    gpu::GpuKvView hot_kv;
+    std::vector<std::pair<int64_t, int64_t>> cold_ranges;
   };
+  // Buffers of cold_attention_on_cpu (tiered KV only).
+  Status init_cold_attention();
+  // Fills s->seq, hot_kv and cold_ranges for a decode segment of `seq` (see Segment).
+  void describe_cold(SeqId seq, Segment* s) const;
+  // Attention of segment s in layer l split between the GPU (hot blocks) and the CPU (cold).
+  Status split_attention(const Segment& s, int64_t layer, const float* q, float* out);
   Status run_model(int64_t n, std::span<const Segment> segments, int64_t head_rows);
   // run_model through a CUDA graph captured for this shape (and re-captured when the number of
   // decode attention pieces changes).
@@ -305,6 +328,17 @@ class GpuExecutor final : public Engine {
   std::map<GraphKey, CapturedStep> graphs_;
   int64_t attention_split_tokens_ = 0;
   cuda::PinnedHostBuffer step_inputs_;  // ids then positions, [2][max_batch_tokens] int32
+
+  // cold_attention_on_cpu: q going down and the CPU's part coming up (pinned, read and written
+  // by kernels under their device addresses), the GPU part's log-sum-exps, host scratch.
+  int64_t cold_max_tokens_ = 0;
+  cuda::PinnedHostBuffer cold_q_, cold_out_, cold_lse_;
+  float* cold_q_device_ = nullptr;
+  const float* cold_out_device_ = nullptr;
+  const float* cold_lse_device_ = nullptr;
+  DeviceBuffer gpu_lse_;
+  cuda::Event cold_q_ready_;
+  std::vector<float> cold_part_out_, cold_part_lse_, cold_scratch_;
 
   GpuProfile profile_;
   std::vector<cuda::Event> marks_;  // recorded this forward call, in order

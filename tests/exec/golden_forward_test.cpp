@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -103,6 +104,7 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
       gpu_opts.vram_budget_bytes = int64_t{2} << 30;
       gpu_opts.gemm_precision = gpu_precision;
       gpu_opts.cuda_graphs = cuda_graphs;
+      gpu_opts.cold_attention_on_cpu = cold_attention_on_cpu_;
       auto exec = GpuExecutor::create(model_->spec, gpu_opts);
       EXPECT_TRUE(exec.is_ok()) << exec.status().to_string();
       if (!exec.is_ok()) return nullptr;
@@ -178,8 +180,9 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
                 max_abs);
   }
 
-  int64_t hot_window_tokens_ = 0;  // tiered KV in make_executor when > 0
-  int64_t max_sequences_ = 1;      // the KV budget of make_executor's engines
+  int64_t hot_window_tokens_ = 0;       // tiered KV in make_executor when > 0
+  int64_t max_sequences_ = 1;           // the KV budget of make_executor's engines
+  bool cold_attention_on_cpu_ = false;  // GPU engines: cold KV attended by the CPU
   std::string dir_;
   nlohmann::json manifest_, variant_;
   std::unique_ptr<LoadedModel> model_;
@@ -255,22 +258,46 @@ TEST_P(GoldenForward, TieredKvMatchesReferenceInChunksAndTokenByToken) {
   EXPECT_EQ(got, expected);
   const int64_t held = static_cast<int64_t>(prompt_.size() + expected.size());
   EXPECT_EQ(exec->kv_stats().cold_used_blocks + exec->kv_stats().num_used_blocks, (held + 3) / 4);
+  if (!GetParam().gpu) return;
+  // On the GPU, again with the cold blocks attended by the CPU in decode steps (1-token chunks
+  // here), merged with the GPU's part of each layer through the log-sum-exps.
+  cold_attention_on_cpu_ = true;
+  auto split = make_executor(/*block_tokens=*/4, /*batch_tokens=*/7);
+  ASSERT_NE(split, nullptr);
+  for (size_t i = 0; i < prompt_.size(); ++i) {
+    const Status st = split->forward(0, std::span(&prompt_[i], 1), false, &step);
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
+    std::copy(step.begin(), step.end(), all.begin() + i * n_vocab_);
+  }
+  expect_exact(all, "tiered token-by-token, cold attention on the CPU");
+  got.clear();
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const int32_t next = argmax(step.data(), n_vocab_);
+    got.push_back(next);
+    ASSERT_TRUE(split->forward(0, std::span(&next, 1), false, &step).is_ok());
+  }
+  EXPECT_EQ(got, expected);
 }
 
 TEST_P(GoldenForward, TieredKvManySequencesInterleavedMatchOneTier) {
   // Sequences of random lengths, added, grown (forward and forward_batch) and removed in random
   // order, some starting with the prompt so that they share prefix blocks (cold ones too): the
   // tiered cache (4-token window) gives the one-tier cache's logits at every step, and gives
-  // every block back at the end.
+  // every block back at the end. On the GPU also with the cold blocks attended by the CPU.
   // 8-token chunks: the hot pool (sink + window + chunk) stays well below a full context.
   max_sequences_ = 4;
   auto one_tier = make_executor(/*block_tokens=*/4, /*batch_tokens=*/8);
-  hot_window_tokens_ = 4;
-  auto tiered = make_executor(/*block_tokens=*/4, /*batch_tokens=*/8);
   ASSERT_NE(one_tier, nullptr);
-  ASSERT_NE(tiered, nullptr);
   ASSERT_TRUE(one_tier->remove_sequence(0).is_ok());
-  ASSERT_TRUE(tiered->remove_sequence(0).is_ok());
+  hot_window_tokens_ = 4;
+  std::vector<std::unique_ptr<Engine>> tiered;
+  for (bool on_cpu : {false, true}) {
+    if (on_cpu && !GetParam().gpu) break;
+    cold_attention_on_cpu_ = on_cpu;
+    tiered.push_back(make_executor(/*block_tokens=*/4, /*batch_tokens=*/8));
+    ASSERT_NE(tiered.back(), nullptr);
+    ASSERT_TRUE(tiered.back()->remove_sequence(0).is_ok());
+  }
   std::mt19937 rng(std::random_device{}());
   const unsigned seed = rng();
   rng.seed(seed);
@@ -289,26 +316,33 @@ TEST_P(GoldenForward, TieredKvManySequencesInterleavedMatchOneTier) {
     }
     EXPECT_LE(std::sqrt(d2 / r2), 1e-6) << what;
   };
+  // The same call on the reference (into a) and on every tiered engine (into b, compared).
+  auto each = [&](const char* what, const std::function<Status(Engine&, std::vector<float>*)>& f) {
+    ASSERT_TRUE(f(*one_tier, &a).is_ok()) << what;
+    for (auto& e : tiered) {
+      const Status st = f(*e, &b);
+      ASSERT_TRUE(st.is_ok()) << what << ": " << st.to_string();
+      compare(what);
+    }
+  };
   for (int step = 0; step < 60; ++step) {
     const unsigned action = rng() % 10;
     if (live.size() < 2 || (action < 2 && live.size() < 4)) {  // a new sequence
       const SeqId seq = next_id++;
       ASSERT_TRUE(one_tier->add_sequence(seq).is_ok());
-      ASSERT_TRUE(tiered->add_sequence(seq).is_ok());
+      for (auto& e : tiered) ASSERT_TRUE(e->add_sequence(seq).is_ok());
       // Half of them start with the prompt (shareable full blocks), the rest at random.
       std::vector<int32_t> tokens(prompt_.begin(), prompt_.begin() + 9 + rng() % 11);
       if (rng() % 2) {
         for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % n_vocab_);
       }
-      ASSERT_TRUE(one_tier->forward(seq, tokens, false, &a).is_ok());
-      const Status st = tiered->forward(seq, tokens, false, &b);
-      ASSERT_TRUE(st.is_ok()) << st.to_string();
-      compare("prompt");
+      each("prompt",
+           [&](Engine& e, std::vector<float>* out) { return e.forward(seq, tokens, false, out); });
       live[seq] = static_cast<int64_t>(tokens.size());
     } else if (action < 3 && live.size() > 2) {  // one ends
       const SeqId seq = std::next(live.begin(), rng() % live.size())->first;
       ASSERT_TRUE(one_tier->remove_sequence(seq).is_ok());
-      ASSERT_TRUE(tiered->remove_sequence(seq).is_ok());
+      for (auto& e : tiered) ASSERT_TRUE(e->remove_sequence(seq).is_ok());
       live.erase(seq);
     } else if (action < 6) {  // every live sequence one token, batched
       std::vector<SeqId> seqs;
@@ -318,27 +352,28 @@ TEST_P(GoldenForward, TieredKvManySequencesInterleavedMatchOneTier) {
         tokens.push_back(static_cast<int32_t>(rng() % n_vocab_));
         ++held;
       }
-      ASSERT_TRUE(one_tier->forward_batch(seqs, tokens, &a).is_ok());
-      ASSERT_TRUE(tiered->forward_batch(seqs, tokens, &b).is_ok());
-      compare("batch");
+      each("batch",
+           [&](Engine& e, std::vector<float>* out) { return e.forward_batch(seqs, tokens, out); });
     } else {  // one sequence a few tokens
       auto it = std::next(live.begin(), rng() % live.size());
       std::vector<int32_t> tokens(1 + rng() % 6);
       for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % n_vocab_);
-      ASSERT_TRUE(one_tier->forward(it->first, tokens, false, &a).is_ok());
-      ASSERT_TRUE(tiered->forward(it->first, tokens, false, &b).is_ok());
-      compare("grow");
+      each("grow", [&](Engine& e, std::vector<float>* out) {
+        return e.forward(it->first, tokens, false, out);
+      });
       it->second += static_cast<int64_t>(tokens.size());
     }
-    most_cold = std::max(most_cold, tiered->kv_stats().cold_used_blocks);
+    most_cold = std::max(most_cold, tiered.front()->kv_stats().cold_used_blocks);
   }
   EXPECT_GT(most_cold, 0);
   for (const auto& [seq, held] : live) {
     ASSERT_TRUE(one_tier->remove_sequence(seq).is_ok());
-    ASSERT_TRUE(tiered->remove_sequence(seq).is_ok());
+    for (auto& e : tiered) ASSERT_TRUE(e->remove_sequence(seq).is_ok());
   }
-  EXPECT_EQ(tiered->kv_stats().num_used_blocks, 0);
-  EXPECT_EQ(tiered->kv_stats().cold_used_blocks, 0);
+  for (auto& e : tiered) {
+    EXPECT_EQ(e->kv_stats().num_used_blocks, 0);
+    EXPECT_EQ(e->kv_stats().cold_used_blocks, 0);
+  }
 }
 
 TEST_P(GoldenForward, GemmAttentionPrefillMatchesReference) {

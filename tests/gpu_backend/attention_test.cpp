@@ -131,6 +131,89 @@ TEST_F(GpuAttentionTest, PiecesPastTheCausalLimitAreSkipped) {
   }
 }
 
+// Split decode (run_decode_partial + merge_attention_parts), as the GPU executor will split a
+// tiered sequence: the GPU attends the blocks its table keeps, the CPU (cpu::attention_range) the
+// masked ones, block by block; merged through the log-sum-exps the result is the attention over
+// everything. Masks: random blocks, every block (the GPU part is empty), none (the CPU part is).
+TEST_F(GpuAttentionTest, SplitDecodeMergedWithTheCpuPartMatchesCpu) {
+  std::mt19937 rng{std::random_device{}()};
+  for (const Model& model : {kTiny, kLlama3_8b}) {
+    for (DType dtype : {DType::kF32, DType::kF16}) {
+      for (int64_t context : {40, 300, 1000}) {
+        for (int64_t n_tokens : {1, 3}) {
+          for (int mask_kind = 0; mask_kind < 3; ++mask_kind) {
+            const AttentionShape& shape = model.shape;
+            const int64_t bt = model.block_tokens;
+            const int64_t pos0 = context - n_tokens;
+            SCOPED_TRACE(std::string(model.name) + " " + dtype_name(dtype) + " context " +
+                         std::to_string(context) + " tokens " + std::to_string(n_tokens) +
+                         " mask " + std::to_string(mask_kind));
+            PagedCache cache = make_cache(shape, dtype, context, bt);
+            const int64_t n_blocks = (context + bt - 1) / bt;
+            std::vector<bool> masked(static_cast<size_t>(n_blocks));
+            for (int64_t b = 0; b < n_blocks; ++b) {
+              masked[b] = mask_kind == 0 ? rng() % 2 == 0 : mask_kind == 1;
+            }
+            // The GPU's table: masked blocks' entries null in every layer.
+            std::vector<void*> table =
+                download(cache.device_view.block_table, n_blocks * kLayers * 2);
+            for (int64_t b = 0; b < n_blocks; ++b) {
+              for (int64_t e = 0; e < kLayers * 2 && masked[b]; ++e) {
+                table[static_cast<size_t>(b * kLayers * 2 + e)] = nullptr;
+              }
+            }
+            GpuKvView hot = cache.device_view;
+            hot.block_table = upload(table);
+
+            const int64_t q_dim = shape.n_head * shape.head_dim;
+            const int64_t rows = n_tokens * shape.n_head;
+            const std::vector<float> q = random_floats(n_tokens * q_dim);
+            auto blas = Cublas::create(arena(), stream());
+            ASSERT_TRUE(blas.is_ok()) << blas.status().to_string();
+            GpuAttentionOptions options;
+            options.shape = shape;
+            options.max_context = context;
+            options.max_tokens = n_tokens;
+            options.split_tokens = model.split_tokens;
+            auto attention = GpuAttention::create(arena(), **blas, options);
+            ASSERT_TRUE(attention.is_ok()) << attention.status().to_string();
+            float* out = device_output(n_tokens * q_dim);
+            float* lse = device_output(rows);
+            Status st = (*attention)
+                            ->run_decode_partial(upload(q), n_tokens, pos0, hot, kLayer, out, lse,
+                                                 stream());
+            ASSERT_TRUE(st.is_ok()) << st.to_string();
+
+            // The CPU part: every masked block, merged one by one into an empty part.
+            const cpu::AttentionShape cs{shape.n_head, shape.n_head_kv, shape.head_dim};
+            std::vector<int32_t> positions(static_cast<size_t>(n_tokens));
+            std::iota(positions.begin(), positions.end(), static_cast<int32_t>(pos0));
+            std::vector<float> scratch(
+                static_cast<size_t>(cpu::attention_scratch_floats(context, cs)));
+            std::vector<float> cpu_out(static_cast<size_t>(n_tokens * q_dim), 0.0f);
+            std::vector<float> cpu_lse(static_cast<size_t>(rows), -INFINITY);
+            std::vector<float> part_out(cpu_out.size()), part_lse(cpu_lse.size());
+            for (int64_t b = 0; b < n_blocks; ++b) {
+              if (!masked[b]) continue;
+              cpu::attention_range(q.data(), n_tokens, positions.data(), cache.host_view, cs,
+                                   b * bt, std::min(context, (b + 1) * bt), part_out.data(),
+                                   part_lse.data(), scratch.data());
+              cpu::merge_attention(cpu_out.data(), cpu_lse.data(), part_out.data(), part_lse.data(),
+                                   rows, shape.head_dim, cpu_out.data(), cpu_lse.data());
+            }
+            st = merge_attention_parts(out, lse, upload(cpu_out), upload(cpu_lse), rows,
+                                       shape.head_dim, stream());
+            ASSERT_TRUE(st.is_ok()) << st.to_string();
+            const std::vector<float> got = download(out, n_tokens * q_dim);
+            EXPECT_LE(rel_l2(got, reference(q, shape, n_tokens, pos0, cache.host_view)), 1e-5);
+            for (float x : download(lse, rows)) EXPECT_TRUE(std::isfinite(x));
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_F(GpuAttentionTest, PrefillMatchesCpu) {
   for (const Model& model : {kTiny, kLlama3_8b}) {
     for (DType dtype : {DType::kF32, DType::kF16}) {
