@@ -7,8 +7,8 @@
 // decode token at context L with the plan's weight bytes per tier and the KV split by the hot
 // window (hot: sinks + window, in VRAM; cold: the rest, in pinned host):
 //   T = (B_vram + KV_hot) / H + (B_host + KV_cold) / S            (both host links, as issue 5)
-// and, beside it, the same with the cold KV over PCIe alone (P), which is what the GPU executor
-// does today (it reads cold blocks in place; CPU attention of them is not built yet).
+// and, beside it, the same with the cold KV over PCIe alone (P), what --cold-attention in-place
+// can reach (the GPU reads cold blocks in place); --cold-attention cpu attends them on the CPU.
 // Prefill of N tokens in chunks of C: max(passes * B_stream / P + cold KV read by the chunks / P,
 // FLOPs / G); the chunks' attention reads every earlier token's KV once per chunk.
 // Checks that the device memory never exceeded the budget, and prints KV bytes per tier.
@@ -57,6 +57,7 @@ int main(int argc, char** argv) {
   int64_t hot_window = 4096, sink_blocks = 1, chunk = 2048, decode_tokens = 16;
   int64_t prefill_context = 32768;
   double read_gib = 4.0;
+  std::string cold_attention = "in-place";
   app.add_option("-m,--model", model_path, "GGUF model (e.g. from strata synth)")->required();
   app.add_option("--model-name", model_name, "Name for the record (default: general.name)");
   app.add_option("--scenario", scenario, "Scenario id for the record");
@@ -68,6 +69,10 @@ int main(int argc, char** argv) {
   app.add_option("--decode", decode_tokens, "Tokens decoded at each context");
   app.add_option("--prefill-context", prefill_context,
                  "Tokens of the prompt whose prefill is timed, on a sequence of its own (0: skip)");
+  app.add_option("--cold-attention", cold_attention,
+                 "in-place: the GPU reads cold blocks over PCIe; cpu: decode steps attend them on "
+                 "the CPU, merged by log-sum-exp (GpuExecutorOptions::cold_attention_on_cpu)")
+      ->check(CLI::IsMember({"in-place", "cpu"}));
   app.add_option("--read-gib", read_gib, "Buffers of the bandwidth measurements");
   app.add_option("--json-out", json_out, "Append JSON lines here");
   app.add_option("--commit", commit, "Commit id for the record");
@@ -135,6 +140,7 @@ int main(int argc, char** argv) {
   o.vram_budget_bytes = plan.vram_budget_bytes;
   o.gemm_precision = gpu::GemmPrecision::kF16;
   o.placements = plan.tensors;
+  o.cold_attention_on_cpu = cold_attention == "cpu";
   auto exec = check(GpuExecutor::create(spec, o), "GpuExecutor");
   check(exec->add_sequence(0), "seq");
 
@@ -169,6 +175,7 @@ int main(int argc, char** argv) {
                    {"gemm_flop_per_s", caps.gpu_gemm_flop_per_s}};
     r["kv_bytes"] = {{"vram", kv.used_bytes}, {"host", kv.cold_used_bytes}};
     r["hot_window_tokens"] = hot_window;
+    r["cold_attention"] = cold_attention;
     r["peak_vram_bytes"] = exec->device_stats()->peak_used_bytes;
     r["device"] = exec->device_description();
     r["commit"] = commit;

@@ -20,7 +20,8 @@
 #                prefill's GPU time; a case with a budget the model fits in, e.g.
 #                llama3-70b:Q4_0:60GiB, gives the all-resident compute time to compare with)
 #     ctx        synth llama3-8b Q4_0 and bench/long_context_bench (scenario ctx-8b: tiered KV,
-#                8 GiB, decode at STRATA_CTX_CONTEXTS, prefill of STRATA_CTX_PREFILL tokens)
+#                8 GiB, decode at STRATA_CTX_CONTEXTS, prefill of STRATA_CTX_PREFILL tokens), for
+#                each STRATA_CTX_MODES (cold attention in-place over PCIe, and cpu)
 #     gemv       bench/gemv_bench (CPU decode GEMV vs measured read bandwidth)
 #     cpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/cpu_e2e_bench on each (decode + prefill 2048)
 #     train      (starts first, in the background) trains the default model on the GPU from the
@@ -156,10 +157,12 @@ PY
     ctx)
       m=/tmp/llama3-8b-Q4_0.gguf
       [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type Q4_0 --out "$m" 2>&1 | tail -1
-      timeout "${STRATA_BENCH_TIMEOUT:-400}" build-gpu/bench/long_context_bench -m "$m" --model-name llama3-8b \
-        --vram-budget 8GiB --contexts "${STRATA_CTX_CONTEXTS:-4096,32768,131072}" \
-        --hot-window "${STRATA_CTX_WINDOW:-4096}" --prefill-context "${STRATA_CTX_PREFILL:-32768}" \
-        --json-out "$jsonl" --commit "$commit" 2>&1 | grep -v '^{' | tail -12 || true ;;
+      for mode in ${STRATA_CTX_MODES:-in-place cpu}; do
+        timeout "${STRATA_BENCH_TIMEOUT:-300}" build-gpu/bench/long_context_bench -m "$m" --model-name llama3-8b \
+          --vram-budget 8GiB --contexts "${STRATA_CTX_CONTEXTS:-4096,32768,131072}" \
+          --hot-window "${STRATA_CTX_WINDOW:-4096}" --prefill-context "${STRATA_CTX_PREFILL:-32768}" \
+          --cold-attention "$mode" --json-out "$jsonl" --commit "$commit" 2>&1 | grep -v '^{' | tail -12 || true
+      done ;;
     gemv)
       build-gpu/bench/gemv_bench --read-gib 8 --json "$jsonl" --commit "$commit" 2>&1 | tail -12 ;;
     train) ;;
