@@ -16,6 +16,9 @@ namespace {
 // (the build keeps strict FP semantics otherwise); summation order differs from a scalar loop only
 // by float32 rounding.
 constexpr int64_t kMaxGroup = 16;
+// Key splitting (attention_range): at most this many pieces, of at least this many keys.
+constexpr int64_t kMaxKeySplits = 16;
+constexpr int64_t kMinKeysPerSplit = 256;
 
 inline float dot_f32(const float* a, const float* b, int64_t n) {
   float s = 0.0f;
@@ -35,7 +38,12 @@ inline void axpy_f32(float w, const float* x, float* acc, int64_t n) {
 // kMaxGroup), plus room to widen one f16 head row.
 int64_t attention_scratch_floats(int64_t max_kv_tokens, const AttentionShape& shape) {
   const int64_t rows = std::min(kMaxGroup, shape.n_head / shape.n_head_kv);
-  return static_cast<int64_t>(omp_get_max_threads()) * (rows * max_kv_tokens + shape.head_dim);
+  const int64_t threads = omp_get_max_threads();
+  // + the split pieces' parts: key_splits keeps (token, KV head) items x pieces under 2 threads,
+  // each piece holding `group` rows of head_dim + 1 floats.
+  const int64_t group = shape.n_head / shape.n_head_kv;
+  return threads * (rows * max_kv_tokens + shape.head_dim) +
+         2 * threads * group * (shape.head_dim + 1);
 }
 
 void attention(const float* q, int64_t n_tokens, const int32_t* positions, const KvLayerView& kv,
@@ -63,65 +71,134 @@ void merge_attention(const float* out_a, const float* lse_a, const float* out_b,
   }
 }
 
-void attention_range(const float* q, int64_t n_tokens, const int32_t* positions,
-                     const KvLayerView& kv, const AttentionShape& shape, int64_t kv_begin,
-                     int64_t kv_end, float* out, float* lse, float* scratch) {
+namespace {
+
+// Token t's query heads of KV head kvh over keys [kv_begin, min(kv_end, positions[t] + 1)): the
+// softmax-weighted V sum of each head into out_first + g * out_stride (g: the head within the
+// group) and, when lse_first is set, its log-sum-exp into lse_first[g * lse_stride]. base: this
+// thread's scratch (score rows of kv.num_tokens, then one widened head row).
+void attend_kv_head(const float* q, int64_t t, int64_t kvh, const int32_t* positions,
+                    const KvLayerView& kv, const AttentionShape& shape, int64_t kv_begin,
+                    int64_t kv_end, float* out_first, int64_t out_stride, float* lse_first,
+                    int64_t lse_stride, float* base) {
   const int64_t hd = shape.head_dim;
   const int64_t head_bytes = kv_bytes(kv.dtype, hd);     // one KV head's slice of a row
   const int64_t group = shape.n_head / shape.n_head_kv;  // query heads per KV head
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  // Per thread, as attention_scratch_floats lays it out for this call's token count.
   const int64_t rows = std::min(kMaxGroup, group);
-  const int64_t per_thread = rows * kv.num_tokens + hd;
-
-#pragma omp parallel for collapse(2) schedule(dynamic, 1)
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
-      float* base = scratch + static_cast<int64_t>(omp_get_thread_num()) * per_thread;
-      float* row_buf = base + rows * kv.num_tokens;
-      // Keys [kv_begin, p_end): the range, cut at the token's own position (causal).
-      const int64_t p_end = std::min(kv_end, static_cast<int64_t>(positions[t]) + 1);
-      for (int64_t g0 = 0; g0 < group; g0 += kMaxGroup) {
-        const int64_t g_count = std::min(kMaxGroup, group - g0);
-        const int64_t h0 = kvh * group + g0;  // first query head of this slice
-        float max_score[kMaxGroup];
-        std::fill(max_score, max_score + g_count, -std::numeric_limits<float>::infinity());
-        for (int64_t p = kv_begin; p < p_end; ++p) {
-          const char* k_raw = static_cast<const char*>(kv_k_row(kv, p)) + kvh * head_bytes;
-          const float* k = kv_row_f32(k_raw, hd, kv.dtype, row_buf);
-          for (int64_t g = 0; g < g_count; ++g) {
-            const float s = dot_f32(q + (t * shape.n_head + h0 + g) * hd, k, hd) * scale;
-            base[g * kv.num_tokens + p] = s;
-            max_score[g] = std::max(max_score[g], s);
-          }
-        }
-        float inv_sum[kMaxGroup];
-        for (int64_t g = 0; g < g_count; ++g) {
-          float* scores = base + g * kv.num_tokens;
-          float sum = 0.0f;
-          for (int64_t p = kv_begin; p < p_end; ++p) {
-            scores[p] = std::exp(scores[p] - max_score[g]);
-            sum += scores[p];
-          }
-          // No key in the range: out = 0 and lse = -inf, which merge_attention ignores.
-          inv_sum[g] = sum > 0.0f ? 1.0f / sum : 0.0f;
-          if (lse != nullptr) {
-            lse[t * shape.n_head + h0 + g] =
-                sum > 0.0f ? max_score[g] + std::log(sum) : -std::numeric_limits<float>::infinity();
-          }
-          float* oh = out + (t * shape.n_head + h0 + g) * hd;
-          std::fill(oh, oh + hd, 0.0f);
-        }
-        for (int64_t p = kv_begin; p < p_end; ++p) {
-          const char* v_raw = static_cast<const char*>(kv_v_row(kv, p)) + kvh * head_bytes;
-          const float* v = kv_row_f32(v_raw, hd, kv.dtype, row_buf);
-          for (int64_t g = 0; g < g_count; ++g) {
-            axpy_f32(base[g * kv.num_tokens + p] * inv_sum[g], v,
-                     out + (t * shape.n_head + h0 + g) * hd, hd);
-          }
-        }
+  float* row_buf = base + rows * kv.num_tokens;
+  // Keys [kv_begin, p_end): the range, cut at the token's own position (causal).
+  const int64_t p_end = std::min(kv_end, static_cast<int64_t>(positions[t]) + 1);
+  for (int64_t g0 = 0; g0 < group; g0 += kMaxGroup) {
+    const int64_t g_count = std::min(kMaxGroup, group - g0);
+    const int64_t h0 = kvh * group + g0;  // first query head of this slice
+    float max_score[kMaxGroup];
+    std::fill(max_score, max_score + g_count, -std::numeric_limits<float>::infinity());
+    for (int64_t p = kv_begin; p < p_end; ++p) {
+      const char* k_raw = static_cast<const char*>(kv_k_row(kv, p)) + kvh * head_bytes;
+      const float* k = kv_row_f32(k_raw, hd, kv.dtype, row_buf);
+      for (int64_t g = 0; g < g_count; ++g) {
+        const float s = dot_f32(q + (t * shape.n_head + h0 + g) * hd, k, hd) * scale;
+        base[g * kv.num_tokens + p] = s;
+        max_score[g] = std::max(max_score[g], s);
       }
     }
+    float inv_sum[kMaxGroup];
+    for (int64_t g = 0; g < g_count; ++g) {
+      float* scores = base + g * kv.num_tokens;
+      float sum = 0.0f;
+      for (int64_t p = kv_begin; p < p_end; ++p) {
+        scores[p] = std::exp(scores[p] - max_score[g]);
+        sum += scores[p];
+      }
+      // No key in the range: out = 0 and lse = -inf, which merge_attention ignores.
+      inv_sum[g] = sum > 0.0f ? 1.0f / sum : 0.0f;
+      if (lse_first != nullptr) {
+        lse_first[(g0 + g) * lse_stride] =
+            sum > 0.0f ? max_score[g] + std::log(sum) : -std::numeric_limits<float>::infinity();
+      }
+      float* oh = out_first + (g0 + g) * out_stride;
+      std::fill(oh, oh + hd, 0.0f);
+    }
+    for (int64_t p = kv_begin; p < p_end; ++p) {
+      const char* v_raw = static_cast<const char*>(kv_v_row(kv, p)) + kvh * head_bytes;
+      const float* v = kv_row_f32(v_raw, hd, kv.dtype, row_buf);
+      for (int64_t g = 0; g < g_count; ++g) {
+        axpy_f32(base[g * kv.num_tokens + p] * inv_sum[g], v, out_first + (g0 + g) * out_stride,
+                 hd);
+      }
+    }
+  }
+}
+
+// Key pieces per (token, KV head) when those are fewer than the threads: at batch 1 llama3-8b
+// has 8 KV heads for 16 cores, and a long context is then read by half of them.
+int64_t key_splits(int64_t items, int64_t n_keys) {
+  const int64_t threads = omp_get_max_threads();
+  if (items >= threads || n_keys < 2 * kMinKeysPerSplit) return 1;
+  return std::min({(threads + items - 1) / items, n_keys / kMinKeysPerSplit, kMaxKeySplits});
+}
+
+}  // namespace
+
+void attention_range(const float* q, int64_t n_tokens, const int32_t* positions,
+                     const KvLayerView& kv, const AttentionShape& shape, int64_t kv_begin,
+                     int64_t kv_end, float* out, float* lse, float* scratch) {
+  const int64_t hd = shape.head_dim;
+  const int64_t group = shape.n_head / shape.n_head_kv;
+  // Per thread, as attention_scratch_floats lays it out for this call's token count.
+  const int64_t per_thread = std::min(kMaxGroup, group) * kv.num_tokens + hd;
+  const int64_t splits = key_splits(n_tokens * shape.n_head_kv, kv_end - kv_begin);
+  if (splits == 1) {
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
+        float* base = scratch + static_cast<int64_t>(omp_get_thread_num()) * per_thread;
+        const int64_t h0 = t * shape.n_head + kvh * group;
+        attend_kv_head(q, t, kvh, positions, kv, shape, kv_begin, kv_end, out + h0 * hd, hd,
+                       lse != nullptr ? lse + h0 : nullptr, 1, base);
+      }
+    }
+    return;
+  }
+  // Split keys: each piece's part into [token][head][piece] rows after the threads' scratch,
+  // then merged exactly (merge_attention's formula) per head.
+  float* part_out = scratch + static_cast<int64_t>(omp_get_max_threads()) * per_thread;
+  float* part_lse = part_out + n_tokens * shape.n_head * splits * hd;
+  const int64_t n_keys = kv_end - kv_begin;
+#pragma omp parallel for collapse(3) schedule(dynamic, 1)
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
+      for (int64_t sp = 0; sp < splits; ++sp) {
+        float* base = scratch + static_cast<int64_t>(omp_get_thread_num()) * per_thread;
+        const int64_t b = kv_begin + n_keys * sp / splits,
+                      e = kv_begin + n_keys * (sp + 1) / splits;
+        const int64_t row0 = (t * shape.n_head + kvh * group) * splits + sp;
+        attend_kv_head(q, t, kvh, positions, kv, shape, b, e, part_out + row0 * hd, splits * hd,
+                       part_lse + row0, splits, base);
+      }
+    }
+  }
+#pragma omp parallel for
+  for (int64_t r = 0; r < n_tokens * shape.n_head; ++r) {
+    const float* l = part_lse + r * splits;
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t sp = 0; sp < splits; ++sp) m = std::max(m, l[sp]);
+    float* o = out + r * hd;
+    std::fill(o, o + hd, 0.0f);
+    if (m == -std::numeric_limits<float>::infinity()) {  // no key for this row
+      if (lse != nullptr) lse[r] = m;
+      continue;
+    }
+    float sum = 0.0f;
+    for (int64_t sp = 0; sp < splits; ++sp) {
+      const float w = std::exp(l[sp] - m);
+      sum += w;
+      axpy_f32(w, part_out + (r * splits + sp) * hd, o, hd);
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t i = 0; i < hd; ++i) o[i] *= inv;
+    if (lse != nullptr) lse[r] = m + std::log(sum);
   }
 }
 

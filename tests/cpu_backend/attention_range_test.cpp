@@ -4,6 +4,7 @@
 // random inputs each run, blocks in a shuffled order, rows past the sequence NaN, outputs
 // poisoned before the kernels run.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -113,9 +114,8 @@ TEST_P(AttentionRange, WholeAttentionMatchesFloat64AndSplitsMergeExactly) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   // q8_0 rows are 32-element blocks: head sizes of 32 and 64 there.
   const std::vector<AttentionShape> shapes =
-      GetParam() == DType::kQ8_0
-          ? std::vector<AttentionShape>{{4, 2, 32}, {8, 1, 64}, {6, 6, 32}}
-          : std::vector<AttentionShape>{{4, 2, 8}, {8, 1, 16}, {6, 6, 32}};
+      GetParam() == DType::kQ8_0 ? std::vector<AttentionShape>{{4, 2, 32}, {8, 1, 64}, {6, 6, 32}}
+                                 : std::vector<AttentionShape>{{4, 2, 8}, {8, 1, 16}, {6, 6, 32}};
   for (const AttentionShape s : shapes) {
     const int64_t tokens = 40 + static_cast<int64_t>(rng() % 60), bt = 4 + rng() % 13;
     const Paged p = make_paged(rng, s, GetParam(), tokens, bt);
@@ -165,6 +165,42 @@ TEST_P(AttentionRange, WholeAttentionMatchesFloat64AndSplitsMergeExactly) {
       EXPECT_NEAR(acc[i], whole[i], 1e-5 * (1 + std::abs(whole[i]))) << "merged elem " << i;
     }
   }
+}
+
+TEST_P(AttentionRange, LongKeyRangesSplitAcrossThreadsMatchFloat64) {
+  // One token and one or two KV heads are fewer work items than threads: attention_range then
+  // splits the keys into pieces (at least 256 keys each) and merges them. 8 threads on any
+  // machine, so that 2-8 pieces are exercised; one query early enough that later pieces hold
+  // no key of it.
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(8);
+  std::mt19937 rng(std::random_device{}());
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int64_t hd = GetParam() == DType::kQ8_0 ? 32 : 16;
+  for (const AttentionShape s : {AttentionShape{4, 1, hd}, AttentionShape{4, 2, hd}}) {
+    for (const int64_t tokens : {600, 2100}) {
+      SCOPED_TRACE(std::to_string(s.n_head_kv) + " KV heads, " + std::to_string(tokens));
+      const Paged p = make_paged(rng, s, GetParam(), tokens, 16);
+      const int64_t qd = s.n_head * s.head_dim;
+      for (const int32_t pos : {static_cast<int32_t>(tokens - 1), static_cast<int32_t>(300)}) {
+        std::vector<float> q(static_cast<size_t>(qd));
+        for (float& x : q) x = normal(rng);
+        std::vector<float> scratch(static_cast<size_t>(attention_scratch_floats(tokens, s)));
+        std::vector<float> out(q.size(), NAN), lse(static_cast<size_t>(s.n_head), NAN);
+        // A range that starts after 0: the pieces cover [begin, end) only.
+        const int64_t begin = 37;
+        attention_range(q.data(), 1, &pos, p.view, s, begin, tokens, out.data(), lse.data(),
+                        scratch.data());
+        const std::vector<double> ref = reference(q.data(), pos, p.view, s, begin, tokens);
+        for (int64_t i = 0; i < qd; ++i) {
+          ASSERT_TRUE(std::isfinite(out[i])) << i;
+          EXPECT_NEAR(out[i], ref[i], 2e-5) << "elem " << i << " pos " << pos;
+        }
+        for (float l : lse) EXPECT_TRUE(std::isfinite(l));
+      }
+    }
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST(MergeAttention, AnEmptyPartIsTheIdentity) {
