@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
   int64_t prefill_context = 32768;
   double read_gib = 4.0;
   std::string cold_attention = "in-place";
+  double cold_cpu_fraction = -1;
   app.add_option("-m,--model", model_path, "GGUF model (e.g. from strata synth)")->required();
   app.add_option("--model-name", model_name, "Name for the record (default: general.name)");
   app.add_option("--scenario", scenario, "Scenario id for the record");
@@ -73,6 +74,10 @@ int main(int argc, char** argv) {
                  "in-place: the GPU reads cold blocks over PCIe; cpu: decode steps attend them on "
                  "the CPU, merged by log-sum-exp (GpuExecutorOptions::cold_attention_on_cpu)")
       ->check(CLI::IsMember({"in-place", "cpu"}));
+  app.add_option("--cold-cpu-fraction", cold_cpu_fraction,
+                 "With --cold-attention cpu: the share of cold blocks the CPU attends, the rest "
+                 "read by the GPU in place meanwhile (default (S - P) / S from the limits "
+                 "measured here)");
   app.add_option("--read-gib", read_gib, "Buffers of the bandwidth measurements");
   app.add_option("--json-out", json_out, "Append JSON lines here");
   app.add_option("--commit", commit, "Commit id for the record");
@@ -141,6 +146,16 @@ int main(int argc, char** argv) {
   o.gemm_precision = gpu::GemmPrecision::kF16;
   o.placements = plan.tensors;
   o.cold_attention_on_cpu = cold_attention == "cpu";
+  o.cold_cpu_fraction =
+      cold_cpu_fraction >= 0
+          ? cold_cpu_fraction
+          : std::clamp((caps.host_combined_bytes_per_s - caps.h2d_pinned_bytes_per_s) /
+                           caps.host_combined_bytes_per_s,
+                       0.0, 1.0);
+  std::fprintf(stderr, "cold attention %s%s\n", cold_attention.c_str(),
+               o.cold_attention_on_cpu
+                   ? (", CPU share " + std::to_string(o.cold_cpu_fraction)).c_str()
+                   : "");
   auto exec = check(GpuExecutor::create(spec, o), "GpuExecutor");
   check(exec->add_sequence(0), "seq");
 
@@ -176,6 +191,7 @@ int main(int argc, char** argv) {
     r["kv_bytes"] = {{"vram", kv.used_bytes}, {"host", kv.cold_used_bytes}};
     r["hot_window_tokens"] = hot_window;
     r["cold_attention"] = cold_attention;
+    if (o.cold_attention_on_cpu) r["cold_cpu_fraction"] = o.cold_cpu_fraction;
     r["peak_vram_bytes"] = exec->device_stats()->peak_used_bytes;
     r["device"] = exec->device_description();
     r["commit"] = commit;

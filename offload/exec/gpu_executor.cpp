@@ -544,9 +544,9 @@ Status GpuExecutor::sync_block_table(SeqId seq) {
   STRATA_RETURN_IF_ERROR(cuda::memcpy_async(
       static_cast<void**>(t.table.data()) + offset, t.host.data() + offset,
       count * static_cast<int64_t>(sizeof(void*)), cuda::CopyKind::kHostToDevice, stream_));
-  if (!t.hot_host.empty()) {  // the same entries, the cold blocks' null (split_attention)
+  if (!t.hot_host.empty()) {  // the same entries, null for the CPU's cold blocks (split_attention)
     for (int64_t b = first; b < num_blocks; ++b) {
-      const bool cold = kv_->block_tier(seq, b) == KvTier::kHost;
+      const bool cold = kv_->block_tier(seq, b) == KvTier::kHost && cpu_attends(b);
       for (int64_t e = 0; e < n_layer * 2; ++e) {
         const auto i = static_cast<size_t>(b * n_layer * 2 + e);
         t.hot_host[i] = cold ? nullptr : t.host[i];
@@ -725,6 +725,12 @@ Status GpuExecutor::init_cold_attention() {
   return Status::ok();
 }
 
+bool GpuExecutor::cpu_attends(int64_t block) const {
+  const double f = std::clamp(options_.cold_cpu_fraction, 0.0, 1.0);
+  return std::floor(static_cast<double>(block + 1) * f) >
+         std::floor(static_cast<double>(block) * f);
+}
+
 void GpuExecutor::describe_cold(SeqId seq, Segment* s) const {
   s->seq = seq;
   s->cold_ranges.clear();
@@ -732,7 +738,7 @@ void GpuExecutor::describe_cold(SeqId seq, Segment* s) const {
   const int64_t bt = kv_->layout().block_tokens;
   const int64_t blocks = kv_->block_table(seq).num_blocks();
   for (int64_t b = 0; b < blocks; ++b) {
-    if (kv_->block_tier(seq, b) != KvTier::kHost) continue;
+    if (kv_->block_tier(seq, b) != KvTier::kHost || !cpu_attends(b)) continue;
     const int64_t begin = b * bt, end = std::min((b + 1) * bt, s->kv.num_tokens);
     if (!s->cold_ranges.empty() && s->cold_ranges.back().second == begin) {
       s->cold_ranges.back().second = end;  // one range over adjacent cold blocks

@@ -95,6 +95,11 @@ struct GpuExecutorOptions {
   // (GpuAttentionTest.SplitDecode*) and the golden tiered test cover it; strata run does not
   // offer it until they have passed on the GPU machine.
   bool cold_attention_on_cpu = false;
+  // With cold_attention_on_cpu: the share of cold blocks the CPU attends; the GPU reads the
+  // others in place over PCIe at the same time. Balanced when the CPU's part takes as long as
+  // the link's: (S - P) / S, the CPU's share of host memory while PCIe streams (0.59 for S 135,
+  // P 55 GB/s). Blocks are dealt by index (Bresenham), so a block's owner never changes.
+  double cold_cpu_fraction = 1.0;
 
   static constexpr int64_t kDefaultVramMarginBytes = int64_t{1} << 30;
 };
@@ -252,6 +257,8 @@ class GpuExecutor final : public Engine {
   };
   // Buffers of cold_attention_on_cpu (tiered KV only).
   Status init_cold_attention();
+  // True for the cold blocks (by index) the CPU attends (cold_cpu_fraction).
+  bool cpu_attends(int64_t block) const;
   // Fills s->seq, hot_kv and cold_ranges for a decode segment of `seq` (see Segment).
   void describe_cold(SeqId seq, Segment* s) const;
   // Attention of segment s in layer l split between the GPU (hot blocks) and the CPU (cold).

@@ -105,6 +105,7 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
       gpu_opts.gemm_precision = gpu_precision;
       gpu_opts.cuda_graphs = cuda_graphs;
       gpu_opts.cold_attention_on_cpu = cold_attention_on_cpu_;
+      gpu_opts.cold_cpu_fraction = cold_cpu_fraction_;
       auto exec = GpuExecutor::create(model_->spec, gpu_opts);
       EXPECT_TRUE(exec.is_ok()) << exec.status().to_string();
       if (!exec.is_ok()) return nullptr;
@@ -183,6 +184,7 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
   int64_t hot_window_tokens_ = 0;       // tiered KV in make_executor when > 0
   int64_t max_sequences_ = 1;           // the KV budget of make_executor's engines
   bool cold_attention_on_cpu_ = false;  // GPU engines: cold KV attended by the CPU
+  double cold_cpu_fraction_ = 1.0;      // ... this share of it; the GPU reads the rest in place
   std::string dir_;
   nlohmann::json manifest_, variant_;
   std::unique_ptr<LoadedModel> model_;
@@ -291,9 +293,11 @@ TEST_P(GoldenForward, TieredKvManySequencesInterleavedMatchOneTier) {
   ASSERT_TRUE(one_tier->remove_sequence(0).is_ok());
   hot_window_tokens_ = 4;
   std::vector<std::unique_ptr<Engine>> tiered;
+  // On the GPU: cold blocks read in place, and half of them attended by the CPU meanwhile.
   for (bool on_cpu : {false, true}) {
     if (on_cpu && !GetParam().gpu) break;
     cold_attention_on_cpu_ = on_cpu;
+    cold_cpu_fraction_ = 0.5;
     tiered.push_back(make_executor(/*block_tokens=*/4, /*batch_tokens=*/8));
     ASSERT_NE(tiered.back(), nullptr);
     ASSERT_TRUE(tiered.back()->remove_sequence(0).is_ok());
