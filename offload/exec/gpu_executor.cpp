@@ -727,8 +727,8 @@ Status GpuExecutor::init_cold_attention() {
 
 bool GpuExecutor::cpu_attends(int64_t block) const {
   const double f = std::clamp(options_.cold_cpu_fraction, 0.0, 1.0);
-  return std::floor(static_cast<double>(block + 1) * f) >
-         std::floor(static_cast<double>(block) * f);
+  const auto group = static_cast<double>(block / std::max<int64_t>(1, options_.cold_deal_blocks));
+  return std::floor((group + 1) * f) > std::floor(group * f);
 }
 
 void GpuExecutor::describe_cold(SeqId seq, Segment* s) const {

@@ -98,8 +98,11 @@ struct GpuExecutorOptions {
   // With cold_attention_on_cpu: the share of cold blocks the CPU attends; the GPU reads the
   // others in place over PCIe at the same time. Balanced when the CPU's part takes as long as
   // the link's: (S - P) / S, the CPU's share of host memory while PCIe streams (0.59 for S 135,
-  // P 55 GB/s). Blocks are dealt by index (Bresenham), so a block's owner never changes.
+  // P 55 GB/s). Blocks are dealt by index in groups of cold_deal_blocks (Bresenham), so a
+  // block's owner never changes and the CPU gets long ranges: each range is one
+  // cpu::attention_range call (an OpenMP region and a merge) per layer.
   double cold_cpu_fraction = 1.0;
+  int64_t cold_deal_blocks = 256;
 
   static constexpr int64_t kDefaultVramMarginBytes = int64_t{1} << 30;
 };
