@@ -44,6 +44,7 @@ StatusOr<std::unique_ptr<KvCache>> KvCache::create(const KvCacheConfig& config,
     }
     BlockPoolConfig cold_config = pool_config;
     cold_config.max_blocks = t.cold_max_blocks;
+    cold_config.blocks_per_slab = config.cold_blocks_per_slab;
     STRATA_ASSIGN_OR_RETURN(cold, BlockPool::create(cold_config, std::move(cold_allocator)));
   }
   return std::unique_ptr<KvCache>(

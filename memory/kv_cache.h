@@ -81,6 +81,9 @@ struct KvCacheConfig {
   int64_t max_blocks = 0;
   // Blocks per allocation (see BlockPoolConfig); default 1: memory grows one block at a time.
   int64_t blocks_per_slab = 1;
+  // The same for the cold tier. A GPU run's cold blocks are pinned, and pinning costs about a
+  // millisecond per call: one 2 MiB block per call would add seconds to a 128k-token prefill.
+  int64_t cold_blocks_per_slab = 1;
 
   // The most whole blocks of `layout` that fit in `budget_bytes`.
   static int64_t max_blocks_for_bytes(const KvLayout& layout, int64_t budget_bytes) {

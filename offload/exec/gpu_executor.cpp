@@ -156,7 +156,10 @@ Status GpuExecutor::init() {
   attention_split_tokens_ = att.split_tokens;
   STRATA_ASSIGN_OR_RETURN(attention_, gpu::GpuAttention::create(*arena_, *blas_, att));
 
-  const KvCacheConfig kv_config = base.kv_cache_config(hp);
+  KvCacheConfig kv_config = base.kv_cache_config(hp);
+  // Cold blocks pinned 64 MiB at a time (see cold_blocks_per_slab).
+  kv_config.cold_blocks_per_slab =
+      std::max<int64_t>(1, (int64_t{64} << 20) / kv_config.layout.block_bytes());
   if (kv_config.tiering.cold_max_blocks == 0) {
     STRATA_ASSIGN_OR_RETURN(kv_,
                             KvCache::create(kv_config, make_device_kv_slab_allocator(*arena_)));

@@ -36,7 +36,8 @@ struct Tiered {
   std::unique_ptr<KvCache> cache;
 };
 
-std::unique_ptr<Tiered> make(int64_t window, int64_t sinks, int64_t cold_blocks = 4096) {
+std::unique_ptr<Tiered> make(int64_t window, int64_t sinks, int64_t cold_blocks = 4096,
+                             int64_t cold_blocks_per_slab = 1) {
   auto t = std::make_unique<Tiered>();
   KvCacheConfig c;
   c.layout.n_layer = 2;
@@ -47,6 +48,7 @@ std::unique_ptr<Tiered> make(int64_t window, int64_t sinks, int64_t cold_blocks 
   c.tiering.cold_max_blocks = cold_blocks;
   c.tiering.hot_window_tokens = window;
   c.tiering.sink_blocks = sinks;
+  c.cold_blocks_per_slab = cold_blocks_per_slab;
   auto cache = KvCache::create(c, recording_allocator(&t->hot, KvTier::kDevice),
                                recording_allocator(&t->cold, KvTier::kHost),
                                std::make_unique<MemcpyMover>(&t->moved_bytes));
@@ -113,6 +115,26 @@ TEST(KvTiering, OldBlocksMoveColdWithTheirContentsSinksAndTheWindowStay) {
   ASSERT_TRUE(c.remove_sequence(7).is_ok());
   EXPECT_EQ(c.stats().num_used_blocks, 0);
   EXPECT_EQ(c.stats().cold_used_blocks, 0);
+}
+
+TEST(KvTiering, TheColdTierGrowsInSlabsOfItsOwnSize) {
+  // 8 blocks per cold slab (a GPU run pins 64 MiB at a time), the hot tier one block per slab.
+  auto t = make(/*window=*/4, /*sinks=*/0, /*cold_blocks=*/20, /*cold_blocks_per_slab=*/8);
+  KvCache& c = *t->cache;
+  ASSERT_TRUE(c.add_sequence(1).is_ok());
+  grow(c, 1, 4 * 12);  // 12 blocks; all but the last move
+  auto moved = c.demote_cold(1);
+  ASSERT_TRUE(moved.is_ok()) << moved.status().to_string();
+  ASSERT_EQ(*moved, 11);
+  const int64_t block = c.layout().block_bytes();
+  EXPECT_EQ(t->cold.allocated_sizes, (std::vector<int64_t>{8 * block, 8 * block}));
+  for (int64_t size : t->hot.allocated_sizes) EXPECT_EQ(size, block);
+  grow(c, 1, 4 * 9);  // 9 more cold blocks: 20 in all, the last slab cut at the budget
+  moved = c.demote_cold(1);
+  ASSERT_TRUE(moved.is_ok()) << moved.status().to_string();
+  ASSERT_EQ(*moved, 9);
+  EXPECT_EQ(t->cold.allocated_sizes, (std::vector<int64_t>{8 * block, 8 * block, 4 * block}));
+  EXPECT_TRUE(c.check_invariants().is_ok());
 }
 
 TEST(KvTiering, SharedBlocksStayHotAndAColdPrefixIsStillShared) {
@@ -191,7 +213,9 @@ TEST(KvTiering, ManySequencesOfRandomLengthsInterleaved) {
         const int64_t n = 1 + static_cast<int64_t>(rng() % 9);
         grow(c, it->first, n);
         it->second += n;
-        if (rng() % 2) ASSERT_TRUE(c.demote_cold(it->first).is_ok());
+        if (rng() % 2) {
+          ASSERT_TRUE(c.demote_cold(it->first).is_ok());
+        }
       }
       const Status ok = c.check_invariants();
       ASSERT_TRUE(ok.is_ok()) << ok.to_string() << " (trial " << trial << ", step " << step << ")";
