@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include "bench/bench_check.h"
+#include "bench/offload_limits.h"
 #include "cpu_backend/read_bandwidth.h"
 #include "cpu_backend/thread_placement.h"
 #include "gpu_backend/device_probe.h"
@@ -99,25 +100,11 @@ int main(int argc, char** argv) {
   const ModelSpec& spec = loaded.spec;
   const HyperParams& hp = spec.hp;
   if (model_name.empty()) model_name = spec.name;
-  std::string type_name = "mixed";
-  if (const TensorSpec* t = spec.find("blk.0.ffn_up.weight")) type_name = dtype_name(t->type);
+  const std::string type_name = bench::layer_weight_type(spec);
 
-  Caps caps = Caps::reference();
-  {
-    cpu::CpuReadProbe cpu_probe(static_cast<int64_t>(read_gib * (1ll << 30)));
-    if (!cpu_probe.ok()) check(Status::out_of_memory("CPU read probe"), "cpu read");
-    caps.cpu_read_bytes_per_s = cpu_probe.measure(5).best_bytes_per_s;
-    check(
-        measure_gpu_limits(probe, read_gib, cpu_probe, GemmShape{hp.n_ff, chunk, hp.n_embd}, &caps),
-        "limits");
-    caps.source = "measured by long_context_bench";
-  }
-  std::fprintf(stderr,
-               "limits: H %.0f GB/s, P %.1f GB/s, C %.1f GB/s, S %.1f GB/s, G %.0f TFLOP/s, %d "
-               "threads\n",
-               caps.hbm_bytes_per_s / 1e9, caps.h2d_pinned_bytes_per_s / 1e9,
-               caps.cpu_read_bytes_per_s / 1e9, caps.host_combined_bytes_per_s / 1e9,
-               caps.gpu_gemm_flop_per_s / 1e12, placement.num_threads);
+  Caps caps = bench::measure_offload_limits(probe, hp, chunk, read_gib);
+  caps.source = "measured by long_context_bench";
+  bench::print_offload_limits(caps, placement.num_threads);
 
   const int64_t max_context = contexts.back() + decode_tokens + 8;
   Policy policy;

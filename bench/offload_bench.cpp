@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "bench/bench_check.h"
+#include "bench/offload_limits.h"
 #include "cpu_backend/compute_rates.h"
 #include "cpu_backend/read_bandwidth.h"
 #include "cpu_backend/thread_placement.h"
@@ -91,19 +92,12 @@ int main(int argc, char** argv) {
   const ModelSpec& spec = loaded.spec;
   const HyperParams& hp = spec.hp;
   if (model_name.empty()) model_name = spec.name;
-  std::string type_name = "mixed";
-  if (const TensorSpec* t = spec.find("blk.0.ffn_up.weight")) type_name = dtype_name(t->type);
+  const std::string type_name = bench::layer_weight_type(spec);
   const int64_t chunk = std::min(prefill_tokens > 0 ? prefill_tokens : 512, 2048);
 
   // The limits, measured before the model loads (gpu_limits.h, as strata calibrate does).
-  Caps caps = Caps::reference();  // GEMV efficiencies; every rate below is measured now
+  Caps caps = bench::measure_offload_limits(probe, hp, chunk, read_gib);
   {
-    cpu::CpuReadProbe cpu_probe(static_cast<int64_t>(read_gib * (1ll << 30)));
-    if (!cpu_probe.ok()) check(Status::out_of_memory("CPU read probe"), "cpu read");
-    caps.cpu_read_bytes_per_s = cpu_probe.measure(5).best_bytes_per_s;
-    check(
-        measure_gpu_limits(probe, read_gib, cpu_probe, GemmShape{hp.n_ff, chunk, hp.n_embd}, &caps),
-        "limits");
     // The CPU decode GEMV on the model's own weight type, so that the plan charges CPU-run layers
     // what the kernels do on this host now (the read probe alone swings by tens of percent here).
     // Timed on the model's own mapped layers (the last ones, up to 2 GiB): synthetic copies in
@@ -126,12 +120,7 @@ int main(int argc, char** argv) {
     }
     caps.source = "measured by offload_bench";
   }
-  std::fprintf(stderr,
-               "limits: H %.0f GB/s, P %.1f GB/s, C %.1f GB/s, S %.1f GB/s (P and C together), "
-               "G %.0f TFLOP/s, %d threads\n",
-               caps.hbm_bytes_per_s / 1e9, caps.h2d_pinned_bytes_per_s / 1e9,
-               caps.cpu_read_bytes_per_s / 1e9, caps.host_combined_bytes_per_s / 1e9,
-               caps.gpu_gemm_flop_per_s / 1e12, placement.num_threads);
+  bench::print_offload_limits(caps, placement.num_threads);
 
   std::mt19937 rng(42);
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(hp.n_vocab - 1));

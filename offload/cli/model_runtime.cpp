@@ -27,17 +27,17 @@ void RuntimeFlags::add_to(CLI::App* cmd) {
                   "KV cache element type: f32, f16 or q8_0 (a scale per 32; CPU only for now) "
                   "(default f32)")
       ->check(CLI::IsMember({"f32", "f16", "q8_0"}));
-  cmd->add_option("--hot-window", hot_window,
+  cmd->add_option("--hot-window", kv_tiers.hot_window,
                   "Tokens of each sequence's latest KV kept in the hot tier (VRAM); older blocks "
                   "move to pinned host memory. 0 = all hot (default: the config's, else 0)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--sink-blocks", sink_blocks,
+  cmd->add_option("--sink-blocks", kv_tiers.sink_blocks,
                   "First KV blocks of each sequence kept hot (default: the config's, else 1)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--block-tokens", block_tokens,
+  cmd->add_option("--block-tokens", kv_tiers.block_tokens,
                   "Tokens per KV block (default: the config's, else 16)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--cold-attention", cold_attention,
+  cmd->add_option("--cold-attention", kv_tiers.cold_attention,
                   "How KV outside VRAM is attended: auto, prefetch or cpu (default: the config's, "
                   "else auto)")
       ->check(CLI::IsMember({"auto", "prefetch", "cpu"}));
@@ -68,12 +68,7 @@ StatusOr<Policy> run_policy(const RuntimeFlags& flags, int64_t vram_budget) {
   if (flags.ctx > 0) p.context_tokens = flags.ctx;
   p.prefill_tokens = flags.batch;
   STRATA_ASSIGN_OR_RETURN(p.kv_type, parse_kv_type(flags.kv_type));
-  if (flags.hot_window >= 0) p.hot_window_tokens = flags.hot_window;
-  if (flags.sink_blocks >= 0) p.sink_blocks = flags.sink_blocks;
-  if (flags.block_tokens > 0) p.block_tokens = flags.block_tokens;
-  if (!flags.cold_attention.empty()) {
-    STRATA_ASSIGN_OR_RETURN(p.cold_attention, parse_cold_attention(flags.cold_attention));
-  }
+  STRATA_RETURN_IF_ERROR(apply_kv_tier_flags(flags.kv_tiers, &p));
   p.batch = 1;
   STRATA_RETURN_IF_ERROR(p.validate());
   return p;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "offload/cli/policy_flags.h"
 #include "offload/core/status.h"
 #include "offload/exec/engine.h"
 #include "offload/exec/executor.h"
@@ -24,11 +25,7 @@ struct RuntimeFlags {
   int64_t ctx = 0;              // 0: the model's trained context
   int64_t batch = 512;          // tokens per forward chunk
   std::string kv_type = "f32";  // f32 | f16 | q8_0
-  // Tiered KV (issue 6); unset (-1, 0, empty): the file's values, else the policy defaults.
-  int64_t hot_window = -1;
-  int64_t sink_blocks = -1;
-  int64_t block_tokens = 0;
-  std::string cold_attention;  // auto | prefetch | cpu
+  KvTierFlags kv_tiers;         // unset: the file's values, else the policy defaults
   // auto: f32 on the CPU (exact), f16 on the GPU (tensor cores); f32 | bf16 | f16.
   std::string prefill_precision = "auto";
   std::string vram_budget;  // --vram-budget; empty: free VRAM minus 1 GiB

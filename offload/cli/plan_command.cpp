@@ -20,8 +20,7 @@ namespace {
 struct PlanFlags {
   std::string model_path, shape, type = "Q4_0", config, policy, vram_budget, kv_type, caps;
   int64_t prefetch_depth = 0, context = 0, batch = 0, prefill_tokens = 0;
-  int64_t hot_window = -1, sink_blocks = -1, block_tokens = 0;
-  std::string cold_attention;
+  KvTierFlags kv_tiers;
   bool json = false;
 };
 
@@ -39,12 +38,7 @@ StatusOr<Policy> policy_of(const PlanFlags& f) {
   if (!f.kv_type.empty()) {
     STRATA_ASSIGN_OR_RETURN(p.kv_type, parse_kv_type(f.kv_type));
   }
-  if (f.hot_window >= 0) p.hot_window_tokens = f.hot_window;
-  if (f.sink_blocks >= 0) p.sink_blocks = f.sink_blocks;
-  if (f.block_tokens > 0) p.block_tokens = f.block_tokens;
-  if (!f.cold_attention.empty()) {
-    STRATA_ASSIGN_OR_RETURN(p.cold_attention, parse_cold_attention(f.cold_attention));
-  }
+  STRATA_RETURN_IF_ERROR(apply_kv_tier_flags(f.kv_tiers, &p));
   STRATA_RETURN_IF_ERROR(p.validate());
   return p;
 }
@@ -204,11 +198,12 @@ void add_plan_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--prefill-tokens", f->prefill_tokens, "Prefill chunk (default 2048)");
   cmd->add_option("--kv-type", f->kv_type, "f16, f32 or q8_0 (default f16)")
       ->check(CLI::IsMember({"f16", "f32", "q8_0"}));
-  cmd->add_option("--hot-window", f->hot_window,
+  cmd->add_option("--hot-window", f->kv_tiers.hot_window,
                   "Tokens of recent KV per sequence kept in VRAM (default 0: all of it)");
-  cmd->add_option("--sink-blocks", f->sink_blocks, "First KV blocks kept in VRAM (default 1)");
-  cmd->add_option("--block-tokens", f->block_tokens, "Tokens per KV block (default 16)");
-  cmd->add_option("--cold-attention", f->cold_attention,
+  cmd->add_option("--sink-blocks", f->kv_tiers.sink_blocks,
+                  "First KV blocks kept in VRAM (default 1)");
+  cmd->add_option("--block-tokens", f->kv_tiers.block_tokens, "Tokens per KV block (default 16)");
+  cmd->add_option("--cold-attention", f->kv_tiers.cold_attention,
                   "KV outside VRAM: auto, prefetch or cpu (default auto)")
       ->check(CLI::IsMember({"auto", "prefetch", "cpu"}));
   cmd->add_option("--caps", f->caps,

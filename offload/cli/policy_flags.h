@@ -27,4 +27,22 @@ inline StatusOr<Policy> policy_from_file_and_flags(const std::string& config,
   return p;
 }
 
+// The tiered-KV keys (issue 6) as given on a command line; unset values leave the file's.
+struct KvTierFlags {
+  int64_t hot_window = -1;
+  int64_t sink_blocks = -1;
+  int64_t block_tokens = 0;
+  std::string cold_attention;  // auto | prefetch | cpu
+};
+
+inline Status apply_kv_tier_flags(const KvTierFlags& f, Policy* p) {
+  if (f.hot_window >= 0) p->hot_window_tokens = f.hot_window;
+  if (f.sink_blocks >= 0) p->sink_blocks = f.sink_blocks;
+  if (f.block_tokens > 0) p->block_tokens = f.block_tokens;
+  if (!f.cold_attention.empty()) {
+    STRATA_ASSIGN_OR_RETURN(p->cold_attention, parse_cold_attention(f.cold_attention));
+  }
+  return Status::ok();
+}
+
 }  // namespace strata::cli

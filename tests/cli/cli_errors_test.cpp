@@ -147,19 +147,32 @@ TEST(Cli, RunRejectsInvalidSamplingValues) {
   expect_clear_error(run_strata("run -m " + tiny_llama() + " -p hi --ids 1,99999999"), "99999999");
 }
 
-TEST(Cli, RunJsonGreedyMatchesGoldenContinuation) {
-  const std::string manifest_path = testing::testdata_path("models/tiny-llama/manifest.json");
-  STRATA_REQUIRE_TESTDATA(manifest_path);
-  std::ifstream in(manifest_path);
-  const auto manifest = nlohmann::json::parse(in);
+std::string golden_manifest_path() {
+  return testing::testdata_path("models/tiny-llama/manifest.json");
+}
+
+// `strata run --json` greedy over tiny-llama's golden prompt for 24 tokens, with `flags` added:
+// its JSON object (null when the run failed), and the manifest in *manifest. f32 prefill: the
+// exact tier on either device (auto rounds to f16 on a GPU, where the golden greedy tokens hold
+// only where the margins are large).
+nlohmann::json run_golden_greedy(const std::string& flags, nlohmann::json* manifest) {
+  std::ifstream in(golden_manifest_path());
+  *manifest = nlohmann::json::parse(in);
   std::string ids;
-  for (int id : manifest["prompt"]["ids"]) ids += (ids.empty() ? "" : ",") + std::to_string(id);
-  // f32 prefill: the exact tier on either device (auto rounds to f16 on a GPU, where the golden
-  // greedy tokens hold only where the margins are large).
-  const StrataResult r = run_strata("run -m " + tiny_llama() + " --ids " + ids +
-                                    " -n 24 --temp 0 --ignore-eos --json --prefill-precision f32");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  for (int id : (*manifest)["prompt"]["ids"]) ids += (ids.empty() ? "" : ",") + std::to_string(id);
+  const StrataResult r =
+      run_strata("run -m " + tiny_llama() + " --ids " + ids +
+                 " -n 24 --temp 0 --ignore-eos --json --prefill-precision f32 " + flags);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  if (r.exit_code != 0) return nullptr;
+  return nlohmann::json::parse(r.output.substr(r.output.find('{')));
+}
+
+TEST(Cli, RunJsonGreedyMatchesGoldenContinuation) {
+  STRATA_REQUIRE_TESTDATA(golden_manifest_path());
+  nlohmann::json manifest;
+  const auto j = run_golden_greedy("", &manifest);
+  ASSERT_FALSE(j.is_null());
   EXPECT_EQ(j["generated_ids"], manifest["variants"]["Q8_0"]["greedy"]);
   for (const char* key : {"prompt_ids", "generated_ids", "text", "timings", "memory"}) {
     EXPECT_TRUE(j.contains(key)) << key;
@@ -170,21 +183,13 @@ TEST(Cli, RunWithAHotWindowMovesKvToTheColdTierAndKeepsTheTokens) {
   // The golden greedy continuation again, with 4-token blocks, an 8-token hot window and 4-token
   // chunks: 44 tokens end with most blocks in the cold tier, reported per tier in --json. (On a
   // GPU machine the cold tier is pinned host memory read by the GPU.)
-  const std::string manifest_path = testing::testdata_path("models/tiny-llama/manifest.json");
-  STRATA_REQUIRE_TESTDATA(manifest_path);
-  std::ifstream in(manifest_path);
-  const auto manifest = nlohmann::json::parse(in);
-  std::string ids;
-  for (int id : manifest["prompt"]["ids"]) ids += (ids.empty() ? "" : ",") + std::to_string(id);
-  const StrataResult r =
-      run_strata("run -m " + tiny_llama() + " --ids " + ids +
-                 " -n 24 --temp 0 --ignore-eos --json --prefill-precision f32 --hot-window 8 "
-                 "--block-tokens 4 -b 4");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  STRATA_REQUIRE_TESTDATA(golden_manifest_path());
+  nlohmann::json manifest;
+  const auto j = run_golden_greedy("--hot-window 8 --block-tokens 4 -b 4", &manifest);
+  ASSERT_FALSE(j.is_null());
   EXPECT_EQ(j["generated_ids"], manifest["variants"]["Q8_0"]["greedy"]);
-  EXPECT_GT(j["memory"]["kv_cold_peak_bytes"].get<int64_t>(), 0) << r.output;
-  EXPECT_GT(j["memory"]["kv_hot_peak_bytes"].get<int64_t>(), 0) << r.output;
+  EXPECT_GT(j["memory"]["kv_cold_peak_bytes"].get<int64_t>(), 0) << j.dump();
+  EXPECT_GT(j["memory"]["kv_hot_peak_bytes"].get<int64_t>(), 0) << j.dump();
   expect_clear_error(run_strata("run -m " + tiny_llama() + " -p hi -n 1 --hot-window -3"),
                      "--hot-window");
 }
