@@ -277,6 +277,20 @@ Status memcpy_async(void* dst, const void* src, int64_t size_bytes, CopyKind kin
                      call);
 }
 
+Status memcpy_2d_async(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch,
+                       int64_t width_bytes, int64_t rows, CopyKind kind, const Stream& stream) {
+  assert(stream.native() != nullptr);
+  const std::string call = "cudaMemcpy2DAsync(" + std::to_string(rows) + " rows of " +
+                           std::to_string(width_bytes) + " bytes, " + copy_kind_name(kind) + ")";
+  if (width_bytes < 0 || rows < 0 || dst_pitch < width_bytes || src_pitch < width_bytes)
+    return Status::invalid_argument(call + ": bad size or pitch");
+  return cuda_status(
+      cudaMemcpy2DAsync(dst, static_cast<size_t>(dst_pitch), src, static_cast<size_t>(src_pitch),
+                        static_cast<size_t>(width_bytes), static_cast<size_t>(rows),
+                        memcpy_kind(kind), stream.native()),
+      call);
+}
+
 Graph::~Graph() {
   if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
 }

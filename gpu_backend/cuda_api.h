@@ -213,6 +213,12 @@ enum class CopyKind { kHostToDevice, kDeviceToHost, kDeviceToDevice, kHostToHost
 Status memcpy_async(void* dst, const void* src, int64_t size_bytes, CopyKind kind,
                     const Stream& stream);
 
+// Queues `rows` copies of `width_bytes`, row i from src + i * src_pitch to dst + i * dst_pitch
+// (cudaMemcpy2DAsync: one DMA for strided data, e.g. a KV block's layers). Asynchronous only
+// from/to pinned host memory, as memcpy_async.
+Status memcpy_2d_async(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch,
+                       int64_t width_bytes, int64_t rows, CopyKind kind, const Stream& stream);
+
 // Queues a fill of `size_bytes` device bytes with the byte `value` on `stream` (tests poison
 // outputs with 0xFF: every float becomes NaN, so an element a kernel did not write shows).
 Status memset_async(void* device_ptr, int value, int64_t size_bytes, const Stream& stream);

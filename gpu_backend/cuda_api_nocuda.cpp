@@ -76,6 +76,11 @@ Status memcpy_async(void*, const void*, int64_t, CopyKind, const Stream&) {
   return no_cuda("cudaMemcpyAsync");
 }
 
+Status memcpy_2d_async(void*, int64_t, const void*, int64_t, int64_t, int64_t, CopyKind,
+                       const Stream&) {
+  return no_cuda("cudaMemcpy2DAsync");
+}
+
 Status memset_async(void*, int, int64_t, const Stream&) { return no_cuda("cudaMemsetAsync"); }
 
 Graph::~Graph() = default;

@@ -1,15 +1,22 @@
 #include "memory/kv_cache.h"
 
+#include <cstddef>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace strata {
 namespace {
 
 class MemcpyKvBlockMover final : public KvBlockMover {
  public:
-  Status copy(void* dst, const void* src, int64_t bytes) override {
-    std::memcpy(dst, src, static_cast<size_t>(bytes));
+  Status copy(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t row_bytes,
+              int64_t rows) override {
+    for (int64_t i = 0; i < rows; ++i) {
+      std::memcpy(static_cast<std::byte*>(dst) + i * dst_pitch,
+                  static_cast<const std::byte*>(src) + i * src_pitch,
+                  static_cast<size_t>(row_bytes));
+    }
     return Status::ok();
   }
 };
@@ -208,8 +215,16 @@ StatusOr<int64_t> KvCache::demote_cold(SeqId seq) {
   if (!cold_) return int64_t{0};
   Sequence& s = it->second;
   const int64_t bt = layout().block_tokens;
-  const int64_t region = layout().n_layer * pool_->block(0).layer_stride_bytes;
-  int64_t moved = 0;
+  const int64_t n_layer = layout().n_layer;
+  const int64_t run = layout().layer_block_bytes();
+  // First every copy is queued (one per block and K/V, layer-strided), then one wait, then the
+  // tables change and the hot blocks go back: a DMA mover overlaps all of a step's copies.
+  struct Move {
+    int64_t index;
+    int32_t hot_id, cold_id;
+  };
+  std::vector<Move> moves;
+  Status status = Status::ok();
   for (int64_t b = 0; b < s.table.num_blocks(); ++b) {
     const int32_t id = s.table.block_ids()[static_cast<size_t>(b)];
     if ((id & kColdBlockTag) || tiering_.stays_hot(b, s.table.num_tokens(), bt)) continue;
@@ -218,25 +233,44 @@ StatusOr<int64_t> KvCache::demote_cold(SeqId seq) {
     std::vector<int32_t> got;
     Status taken = cold_->allocate_blocks(1, &got);
     if (!taken.is_ok()) {
-      return Status(taken.code(), "KV cache: the cold tier is full (sequence " +
-                                      std::to_string(seq) + "): " + taken.message());
+      status = Status(taken.code(), "KV cache: the cold tier is full (sequence " +
+                                        std::to_string(seq) + "): " + taken.message());
+      break;  // the blocks taken so far still move
     }
     const KvBlock& from = pool_->block(id);
     const KvBlock& to = cold_->block(got[0]);
-    STRATA_RETURN_IF_ERROR(mover_->copy(to.k_data, from.k_data, region));
-    STRATA_RETURN_IF_ERROR(mover_->copy(to.v_data, from.v_data, region));
-    const int32_t cold_id = got[0] | kColdBlockTag;
-    s.table.replace_block(b, cold_id);
-    for (int64_t layer = 0; layer < layout().n_layer; ++layer) {
-      s.k_blocks[static_cast<size_t>(layer)][static_cast<size_t>(b)] = to.k_layer(layer);
-      s.v_blocks[static_cast<size_t>(layer)][static_cast<size_t>(b)] = to.v_layer(layer);
+    Status queued = mover_->copy(to.k_data, to.layer_stride_bytes, from.k_data,
+                                 from.layer_stride_bytes, run, n_layer);
+    if (queued.is_ok()) {
+      queued = mover_->copy(to.v_data, to.layer_stride_bytes, from.v_data, from.layer_stride_bytes,
+                            run, n_layer);
     }
-    prefixes_.rename_block(id, cold_id);
-    STRATA_RETURN_IF_ERROR(pool_->free_blocks(std::span(&id, 1)));
-    ++moved;
+    if (!queued.is_ok()) {
+      (void)cold_->free_blocks(got);
+      status = queued;
+      break;
+    }
+    moves.push_back(Move{b, id, got[0]});
+  }
+  const Status waited = mover_->wait();
+  if (!waited.is_ok()) {  // the copies may be incomplete: nothing moves, the cold blocks go back
+    for (const Move& m : moves) (void)cold_->free_blocks(std::span(&m.cold_id, 1));
+    return waited;
+  }
+  for (const Move& m : moves) {
+    const int32_t cold_id = m.cold_id | kColdBlockTag;
+    s.table.replace_block(m.index, cold_id);
+    const KvBlock& to = cold_->block(m.cold_id);
+    for (int64_t layer = 0; layer < n_layer; ++layer) {
+      s.k_blocks[static_cast<size_t>(layer)][static_cast<size_t>(m.index)] = to.k_layer(layer);
+      s.v_blocks[static_cast<size_t>(layer)][static_cast<size_t>(m.index)] = to.v_layer(layer);
+    }
+    prefixes_.rename_block(m.hot_id, cold_id);
+    STRATA_RETURN_IF_ERROR(pool_->free_blocks(std::span(&m.hot_id, 1)));
     ++s.blocks_moved;
   }
-  return moved;
+  STRATA_RETURN_IF_ERROR(status);
+  return static_cast<int64_t>(moves.size());
 }
 
 KvTier KvCache::block_tier(SeqId seq, int64_t index) const {

@@ -45,12 +45,18 @@ namespace strata {
 
 using SeqId = int64_t;
 
-// Copies block memory between tiers. It must finish (or be ordered before any later write to
-// `src`) before it returns: the source block is reused right after.
+// Copies block memory between tiers. A block's K (or V) is one run of layer_block_bytes per
+// layer, `pitch` bytes apart, and the pitch depends on the slab the block lies in (a slab of N
+// blocks strides layers by N blocks), so the two tiers' pitches differ: a copy is `rows` runs
+// of `row_bytes`, run i from src + i * src_pitch to dst + i * dst_pitch. Copies may be queued
+// (a DMA engine); wait() returns once every queued copy is done. demote_cold frees the source
+// blocks only after wait().
 class KvBlockMover {
  public:
   virtual ~KvBlockMover() = default;
-  virtual Status copy(void* dst, const void* src, int64_t bytes) = 0;
+  virtual Status copy(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch,
+                      int64_t row_bytes, int64_t rows) = 0;
+  virtual Status wait() { return Status::ok(); }
 };
 
 // A KvBlockMover for tiers that are both host memory (the CPU executor's): std::memcpy.

@@ -32,7 +32,7 @@ class ScopedTimer {
 
 Status ExecutorOptions::validate(const HyperParams& hp) const {
   if (max_context < 0) return Status::invalid_argument("--ctx must be positive");
-  if (max_context > hp.n_ctx_train) {
+  if (max_context > hp.n_ctx_train && !allow_beyond_trained_context) {
     return Status::invalid_argument("--ctx " + std::to_string(max_context) +
                                     " is larger than the model's trained context of " +
                                     std::to_string(hp.n_ctx_train) + " tokens");
@@ -72,6 +72,9 @@ KvCacheConfig ExecutorOptions::kv_cache_config(const HyperParams& hp) const {
       c.tiering.cold_max_blocks = max_sequences * full;
       c.tiering.hot_window_tokens = kv_hot_window_tokens;
       c.tiering.sink_blocks = kv_sink_blocks;
+      // The cold tier grows 64 MiB at a time: a GPU run pins it, and one cudaMallocHost per
+      // 2 MiB block would cost more than the copies.
+      c.cold_blocks_per_slab = std::max<int64_t>(1, (int64_t{64} << 20) / c.layout.block_bytes());
     }
   }
   return c;

@@ -30,7 +30,10 @@
 namespace strata {
 
 struct ExecutorOptions {
-  int64_t max_context = 0;          // tokens per sequence; 0: the model's trained context
+  int64_t max_context = 0;  // tokens per sequence; 0: the model's trained context
+  // Accept max_context > the trained context (llama.cpp warns and runs): for benchmarks of long
+  // contexts on synthetic models, whose outputs mean nothing anyway.
+  bool allow_beyond_trained_context = false;
   int64_t max_sequences = 1;        // the KV budget covers this many full-length sequences
   int64_t max_batch_tokens = 2048;  // tokens per forward chunk (longer inputs are split)
   // Chunks of at least this many tokens attend through GEMMs (PrefillAttention).

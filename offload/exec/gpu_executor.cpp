@@ -33,11 +33,12 @@ int64_t aligned(int64_t bytes) {
 class DeviceToHostMover final : public KvBlockMover {
  public:
   explicit DeviceToHostMover(const cuda::Stream& stream) : stream_(stream) {}
-  Status copy(void* dst, const void* src, int64_t bytes) override {
-    STRATA_RETURN_IF_ERROR(
-        cuda::memcpy_async(dst, src, bytes, cuda::CopyKind::kDeviceToHost, stream_));
-    return stream_.synchronize();
+  Status copy(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t row_bytes,
+              int64_t rows) override {
+    return cuda::memcpy_2d_async(dst, dst_pitch, src, src_pitch, row_bytes, rows,
+                                 cuda::CopyKind::kDeviceToHost, stream_);
   }
+  Status wait() override { return stream_.synchronize(); }
 
  private:
   const cuda::Stream& stream_;
@@ -156,10 +157,7 @@ Status GpuExecutor::init() {
   attention_split_tokens_ = att.split_tokens;
   STRATA_ASSIGN_OR_RETURN(attention_, gpu::GpuAttention::create(*arena_, *blas_, att));
 
-  KvCacheConfig kv_config = base.kv_cache_config(hp);
-  // Cold blocks pinned 64 MiB at a time (see cold_blocks_per_slab).
-  kv_config.cold_blocks_per_slab =
-      std::max<int64_t>(1, (int64_t{64} << 20) / kv_config.layout.block_bytes());
+  const KvCacheConfig kv_config = base.kv_cache_config(hp);
   if (kv_config.tiering.cold_max_blocks == 0) {
     STRATA_ASSIGN_OR_RETURN(kv_,
                             KvCache::create(kv_config, make_device_kv_slab_allocator(*arena_)));

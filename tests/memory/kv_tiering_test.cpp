@@ -20,9 +20,14 @@ using testing::SlabRecord;
 class MemcpyMover final : public KvBlockMover {
  public:
   explicit MemcpyMover(int64_t* bytes) : bytes_(bytes) {}
-  Status copy(void* dst, const void* src, int64_t bytes) override {
-    std::memcpy(dst, src, static_cast<size_t>(bytes));
-    *bytes_ += bytes;
+  Status copy(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t row_bytes,
+              int64_t rows) override {
+    for (int64_t i = 0; i < rows; ++i) {
+      std::memcpy(static_cast<std::byte*>(dst) + i * dst_pitch,
+                  static_cast<const std::byte*>(src) + i * src_pitch,
+                  static_cast<size_t>(row_bytes));
+    }
+    *bytes_ += rows * row_bytes;
     return Status::ok();
   }
 
@@ -129,11 +134,15 @@ TEST(KvTiering, TheColdTierGrowsInSlabsOfItsOwnSize) {
   const int64_t block = c.layout().block_bytes();
   EXPECT_EQ(t->cold.allocated_sizes, (std::vector<int64_t>{8 * block, 8 * block}));
   for (int64_t size : t->hot.allocated_sizes) EXPECT_EQ(size, block);
+  // A slab of 8 strides layers by 8 blocks, the hot tier's by one: every value still arrives.
+  expect_contents(c, 1);
   grow(c, 1, 4 * 9);  // 9 more cold blocks: 20 in all, the last slab cut at the budget
   moved = c.demote_cold(1);
   ASSERT_TRUE(moved.is_ok()) << moved.status().to_string();
   ASSERT_EQ(*moved, 9);
   EXPECT_EQ(t->cold.allocated_sizes, (std::vector<int64_t>{8 * block, 8 * block, 4 * block}));
+  expect_contents(c, 1);
+  EXPECT_EQ(t->moved_bytes, 20 * block);
   EXPECT_TRUE(c.check_invariants().is_ok());
 }
 
