@@ -72,9 +72,12 @@ int main(int argc, char** argv) {
   app.add_option("--prefill-context", prefill_context,
                  "Tokens of the prompt whose prefill is timed, on a sequence of its own (0: skip)");
   app.add_option("--cold-attention", cold_attention,
-                 "in-place: the GPU reads cold blocks over PCIe; cpu: decode steps attend them on "
-                 "the CPU, merged by log-sum-exp (GpuExecutorOptions::cold_attention_on_cpu)")
-      ->check(CLI::IsMember({"in-place", "cpu"}));
+                 "in-place: the GPU reads cold blocks over PCIe where they lie; prefetch: each "
+                 "layer's cold blocks are copied into VRAM staging while the layer before "
+                 "computes (GpuExecutorOptions::cold_stage_blocks); cpu: as prefetch, and decode "
+                 "steps attend a share of the cold blocks on the CPU, merged by log-sum-exp "
+                 "(cold_attention_on_cpu)")
+      ->check(CLI::IsMember({"in-place", "prefetch", "cpu"}));
   app.add_option("--cold-cpu-fraction", cold_cpu_fraction,
                  "With --cold-attention cpu: the share of cold blocks the CPU attends, the rest "
                  "read by the GPU in place meanwhile (default (S - P) / S from the limits "
@@ -135,6 +138,11 @@ int main(int argc, char** argv) {
   o.gemm_precision = gpu::GemmPrecision::kF16;
   o.placements = plan.tensors;
   o.cold_attention_on_cpu = cold_attention == "cpu";
+  if (cold_attention != "in-place") {  // a slot holds one layer's cold blocks at max_context
+    const KvLayout layout = KvLayout::for_model(hp, o.base.kv_block_tokens, DType::kF16);
+    o.cold_stage_blocks = layout.blocks_for_tokens(
+        std::max<int64_t>(1, max_context - static_cast<int64_t>(policy.hot_kv_tokens())));
+  }
   o.cold_cpu_fraction =
       cold_cpu_fraction >= 0
           ? cold_cpu_fraction
@@ -182,6 +190,7 @@ int main(int argc, char** argv) {
     r["trained_context"] = hp.n_ctx_train;
     r["cold_attention"] = cold_attention;
     if (o.cold_attention_on_cpu) r["cold_cpu_fraction"] = o.cold_cpu_fraction;
+    r["cold_stage_blocks"] = o.cold_stage_blocks;
     r["peak_vram_bytes"] = exec->device_stats()->peak_used_bytes;
     r["device"] = exec->device_description();
     r["commit"] = commit;

@@ -157,7 +157,7 @@ PY
     ctx)
       m=/tmp/llama3-8b-Q4_0.gguf
       [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type Q4_0 --out "$m" 2>&1 | tail -1
-      for mode in ${STRATA_CTX_MODES:-in-place cpu}; do
+      for mode in ${STRATA_CTX_MODES:-prefetch cpu}; do
         timeout "${STRATA_BENCH_TIMEOUT:-300}" build-gpu/bench/long_context_bench -m "$m" --model-name llama3-8b \
           --vram-budget 8GiB --contexts "${STRATA_CTX_CONTEXTS:-4096,32768,131072}" \
           --hot-window "${STRATA_CTX_WINDOW:-4096}" --prefill-context "${STRATA_CTX_PREFILL:-32768}" \

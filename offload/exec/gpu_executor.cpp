@@ -178,6 +178,7 @@ Status GpuExecutor::init() {
                                             make_pinned_host_kv_slab_allocator(*host_pool_),
                                             std::make_unique<DeviceToHostMover>(kv_copy_stream_)));
     if (options_.cold_attention_on_cpu) STRATA_RETURN_IF_ERROR(init_cold_attention());
+    if (options_.cold_stage_blocks > 0) STRATA_RETURN_IF_ERROR(init_cold_stage());
   }
 
   const int64_t n = base.max_batch_tokens;
@@ -726,6 +727,93 @@ Status GpuExecutor::init_cold_attention() {
   return Status::ok();
 }
 
+Status GpuExecutor::init_cold_stage() {
+  const KvLayout& layout = kv_->layout();
+  const int64_t cap = options_.cold_stage_blocks;
+  STRATA_ASSIGN_OR_RETURN(
+      stage_, arena_->allocate(2 * 2 * cap * layout.layer_block_bytes(), DeviceMemoryTag::kKv));
+  const int64_t entries = layout.blocks_for_tokens(options_.base.max_context) * layout.n_layer * 2;
+  STRATA_ASSIGN_OR_RETURN(
+      stage_table_,
+      arena_->allocate(entries * static_cast<int64_t>(sizeof(void*)), DeviceMemoryTag::kKv));
+  stage_host_.resize(static_cast<size_t>(entries), nullptr);
+  for (int i = 0; i < 2; ++i) {
+    STRATA_ASSIGN_OR_RETURN(stage_ready_[i], cuda::Event::create(cuda::EventTiming::kDisabled));
+    STRATA_ASSIGN_OR_RETURN(stage_free_[i], cuda::Event::create(cuda::EventTiming::kDisabled));
+  }
+  return Status::ok();
+}
+
+Status GpuExecutor::prepare_stage(SeqId seq, Segment* s) {
+  staged_blocks_.clear();
+  if (stage_.size_bytes() == 0) return Status::ok();
+  const KvLayout& layout = kv_->layout();
+  const int64_t n_layer = layout.n_layer, lbb = layout.layer_block_bytes();
+  const int64_t cap = options_.cold_stage_blocks;
+  const SequenceTable& t = tables_.at(seq);
+  const bool split = !s->cold_ranges.empty();  // the CPU attends some cold blocks
+  const std::vector<void*>& base = split ? t.hot_host : t.host;
+  const int64_t blocks = kv_->block_table(seq).num_blocks();
+  for (int64_t b = 0; b < blocks && static_cast<int64_t>(staged_blocks_.size()) < cap; ++b) {
+    if (kv_->block_tier(seq, b) != KvTier::kHost) continue;
+    if (split && base[static_cast<size_t>(b * n_layer * 2)] == nullptr) continue;  // the CPU's
+    staged_blocks_.push_back(b);
+  }
+  if (staged_blocks_.empty()) return Status::ok();
+  staged_seq_ = seq;
+  const auto count = static_cast<size_t>(blocks * n_layer * 2);
+  std::copy(base.begin(), base.begin() + static_cast<std::ptrdiff_t>(count), stage_host_.begin());
+  auto* stage = static_cast<std::byte*>(stage_.data());
+  for (size_t i = 0; i < staged_blocks_.size(); ++i) {
+    const int64_t b = staged_blocks_[i];
+    for (int64_t l = 0; l < n_layer; ++l) {
+      std::byte* slot = stage + (l & 1) * 2 * cap * lbb;
+      const auto e = static_cast<size_t>((b * n_layer + l) * 2);
+      stage_host_[e] = slot + static_cast<int64_t>(i) * lbb;
+      stage_host_[e + 1] = slot + (cap + static_cast<int64_t>(i)) * lbb;
+    }
+  }
+  STRATA_RETURN_IF_ERROR(cuda::memcpy_async(stage_table_.data(), stage_host_.data(),
+                                            static_cast<int64_t>(count * sizeof(void*)),
+                                            cuda::CopyKind::kHostToDevice, stream_));
+  s->kv.block_table = static_cast<void* const*>(stage_table_.data());
+  if (split) s->hot_kv.block_table = static_cast<void* const*>(stage_table_.data());
+  return Status::ok();
+}
+
+Status GpuExecutor::queue_stage_copy(int64_t layer) {
+  const KvLayout& layout = kv_->layout();
+  const int64_t n_layer = layout.n_layer, lbb = layout.layer_block_bytes();
+  const int64_t cap = options_.cold_stage_blocks;
+  const int slot = static_cast<int>(layer & 1);
+  if (layer >= 2) STRATA_RETURN_IF_ERROR(kv_copy_stream_.wait(stage_free_[slot]));
+  const SequenceTable& t = tables_.at(staged_seq_);
+  std::byte* dst = static_cast<std::byte*>(stage_.data()) + slot * 2 * cap * lbb;
+  for (int kv = 0; kv < 2; ++kv) {  // K into [0, cap), V into [cap, 2 cap): runs of adjacent blocks
+    std::byte* to = dst + kv * cap * lbb;
+    const std::byte* run = nullptr;
+    int64_t run_bytes = 0;
+    for (const int64_t b : staged_blocks_) {
+      const auto* src = static_cast<const std::byte*>(
+          t.host[static_cast<size_t>((b * n_layer + layer) * 2 + kv)]);
+      if (run != nullptr && src == run + run_bytes) {
+        run_bytes += lbb;
+        continue;
+      }
+      if (run != nullptr) {
+        STRATA_RETURN_IF_ERROR(
+            cuda::memcpy_async(to, run, run_bytes, cuda::CopyKind::kHostToDevice, kv_copy_stream_));
+        to += run_bytes;
+      }
+      run = src;
+      run_bytes = lbb;
+    }
+    STRATA_RETURN_IF_ERROR(
+        cuda::memcpy_async(to, run, run_bytes, cuda::CopyKind::kHostToDevice, kv_copy_stream_));
+  }
+  return stage_ready_[slot].record(kv_copy_stream_);
+}
+
 bool GpuExecutor::cpu_attends(int64_t block) const {
   const double f = std::clamp(options_.cold_cpu_fraction, 0.0, 1.0);
   const auto group = static_cast<double>(block / std::max<int64_t>(1, options_.cold_deal_blocks));
@@ -877,8 +965,9 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
   const int64_t head_rows = logits != nullptr && n - first <= kLogitRows ? n - first : 0;
   const bool decode = n <= gpu::kGpuGemvMaxTokens;
   // A split attention needs the host in the middle of every layer: no graph then.
+  // Nor with staged cold blocks: the copies and the table change with every step.
   const bool graph = options_.cuda_graphs && !options_.profile && decode && graphable_[kDecode] &&
-                     cold_max_tokens_ == 0;
+                     cold_max_tokens_ == 0 && options_.cold_stage_blocks == 0;
   if (graph) {
     STRATA_RETURN_IF_ERROR(run_model_graph(seq, n, pos0, kv, head_rows));
   } else {
@@ -887,7 +976,10 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
     one.pos0 = pos0;
     one.kv = kv;
     describe_cold(seq, &one);
-    STRATA_RETURN_IF_ERROR(run_model(n, std::span(&one, 1), head_rows));
+    STRATA_RETURN_IF_ERROR(prepare_stage(seq, &one));
+    const Status ran = run_model(n, std::span(&one, 1), head_rows);
+    staged_blocks_.clear();  // forward_batch steps read cold blocks in place (or on the CPU)
+    STRATA_RETURN_IF_ERROR(ran);
   }
   if (logits == nullptr) {
     STRATA_RETURN_IF_ERROR(stream_.synchronize());
@@ -968,8 +1060,12 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
   STRATA_RETURN_IF_ERROR(
       gpu::rope_table(positions, n, hp.rope_dims, hp.rope_theta, rope_table, stream_));
 
+  const bool staging = !staged_blocks_.empty();
+  if (staging) STRATA_RETURN_IF_ERROR(queue_stage_copy(0));
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const Layer& w = layers_[static_cast<size_t>(l)];
+    // The next layer's cold blocks come up while this one computes.
+    if (staging && l + 1 < hp.n_layer) STRATA_RETURN_IF_ERROR(queue_stage_copy(l + 1));
     // A streamed layer's matrices are read from its staging slot (the compute waits for the copy).
     const bool streamed = !w.streamed[phase].ranges.empty();
     const uint8_t* slot = nullptr;
@@ -1005,12 +1101,14 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
                                                 rope_table + s.row0 * hp.rope_dims, shape,
                                                 hp.rope_dims, hp.rope_style, s.kv, l, stream_));
       STRATA_RETURN_IF_ERROR(mark(kOther));
+      if (staging) STRATA_RETURN_IF_ERROR(stream_.wait(stage_ready_[l & 1]));
       if (!s.cold_ranges.empty()) {  // cold blocks attended by the CPU
         STRATA_RETURN_IF_ERROR(split_attention(s, l, q + s.row0 * Q, att + s.row0 * Q));
       } else {
         STRATA_RETURN_IF_ERROR(attention_->run(q + s.row0 * Q, s.n, s.pos0, s.kv, l,
                                                att + s.row0 * Q, stream_));  // att [n][Q]
       }
+      if (staging) STRATA_RETURN_IF_ERROR(stage_free_[l & 1].record(stream_));
       STRATA_RETURN_IF_ERROR(mark(kAttention));
     }
     {

@@ -95,6 +95,14 @@ struct GpuExecutorOptions {
   // (GpuAttentionTest.SplitDecode*) and the golden tiered test cover it; strata run does not
   // offer it until they have passed on the GPU machine.
   bool cold_attention_on_cpu = false;
+  // Tiered KV: blocks of one layer's cold KV that a VRAM staging slot holds (two slots, so the
+  // next layer's copy overlaps this layer's work): cold_attention = prefetch. A chunk's cold
+  // blocks the GPU attends are copied by DMA (runs of adjacent blocks, on the KV copy stream)
+  // into the slot of their layer before its attention, which then reads them from VRAM; blocks
+  // past the capacity are read in place. 0: every cold block is read in place over PCIe, which
+  // for a prefill chunk means once per 64-query tile (the flash kernel's grid), too slow past a
+  // few thousand cold tokens. Costs 2 * cold_stage_blocks * 2 * layer_block_bytes of the arena.
+  int64_t cold_stage_blocks = 0;
   // With cold_attention_on_cpu: the share of cold blocks the CPU attends; the GPU reads the
   // others in place over PCIe at the same time. Balanced when the CPU's part takes as long as
   // the link's: (S - P) / S, the CPU's share of host memory while PCIe streams (0.59 for S 135,
@@ -266,6 +274,15 @@ class GpuExecutor final : public Engine {
   void describe_cold(SeqId seq, Segment* s) const;
   // Attention of segment s in layer l split between the GPU (hot blocks) and the CPU (cold).
   Status split_attention(const Segment& s, int64_t layer, const float* q, float* out);
+  // cold_stage_blocks: buffers and events (tiered KV only).
+  Status init_cold_stage();
+  // For a chunk of `seq` (segment *s, after describe_cold): picks the cold blocks the GPU
+  // attends, up to the capacity, builds the table whose entries for them point into the layer's
+  // staging slot, uploads it and points s's views at it. No cold blocks: nothing changes.
+  Status prepare_stage(SeqId seq, Segment* s);
+  // Queues the copies of layer l's staged blocks into slot l & 1 (after that slot's previous
+  // attention, two layers back), then records the slot's ready event.
+  Status queue_stage_copy(int64_t layer);
   Status run_model(int64_t n, std::span<const Segment> segments, int64_t head_rows);
   // run_model through a CUDA graph captured for this shape (and re-captured when the number of
   // decode attention pieces changes).
@@ -349,6 +366,15 @@ class GpuExecutor final : public Engine {
   DeviceBuffer gpu_lse_;
   cuda::Event cold_q_ready_;
   std::vector<float> cold_part_out_, cold_part_lse_, cold_scratch_;
+
+  // cold_stage_blocks: two slots of [K: cap][V: cap] layer blocks, the chunk's table with
+  // staged entries and its mirror, the staged blocks' indices of this chunk (empty: no staging),
+  // the sequence they belong to, the slots' ready (copy done) and free (attention done) events.
+  DeviceBuffer stage_, stage_table_;
+  std::vector<void*> stage_host_;
+  std::vector<int64_t> staged_blocks_;
+  SeqId staged_seq_ = 0;
+  cuda::Event stage_ready_[2], stage_free_[2];
 
   GpuProfile profile_;
   std::vector<cuda::Event> marks_;  // recorded this forward call, in order
