@@ -2,6 +2,10 @@
 
 #include <omp.h>
 
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -17,7 +21,7 @@ namespace {
 // by float32 rounding.
 constexpr int64_t kMaxGroup = 16;
 // Key splitting (attention_range): at most this many pieces, of at least this many keys.
-constexpr int64_t kMaxKeySplits = 16;
+constexpr int64_t kMaxKeySplits = 64;
 constexpr int64_t kMinKeysPerSplit = 256;
 
 inline float dot_f32(const float* a, const float* b, int64_t n) {
@@ -32,6 +36,23 @@ inline void axpy_f32(float w, const float* x, float* acc, int64_t n) {
   for (int64_t i = 0; i < n; ++i) acc[i] += w * x[i];
 }
 
+// One KV head's slice of a row as float32 (kv_row_f32), f16 widened 8 at a time by F16C: the
+// generic dequantize_row widened the CPU's share of a 128k decode at ~5 GB/s.
+inline const float* head_f32(const void* raw, int64_t hd, DType dtype, float* buf) {
+#if defined(__F16C__)
+  if (dtype == DType::kF16 && hd % 8 == 0) {
+    const auto* h = static_cast<const __m128i*>(raw);
+    for (int64_t i = 0; i < hd / 8; ++i)
+      _mm256_storeu_ps(buf + 8 * i, _mm256_cvtph_ps(_mm_loadu_si128(h + i)));
+    return buf;
+  }
+#endif
+  return kv_row_f32(raw, hd, dtype, buf);
+}
+
+// Keys per chunk of attend_all_heads.
+constexpr int64_t kRowChunk = 64;
+
 }  // namespace
 
 // Per thread: one score row of max_kv_tokens for each query head processed together (at most
@@ -42,8 +63,11 @@ int64_t attention_scratch_floats(int64_t max_kv_tokens, const AttentionShape& sh
   // + the split pieces' parts: key_splits keeps (token, KV head) items x pieces under 2 threads,
   // each piece holding `group` rows of head_dim + 1 floats.
   const int64_t group = shape.n_head / shape.n_head_kv;
-  return threads * (rows * max_kv_tokens + shape.head_dim) +
-         2 * threads * group * (shape.head_dim + 1);
+  // (attend_all_heads: at most 2 x threads pieces of every head, and per thread n_head score
+  // rows of kRowChunk keys, 2 n_head running values and one head row.)
+  const int64_t per_thread = std::max(rows * max_kv_tokens + shape.head_dim,
+                                      shape.n_head * (kRowChunk + 2) + shape.head_dim);
+  return threads * per_thread + 2 * threads * std::max(group, shape.n_head) * (shape.head_dim + 1);
 }
 
 void attention(const float* q, int64_t n_tokens, const int32_t* positions, const KvLayerView& kv,
@@ -131,12 +155,90 @@ void attend_kv_head(const float* q, int64_t t, int64_t kvh, const int32_t* posit
   }
 }
 
-// Key pieces per (token, KV head) when those are fewer than the threads: at batch 1 llama3-8b
-// has 8 KV heads for 16 cores, and a long context is then read by half of them.
-int64_t key_splits(int64_t items, int64_t n_keys) {
+// Token t, keys [kv_begin, min(kv_end, positions[t] + 1)), every query head at once: whole K
+// rows, then whole V rows, read front to back in chunks of kRowChunk keys (a block's rows are
+// contiguous, so the prefetchers stream them), with a running max and sum per head (online
+// softmax) so that the scratch does not grow with the range. Head h's output goes to
+// out_first + h * out_stride, its log-sum-exp to lse_first[h * lse_stride]. base: this thread's
+// scratch, n_head * (kRowChunk + 2) + head_dim floats.
+void attend_all_heads(const float* q, int64_t t, const int32_t* positions, const KvLayerView& kv,
+                      const AttentionShape& shape, int64_t kv_begin, int64_t kv_end,
+                      float* out_first, int64_t out_stride, float* lse_first, int64_t lse_stride,
+                      float* base) {
+  const int64_t hd = shape.head_dim, nh = shape.n_head;
+  const int64_t group = nh / shape.n_head_kv;
+  const int64_t head_bytes = kv_bytes(kv.dtype, hd);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float inf = std::numeric_limits<float>::infinity();
+  float* scores = base;  // [nh][kRowChunk]
+  float* run_max = scores + nh * kRowChunk;
+  float* run_sum = run_max + nh;
+  float* row = run_sum + nh;  // one widened head slice
+  std::fill(run_max, run_max + nh, -inf);
+  std::fill(run_sum, run_sum + nh, 0.0f);
+  for (int64_t h = 0; h < nh; ++h)
+    std::fill(out_first + h * out_stride, out_first + h * out_stride + hd, 0.0f);
+  const float* qt = q + t * nh * hd;
+  const int64_t p_end = std::min(kv_end, static_cast<int64_t>(positions[t]) + 1);
+  for (int64_t c0 = kv_begin; c0 < p_end; c0 += kRowChunk) {
+    const int64_t c1 = std::min(p_end, c0 + kRowChunk);
+    for (int64_t p = c0; p < c1; ++p) {
+      const char* k_row = static_cast<const char*>(kv_k_row(kv, p));
+      for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
+        const float* k = head_f32(k_row + kvh * head_bytes, hd, kv.dtype, row);
+        for (int64_t g = 0; g < group; ++g) {
+          const int64_t h = kvh * group + g;
+          scores[h * kRowChunk + (p - c0)] = dot_f32(qt + h * hd, k, hd) * scale;
+        }
+      }
+    }
+    for (int64_t h = 0; h < nh; ++h) {
+      float* sc = scores + h * kRowChunk;
+      float m = run_max[h];
+      for (int64_t j = 0; j < c1 - c0; ++j) m = std::max(m, sc[j]);  // finite: c1 > c0
+      const float rescale = std::exp(run_max[h] - m);                // 0 on the first chunk
+      float sum = 0.0f;
+      for (int64_t j = 0; j < c1 - c0; ++j) {
+        sc[j] = std::exp(sc[j] - m);
+        sum += sc[j];
+      }
+      run_sum[h] = run_sum[h] * rescale + sum;
+      run_max[h] = m;
+      if (rescale != 1.0f) {
+        float* o = out_first + h * out_stride;
+        for (int64_t i = 0; i < hd; ++i) o[i] *= rescale;
+      }
+    }
+    for (int64_t p = c0; p < c1; ++p) {
+      const char* v_row = static_cast<const char*>(kv_v_row(kv, p));
+      for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
+        const float* v = head_f32(v_row + kvh * head_bytes, hd, kv.dtype, row);
+        for (int64_t g = 0; g < group; ++g) {
+          const int64_t h = kvh * group + g;
+          axpy_f32(scores[h * kRowChunk + (p - c0)], v, out_first + h * out_stride, hd);
+        }
+      }
+    }
+  }
+  for (int64_t h = 0; h < nh; ++h) {
+    const float l = run_sum[h];
+    // No key in the range: out = 0 and lse = -inf, which merge_attention ignores.
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    float* o = out_first + h * out_stride;
+    for (int64_t i = 0; i < hd; ++i) o[i] *= inv;
+    if (lse_first != nullptr)
+      lse_first[h * lse_stride] = l > 0.0f ? run_max[h] + std::log(l) : -inf;
+  }
+}
+
+// Key pieces per token when (token, KV head) items are fewer than the threads: at batch 1
+// llama3-8b has 8 KV heads for 16 cores. Pieces then take every head (attend_all_heads), up to
+// 2 x threads of them in all, of at least kMinKeysPerSplit keys. 1: no split.
+int64_t key_splits(int64_t n_tokens, int64_t n_head_kv, int64_t n_keys) {
   const int64_t threads = omp_get_max_threads();
-  if (items >= threads || n_keys < 2 * kMinKeysPerSplit) return 1;
-  return std::min({(threads + items - 1) / items, n_keys / kMinKeysPerSplit, kMaxKeySplits});
+  if (n_tokens * n_head_kv >= threads || n_keys < 2 * kMinKeysPerSplit) return 1;
+  return std::max<int64_t>(
+      1, std::min({2 * threads / n_tokens, n_keys / kMinKeysPerSplit, kMaxKeySplits}));
 }
 
 }  // namespace
@@ -148,7 +250,7 @@ void attention_range(const float* q, int64_t n_tokens, const int32_t* positions,
   const int64_t group = shape.n_head / shape.n_head_kv;
   // Per thread, as attention_scratch_floats lays it out for this call's token count.
   const int64_t per_thread = std::min(kMaxGroup, group) * kv.num_tokens + hd;
-  const int64_t splits = key_splits(n_tokens * shape.n_head_kv, kv_end - kv_begin);
+  const int64_t splits = key_splits(n_tokens, shape.n_head_kv, kv_end - kv_begin);
   if (splits == 1) {
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int64_t t = 0; t < n_tokens; ++t) {
@@ -163,20 +265,19 @@ void attention_range(const float* q, int64_t n_tokens, const int32_t* positions,
   }
   // Split keys: each piece's part into [token][head][piece] rows after the threads' scratch,
   // then merged exactly (merge_attention's formula) per head.
-  float* part_out = scratch + static_cast<int64_t>(omp_get_max_threads()) * per_thread;
+  const int64_t split_per_thread =
+      std::max(per_thread, shape.n_head * (kRowChunk + 2) + hd);  // attend_all_heads' scratch
+  float* part_out = scratch + static_cast<int64_t>(omp_get_max_threads()) * split_per_thread;
   float* part_lse = part_out + n_tokens * shape.n_head * splits * hd;
   const int64_t n_keys = kv_end - kv_begin;
-#pragma omp parallel for collapse(3) schedule(dynamic, 1)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
   for (int64_t t = 0; t < n_tokens; ++t) {
-    for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
-      for (int64_t sp = 0; sp < splits; ++sp) {
-        float* base = scratch + static_cast<int64_t>(omp_get_thread_num()) * per_thread;
-        const int64_t b = kv_begin + n_keys * sp / splits,
-                      e = kv_begin + n_keys * (sp + 1) / splits;
-        const int64_t row0 = (t * shape.n_head + kvh * group) * splits + sp;
-        attend_kv_head(q, t, kvh, positions, kv, shape, b, e, part_out + row0 * hd, splits * hd,
+    for (int64_t sp = 0; sp < splits; ++sp) {
+      float* base = scratch + static_cast<int64_t>(omp_get_thread_num()) * split_per_thread;
+      const int64_t b = kv_begin + n_keys * sp / splits, e = kv_begin + n_keys * (sp + 1) / splits;
+      const int64_t row0 = t * shape.n_head * splits + sp;  // head 0's row of this piece
+      attend_all_heads(q, t, positions, kv, shape, b, e, part_out + row0 * hd, splits * hd,
                        part_lse + row0, splits, base);
-      }
     }
   }
 #pragma omp parallel for

@@ -21,7 +21,8 @@
 #                llama3-70b:Q4_0:60GiB, gives the all-resident compute time to compare with)
 #     ctx        synth llama3-8b Q4_0 and bench/long_context_bench (scenario ctx-8b: tiered KV,
 #                8 GiB, decode at STRATA_CTX_CONTEXTS, prefill of STRATA_CTX_PREFILL tokens), for
-#                each STRATA_CTX_MODES (cold attention in-place over PCIe, and cpu)
+#                each STRATA_CTX_MODES (cold attention: prefetch into VRAM staging, cpu = prefetch
+#                plus a CPU share of decode attention; in-place = read over PCIe where they lie)
 #     gemv       bench/gemv_bench (CPU decode GEMV vs measured read bandwidth)
 #     cpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/cpu_e2e_bench on each (decode + prefill 2048)
 #     train      (starts first, in the background) trains the default model on the GPU from the

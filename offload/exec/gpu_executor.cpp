@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 
 #include "cpu_backend/attention.h"
 #include "gpu_backend/cuda_device_allocator.h"
@@ -760,6 +761,14 @@ Status GpuExecutor::prepare_stage(SeqId seq, Segment* s) {
     staged_blocks_.push_back(b);
   }
   if (staged_blocks_.empty()) return Status::ok();
+  // Slots in the order of the blocks' host addresses: blocks adjacent in a cold slab are then
+  // adjacent in the slot for every layer (a slab strides all its blocks' layers alike) and go
+  // up as one copy. In table order they would not: recycled blocks come back in any order, and
+  // 32 KiB copies ran at ~10 of PCIe's 55 GB/s (32k decode 2.7 tok/s).
+  std::sort(staged_blocks_.begin(), staged_blocks_.end(), [&](int64_t a, int64_t b) {
+    return std::less<>()(t.host[static_cast<size_t>(a * n_layer * 2)],
+                         t.host[static_cast<size_t>(b * n_layer * 2)]);
+  });
   staged_seq_ = seq;
   const auto count = static_cast<size_t>(blocks * n_layer * 2);
   std::copy(base.begin(), base.begin() + static_cast<std::ptrdiff_t>(count), stage_host_.begin());
