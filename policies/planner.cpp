@@ -49,8 +49,8 @@ TierBytes fixed_vram(const ModelSpec& spec, const Policy& policy, int64_t larges
   b.vram_kv = per_token * policy.hot_kv_reserved_tokens() * policy.batch;
   b.host_kv = per_token * policy.cold_kv_tokens() * policy.batch;
   // Cold KV prefetched back for attention needs VRAM for two layers of it (one being read, one
-  // arriving); attended on the CPU it needs none, but the plan keeps room for either. (The GPU
-  // executor today reads cold blocks in place over PCIe and uses none of it.)
+  // arriving: GpuExecutorOptions::cold_stage_blocks); attended on the CPU, prefill chunks still
+  // prefetch it, so the plan keeps the room either way.
   if (b.host_kv > 0) b.vram_staging += 2 * b.host_kv / std::max<int64_t>(1, hp.n_layer);
   // What GpuExecutor allocates besides weights and KV (gpu_executor.cpp, gpu_backend/matmul.cpp,
   // attention.cu), written out here because policies/ does not link the GPU code: activations of

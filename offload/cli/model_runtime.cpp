@@ -1,5 +1,6 @@
 #include "offload/cli/model_runtime.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "cpu_backend/thread_placement.h"
@@ -143,6 +144,9 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
   opts.kv_sink_blocks = policy.sink_blocks;
   std::optional<Plan> plan;
   int64_t prefetch_depth = 0;
+  bool cold_on_cpu = false;
+  double cold_cpu_fraction = 1.0;
+  int64_t cold_stage_blocks = 0;
   if (use_gpu) {
     // Where every weight goes (policies/planner.h), from the measured or reference rates and the
     // VRAM free now; the cpu policy means no GPU at all.
@@ -151,11 +155,26 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
     caps = policy.apply_caps(caps);
     const GpuProbe probe = probe_gpu(0);
     caps.vram_free_bytes = probe.caps.free_bytes;
-    // The GPU executor reads cold KV blocks in place over PCIe, which the cost model charges as
-    // its prefetch mode (cold bytes over P); plan with that, not with a CPU attention it lacks.
+    // Cold KV on a GPU: prefetch stages each layer's cold blocks in VRAM (the plan keeps two
+    // layers of it, fixed_vram); cpu also attends a share of them on the CPU in decode steps.
+    // auto is prefetch for now: the executor does not choose per layer and step yet.
     Policy planned = policy;
-    if (planned.hot_window_tokens > 0) planned.cold_attention = ColdAttention::kPrefetch;
+    if (planned.hot_window_tokens > 0 && planned.cold_attention == ColdAttention::kAuto)
+      planned.cold_attention = ColdAttention::kPrefetch;
     plan = make_plan(rt.model->spec, planned, caps);
+    cold_on_cpu = planned.hot_window_tokens > 0 && planned.cold_attention == ColdAttention::kCpu;
+    // The CPU's share balances its time against the link's: (S - P) / S of the host's bandwidth
+    // is left to the CPU while PCIe streams.
+    if (caps.host_combined_bytes_per_s > 0) {
+      cold_cpu_fraction =
+          std::clamp((caps.host_combined_bytes_per_s - caps.h2d_pinned_bytes_per_s) /
+                         caps.host_combined_bytes_per_s,
+                     0.0, 1.0);
+    }
+    cold_stage_blocks =
+        planned.hot_window_tokens > 0
+            ? (planned.cold_kv_tokens() + policy.block_tokens - 1) / policy.block_tokens
+            : 0;
     if (!plan->fits) {
       return Status::out_of_memory(
           "the VRAM budget " + format_bytes(plan->vram_budget_bytes) + " is below what policy " +
@@ -166,13 +185,10 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
     std::fprintf(stderr, "strata: %s\n", plan_summary(*plan, rt.model->spec.hp.n_layer).c_str());
   }
   if (use_gpu) {
-    if (policy.hot_window_tokens > 0 && policy.cold_attention != ColdAttention::kAuto) {
-      return Status::unsupported(
-          std::string("cold_attention = ") + cold_attention_name(policy.cold_attention) +
-          ": the GPU executor reads cold KV blocks in place over PCIe for now (prefetching them "
-          "into VRAM staging and attending them on the CPU are not built yet); use auto");
-    }
     GpuExecutorOptions gpu;
+    gpu.cold_attention_on_cpu = cold_on_cpu;
+    gpu.cold_cpu_fraction = cold_cpu_fraction;
+    gpu.cold_stage_blocks = cold_stage_blocks;
     gpu.base = opts;
     gpu.vram_budget_bytes = plan->vram_budget_bytes;
     gpu.placements = plan->tensors;

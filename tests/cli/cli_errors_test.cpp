@@ -194,6 +194,22 @@ TEST(Cli, RunWithAHotWindowMovesKvToTheColdTierAndKeepsTheTokens) {
                      "--hot-window");
 }
 
+TEST(Cli, HotWindowOnGpuOrCpuKeepsTheTokensInEveryColdAttentionMode) {
+  // As above, under each --cold-attention: on a GPU machine prefetch stages the cold blocks in
+  // VRAM and cpu attends a share of them on the CPU in decode steps; on a CPU-only machine every
+  // mode is the CPU executor's (its cold tier is host memory already).
+  STRATA_REQUIRE_TESTDATA(golden_manifest_path());
+  for (const char* mode : {"auto", "prefetch", "cpu"}) {
+    SCOPED_TRACE(mode);
+    nlohmann::json manifest;
+    const auto j = run_golden_greedy(
+        std::string("--hot-window 8 --block-tokens 4 -b 4 --cold-attention ") + mode, &manifest);
+    ASSERT_FALSE(j.is_null());
+    EXPECT_EQ(j["generated_ids"], manifest["variants"]["Q8_0"]["greedy"]);
+    EXPECT_GT(j["memory"]["kv_cold_peak_bytes"].get<int64_t>(), 0) << j.dump();
+  }
+}
+
 TEST(Cli, EvalDumpsLogitsOfEveryPosition) {
   STRATA_REQUIRE_TESTDATA(tiny_llama());
   const auto out = std::filesystem::temp_directory_path() / "strata_cli_logits.f32";
