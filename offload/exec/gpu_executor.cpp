@@ -973,19 +973,21 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
   // The head runs inside run_model (and its graph) when its rows fit in one logits_ chunk.
   const int64_t head_rows = logits != nullptr && n - first <= kLogitRows ? n - first : 0;
   const bool decode = n <= gpu::kGpuGemvMaxTokens;
-  // A split attention needs the host in the middle of every layer: no graph then.
-  // Nor with staged cold blocks: the copies and the table change with every step.
-  const bool graph = options_.cuda_graphs && !options_.profile && decode && graphable_[kDecode] &&
-                     cold_max_tokens_ == 0 && options_.cold_stage_blocks == 0;
+  Segment one;
+  one.n = n;
+  one.pos0 = pos0;
+  one.kv = kv;
+  describe_cold(seq, &one);
+  STRATA_RETURN_IF_ERROR(prepare_stage(seq, &one));
+  // A split attention needs the host in the middle of every layer, and staged cold blocks
+  // change the copies and the table with every step: no graph for such a step. Steps with no
+  // cold blocks to attend (a context within the hot window) replay their graph as usual.
+  const bool cold_work = !one.cold_ranges.empty() || !staged_blocks_.empty();
+  const bool graph =
+      options_.cuda_graphs && !options_.profile && decode && graphable_[kDecode] && !cold_work;
   if (graph) {
     STRATA_RETURN_IF_ERROR(run_model_graph(seq, n, pos0, kv, head_rows));
   } else {
-    Segment one;
-    one.n = n;
-    one.pos0 = pos0;
-    one.kv = kv;
-    describe_cold(seq, &one);
-    STRATA_RETURN_IF_ERROR(prepare_stage(seq, &one));
     const Status ran = run_model(n, std::span(&one, 1), head_rows);
     staged_blocks_.clear();  // forward_batch steps read cold blocks in place (or on the CPU)
     STRATA_RETURN_IF_ERROR(ran);
