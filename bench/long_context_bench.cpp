@@ -248,10 +248,11 @@ int main(int argc, char** argv) {
     const double host = d.stream_bytes + d.cpu_bytes;
     const double roof_s = (d.vram_bytes + kv_hot) / caps.hbm_bytes_per_s +
                           (host + kv_cold) / caps.host_combined_bytes_per_s;
-    const double pcie_s =
-        (d.vram_bytes + kv_hot) / caps.hbm_bytes_per_s +
-        (host + kv_cold) / (kv_cold > 0 && d.cpu_bytes == 0 ? caps.h2d_pinned_bytes_per_s
-                                                            : caps.host_combined_bytes_per_s);
+    // The bound of the prefetch mode: cold KV over PCIe alone (the weights' host bytes, here the
+    // host embedding's row, still at S).
+    const double pcie_s = (d.vram_bytes + kv_hot) / caps.hbm_bytes_per_s +
+                          host / caps.host_combined_bytes_per_s +
+                          kv_cold / caps.h2d_pinned_bytes_per_s;
     record("decode", context, tps, 1.0 / roof_s,
            {{"roofline_cold_kv_over_pcie_tokens_per_s", 1.0 / pcie_s},
             {"bytes_per_token",

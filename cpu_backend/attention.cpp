@@ -2,7 +2,7 @@
 
 #include <omp.h>
 
-#if defined(__F16C__)
+#if defined(__F16C__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -120,7 +120,7 @@ void attend_kv_head(const float* q, int64_t t, int64_t kvh, const int32_t* posit
     std::fill(max_score, max_score + g_count, -std::numeric_limits<float>::infinity());
     for (int64_t p = kv_begin; p < p_end; ++p) {
       const char* k_raw = static_cast<const char*>(kv_k_row(kv, p)) + kvh * head_bytes;
-      const float* k = kv_row_f32(k_raw, hd, kv.dtype, row_buf);
+      const float* k = head_f32(k_raw, hd, kv.dtype, row_buf);
       for (int64_t g = 0; g < g_count; ++g) {
         const float s = dot_f32(q + (t * shape.n_head + h0 + g) * hd, k, hd) * scale;
         base[g * kv.num_tokens + p] = s;
@@ -146,7 +146,7 @@ void attend_kv_head(const float* q, int64_t t, int64_t kvh, const int32_t* posit
     }
     for (int64_t p = kv_begin; p < p_end; ++p) {
       const char* v_raw = static_cast<const char*>(kv_v_row(kv, p)) + kvh * head_bytes;
-      const float* v = kv_row_f32(v_raw, hd, kv.dtype, row_buf);
+      const float* v = head_f32(v_raw, hd, kv.dtype, row_buf);
       for (int64_t g = 0; g < g_count; ++g) {
         axpy_f32(base[g * kv.num_tokens + p] * inv_sum[g], v, out_first + (g0 + g) * out_stride,
                  hd);
@@ -154,6 +154,113 @@ void attend_kv_head(const float* q, int64_t t, int64_t kvh, const int32_t* posit
     }
   }
 }
+
+// Scores of keys [c0, c1) for every query head: scores[h * kRowChunk + p - c0] = q_h . k_p *
+// scale. qt: the token's queries [n_head][head_dim]; row: room for one widened head slice.
+void chunk_scores(const float* qt, const KvLayerView& kv, const AttentionShape& shape, int64_t c0,
+                  int64_t c1, float scale, float* scores, float* row) {
+  const int64_t hd = shape.head_dim, group = shape.n_head / shape.n_head_kv;
+  const int64_t head_bytes = kv_bytes(kv.dtype, hd);
+  for (int64_t p = c0; p < c1; ++p) {
+    const char* k_row = static_cast<const char*>(kv_k_row(kv, p));
+    for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
+      const float* k = head_f32(k_row + kvh * head_bytes, hd, kv.dtype, row);
+      for (int64_t g = 0; g < group; ++g) {
+        const int64_t h = kvh * group + g;
+        scores[h * kRowChunk + (p - c0)] = dot_f32(qt + h * hd, k, hd) * scale;
+      }
+    }
+  }
+}
+
+// out_h += sum over p in [c0, c1) of w[h * kRowChunk + p - c0] * v_p, for every query head.
+void chunk_values(const float* w, const KvLayerView& kv, const AttentionShape& shape, int64_t c0,
+                  int64_t c1, float* out_first, int64_t out_stride, float* row) {
+  const int64_t hd = shape.head_dim, group = shape.n_head / shape.n_head_kv;
+  const int64_t head_bytes = kv_bytes(kv.dtype, hd);
+  for (int64_t p = c0; p < c1; ++p) {
+    const char* v_row = static_cast<const char*>(kv_v_row(kv, p));
+    for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
+      const float* v = head_f32(v_row + kvh * head_bytes, hd, kv.dtype, row);
+      for (int64_t g = 0; g < group; ++g) {
+        const int64_t h = kvh * group + g;
+        axpy_f32(w[h * kRowChunk + (p - c0)], v, out_first + h * out_stride, hd);
+      }
+    }
+  }
+}
+
+#if defined(__AVX512F__)
+// The same two for f16 rows with head_dim = 16 V, AVX-512: two query heads at a time, their q
+// (scores) or their output rows (values) held in 2 V registers across the chunk's keys, each
+// key's head slice widened once per pair. The generic loops above went through memory for every
+// key and head and ran at ~1 GB/s per core, compute-bound; the cold share of a 128k decode
+// needs the CPU's whole read bandwidth.
+template <int V>
+void chunk_scores_f16(const float* qt, const KvLayerView& kv, const AttentionShape& shape,
+                      int64_t c0, int64_t c1, float scale, float* scores) {
+  constexpr int64_t hd = 16 * V;
+  const int64_t group = shape.n_head / shape.n_head_kv;
+  for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
+    for (int64_t g = 0; g < group; g += 2) {
+      const int64_t ha = kvh * group + g, hb = g + 1 < group ? ha + 1 : ha;
+      __m512 qa[V], qb[V];
+      for (int i = 0; i < V; ++i) {
+        qa[i] = _mm512_loadu_ps(qt + ha * hd + 16 * i);
+        qb[i] = _mm512_loadu_ps(qt + hb * hd + 16 * i);
+      }
+      for (int64_t p = c0; p < c1; ++p) {
+        const auto* k = reinterpret_cast<const __m256i*>(
+            static_cast<const uint16_t*>(kv_k_row(kv, p)) + kvh * hd);
+        __m512 sa = _mm512_setzero_ps(), sb = _mm512_setzero_ps();
+        for (int i = 0; i < V; ++i) {
+          const __m512 kf = _mm512_cvtph_ps(_mm256_loadu_si256(k + i));
+          sa = _mm512_fmadd_ps(qa[i], kf, sa);
+          sb = _mm512_fmadd_ps(qb[i], kf, sb);
+        }
+        scores[ha * kRowChunk + (p - c0)] = _mm512_reduce_add_ps(sa) * scale;
+        scores[hb * kRowChunk + (p - c0)] = _mm512_reduce_add_ps(sb) * scale;
+      }
+    }
+  }
+}
+
+template <int V>
+void chunk_values_f16(const float* w, const KvLayerView& kv, const AttentionShape& shape,
+                      int64_t c0, int64_t c1, float* out_first, int64_t out_stride) {
+  constexpr int64_t hd = 16 * V;
+  const int64_t group = shape.n_head / shape.n_head_kv;
+  for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
+    for (int64_t g = 0; g < group; g += 2) {
+      const int64_t ha = kvh * group + g;
+      const bool pair = g + 1 < group;
+      float* oa = out_first + ha * out_stride;
+      float* ob = pair ? oa + out_stride : oa;
+      __m512 acc_a[V], acc_b[V];
+      for (int i = 0; i < V; ++i) {
+        acc_a[i] = _mm512_loadu_ps(oa + 16 * i);
+        acc_b[i] = _mm512_setzero_ps();
+      }
+      for (int64_t p = c0; p < c1; ++p) {
+        const auto* v = reinterpret_cast<const __m256i*>(
+            static_cast<const uint16_t*>(kv_v_row(kv, p)) + kvh * hd);
+        const __m512 wa = _mm512_set1_ps(w[ha * kRowChunk + (p - c0)]);
+        const __m512 wb = _mm512_set1_ps(pair ? w[(ha + 1) * kRowChunk + (p - c0)] : 0.0f);
+        for (int i = 0; i < V; ++i) {
+          const __m512 vf = _mm512_cvtph_ps(_mm256_loadu_si256(v + i));
+          acc_a[i] = _mm512_fmadd_ps(wa, vf, acc_a[i]);
+          acc_b[i] = _mm512_fmadd_ps(wb, vf, acc_b[i]);
+        }
+      }
+      for (int i = 0; i < V; ++i) {
+        _mm512_storeu_ps(oa + 16 * i, acc_a[i]);
+        if (pair)
+          _mm512_storeu_ps(ob + 16 * i, _mm512_add_ps(_mm512_loadu_ps(ob + 16 * i), acc_b[i]));
+      }
+    }
+  }
+}
+#endif
 
 // Token t, keys [kv_begin, min(kv_end, positions[t] + 1)), every query head at once: whole K
 // rows, then whole V rows, read front to back in chunks of kRowChunk keys (a block's rows are
@@ -166,8 +273,6 @@ void attend_all_heads(const float* q, int64_t t, const int32_t* positions, const
                       float* out_first, int64_t out_stride, float* lse_first, int64_t lse_stride,
                       float* base) {
   const int64_t hd = shape.head_dim, nh = shape.n_head;
-  const int64_t group = nh / shape.n_head_kv;
-  const int64_t head_bytes = kv_bytes(kv.dtype, hd);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const float inf = std::numeric_limits<float>::infinity();
   float* scores = base;  // [nh][kRowChunk]
@@ -179,18 +284,24 @@ void attend_all_heads(const float* q, int64_t t, const int32_t* positions, const
   for (int64_t h = 0; h < nh; ++h)
     std::fill(out_first + h * out_stride, out_first + h * out_stride + hd, 0.0f);
   const float* qt = q + t * nh * hd;
+#if defined(__AVX512F__)
+  const int vecs =
+      kv.dtype == DType::kF16 && (hd == 64 || hd == 128) ? static_cast<int>(hd / 16) : 0;
+#else
+  const int vecs = 0;
+#endif
   const int64_t p_end = std::min(kv_end, static_cast<int64_t>(positions[t]) + 1);
   for (int64_t c0 = kv_begin; c0 < p_end; c0 += kRowChunk) {
     const int64_t c1 = std::min(p_end, c0 + kRowChunk);
-    for (int64_t p = c0; p < c1; ++p) {
-      const char* k_row = static_cast<const char*>(kv_k_row(kv, p));
-      for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
-        const float* k = head_f32(k_row + kvh * head_bytes, hd, kv.dtype, row);
-        for (int64_t g = 0; g < group; ++g) {
-          const int64_t h = kvh * group + g;
-          scores[h * kRowChunk + (p - c0)] = dot_f32(qt + h * hd, k, hd) * scale;
-        }
-      }
+#if defined(__AVX512F__)
+    if (vecs == 8) {
+      chunk_scores_f16<8>(qt, kv, shape, c0, c1, scale, scores);
+    } else if (vecs == 4) {
+      chunk_scores_f16<4>(qt, kv, shape, c0, c1, scale, scores);
+    } else
+#endif
+    {
+      chunk_scores(qt, kv, shape, c0, c1, scale, scores, row);
     }
     for (int64_t h = 0; h < nh; ++h) {
       float* sc = scores + h * kRowChunk;
@@ -209,15 +320,15 @@ void attend_all_heads(const float* q, int64_t t, const int32_t* positions, const
         for (int64_t i = 0; i < hd; ++i) o[i] *= rescale;
       }
     }
-    for (int64_t p = c0; p < c1; ++p) {
-      const char* v_row = static_cast<const char*>(kv_v_row(kv, p));
-      for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
-        const float* v = head_f32(v_row + kvh * head_bytes, hd, kv.dtype, row);
-        for (int64_t g = 0; g < group; ++g) {
-          const int64_t h = kvh * group + g;
-          axpy_f32(scores[h * kRowChunk + (p - c0)], v, out_first + h * out_stride, hd);
-        }
-      }
+#if defined(__AVX512F__)
+    if (vecs == 8) {
+      chunk_values_f16<8>(scores, kv, shape, c0, c1, out_first, out_stride);
+    } else if (vecs == 4) {
+      chunk_values_f16<4>(scores, kv, shape, c0, c1, out_first, out_stride);
+    } else
+#endif
+    {
+      chunk_values(scores, kv, shape, c0, c1, out_first, out_stride, row);
     }
   }
   for (int64_t h = 0; h < nh; ++h) {

@@ -177,10 +177,11 @@ TEST_P(AttentionRange, LongKeyRangesSplitAcrossThreadsMatchFloat64) {
   std::mt19937 rng(std::random_device{}());
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const int64_t hd = GetParam() == DType::kQ8_0 ? 32 : 16;
-  // The last: more heads than kRowChunk's scores per head hold rows, a 64-wide head (F16C's
-  // 8-wide widening, several chunks of keys per piece: the running max and sum).
-  for (const AttentionShape s :
-       {AttentionShape{4, 1, hd}, AttentionShape{4, 2, hd}, AttentionShape{16, 2, 64}}) {
+  // Then heads of 64 and 128 (f16 takes the AVX-512 loops there), an even group of 8 and an odd
+  // one of 3 (the pair loops' lone last head); several 64-key chunks per piece exercise the
+  // running max and sum.
+  for (const AttentionShape s : {AttentionShape{4, 1, hd}, AttentionShape{4, 2, hd},
+                                 AttentionShape{16, 2, 64}, AttentionShape{12, 4, 128}}) {
     for (const int64_t tokens : {600, 2100}) {
       SCOPED_TRACE(std::to_string(s.n_head_kv) + " KV heads, " + std::to_string(tokens));
       const Paged p = make_paged(rng, s, GetParam(), tokens, 16);
