@@ -15,11 +15,10 @@
 namespace strata::cpu {
 namespace {
 
-// The query heads that share one KV head (GQA) are processed together, so each K and V row is
-// read once per group instead of once per head. Reductions use `omp simd` so that they vectorize
-// (the build keeps strict FP semantics otherwise); summation order differs from a scalar loop only
-// by float32 rounding.
-constexpr int64_t kMaxGroup = 16;
+// The query heads that share one KV head (GQA) are processed together (attend_heads), so each K
+// and V row is read once per group instead of once per head. Reductions use `omp simd` so that
+// they vectorize (the build keeps strict FP semantics otherwise); summation order differs from a
+// scalar loop only by float32 rounding.
 // Key splitting (attention_range): at most this many pieces, of at least this many keys.
 constexpr int64_t kMaxKeySplits = 64;
 constexpr int64_t kMinKeysPerSplit = 256;
@@ -50,24 +49,22 @@ inline const float* head_f32(const void* raw, int64_t hd, DType dtype, float* bu
   return kv_row_f32(raw, hd, dtype, buf);
 }
 
-// Keys per chunk of attend_all_heads.
+// Keys per chunk of attend_heads.
 constexpr int64_t kRowChunk = 64;
+
+// One thread's scratch in attention_range: see attention_scratch_floats.
+int64_t per_thread_floats(const AttentionShape& shape) {
+  return shape.n_head * (kRowChunk + 2) + shape.head_dim;
+}
 
 }  // namespace
 
-// Per thread: one score row of max_kv_tokens for each query head processed together (at most
-// kMaxGroup), plus room to widen one f16 head row.
-int64_t attention_scratch_floats(int64_t max_kv_tokens, const AttentionShape& shape) {
-  const int64_t rows = std::min(kMaxGroup, shape.n_head / shape.n_head_kv);
+// Per thread: attend_heads' score rows (kRowChunk keys for each head), running max and sum, and
+// one widened head row; then the key-split pieces' parts, at most 2 x threads pieces of every
+// head (key_splits), each head_dim outputs and a log-sum-exp. Independent of the context length.
+int64_t attention_scratch_floats(int64_t /*max_kv_tokens*/, const AttentionShape& shape) {
   const int64_t threads = omp_get_max_threads();
-  // + the split pieces' parts: key_splits keeps (token, KV head) items x pieces under 2 threads,
-  // each piece holding `group` rows of head_dim + 1 floats.
-  const int64_t group = shape.n_head / shape.n_head_kv;
-  // (attend_all_heads: at most 2 x threads pieces of every head, and per thread n_head score
-  // rows of kRowChunk keys, 2 n_head running values and one head row.)
-  const int64_t per_thread = std::max(rows * max_kv_tokens + shape.head_dim,
-                                      shape.n_head * (kRowChunk + 2) + shape.head_dim);
-  return threads * per_thread + 2 * threads * std::max(group, shape.n_head) * (shape.head_dim + 1);
+  return threads * per_thread_floats(shape) + 2 * threads * shape.n_head * (shape.head_dim + 1);
 }
 
 void attention(const float* q, int64_t n_tokens, const int32_t* positions, const KvLayerView& kv,
@@ -97,94 +94,37 @@ void merge_attention(const float* out_a, const float* lse_a, const float* out_b,
 
 namespace {
 
-// Token t's query heads of KV head kvh over keys [kv_begin, min(kv_end, positions[t] + 1)): the
-// softmax-weighted V sum of each head into out_first + g * out_stride (g: the head within the
-// group) and, when lse_first is set, its log-sum-exp into lse_first[g * lse_stride]. base: this
-// thread's scratch (score rows of kv.num_tokens, then one widened head row).
-void attend_kv_head(const float* q, int64_t t, int64_t kvh, const int32_t* positions,
-                    const KvLayerView& kv, const AttentionShape& shape, int64_t kv_begin,
-                    int64_t kv_end, float* out_first, int64_t out_stride, float* lse_first,
-                    int64_t lse_stride, float* base) {
-  const int64_t hd = shape.head_dim;
-  const int64_t head_bytes = kv_bytes(kv.dtype, hd);     // one KV head's slice of a row
-  const int64_t group = shape.n_head / shape.n_head_kv;  // query heads per KV head
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const int64_t rows = std::min(kMaxGroup, group);
-  float* row_buf = base + rows * kv.num_tokens;
-  // Keys [kv_begin, p_end): the range, cut at the token's own position (causal).
-  const int64_t p_end = std::min(kv_end, static_cast<int64_t>(positions[t]) + 1);
-  for (int64_t g0 = 0; g0 < group; g0 += kMaxGroup) {
-    const int64_t g_count = std::min(kMaxGroup, group - g0);
-    const int64_t h0 = kvh * group + g0;  // first query head of this slice
-    float max_score[kMaxGroup];
-    std::fill(max_score, max_score + g_count, -std::numeric_limits<float>::infinity());
-    for (int64_t p = kv_begin; p < p_end; ++p) {
-      const char* k_raw = static_cast<const char*>(kv_k_row(kv, p)) + kvh * head_bytes;
-      const float* k = head_f32(k_raw, hd, kv.dtype, row_buf);
-      for (int64_t g = 0; g < g_count; ++g) {
-        const float s = dot_f32(q + (t * shape.n_head + h0 + g) * hd, k, hd) * scale;
-        base[g * kv.num_tokens + p] = s;
-        max_score[g] = std::max(max_score[g], s);
-      }
-    }
-    float inv_sum[kMaxGroup];
-    for (int64_t g = 0; g < g_count; ++g) {
-      float* scores = base + g * kv.num_tokens;
-      float sum = 0.0f;
-      for (int64_t p = kv_begin; p < p_end; ++p) {
-        scores[p] = std::exp(scores[p] - max_score[g]);
-        sum += scores[p];
-      }
-      // No key in the range: out = 0 and lse = -inf, which merge_attention ignores.
-      inv_sum[g] = sum > 0.0f ? 1.0f / sum : 0.0f;
-      if (lse_first != nullptr) {
-        lse_first[(g0 + g) * lse_stride] =
-            sum > 0.0f ? max_score[g] + std::log(sum) : -std::numeric_limits<float>::infinity();
-      }
-      float* oh = out_first + (g0 + g) * out_stride;
-      std::fill(oh, oh + hd, 0.0f);
-    }
-    for (int64_t p = kv_begin; p < p_end; ++p) {
-      const char* v_raw = static_cast<const char*>(kv_v_row(kv, p)) + kvh * head_bytes;
-      const float* v = head_f32(v_raw, hd, kv.dtype, row_buf);
-      for (int64_t g = 0; g < g_count; ++g) {
-        axpy_f32(base[g * kv.num_tokens + p] * inv_sum[g], v, out_first + (g0 + g) * out_stride,
-                 hd);
-      }
-    }
-  }
-}
-
 // Scores of keys [c0, c1) for every query head: scores[h * kRowChunk + p - c0] = q_h . k_p *
 // scale. qt: the token's queries [n_head][head_dim]; row: room for one widened head slice.
-void chunk_scores(const float* qt, const KvLayerView& kv, const AttentionShape& shape, int64_t c0,
-                  int64_t c1, float scale, float* scores, float* row) {
+void chunk_scores(const float* qt, const KvLayerView& kv, const AttentionShape& shape, int64_t kvh0,
+                  int64_t kvh1, int64_t c0, int64_t c1, float scale, float* scores, float* row) {
   const int64_t hd = shape.head_dim, group = shape.n_head / shape.n_head_kv;
   const int64_t head_bytes = kv_bytes(kv.dtype, hd);
   for (int64_t p = c0; p < c1; ++p) {
     const char* k_row = static_cast<const char*>(kv_k_row(kv, p));
-    for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
+    for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
       const float* k = head_f32(k_row + kvh * head_bytes, hd, kv.dtype, row);
       for (int64_t g = 0; g < group; ++g) {
-        const int64_t h = kvh * group + g;
-        scores[h * kRowChunk + (p - c0)] = dot_f32(qt + h * hd, k, hd) * scale;
+        const int64_t h = kvh * group + g, r = h - kvh0 * group;
+        scores[r * kRowChunk + (p - c0)] = dot_f32(qt + h * hd, k, hd) * scale;
       }
     }
   }
 }
 
 // out_h += sum over p in [c0, c1) of w[h * kRowChunk + p - c0] * v_p, for every query head.
-void chunk_values(const float* w, const KvLayerView& kv, const AttentionShape& shape, int64_t c0,
-                  int64_t c1, float* out_first, int64_t out_stride, float* row) {
+void chunk_values(const float* w, const KvLayerView& kv, const AttentionShape& shape, int64_t kvh0,
+                  int64_t kvh1, int64_t c0, int64_t c1, float* out_first, int64_t out_stride,
+                  float* row) {
   const int64_t hd = shape.head_dim, group = shape.n_head / shape.n_head_kv;
   const int64_t head_bytes = kv_bytes(kv.dtype, hd);
   for (int64_t p = c0; p < c1; ++p) {
     const char* v_row = static_cast<const char*>(kv_v_row(kv, p));
-    for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
+    for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
       const float* v = head_f32(v_row + kvh * head_bytes, hd, kv.dtype, row);
       for (int64_t g = 0; g < group; ++g) {
-        const int64_t h = kvh * group + g;
-        axpy_f32(w[h * kRowChunk + (p - c0)], v, out_first + h * out_stride, hd);
+        const int64_t r = (kvh - kvh0) * group + g;
+        axpy_f32(w[r * kRowChunk + (p - c0)], v, out_first + r * out_stride, hd);
       }
     }
   }
@@ -198,12 +138,14 @@ void chunk_values(const float* w, const KvLayerView& kv, const AttentionShape& s
 // needs the CPU's whole read bandwidth.
 template <int V>
 void chunk_scores_f16(const float* qt, const KvLayerView& kv, const AttentionShape& shape,
-                      int64_t c0, int64_t c1, float scale, float* scores) {
+                      int64_t kvh0, int64_t kvh1, int64_t c0, int64_t c1, float scale,
+                      float* scores) {
   constexpr int64_t hd = 16 * V;
   const int64_t group = shape.n_head / shape.n_head_kv;
-  for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
+  for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
     for (int64_t g = 0; g < group; g += 2) {
-      const int64_t ha = kvh * group + g, hb = g + 1 < group ? ha + 1 : ha;
+      const int64_t ha = kvh * group + g, hb = g + 1 < group ? ha + 1 : ha;  // absolute
+      const int64_t ra = ha - kvh0 * group, rb = hb - kvh0 * group;          // in the range
       __m512 qa[V], qb[V];
       for (int i = 0; i < V; ++i) {
         qa[i] = _mm512_loadu_ps(qt + ha * hd + 16 * i);
@@ -218,8 +160,8 @@ void chunk_scores_f16(const float* qt, const KvLayerView& kv, const AttentionSha
           sa = _mm512_fmadd_ps(qa[i], kf, sa);
           sb = _mm512_fmadd_ps(qb[i], kf, sb);
         }
-        scores[ha * kRowChunk + (p - c0)] = _mm512_reduce_add_ps(sa) * scale;
-        scores[hb * kRowChunk + (p - c0)] = _mm512_reduce_add_ps(sb) * scale;
+        scores[ra * kRowChunk + (p - c0)] = _mm512_reduce_add_ps(sa) * scale;
+        scores[rb * kRowChunk + (p - c0)] = _mm512_reduce_add_ps(sb) * scale;
       }
     }
   }
@@ -227,12 +169,13 @@ void chunk_scores_f16(const float* qt, const KvLayerView& kv, const AttentionSha
 
 template <int V>
 void chunk_values_f16(const float* w, const KvLayerView& kv, const AttentionShape& shape,
-                      int64_t c0, int64_t c1, float* out_first, int64_t out_stride) {
+                      int64_t kvh0, int64_t kvh1, int64_t c0, int64_t c1, float* out_first,
+                      int64_t out_stride) {
   constexpr int64_t hd = 16 * V;
   const int64_t group = shape.n_head / shape.n_head_kv;
-  for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
+  for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
     for (int64_t g = 0; g < group; g += 2) {
-      const int64_t ha = kvh * group + g;
+      const int64_t ha = (kvh - kvh0) * group + g;  // in the range
       const bool pair = g + 1 < group;
       float* oa = out_first + ha * out_stride;
       float* ob = pair ? oa + out_stride : oa;
@@ -262,17 +205,19 @@ void chunk_values_f16(const float* w, const KvLayerView& kv, const AttentionShap
 }
 #endif
 
-// Token t, keys [kv_begin, min(kv_end, positions[t] + 1)), every query head at once: whole K
-// rows, then whole V rows, read front to back in chunks of kRowChunk keys (a block's rows are
-// contiguous, so the prefetchers stream them), with a running max and sum per head (online
-// softmax) so that the scratch does not grow with the range. Head h's output goes to
-// out_first + h * out_stride, its log-sum-exp to lse_first[h * lse_stride]. base: this thread's
-// scratch, n_head * (kRowChunk + 2) + head_dim floats.
-void attend_all_heads(const float* q, int64_t t, const int32_t* positions, const KvLayerView& kv,
-                      const AttentionShape& shape, int64_t kv_begin, int64_t kv_end,
-                      float* out_first, int64_t out_stride, float* lse_first, int64_t lse_stride,
-                      float* base) {
-  const int64_t hd = shape.head_dim, nh = shape.n_head;
+// Token t, keys [kv_begin, min(kv_end, positions[t] + 1)), the query heads of KV heads
+// [kvh0, kvh1) at once: their K rows, then their V rows, read front to back in chunks of
+// kRowChunk keys (a block's rows are contiguous, so the prefetchers stream them), with a running
+// max and sum per head (online softmax) so that the scratch does not grow with the range. The
+// i-th of those heads writes its output to out_first + i * out_stride and its log-sum-exp to
+// lse_first[i * lse_stride] (if set). base: this thread's scratch, heads * (kRowChunk + 2) +
+// head_dim floats.
+void attend_heads(const float* q, int64_t t, const int32_t* positions, const KvLayerView& kv,
+                  const AttentionShape& shape, int64_t kvh0, int64_t kvh1, int64_t kv_begin,
+                  int64_t kv_end, float* out_first, int64_t out_stride, float* lse_first,
+                  int64_t lse_stride, float* base) {
+  const int64_t hd = shape.head_dim;
+  const int64_t nh = (kvh1 - kvh0) * (shape.n_head / shape.n_head_kv);  // heads in the range
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const float inf = std::numeric_limits<float>::infinity();
   float* scores = base;  // [nh][kRowChunk]
@@ -283,7 +228,7 @@ void attend_all_heads(const float* q, int64_t t, const int32_t* positions, const
   std::fill(run_sum, run_sum + nh, 0.0f);
   for (int64_t h = 0; h < nh; ++h)
     std::fill(out_first + h * out_stride, out_first + h * out_stride + hd, 0.0f);
-  const float* qt = q + t * nh * hd;
+  const float* qt = q + t * shape.n_head * hd;
 #if defined(__AVX512F__)
   const int vecs =
       kv.dtype == DType::kF16 && (hd == 64 || hd == 128) ? static_cast<int>(hd / 16) : 0;
@@ -295,13 +240,13 @@ void attend_all_heads(const float* q, int64_t t, const int32_t* positions, const
     const int64_t c1 = std::min(p_end, c0 + kRowChunk);
 #if defined(__AVX512F__)
     if (vecs == 8) {
-      chunk_scores_f16<8>(qt, kv, shape, c0, c1, scale, scores);
+      chunk_scores_f16<8>(qt, kv, shape, kvh0, kvh1, c0, c1, scale, scores);
     } else if (vecs == 4) {
-      chunk_scores_f16<4>(qt, kv, shape, c0, c1, scale, scores);
+      chunk_scores_f16<4>(qt, kv, shape, kvh0, kvh1, c0, c1, scale, scores);
     } else
 #endif
     {
-      chunk_scores(qt, kv, shape, c0, c1, scale, scores, row);
+      chunk_scores(qt, kv, shape, kvh0, kvh1, c0, c1, scale, scores, row);
     }
     for (int64_t h = 0; h < nh; ++h) {
       float* sc = scores + h * kRowChunk;
@@ -322,13 +267,13 @@ void attend_all_heads(const float* q, int64_t t, const int32_t* positions, const
     }
 #if defined(__AVX512F__)
     if (vecs == 8) {
-      chunk_values_f16<8>(scores, kv, shape, c0, c1, out_first, out_stride);
+      chunk_values_f16<8>(scores, kv, shape, kvh0, kvh1, c0, c1, out_first, out_stride);
     } else if (vecs == 4) {
-      chunk_values_f16<4>(scores, kv, shape, c0, c1, out_first, out_stride);
+      chunk_values_f16<4>(scores, kv, shape, kvh0, kvh1, c0, c1, out_first, out_stride);
     } else
 #endif
     {
-      chunk_values(scores, kv, shape, c0, c1, out_first, out_stride, row);
+      chunk_values(scores, kv, shape, kvh0, kvh1, c0, c1, out_first, out_stride, row);
     }
   }
   for (int64_t h = 0; h < nh; ++h) {
@@ -343,7 +288,7 @@ void attend_all_heads(const float* q, int64_t t, const int32_t* positions, const
 }
 
 // Key pieces per token when (token, KV head) items are fewer than the threads: at batch 1
-// llama3-8b has 8 KV heads for 16 cores. Pieces then take every head (attend_all_heads), up to
+// llama3-8b has 8 KV heads for 16 cores. Pieces then take every head (attend_heads), up to
 // 2 x threads of them in all, of at least kMinKeysPerSplit keys. 1: no split.
 int64_t key_splits(int64_t n_tokens, int64_t n_head_kv, int64_t n_keys) {
   const int64_t threads = omp_get_max_threads();
@@ -359,8 +304,7 @@ void attention_range(const float* q, int64_t n_tokens, const int32_t* positions,
                      int64_t kv_end, float* out, float* lse, float* scratch) {
   const int64_t hd = shape.head_dim;
   const int64_t group = shape.n_head / shape.n_head_kv;
-  // Per thread, as attention_scratch_floats lays it out for this call's token count.
-  const int64_t per_thread = std::min(kMaxGroup, group) * kv.num_tokens + hd;
+  const int64_t per_thread = per_thread_floats(shape);  // as attention_scratch_floats lays it out
   const int64_t splits = key_splits(n_tokens, shape.n_head_kv, kv_end - kv_begin);
   if (splits == 1) {
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
@@ -368,27 +312,25 @@ void attention_range(const float* q, int64_t n_tokens, const int32_t* positions,
       for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
         float* base = scratch + static_cast<int64_t>(omp_get_thread_num()) * per_thread;
         const int64_t h0 = t * shape.n_head + kvh * group;
-        attend_kv_head(q, t, kvh, positions, kv, shape, kv_begin, kv_end, out + h0 * hd, hd,
-                       lse != nullptr ? lse + h0 : nullptr, 1, base);
+        attend_heads(q, t, positions, kv, shape, kvh, kvh + 1, kv_begin, kv_end, out + h0 * hd, hd,
+                     lse != nullptr ? lse + h0 : nullptr, 1, base);
       }
     }
     return;
   }
   // Split keys: each piece's part into [token][head][piece] rows after the threads' scratch,
   // then merged exactly (merge_attention's formula) per head.
-  const int64_t split_per_thread =
-      std::max(per_thread, shape.n_head * (kRowChunk + 2) + hd);  // attend_all_heads' scratch
-  float* part_out = scratch + static_cast<int64_t>(omp_get_max_threads()) * split_per_thread;
+  float* part_out = scratch + static_cast<int64_t>(omp_get_max_threads()) * per_thread;
   float* part_lse = part_out + n_tokens * shape.n_head * splits * hd;
   const int64_t n_keys = kv_end - kv_begin;
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
   for (int64_t t = 0; t < n_tokens; ++t) {
     for (int64_t sp = 0; sp < splits; ++sp) {
-      float* base = scratch + static_cast<int64_t>(omp_get_thread_num()) * split_per_thread;
+      float* base = scratch + static_cast<int64_t>(omp_get_thread_num()) * per_thread;
       const int64_t b = kv_begin + n_keys * sp / splits, e = kv_begin + n_keys * (sp + 1) / splits;
       const int64_t row0 = t * shape.n_head * splits + sp;  // head 0's row of this piece
-      attend_all_heads(q, t, positions, kv, shape, b, e, part_out + row0 * hd, splits * hd,
-                       part_lse + row0, splits, base);
+      attend_heads(q, t, positions, kv, shape, 0, shape.n_head_kv, b, e, part_out + row0 * hd,
+                   splits * hd, part_lse + row0, splits, base);
     }
   }
 #pragma omp parallel for

@@ -39,7 +39,9 @@ void attention_range(const float* q, int64_t n_tokens, const int32_t* positions,
 void merge_attention(const float* out_a, const float* lse_a, const float* out_b, const float* lse_b,
                      int64_t rows, int64_t head_dim, float* out, float* lse);
 
-// Scratch for attention over up to max_kv_tokens: one score row per thread.
+// Scratch for attention over up to max_kv_tokens: per thread the scores of one 64-key chunk per
+// head (online softmax), plus the key-split pieces' parts. It no longer grows with the context;
+// max_kv_tokens stays in the signature for the callers that size it by their context.
 int64_t attention_scratch_floats(int64_t max_kv_tokens, const AttentionShape& shape);
 
 }  // namespace strata::cpu

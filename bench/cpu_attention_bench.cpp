@@ -1,0 +1,115 @@
+// cpu_attention_bench: the CPU's share of long-context decode attention (cpu::attention_range
+// over f16 KV, one token, llama3-8b's heads by default) against C, the host's all-core read
+// bandwidth measured in the same run. This is the rate the cold_attention = cpu mode of the GPU
+// executor runs at (bench/NOTES.md, ctx-8b): K and V bytes read per second over C.
+//
+//   cpu_attention_bench [--tokens 65536] [--range 4096] [--heads 32 --kv-heads 8 --head-dim 128]
+//                       [--read-gib 4] [--json-out FILE] [--commit SHA]
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <vector>
+
+#include "cpu_backend/attention.h"
+#include "cpu_backend/read_bandwidth.h"
+#include "memory/kv_view.h"
+#include "offload/core/dequantize.h"
+
+int main(int argc, char** argv) {
+  using namespace strata;
+  CLI::App app{"CPU decode attention over f16 KV against the host's read bandwidth"};
+  int64_t tokens = 65536, range = 4096, heads = 32, kv_heads = 8, head_dim = 128, block = 16;
+  double read_gib = 4.0;
+  int passes = 5;
+  std::string json_out, commit;
+  app.add_option("--tokens", tokens, "KV tokens attended per pass");
+  app.add_option("--range", range, "Keys per attention_range call (the executor's cold ranges)");
+  app.add_option("--heads", heads, "Query heads");
+  app.add_option("--kv-heads", kv_heads, "KV heads");
+  app.add_option("--head-dim", head_dim, "Head size");
+  app.add_option("--read-gib", read_gib, "Buffer of the read-bandwidth probe");
+  app.add_option("--passes", passes, "Timed passes (the best is reported)");
+  app.add_option("--json-out", json_out, "Append the JSON record here");
+  app.add_option("--commit", commit, "Commit for the record");
+  CLI11_PARSE(app, argc, argv);
+  if (heads % kv_heads != 0 || tokens % block != 0 || range <= 0) {
+    std::fprintf(stderr, "heads must be a multiple of kv-heads, tokens of %lld, range > 0\n",
+                 static_cast<long long>(block));
+    return 2;
+  }
+
+  const cpu::AttentionShape shape{heads, kv_heads, head_dim};
+  const int64_t kv_dim = kv_heads * head_dim, row_bytes = kv_dim * 2;
+  const int64_t blocks = tokens / block;
+  // Blocks as the cold tier lays them out: one allocation, K then V, rows contiguous per block.
+  std::vector<uint16_t> mem(static_cast<size_t>(2 * tokens * kv_dim));
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (uint16_t& h : mem) h = f32_to_f16(normal(rng));
+  std::vector<void*> k(static_cast<size_t>(blocks)), v(static_cast<size_t>(blocks));
+  for (int64_t b = 0; b < blocks; ++b) {
+    k[static_cast<size_t>(b)] = reinterpret_cast<char*>(mem.data()) + b * block * row_bytes;
+    v[static_cast<size_t>(b)] =
+        reinterpret_cast<char*>(mem.data()) + (blocks + b) * block * row_bytes;
+  }
+  KvLayerView view;
+  view.k_blocks = k.data();
+  view.v_blocks = v.data();
+  view.num_blocks = blocks;
+  view.num_tokens = tokens;
+  view.block_tokens = block;
+  view.kv_dim = kv_dim;
+  view.dtype = DType::kF16;
+  std::vector<float> q(static_cast<size_t>(heads * head_dim));
+  for (float& x : q) x = normal(rng);
+  std::vector<float> out(q.size()), lse(static_cast<size_t>(heads)), part(q.size()),
+      part_lse(lse.size());
+  std::vector<float> scratch(static_cast<size_t>(cpu::attention_scratch_floats(tokens, shape)));
+  const int32_t pos = static_cast<int32_t>(tokens - 1);
+
+  const cpu::ReadBandwidth c =
+      cpu::measure_cpu_read_bandwidth(static_cast<int64_t>(read_gib * (1 << 30)), 3);
+  double best = 0;
+  for (int pass = 0; pass < passes; ++pass) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::fill(lse.begin(), lse.end(), -INFINITY);
+    std::fill(out.begin(), out.end(), 0.0f);
+    for (int64_t b = 0; b < tokens; b += range) {  // as split_attention: ranges, then merges
+      cpu::attention_range(q.data(), 1, &pos, view, shape, b, std::min(tokens, b + range),
+                           part.data(), part_lse.data(), scratch.data());
+      cpu::merge_attention(out.data(), lse.data(), part.data(), part_lse.data(), heads, head_dim,
+                           out.data(), lse.data());
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, static_cast<double>(2 * tokens * row_bytes) / s);
+  }
+  for (float x : out) {
+    if (!std::isfinite(x)) {
+      std::fprintf(stderr, "non-finite output\n");
+      return 1;
+    }
+  }
+  nlohmann::json r;
+  r["scenario"] = "cpu-attention";
+  r["threads"] = omp_get_max_threads();
+  r["shape"] = {{"heads", heads}, {"kv_heads", kv_heads}, {"head_dim", head_dim}};
+  r["tokens"] = tokens;
+  r["range"] = range;
+  r["kv_bytes_per_s"] = best;
+  r["cpu_read_bytes_per_s"] = c.best_bytes_per_s;
+  r["ratio_to_read_bandwidth"] = c.best_bytes_per_s > 0 ? best / c.best_bytes_per_s : 0.0;
+  r["commit"] = commit;
+  std::printf("%s\n", r.dump().c_str());
+  if (!json_out.empty()) std::ofstream(json_out, std::ios::app) << r.dump() << "\n";
+  std::fprintf(stderr, "attention_range f16: %.1f GB/s of KV, C %.1f GB/s (%.2f), %d threads\n",
+               best / 1e9, c.best_bytes_per_s / 1e9,
+               c.best_bytes_per_s > 0 ? best / c.best_bytes_per_s : 0.0, omp_get_max_threads());
+  return 0;
+}
