@@ -23,6 +23,7 @@
 #                8 GiB, decode at STRATA_CTX_CONTEXTS, prefill of STRATA_CTX_PREFILL tokens), for
 #                each STRATA_CTX_MODES (cold attention: prefetch into VRAM staging, cpu = prefetch
 #                plus a CPU share of decode attention; in-place = read over PCIe where they lie)
+#     cpu-attn   bench/cpu_attention_bench (cpu::attention_range over f16 KV vs C; ctx runs it too)
 #     gemv       bench/gemv_bench (CPU decode GEMV vs measured read bandwidth)
 #     cpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/cpu_e2e_bench on each (decode + prefill 2048)
 #     train      (starts first, in the background) trains the default model on the GPU from the
@@ -155,7 +156,11 @@ PY
         # The disk holds one large model at a time: keep it only for a next case of the same file.
         [ "$next_shape:$next_t" = "$shape:$t" ] || rm -f "$m"
       done ;;
+    cpu-attn)
+      build-gpu/bench/cpu_attention_bench --json-out "$jsonl" --commit "$commit" 2>&1 | tail -1 ;;
     ctx)
+      # The CPU's share of cold attention first: its rate against C decides the cpu mode.
+      build-gpu/bench/cpu_attention_bench --json-out "$jsonl" --commit "$commit" 2>&1 | tail -1
       m=/tmp/llama3-8b-Q4_0.gguf
       [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type Q4_0 --out "$m" 2>&1 | tail -1
       for mode in ${STRATA_CTX_MODES:-prefetch cpu}; do
