@@ -7,8 +7,8 @@
 // decode token at context L with the plan's weight bytes per tier and the KV split by the hot
 // window (hot: sinks + window, in VRAM; cold: the rest, in pinned host):
 //   T = (B_vram + KV_hot) / H + (B_host + KV_cold) / S            (both host links, as issue 5)
-// and, beside it, the same with the cold KV over PCIe alone (P), what --cold-attention in-place
-// can reach (the GPU reads cold blocks in place); --cold-attention cpu attends them on the CPU.
+// and, beside it, the same with the cold KV over PCIe alone (P), what --cold-attention prefetch
+// can reach; --cold-attention cpu also attends a share of them on the CPU, towards S.
 // Prefill of N tokens in chunks of C: max(passes * B_stream / P + cold KV read by the chunks / P,
 // FLOPs / G); the chunks' attention reads every earlier token's KV once per chunk.
 // Checks that the device memory never exceeded the budget, and prints KV bytes per tier.
@@ -138,17 +138,9 @@ int main(int argc, char** argv) {
   o.gemm_precision = gpu::GemmPrecision::kF16;
   o.placements = plan.tensors;
   o.cold_attention_on_cpu = cold_attention == "cpu";
-  if (cold_attention != "in-place") {  // a slot holds one layer's cold blocks at max_context
-    const KvLayout layout = KvLayout::for_model(hp, o.base.kv_block_tokens, DType::kF16);
-    o.cold_stage_blocks = layout.blocks_for_tokens(
-        std::max<int64_t>(1, max_context - static_cast<int64_t>(policy.hot_kv_tokens())));
-  }
-  o.cold_cpu_fraction =
-      cold_cpu_fraction >= 0
-          ? cold_cpu_fraction
-          : std::clamp((caps.host_combined_bytes_per_s - caps.h2d_pinned_bytes_per_s) /
-                           caps.host_combined_bytes_per_s,
-                       0.0, 1.0);
+  // A slot holds one layer's cold blocks at max_context (as strata run sizes it).
+  if (cold_attention != "in-place") o.cold_stage_blocks = policy.cold_kv_blocks();
+  o.cold_cpu_fraction = cold_cpu_fraction >= 0 ? cold_cpu_fraction : caps.cpu_share_of_host_reads();
   std::fprintf(stderr, "cold attention %s%s\n", cold_attention.c_str(),
                o.cold_attention_on_cpu
                    ? (", CPU share " + std::to_string(o.cold_cpu_fraction)).c_str()

@@ -1,10 +1,17 @@
 #include "policies/caps.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
 namespace strata {
+
+double Caps::cpu_share_of_host_reads() const {
+  if (host_combined_bytes_per_s <= 0) return 1.0;
+  return std::clamp(
+      (host_combined_bytes_per_s - h2d_pinned_bytes_per_s) / host_combined_bytes_per_s, 0.0, 1.0);
+}
 
 Caps Caps::reference() {
   Caps c;

@@ -35,6 +35,11 @@ struct Caps {
   double gpu_gemv_efficiency_4bit = 0.40;
   std::string source = "unset";  // "reference (H200 machine, 2026-12-01)", "calibrated ...", ...
 
+  // The share of a read split between the CPU and PCIe that the CPU should take so that both
+  // finish together while they share host memory: (S - P) / S, in [0, 1]; 1 when S is unknown.
+  // (GpuExecutorOptions::cold_cpu_fraction for cold_attention = cpu.)
+  double cpu_share_of_host_reads() const;
+
   // The GPU machine of this project: H200, PCIe Gen5 host with 16 cores (bench/NOTES.md).
   static Caps reference();
 

@@ -85,6 +85,9 @@ struct Policy {
   // window. The executor sizes its hot pool the same way (ExecutorOptions::kv_cache_config).
   int64_t hot_kv_reserved_tokens() const;
   int64_t cold_kv_tokens() const { return context_tokens - hot_kv_tokens(); }
+  // Blocks of cold_kv_tokens: what one VRAM staging slot holds of a layer to prefetch all of a
+  // sequence's cold KV (GpuExecutorOptions::cold_stage_blocks; fixed_vram keeps two layers).
+  int64_t cold_kv_blocks() const { return (cold_kv_tokens() + block_tokens - 1) / block_tokens; }
 
   // `caps` with the [caps] overrides applied.
   Caps apply_caps(Caps caps) const;

@@ -163,18 +163,8 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
       planned.cold_attention = ColdAttention::kPrefetch;
     plan = make_plan(rt.model->spec, planned, caps);
     cold_on_cpu = planned.hot_window_tokens > 0 && planned.cold_attention == ColdAttention::kCpu;
-    // The CPU's share balances its time against the link's: (S - P) / S of the host's bandwidth
-    // is left to the CPU while PCIe streams.
-    if (caps.host_combined_bytes_per_s > 0) {
-      cold_cpu_fraction =
-          std::clamp((caps.host_combined_bytes_per_s - caps.h2d_pinned_bytes_per_s) /
-                         caps.host_combined_bytes_per_s,
-                     0.0, 1.0);
-    }
-    cold_stage_blocks =
-        planned.hot_window_tokens > 0
-            ? (planned.cold_kv_tokens() + policy.block_tokens - 1) / policy.block_tokens
-            : 0;
+    cold_cpu_fraction = caps.cpu_share_of_host_reads();
+    cold_stage_blocks = planned.hot_window_tokens > 0 ? planned.cold_kv_blocks() : 0;
     if (!plan->fits) {
       return Status::out_of_memory(
           "the VRAM budget " + format_bytes(plan->vram_budget_bytes) + " is below what policy " +

@@ -45,4 +45,14 @@ TEST(CapsFile, BrokenFilesNameTheProblem) {
 }
 
 }  // namespace
+TEST(Caps, TheCpuShareOfHostReadsBalancesTheCpuAgainstTheLink) {
+  Caps c;
+  EXPECT_EQ(c.cpu_share_of_host_reads(), 1.0);  // S unknown: all on the CPU
+  c.h2d_pinned_bytes_per_s = 55e9;
+  c.host_combined_bytes_per_s = 135e9;
+  EXPECT_NEAR(c.cpu_share_of_host_reads(), 80.0 / 135.0, 1e-12);
+  c.host_combined_bytes_per_s = 50e9;  // a probe reading S below P: nothing for the CPU
+  EXPECT_EQ(c.cpu_share_of_host_reads(), 0.0);
+}
+
 }  // namespace strata

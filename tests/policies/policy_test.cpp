@@ -56,6 +56,10 @@ TEST(PolicyFile, ParsesTheKvTierKeys) {
   // Two sinks and the window in whole blocks, plus the block being written: 2 + 128 + 1 blocks.
   EXPECT_EQ(p->hot_kv_tokens(), (2 + 128 + 1) * 32);
   EXPECT_EQ(p->cold_kv_tokens(), 131072 - (2 + 128 + 1) * 32);
+  EXPECT_EQ(p->cold_kv_blocks(), 4096 - (2 + 128 + 1));  // whole blocks of 32 here
+  Policy odd = *p;
+  odd.context_tokens += 5;  // a part block counts as a block
+  EXPECT_EQ(odd.cold_kv_blocks(), 4096 - (2 + 128 + 1) + 1);
   Policy no_window;
   EXPECT_EQ(no_window.hot_kv_tokens(), no_window.context_tokens);
 }
