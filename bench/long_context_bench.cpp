@@ -79,9 +79,9 @@ int main(int argc, char** argv) {
                  "(cold_attention_on_cpu)")
       ->check(CLI::IsMember({"in-place", "prefetch", "cpu"}));
   app.add_option("--cold-cpu-fraction", cold_cpu_fraction,
-                 "With --cold-attention cpu: the share of cold blocks the CPU attends, the rest "
-                 "read by the GPU in place meanwhile (default (S - P) / S from the limits "
-                 "measured here)");
+                 "With --cold-attention cpu: a fixed share of cold blocks the CPU attends, the "
+                 "rest staged for the GPU meanwhile (default: start at (S - P) / S from the "
+                 "limits measured here, then balance on the rates measured per step)");
   app.add_option("--read-gib", read_gib, "Buffers of the bandwidth measurements");
   app.add_option("--json-out", json_out, "Append JSON lines here");
   app.add_option("--commit", commit, "Commit id for the record");
@@ -140,7 +140,10 @@ int main(int argc, char** argv) {
   o.cold_attention_on_cpu = cold_attention == "cpu";
   // A slot holds one layer's cold blocks at max_context (as strata run sizes it).
   if (cold_attention != "in-place") o.cold_stage_blocks = policy.cold_kv_blocks();
+  // cpu: the share starts at (S - P) / S and follows the measured rates (ColdSplit), unless
+  // --cold-cpu-fraction fixes it.
   o.cold_cpu_fraction = cold_cpu_fraction >= 0 ? cold_cpu_fraction : caps.cpu_share_of_host_reads();
+  o.balance_cold_split = o.cold_attention_on_cpu && cold_cpu_fraction < 0;
   std::fprintf(stderr, "cold attention %s%s\n", cold_attention.c_str(),
                o.cold_attention_on_cpu
                    ? (", CPU share " + std::to_string(o.cold_cpu_fraction)).c_str()
@@ -181,7 +184,14 @@ int main(int argc, char** argv) {
     r["hot_window_tokens"] = hot_window;
     r["trained_context"] = hp.n_ctx_train;
     r["cold_attention"] = cold_attention;
-    if (o.cold_attention_on_cpu) r["cold_cpu_fraction"] = o.cold_cpu_fraction;
+    if (o.cold_attention_on_cpu) {
+      const ColdSplit& split = exec->cold_split();
+      r["cold_cpu_fraction"] = split.share();  // at the end of the phase
+      r["cold_cpu_fraction_start"] = o.cold_cpu_fraction;
+      r["cold_split_balanced"] = o.balance_cold_split;
+      r["cold_cpu_attention_bytes_per_s"] = split.cpu_bytes_per_s();
+      r["cold_link_bytes_per_s"] = split.link_bytes_per_s();
+    }
     r["cold_stage_blocks"] = o.cold_stage_blocks;
     r["peak_vram_bytes"] = exec->device_stats()->peak_used_bytes;
     r["device"] = exec->device_description();
@@ -225,8 +235,11 @@ int main(int argc, char** argv) {
     check(exec->forward(0, prompt, false, &logits), "grow");
     held = context;
     int32_t next = tok(rng);
-    check(exec->forward(0, std::span(&next, 1), false, &logits), "warm");
-    ++held;
+    // Warm-up steps: the first cold steps also let a balanced split settle (ColdSplit).
+    for (int w = 0; w < 3; ++w) {
+      check(exec->forward(0, std::span(&next, 1), false, &logits), "warm");
+      ++held;
+    }
     const double t1 = now_s();
     for (int64_t i = 0; i < decode_tokens; ++i) {
       next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());

@@ -37,7 +37,8 @@ struct Caps {
 
   // The share of a read split between the CPU and PCIe that the CPU should take so that both
   // finish together while they share host memory: (S - P) / S, in [0, 1]; 1 when S is unknown.
-  // (GpuExecutorOptions::cold_cpu_fraction for cold_attention = cpu.)
+  // (Where cold_attention = cpu starts GpuExecutorOptions::cold_cpu_fraction; ColdSplit then
+  // balances it on the rates measured.)
   double cpu_share_of_host_reads() const;
 
   // The GPU machine of this project: H200, PCIe Gen5 host with 16 cores (bench/NOTES.md).

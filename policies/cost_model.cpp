@@ -86,22 +86,23 @@ Prediction predict_decode(const HyperParams& hp, const std::vector<TensorCost>& 
     gpu_s += per_token * static_cast<double>(policy.hot_kv_tokens()) / caps.hbm_bytes_per_s;
     p.kv_host_bytes = per_token * static_cast<double>(policy.cold_kv_tokens());
   }
-  // The step's time with the cold KV read by the CPU or brought over PCIe: the slowest of the
-  // PCIe link, the GPU then the CPU, and the host memory both links read.
+  // The step's time with the cold KV brought over PCIe (prefetch) or split between the CPU and
+  // PCIe (cpu: the executor's CPU share, (S - P) / S to start with, balanced per step by
+  // ColdSplit): the slowest of the PCIe link, the GPU then the CPU, and the host memory both
+  // links read.
   struct Step {
     double seconds, pcie_s, cpu_s, host_s;
   };
-  auto step = [&](bool cold_on_cpu) {
+  auto step = [&](double cpu_share) {
     const double cold = policy.kind == PolicyKind::kCpu ? 0.0 : p.kv_host_bytes;
-    const double stream = p.stream_bytes + (cold_on_cpu ? 0.0 : cold);
+    const double cold_cpu = cpu_share * cold;
+    const double stream = p.stream_bytes + (cold - cold_cpu);
     const double pcie = stream / caps.h2d_pinned_bytes_per_s;
-    const double cpu =
-        with_streaming(cpu_s + (cold_on_cpu ? cold / caps.cpu_read_bytes_per_s : 0.0), pcie, caps);
-    const double host =
-        (stream + p.cpu_bytes + (cold_on_cpu ? cold : 0.0)) / caps.host_combined_bytes_per_s;
+    const double cpu = with_streaming(cpu_s + cold_cpu / caps.cpu_read_bytes_per_s, pcie, caps);
+    const double host = (stream + p.cpu_bytes + cold_cpu) / caps.host_combined_bytes_per_s;
     return Step{std::max({pcie, gpu_s + cpu, host}), pcie, cpu, host};
   };
-  const Step on_cpu = step(true), prefetched = step(false);
+  const Step on_cpu = step(caps.cpu_share_of_host_reads()), prefetched = step(0.0);
   const bool cold_on_cpu =
       policy.cold_attention == ColdAttention::kCpu ||
       (policy.cold_attention == ColdAttention::kAuto && on_cpu.seconds < prefetched.seconds);

@@ -156,15 +156,16 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
     const GpuProbe probe = probe_gpu(0);
     caps.vram_free_bytes = probe.caps.free_bytes;
     // Cold KV on a GPU: prefetch stages each layer's cold blocks in VRAM (the plan keeps two
-    // layers of it, fixed_vram); cpu also attends a share of them on the CPU in decode steps.
-    // auto is prefetch for now: the executor does not choose per layer and step yet.
-    Policy planned = policy;
-    if (planned.hot_window_tokens > 0 && planned.cold_attention == ColdAttention::kAuto)
-      planned.cold_attention = ColdAttention::kPrefetch;
-    plan = make_plan(rt.model->spec, planned, caps);
-    cold_on_cpu = planned.hot_window_tokens > 0 && planned.cold_attention == ColdAttention::kCpu;
+    // layers of it, fixed_vram); cpu also attends a share of them on the CPU in decode steps,
+    // the share balanced per step on the measured rates (ColdSplit); auto is what the cost
+    // model predicts faster (the split wherever the CPU adds to PCIe's rate).
+    plan = make_plan(rt.model->spec, policy, caps);
+    cold_on_cpu =
+        policy.hot_window_tokens > 0 &&
+        (policy.cold_attention == ColdAttention::kCpu ||
+         (policy.cold_attention == ColdAttention::kAuto && plan->decode.cold_attention == "cpu"));
     cold_cpu_fraction = caps.cpu_share_of_host_reads();
-    cold_stage_blocks = planned.hot_window_tokens > 0 ? planned.cold_kv_blocks() : 0;
+    cold_stage_blocks = policy.hot_window_tokens > 0 ? policy.cold_kv_blocks() : 0;
     if (!plan->fits) {
       return Status::out_of_memory(
           "the VRAM budget " + format_bytes(plan->vram_budget_bytes) + " is below what policy " +
@@ -178,6 +179,7 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
     GpuExecutorOptions gpu;
     gpu.cold_attention_on_cpu = cold_on_cpu;
     gpu.cold_cpu_fraction = cold_cpu_fraction;
+    gpu.balance_cold_split = cold_on_cpu;
     gpu.cold_stage_blocks = cold_stage_blocks;
     gpu.base = opts;
     gpu.vram_budget_bytes = plan->vram_budget_bytes;

@@ -178,6 +178,7 @@ Status GpuExecutor::init() {
                             KvCache::create(kv_config, make_device_kv_slab_allocator(*arena_),
                                             make_pinned_host_kv_slab_allocator(*host_pool_),
                                             std::make_unique<DeviceToHostMover>(kv_copy_stream_)));
+    cold_split_ = ColdSplit(options_.cold_attention_on_cpu ? options_.cold_cpu_fraction : 0.0);
     if (options_.cold_attention_on_cpu) STRATA_RETURN_IF_ERROR(init_cold_attention());
     if (options_.cold_stage_blocks > 0) STRATA_RETURN_IF_ERROR(init_cold_stage());
   }
@@ -742,6 +743,14 @@ Status GpuExecutor::init_cold_stage() {
     STRATA_ASSIGN_OR_RETURN(stage_ready_[i], cuda::Event::create(cuda::EventTiming::kDisabled));
     STRATA_ASSIGN_OR_RETURN(stage_free_[i], cuda::Event::create(cuda::EventTiming::kDisabled));
   }
+  if (options_.balance_cold_split && options_.cold_attention_on_cpu) {
+    for (int64_t l = 0; l < layout.n_layer; ++l) {
+      STRATA_ASSIGN_OR_RETURN(cuda::Event a, cuda::Event::create(cuda::EventTiming::kEnabled));
+      STRATA_ASSIGN_OR_RETURN(cuda::Event b, cuda::Event::create(cuda::EventTiming::kEnabled));
+      stage_copy_start_.push_back(std::move(a));
+      stage_copy_end_.push_back(std::move(b));
+    }
+  }
   return Status::ok();
 }
 
@@ -796,6 +805,8 @@ Status GpuExecutor::queue_stage_copy(int64_t layer) {
   const int64_t cap = options_.cold_stage_blocks;
   const int slot = static_cast<int>(layer & 1);
   if (layer >= 2) STRATA_RETURN_IF_ERROR(kv_copy_stream_.wait(stage_free_[slot]));
+  const bool timed = !stage_copy_start_.empty();
+  if (timed) STRATA_RETURN_IF_ERROR(stage_copy_start_[layer].record(kv_copy_stream_));
   const SequenceTable& t = tables_.at(staged_seq_);
   std::byte* dst = static_cast<std::byte*>(stage_.data()) + slot * 2 * cap * lbb;
   for (int kv = 0; kv < 2; ++kv) {  // K into [0, cap), V into [cap, 2 cap): runs of adjacent blocks
@@ -820,13 +831,36 @@ Status GpuExecutor::queue_stage_copy(int64_t layer) {
     STRATA_RETURN_IF_ERROR(
         cuda::memcpy_async(to, run, run_bytes, cuda::CopyKind::kHostToDevice, kv_copy_stream_));
   }
+  if (timed) {
+    STRATA_RETURN_IF_ERROR(stage_copy_end_[layer].record(kv_copy_stream_));
+    stage_copy_layers_ = layer + 1;
+    stage_copy_bytes_ += static_cast<double>(2 * lbb) * static_cast<double>(staged_blocks_.size());
+  }
   return stage_ready_[slot].record(kv_copy_stream_);
 }
 
 bool GpuExecutor::cpu_attends(int64_t block) const {
-  const double f = std::clamp(options_.cold_cpu_fraction, 0.0, 1.0);
+  const double f = cold_split_.share();
   const auto group = static_cast<double>(block / std::max<int64_t>(1, options_.cold_deal_blocks));
   return std::floor((group + 1) * f) > std::floor(group * f);
+}
+
+Status GpuExecutor::rebalance_cold_split() {
+  // The last step's copies are done: the step ended with a synchronize of the compute stream,
+  // whose last attention waited for them.
+  double copy_s = 0;
+  for (int64_t l = 0; l < stage_copy_layers_; ++l) {
+    STRATA_ASSIGN_OR_RETURN(const float ms,
+                            cuda::elapsed_ms(stage_copy_start_[static_cast<size_t>(l)],
+                                             stage_copy_end_[static_cast<size_t>(l)]));
+    copy_s += ms * 1e-3;
+  }
+  cold_split_.add_link(stage_copy_bytes_, copy_s);
+  stage_copy_layers_ = 0;
+  stage_copy_bytes_ = 0;
+  if (!cold_split_.end_step()) return Status::ok();
+  for (auto& [seq, t] : tables_) t.uploaded_blocks = 0;  // hot entries follow the new share
+  return Status::ok();
 }
 
 void GpuExecutor::describe_cold(SeqId seq, Segment* s) const {
@@ -873,12 +907,17 @@ Status GpuExecutor::split_attention(const Segment& s, int64_t layer, const float
     positions[static_cast<size_t>(i)] = static_cast<int32_t>(s.pos0 + i);
   const KvLayerView view = kv_->layer_view(s.seq, layer);
   const cpu::AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t keys = 0;
   for (const auto& [begin, end] : s.cold_ranges) {
     cpu::attention_range(host_q, s.n, positions.data(), view, shape, begin, end,
                          cold_part_out_.data(), cold_part_lse_.data(), cold_scratch_.data());
     cpu::merge_attention(cpu_out, cpu_lse, cold_part_out_.data(), cold_part_lse_.data(), rows,
                          hp.head_dim, cpu_out, cpu_lse);
+    keys += end - begin;
   }
+  cold_split_.add_cpu(static_cast<double>(2 * keys * kv_bytes(view.dtype, view.kv_dim)),
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return gpu::merge_attention_parts(out, lse, cold_out_device_, cold_lse_device_, rows, hp.head_dim,
                                     stream_);
 }
@@ -958,6 +997,7 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
                                   float* logits) {
   const HyperParams& hp = spec_.hp;
   const int64_t n = static_cast<int64_t>(tokens.size());
+  if (!stage_copy_start_.empty()) STRATA_RETURN_IF_ERROR(rebalance_cold_split());
   STRATA_ASSIGN_OR_RETURN(const int64_t pos0, kv_->reserve_slots(seq, n));
   STRATA_RETURN_IF_ERROR(sync_block_table(seq));
   const gpu::GpuKvView kv = kv_view(seq);

@@ -49,6 +49,7 @@
 #include "memory/device_arena.h"
 #include "memory/kv_cache.h"
 #include "memory/pinned_host_pool.h"
+#include "offload/exec/cold_split.h"
 #include "offload/exec/engine.h"
 #include "offload/exec/executor.h"
 #include "offload/exec/weight_stream.h"
@@ -111,6 +112,11 @@ struct GpuExecutorOptions {
   // cpu::attention_range call (an OpenMP region and a merge) per layer.
   double cold_cpu_fraction = 1.0;
   int64_t cold_deal_blocks = 256;
+  // With cold_attention_on_cpu and staging: cold_cpu_fraction is only where the share starts;
+  // after every decode step the share follows the rates measured on each side (the CPU's
+  // attention time, the staging copies' event times), so that both end together (ColdSplit,
+  // cold_split.h). The CPU's attention rate is not C: on the H200's host it ran at half of it.
+  bool balance_cold_split = false;
 
   static constexpr int64_t kDefaultVramMarginBytes = int64_t{1} << 30;
 };
@@ -160,6 +166,8 @@ class GpuExecutor final : public Engine {
   const HyperParams& hp() const override { return spec_.hp; }
   int64_t max_context() const override { return options_.base.max_context; }
   KvCacheStats kv_stats() const override { return kv_->stats(); }
+  // The CPU's share of cold blocks now, and the rates it was balanced on (0: not measured).
+  const ColdSplit& cold_split() const { return cold_split_; }
   const char* kv_tier() const override { return "device"; }
   int64_t host_activation_bytes() const override;
   std::optional<DeviceArenaStats> device_stats() const override { return arena_->stats(); }
@@ -268,8 +276,11 @@ class GpuExecutor final : public Engine {
   };
   // Buffers of cold_attention_on_cpu (tiered KV only).
   Status init_cold_attention();
-  // True for the cold blocks (by index) the CPU attends (cold_cpu_fraction).
+  // True for the cold blocks (by index) the CPU attends (the share cold_split_ holds).
   bool cpu_attends(int64_t block) const;
+  // balance_cold_split: folds the last step's staging copy times into cold_split_; when the
+  // share moves, every sequence's tables go up again (their hot entries depend on it).
+  Status rebalance_cold_split();
   // Fills s->seq, hot_kv and cold_ranges for a decode segment of `seq` (see Segment).
   void describe_cold(SeqId seq, Segment* s) const;
   // Attention of segment s in layer l split between the GPU (hot blocks) and the CPU (cold).
@@ -375,6 +386,13 @@ class GpuExecutor final : public Engine {
   std::vector<int64_t> staged_blocks_;
   SeqId staged_seq_ = 0;
   cuda::Event stage_ready_[2], stage_free_[2];
+
+  // The CPU's share of the cold blocks (fixed, or balanced per step) and, when balanced, each
+  // layer's staging copy start and end (timed events) of the last step and the bytes it copied.
+  ColdSplit cold_split_{1.0};
+  std::vector<cuda::Event> stage_copy_start_, stage_copy_end_;
+  int64_t stage_copy_layers_ = 0;
+  double stage_copy_bytes_ = 0;
 
   GpuProfile profile_;
   std::vector<cuda::Event> marks_;  // recorded this forward call, in order

@@ -269,7 +269,7 @@ TEST(Planner, AHotWindowSplitsKvBetweenTiersAndItsAttentionPicksTheFasterLink) {
   EXPECT_EQ(tiered.bytes.host_kv, per_token * p.cold_kv_tokens());
   EXPECT_EQ(per_token * p.hot_kv_tokens() + tiered.bytes.host_kv, per_token * 131072);
   EXPECT_DOUBLE_EQ(tiered.decode.kv_host_bytes, static_cast<double>(tiered.bytes.host_kv));
-  // auto: the CPU reads host memory faster than PCIe brings it over (C > P on this machine).
+  // auto: the CPU's share read where it lies, beside PCIe, beats PCIe alone.
   EXPECT_EQ(tiered.decode.cold_attention, "cpu");
   Policy prefetch = p;
   prefetch.cold_attention = ColdAttention::kPrefetch;
