@@ -112,10 +112,12 @@ class AttentionRange : public ::testing::TestWithParam<DType> {};
 TEST_P(AttentionRange, WholeAttentionMatchesFloat64AndSplitsMergeExactly) {
   std::mt19937 rng(std::random_device{}());
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  // q8_0 rows are 32-element blocks: head sizes of 32 and 64 there.
+  // q8_0 rows are 32-element blocks: head sizes of 32 and 64 there. f16 heads of 64 and 128
+  // take the AVX-512 loops (llama3's shape: 4 query heads per KV head).
   const std::vector<AttentionShape> shapes =
-      GetParam() == DType::kQ8_0 ? std::vector<AttentionShape>{{4, 2, 32}, {8, 1, 64}, {6, 6, 32}}
-                                 : std::vector<AttentionShape>{{4, 2, 8}, {8, 1, 16}, {6, 6, 32}};
+      GetParam() == DType::kQ8_0
+          ? std::vector<AttentionShape>{{4, 2, 32}, {8, 1, 64}, {6, 6, 32}}
+          : std::vector<AttentionShape>{{4, 2, 8}, {8, 1, 16}, {6, 6, 32}, {8, 2, 128}, {3, 3, 64}};
   for (const AttentionShape s : shapes) {
     const int64_t tokens = 40 + static_cast<int64_t>(rng() % 60), bt = 4 + rng() % 13;
     const Paged p = make_paged(rng, s, GetParam(), tokens, bt);
