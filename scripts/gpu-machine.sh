@@ -159,8 +159,13 @@ PY
     cpu-attn)
       build-gpu/bench/cpu_attention_bench --json-out "$jsonl" --commit "$commit" 2>&1 | tail -1 ;;
     ctx)
-      # The CPU's share of cold attention first: its rate against C decides the cpu mode.
+      # The CPU's share of cold attention first: its rate against C decides the cpu mode. Fewer
+      # threads too (STRATA_ATTN_THREADS): per-core rates that scale say compute-bound.
       build-gpu/bench/cpu_attention_bench --json-out "$jsonl" --commit "$commit" 2>&1 | tail -1
+      for th in ${STRATA_ATTN_THREADS:-}; do
+        OMP_NUM_THREADS=$th build-gpu/bench/cpu_attention_bench --read-gib 2 --json-out "$jsonl" \
+          --commit "$commit" 2>&1 | tail -1 || true
+      done
       m=/tmp/llama3-8b-Q4_0.gguf
       [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type Q4_0 --out "$m" 2>&1 | tail -1
       for mode in ${STRATA_CTX_MODES:-prefetch cpu}; do
