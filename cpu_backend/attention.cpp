@@ -60,28 +60,58 @@ inline void prefetch_bytes(const void* p, int64_t bytes) {
   for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(static_cast<const char*>(p) + b, 0, 2);
 }
 
-// While the scores loop is at (kvh, p) of chunk [c0, c1): asks for the V slice it will read in
-// the values pass, and for the K slice kPrefetchKeys items later in its own order (kvh-major),
-// which past the chunk's last head is the next chunk's first keys of head kvh0.
 constexpr int64_t kPrefetchKeys = 16;
-inline void prefetch_ahead(const KvLayerView& kv, int64_t kvh, int64_t p, int64_t kvh0,
-                           int64_t kvh1, int64_t c0, int64_t c1, int64_t p_end,
-                           int64_t head_bytes) {
-  prefetch_bytes(static_cast<const char*>(kv_v_row(kv, p)) + kvh * head_bytes, head_bytes);
-  int64_t k_p = p + kPrefetchKeys, k_h = kvh;
-  if (k_p >= c1) {
-    const int64_t over = k_p - c1;
-    if (kvh + 1 < kvh1) {
-      k_h = kvh + 1;
-      k_p = c0 + over;
-      if (k_p >= c1) return;
-    } else {
-      k_h = kvh0;
-      k_p = c1 + over;
-      if (k_p >= p_end) return;
+
+// A chunk's keys [c0, c1) and the addresses of the rows its loops read, found once per chunk:
+// the loops read each row once per pair of heads, and kv_k_row's division by block_tokens at
+// every read showed in their profile. k also holds the kPrefetchKeys rows after c1 (below p_end)
+// that prefetch_ahead asks for.
+struct ChunkRows {
+  DType dtype;
+  int64_t c0, c1, k_end;  // k[p - c0] for p in [c0, k_end), v[p - c0] for p in [c0, c1)
+  const char* k[kRowChunk + kPrefetchKeys];
+  const char* v[kRowChunk];
+  const char* key(int64_t p) const { return k[p - c0]; }
+  const char* value(int64_t p) const { return v[p - c0]; }
+};
+
+void find_rows(const KvLayerView& kv, int64_t c0, int64_t c1, int64_t p_end, ChunkRows* r) {
+  r->dtype = kv.dtype;
+  r->c0 = c0;
+  r->c1 = c1;
+  r->k_end = std::min(p_end, c1 + kPrefetchKeys);
+  const int64_t row_bytes = kv_bytes(kv.dtype, kv.kv_dim);
+  int64_t block = c0 / kv.block_tokens, in_block = c0 % kv.block_tokens;
+  for (int64_t p = c0; p < r->k_end; ++p) {
+    r->k[p - c0] = static_cast<const char*>(kv.k_blocks[block]) + in_block * row_bytes;
+    if (p < c1) r->v[p - c0] = static_cast<const char*>(kv.v_blocks[block]) + in_block * row_bytes;
+    if (++in_block == kv.block_tokens) {
+      in_block = 0;
+      ++block;
     }
   }
-  prefetch_bytes(static_cast<const char*>(kv_k_row(kv, k_p)) + k_h * head_bytes, head_bytes);
+}
+
+// While the scores loop is at (kvh, p) of the chunk: asks for the V slice it will read in the
+// values pass, and for the K slice kPrefetchKeys items later in its own order (kvh-major), which
+// past the chunk's last head is the next chunk's first keys of head kvh0.
+inline void prefetch_ahead(const ChunkRows& rows, int64_t kvh, int64_t p, int64_t kvh0,
+                           int64_t kvh1, int64_t head_bytes) {
+  prefetch_bytes(rows.value(p) + kvh * head_bytes, head_bytes);
+  int64_t k_p = p + kPrefetchKeys, k_h = kvh;
+  if (k_p >= rows.c1) {
+    const int64_t over = k_p - rows.c1;
+    if (kvh + 1 < kvh1) {
+      k_h = kvh + 1;
+      k_p = rows.c0 + over;
+      if (k_p >= rows.c1) return;
+    } else {
+      k_h = kvh0;
+      k_p = rows.c1 + over;
+      if (k_p >= rows.k_end) return;
+    }
+  }
+  prefetch_bytes(rows.key(k_p) + k_h * head_bytes, head_bytes);
 }
 
 // One thread's scratch in attention_range: see attention_scratch_floats.
@@ -128,16 +158,15 @@ namespace {
 
 // Scores of keys [c0, c1) for every query head: scores[h * kRowChunk + p - c0] = q_h . k_p *
 // scale. qt: the token's queries [n_head][head_dim]; row: room for one widened head slice.
-void chunk_scores(const float* qt, const KvLayerView& kv, const AttentionShape& shape, int64_t kvh0,
-                  int64_t kvh1, int64_t c0, int64_t c1, int64_t p_end, float scale, float* scores,
-                  float* row) {
+void chunk_scores(const float* qt, const ChunkRows& rows, const AttentionShape& shape, int64_t kvh0,
+                  int64_t kvh1, float scale, float* scores, float* row) {
   const int64_t hd = shape.head_dim, group = shape.n_head / shape.n_head_kv;
-  const int64_t head_bytes = kv_bytes(kv.dtype, hd);
-  for (int64_t p = c0; p < c1; ++p) {
-    const char* k_row = static_cast<const char*>(kv_k_row(kv, p));
+  const int64_t head_bytes = kv_bytes(rows.dtype, hd), c0 = rows.c0;
+  for (int64_t p = c0; p < rows.c1; ++p) {
+    const char* k_row = rows.key(p);
     for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
-      prefetch_ahead(kv, kvh, p, kvh0, kvh1, c0, c1, p_end, head_bytes);
-      const float* k = head_f32(k_row + kvh * head_bytes, hd, kv.dtype, row);
+      prefetch_ahead(rows, kvh, p, kvh0, kvh1, head_bytes);
+      const float* k = head_f32(k_row + kvh * head_bytes, hd, rows.dtype, row);
       for (int64_t g = 0; g < group; ++g) {
         const int64_t h = kvh * group + g, r = h - kvh0 * group;
         scores[r * kRowChunk + (p - c0)] = dot_f32(qt + h * hd, k, hd) * scale;
@@ -147,15 +176,14 @@ void chunk_scores(const float* qt, const KvLayerView& kv, const AttentionShape& 
 }
 
 // out_h += sum over p in [c0, c1) of w[h * kRowChunk + p - c0] * v_p, for every query head.
-void chunk_values(const float* w, const KvLayerView& kv, const AttentionShape& shape, int64_t kvh0,
-                  int64_t kvh1, int64_t c0, int64_t c1, float* out_first, int64_t out_stride,
-                  float* row) {
+void chunk_values(const float* w, const ChunkRows& rows, const AttentionShape& shape, int64_t kvh0,
+                  int64_t kvh1, float* out_first, int64_t out_stride, float* row) {
   const int64_t hd = shape.head_dim, group = shape.n_head / shape.n_head_kv;
-  const int64_t head_bytes = kv_bytes(kv.dtype, hd);
-  for (int64_t p = c0; p < c1; ++p) {
-    const char* v_row = static_cast<const char*>(kv_v_row(kv, p));
+  const int64_t head_bytes = kv_bytes(rows.dtype, hd), c0 = rows.c0;
+  for (int64_t p = c0; p < rows.c1; ++p) {
+    const char* v_row = rows.value(p);
     for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
-      const float* v = head_f32(v_row + kvh * head_bytes, hd, kv.dtype, row);
+      const float* v = head_f32(v_row + kvh * head_bytes, hd, rows.dtype, row);
       for (int64_t g = 0; g < group; ++g) {
         const int64_t r = (kvh - kvh0) * group + g;
         axpy_f32(w[r * kRowChunk + (p - c0)], v, out_first + r * out_stride, hd);
@@ -170,10 +198,27 @@ void chunk_values(const float* w, const KvLayerView& kv, const AttentionShape& s
 // key's head slice widened once per pair. The generic loops above went through memory for every
 // key and head and ran at ~1 GB/s per core, compute-bound; the cold share of a 128k decode
 // needs the CPU's whole read bandwidth.
+// The sums of four vectors' lanes, {sum a[0], ..., sum a[3]}: 13 shuffles and adds where four
+// _mm512_reduce_add_ps take ~32, most of them on the shuffle port the widening also uses.
+inline __m128 sum4(const __m512 a[4]) {
+  // Halves: [a0 lanes 0+2, 1+3, a1 lanes 0+2, 1+3], the same for a2, a3.
+  const __m512 t01 =
+      _mm512_add_ps(_mm512_shuffle_f32x4(a[0], a[1], 0x44), _mm512_shuffle_f32x4(a[0], a[1], 0xEE));
+  const __m512 t23 =
+      _mm512_add_ps(_mm512_shuffle_f32x4(a[2], a[3], 0x44), _mm512_shuffle_f32x4(a[2], a[3], 0xEE));
+  // One 128-bit lane per vector, four partial sums each.
+  __m512 u =
+      _mm512_add_ps(_mm512_shuffle_f32x4(t01, t23, 0x88), _mm512_shuffle_f32x4(t01, t23, 0xDD));
+  u = _mm512_add_ps(u, _mm512_permute_ps(u, _MM_SHUFFLE(2, 3, 0, 1)));
+  u = _mm512_add_ps(u, _mm512_permute_ps(u, _MM_SHUFFLE(1, 0, 3, 2)));  // lane totals, 4 times
+  return _mm512_castps512_ps128(
+      _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), u));
+}
+
 template <int V>
-void chunk_scores_f16(const float* qt, const KvLayerView& kv, const AttentionShape& shape,
-                      int64_t kvh0, int64_t kvh1, int64_t c0, int64_t c1, int64_t p_end,
-                      float scale, float* scores) {
+void chunk_scores_f16(const float* qt, const ChunkRows& rows, const AttentionShape& shape,
+                      int64_t kvh0, int64_t kvh1, float scale, float* scores) {
+  const int64_t c0 = rows.c0, c1 = rows.c1;
   constexpr int64_t hd = 16 * V;
   const int64_t group = shape.n_head / shape.n_head_kv;
   for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
@@ -185,10 +230,33 @@ void chunk_scores_f16(const float* qt, const KvLayerView& kv, const AttentionSha
         qa[i] = _mm512_loadu_ps(qt + ha * hd + 16 * i);
         qb[i] = _mm512_loadu_ps(qt + hb * hd + 16 * i);
       }
-      for (int64_t p = c0; p < c1; ++p) {
-        if (g == 0) prefetch_ahead(kv, kvh, p, kvh0, kvh1, c0, c1, p_end, 2 * hd);
+      int64_t p = c0;
+      for (; p + 4 <= c1; p += 4) {  // four keys: their sums reduced together
+        if (g == 0)
+          for (int64_t j = 0; j < 4; ++j) prefetch_ahead(rows, kvh, p + j, kvh0, kvh1, 2 * hd);
+        const __m256i* k[4];
+        __m512 sa[4], sb[4];
+        for (int j = 0; j < 4; ++j) {
+          k[j] = reinterpret_cast<const __m256i*>(
+              reinterpret_cast<const uint16_t*>(rows.key(p + j)) + kvh * hd);
+          sa[j] = _mm512_setzero_ps();
+          sb[j] = _mm512_setzero_ps();
+        }
+        for (int i = 0; i < V; ++i) {
+          for (int j = 0; j < 4; ++j) {
+            const __m512 kf = _mm512_cvtph_ps(_mm256_loadu_si256(k[j] + i));
+            sa[j] = _mm512_fmadd_ps(qa[i], kf, sa[j]);
+            sb[j] = _mm512_fmadd_ps(qb[i], kf, sb[j]);
+          }
+        }
+        const __m128 scale4 = _mm_set1_ps(scale);
+        _mm_storeu_ps(scores + ra * kRowChunk + (p - c0), _mm_mul_ps(sum4(sa), scale4));
+        _mm_storeu_ps(scores + rb * kRowChunk + (p - c0), _mm_mul_ps(sum4(sb), scale4));
+      }
+      for (; p < c1; ++p) {
+        if (g == 0) prefetch_ahead(rows, kvh, p, kvh0, kvh1, 2 * hd);
         const auto* k = reinterpret_cast<const __m256i*>(
-            static_cast<const uint16_t*>(kv_k_row(kv, p)) + kvh * hd);
+            reinterpret_cast<const uint16_t*>(rows.key(p)) + kvh * hd);
         __m512 sa = _mm512_setzero_ps(), sb = _mm512_setzero_ps();
         for (int i = 0; i < V; ++i) {
           const __m512 kf = _mm512_cvtph_ps(_mm256_loadu_si256(k + i));
@@ -202,38 +270,47 @@ void chunk_scores_f16(const float* qt, const KvLayerView& kv, const AttentionSha
   }
 }
 
+// Values: four heads at a time over a quarter of their output rows (4 x 4 accumulators) for
+// heads of 64, or over half of it twice for heads of 128, so that each key's V slice is widened
+// once per four heads instead of once per two. Missing heads of a group not a multiple of four
+// take weights 0 and are not written.
 template <int V>
-void chunk_values_f16(const float* w, const KvLayerView& kv, const AttentionShape& shape,
-                      int64_t kvh0, int64_t kvh1, int64_t c0, int64_t c1, float* out_first,
-                      int64_t out_stride) {
+void chunk_values_f16(const float* w, const ChunkRows& rows, const AttentionShape& shape,
+                      int64_t kvh0, int64_t kvh1, float* out_first, int64_t out_stride) {
+  const int64_t c0 = rows.c0, c1 = rows.c1;
   constexpr int64_t hd = 16 * V;
+  constexpr int kHeads = 4, kVecs = 4;  // per pass
+  static_assert(V % kVecs == 0);
   const int64_t group = shape.n_head / shape.n_head_kv;
+  alignas(64) const float zeros[kRowChunk] = {};
   for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
-    for (int64_t g = 0; g < group; g += 2) {
-      const int64_t ha = (kvh - kvh0) * group + g;  // in the range
-      const bool pair = g + 1 < group;
-      float* oa = out_first + ha * out_stride;
-      float* ob = pair ? oa + out_stride : oa;
-      __m512 acc_a[V], acc_b[V];
-      for (int i = 0; i < V; ++i) {
-        acc_a[i] = _mm512_loadu_ps(oa + 16 * i);
-        acc_b[i] = _mm512_setzero_ps();
-      }
-      for (int64_t p = c0; p < c1; ++p) {
-        const auto* v = reinterpret_cast<const __m256i*>(
-            static_cast<const uint16_t*>(kv_v_row(kv, p)) + kvh * hd);
-        const __m512 wa = _mm512_set1_ps(w[ha * kRowChunk + (p - c0)]);
-        const __m512 wb = _mm512_set1_ps(pair ? w[(ha + 1) * kRowChunk + (p - c0)] : 0.0f);
-        for (int i = 0; i < V; ++i) {
-          const __m512 vf = _mm512_cvtph_ps(_mm256_loadu_si256(v + i));
-          acc_a[i] = _mm512_fmadd_ps(wa, vf, acc_a[i]);
-          acc_b[i] = _mm512_fmadd_ps(wb, vf, acc_b[i]);
+    for (int64_t g = 0; g < group; g += kHeads) {
+      const int live = static_cast<int>(std::min<int64_t>(kHeads, group - g));
+      const int64_t h0 = (kvh - kvh0) * group + g;  // in the range
+      const float* wr[kHeads];
+      for (int j = 0; j < kHeads; ++j)
+        wr[j] = j < live ? w + (h0 + j) * kRowChunk - c0 : zeros - c0;
+      for (int part = 0; part < V; part += kVecs) {
+        __m512 acc[kHeads][kVecs];
+        for (int j = 0; j < kHeads; ++j)
+          for (int i = 0; i < kVecs; ++i)
+            acc[j][i] = j < live
+                            ? _mm512_loadu_ps(out_first + (h0 + j) * out_stride + 16 * (part + i))
+                            : _mm512_setzero_ps();
+        for (int64_t p = c0; p < c1; ++p) {
+          const auto* v = reinterpret_cast<const __m256i*>(
+                              reinterpret_cast<const uint16_t*>(rows.value(p)) + kvh * hd) +
+                          part;
+          __m512 vf[kVecs];
+          for (int i = 0; i < kVecs; ++i) vf[i] = _mm512_cvtph_ps(_mm256_loadu_si256(v + i));
+          for (int j = 0; j < kHeads; ++j) {
+            const __m512 wj = _mm512_set1_ps(wr[j][p]);
+            for (int i = 0; i < kVecs; ++i) acc[j][i] = _mm512_fmadd_ps(wj, vf[i], acc[j][i]);
+          }
         }
-      }
-      for (int i = 0; i < V; ++i) {
-        _mm512_storeu_ps(oa + 16 * i, acc_a[i]);
-        if (pair)
-          _mm512_storeu_ps(ob + 16 * i, _mm512_add_ps(_mm512_loadu_ps(ob + 16 * i), acc_b[i]));
+        for (int j = 0; j < live; ++j)
+          for (int i = 0; i < kVecs; ++i)
+            _mm512_storeu_ps(out_first + (h0 + j) * out_stride + 16 * (part + i), acc[j][i]);
       }
     }
   }
@@ -320,17 +397,19 @@ void attend_heads(const float* q, int64_t t, const int32_t* positions, const KvL
   const int vecs = 0;
 #endif
   const int64_t p_end = std::min(kv_end, static_cast<int64_t>(positions[t]) + 1);
+  ChunkRows rows;
   for (int64_t c0 = kv_begin; c0 < p_end; c0 += kRowChunk) {
     const int64_t c1 = std::min(p_end, c0 + kRowChunk);
+    find_rows(kv, c0, c1, p_end, &rows);
 #if defined(__AVX512F__)
     if (vecs == 8) {
-      chunk_scores_f16<8>(qt, kv, shape, kvh0, kvh1, c0, c1, p_end, scale, scores);
+      chunk_scores_f16<8>(qt, rows, shape, kvh0, kvh1, scale, scores);
     } else if (vecs == 4) {
-      chunk_scores_f16<4>(qt, kv, shape, kvh0, kvh1, c0, c1, p_end, scale, scores);
+      chunk_scores_f16<4>(qt, rows, shape, kvh0, kvh1, scale, scores);
     } else
 #endif
     {
-      chunk_scores(qt, kv, shape, kvh0, kvh1, c0, c1, p_end, scale, scores, row);
+      chunk_scores(qt, rows, shape, kvh0, kvh1, scale, scores, row);
     }
     for (int64_t h = 0; h < nh; ++h) {
       float* sc = scores + h * kRowChunk;
@@ -346,13 +425,13 @@ void attend_heads(const float* q, int64_t t, const int32_t* positions, const KvL
     }
 #if defined(__AVX512F__)
     if (vecs == 8) {
-      chunk_values_f16<8>(scores, kv, shape, kvh0, kvh1, c0, c1, out_first, out_stride);
+      chunk_values_f16<8>(scores, rows, shape, kvh0, kvh1, out_first, out_stride);
     } else if (vecs == 4) {
-      chunk_values_f16<4>(scores, kv, shape, kvh0, kvh1, c0, c1, out_first, out_stride);
+      chunk_values_f16<4>(scores, rows, shape, kvh0, kvh1, out_first, out_stride);
     } else
 #endif
     {
-      chunk_values(scores, kv, shape, kvh0, kvh1, c0, c1, out_first, out_stride, row);
+      chunk_values(scores, rows, shape, kvh0, kvh1, out_first, out_stride, row);
     }
   }
   for (int64_t h = 0; h < nh; ++h) {
