@@ -87,6 +87,16 @@ if [[ " ${steps[*]} " == *" train "* ]]; then
   train_pid=$!
 fi
 jsonl=$out/bench.jsonl
+# cpu_attention_bench at other thread counts and sizes: STRATA_ATTN_RUNS="threads:tokens ...".
+# Per-thread rates that stay flat with threads, and a KV that fits in cache running faster, say
+# the kernel waits on memory latency rather than on compute or on the memory's bandwidth.
+attn_runs() {
+  for run in ${STRATA_ATTN_RUNS:-}; do
+    OMP_NUM_THREADS=${run%%:*} build-gpu/bench/cpu_attention_bench --tokens "${run##*:}" \
+      --read-gib 2 --json-out "$jsonl" --commit "$commit" 2>&1 | tail -2 | head -1 || true
+  done
+}
+
 for step in "${steps[@]}"; do
   case $step in
     tests)
@@ -157,15 +167,12 @@ PY
         [ "$next_shape:$next_t" = "$shape:$t" ] || rm -f "$m"
       done ;;
     cpu-attn)
-      build-gpu/bench/cpu_attention_bench --json-out "$jsonl" --commit "$commit" 2>&1 | tail -1 ;;
-    ctx)
-      # The CPU's share of cold attention first: its rate against C decides the cpu mode. Fewer
-      # threads too (STRATA_ATTN_THREADS): per-core rates that scale say compute-bound.
       build-gpu/bench/cpu_attention_bench --json-out "$jsonl" --commit "$commit" 2>&1 | tail -1
-      for th in ${STRATA_ATTN_THREADS:-}; do
-        OMP_NUM_THREADS=$th build-gpu/bench/cpu_attention_bench --read-gib 2 --json-out "$jsonl" \
-          --commit "$commit" 2>&1 | tail -1 || true
-      done
+      attn_runs ;;
+    ctx)
+      # The CPU's share of cold attention first: its rate against C decides the cpu mode.
+      build-gpu/bench/cpu_attention_bench --json-out "$jsonl" --commit "$commit" 2>&1 | tail -1
+      attn_runs
       m=/tmp/llama3-8b-Q4_0.gguf
       [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type Q4_0 --out "$m" 2>&1 | tail -1
       for mode in ${STRATA_CTX_MODES:-prefetch cpu}; do
