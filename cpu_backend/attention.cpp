@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <span>
+#include <vector>
 
 #include "cpu_backend/kv_row.h"
 
@@ -366,17 +368,17 @@ inline float chunk_softmax(float* sc, int64_t n, float prev_max, float* sum) {
 #endif
 }
 
-// Token t, keys [kv_begin, min(kv_end, positions[t] + 1)), the query heads of KV heads
-// [kvh0, kvh1) at once: their K rows, then their V rows, read front to back in chunks of
-// kRowChunk keys (a block's rows are contiguous, so the prefetchers stream them), with a running
-// max and sum per head (online softmax) so that the scratch does not grow with the range. The
-// i-th of those heads writes its output to out_first + i * out_stride and its log-sum-exp to
+// Token t, keys of the disjoint ranges [begin, min(end, positions[t] + 1)), the query heads of KV
+// heads [kvh0, kvh1) at once: their K rows, then their V rows, read front to back in chunks of
+// kRowChunk keys (a block's rows are contiguous), with a running max and sum per head (online
+// softmax, across the ranges) so that the scratch does not grow with them. The i-th of those
+// heads writes its output to out_first + i * out_stride and its log-sum-exp to
 // lse_first[i * lse_stride] (if set). base: this thread's scratch, heads * (kRowChunk + 2) +
 // head_dim floats.
 void attend_heads(const float* q, int64_t t, const int32_t* positions, const KvLayerView& kv,
-                  const AttentionShape& shape, int64_t kvh0, int64_t kvh1, int64_t kv_begin,
-                  int64_t kv_end, float* out_first, int64_t out_stride, float* lse_first,
-                  int64_t lse_stride, float* base) {
+                  const AttentionShape& shape, int64_t kvh0, int64_t kvh1,
+                  std::span<const KeyRange> ranges, float* out_first, int64_t out_stride,
+                  float* lse_first, int64_t lse_stride, float* base) {
   const int64_t hd = shape.head_dim;
   const int64_t nh = (kvh1 - kvh0) * (shape.n_head / shape.n_head_kv);  // heads in the range
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -396,42 +398,44 @@ void attend_heads(const float* q, int64_t t, const int32_t* positions, const KvL
 #else
   const int vecs = 0;
 #endif
-  const int64_t p_end = std::min(kv_end, static_cast<int64_t>(positions[t]) + 1);
   ChunkRows rows;
-  for (int64_t c0 = kv_begin; c0 < p_end; c0 += kRowChunk) {
-    const int64_t c1 = std::min(p_end, c0 + kRowChunk);
-    find_rows(kv, c0, c1, p_end, &rows);
+  for (const auto& [kv_begin, kv_end] : ranges) {
+    const int64_t p_end = std::min(kv_end, static_cast<int64_t>(positions[t]) + 1);
+    for (int64_t c0 = kv_begin; c0 < p_end; c0 += kRowChunk) {
+      const int64_t c1 = std::min(p_end, c0 + kRowChunk);
+      find_rows(kv, c0, c1, p_end, &rows);
 #if defined(__AVX512F__)
-    if (vecs == 8) {
-      chunk_scores_f16<8>(qt, rows, shape, kvh0, kvh1, scale, scores);
-    } else if (vecs == 4) {
-      chunk_scores_f16<4>(qt, rows, shape, kvh0, kvh1, scale, scores);
-    } else
+      if (vecs == 8) {
+        chunk_scores_f16<8>(qt, rows, shape, kvh0, kvh1, scale, scores);
+      } else if (vecs == 4) {
+        chunk_scores_f16<4>(qt, rows, shape, kvh0, kvh1, scale, scores);
+      } else
 #endif
-    {
-      chunk_scores(qt, rows, shape, kvh0, kvh1, scale, scores, row);
-    }
-    for (int64_t h = 0; h < nh; ++h) {
-      float* sc = scores + h * kRowChunk;
-      float sum = 0.0f;
-      const float m = chunk_softmax(sc, c1 - c0, run_max[h], &sum);  // finite: c1 > c0
-      const float rescale = std::exp(run_max[h] - m);                // 0 on the first chunk
-      run_sum[h] = run_sum[h] * rescale + sum;
-      run_max[h] = m;
-      if (rescale != 1.0f) {
-        float* o = out_first + h * out_stride;
-        for (int64_t i = 0; i < hd; ++i) o[i] *= rescale;
+      {
+        chunk_scores(qt, rows, shape, kvh0, kvh1, scale, scores, row);
       }
-    }
+      for (int64_t h = 0; h < nh; ++h) {
+        float* sc = scores + h * kRowChunk;
+        float sum = 0.0f;
+        const float m = chunk_softmax(sc, c1 - c0, run_max[h], &sum);  // finite: c1 > c0
+        const float rescale = std::exp(run_max[h] - m);                // 0 on the first chunk
+        run_sum[h] = run_sum[h] * rescale + sum;
+        run_max[h] = m;
+        if (rescale != 1.0f) {
+          float* o = out_first + h * out_stride;
+          for (int64_t i = 0; i < hd; ++i) o[i] *= rescale;
+        }
+      }
 #if defined(__AVX512F__)
-    if (vecs == 8) {
-      chunk_values_f16<8>(scores, rows, shape, kvh0, kvh1, out_first, out_stride);
-    } else if (vecs == 4) {
-      chunk_values_f16<4>(scores, rows, shape, kvh0, kvh1, out_first, out_stride);
-    } else
+      if (vecs == 8) {
+        chunk_values_f16<8>(scores, rows, shape, kvh0, kvh1, out_first, out_stride);
+      } else if (vecs == 4) {
+        chunk_values_f16<4>(scores, rows, shape, kvh0, kvh1, out_first, out_stride);
+      } else
 #endif
-    {
-      chunk_values(scores, rows, shape, kvh0, kvh1, out_first, out_stride, row);
+      {
+        chunk_values(scores, rows, shape, kvh0, kvh1, out_first, out_stride, row);
+      }
     }
   }
   for (int64_t h = 0; h < nh; ++h) {
@@ -460,35 +464,59 @@ int64_t key_splits(int64_t n_tokens, int64_t n_head_kv, int64_t n_keys) {
 void attention_range(const float* q, int64_t n_tokens, const int32_t* positions,
                      const KvLayerView& kv, const AttentionShape& shape, int64_t kv_begin,
                      int64_t kv_end, float* out, float* lse, float* scratch) {
+  const KeyRange range{kv_begin, kv_end};
+  attention_ranges(q, n_tokens, positions, kv, shape, std::span(&range, 1), out, lse, scratch);
+}
+
+void attention_ranges(const float* q, int64_t n_tokens, const int32_t* positions,
+                      const KvLayerView& kv, const AttentionShape& shape,
+                      std::span<const KeyRange> ranges, float* out, float* lse, float* scratch) {
   const int64_t hd = shape.head_dim;
   const int64_t group = shape.n_head / shape.n_head_kv;
   const int64_t per_thread = per_thread_floats(shape);  // as attention_scratch_floats lays it out
-  const int64_t splits = key_splits(n_tokens, shape.n_head_kv, kv_end - kv_begin);
+  int64_t n_keys = 0;
+  for (const auto& [b, e] : ranges) n_keys += e - b;
+  const int64_t splits = key_splits(n_tokens, shape.n_head_kv, n_keys);
   if (splits == 1) {
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int64_t t = 0; t < n_tokens; ++t) {
       for (int64_t kvh = 0; kvh < shape.n_head_kv; ++kvh) {
         float* base = scratch + static_cast<int64_t>(omp_get_thread_num()) * per_thread;
         const int64_t h0 = t * shape.n_head + kvh * group;
-        attend_heads(q, t, positions, kv, shape, kvh, kvh + 1, kv_begin, kv_end, out + h0 * hd, hd,
+        attend_heads(q, t, positions, kv, shape, kvh, kvh + 1, ranges, out + h0 * hd, hd,
                      lse != nullptr ? lse + h0 : nullptr, 1, base);
       }
     }
     return;
   }
+  // Pieces of equal key counts over the ranges laid end to end; a piece may take parts of
+  // several ranges.
+  std::vector<std::vector<KeyRange>> pieces(static_cast<size_t>(splits));
+  {
+    size_t r = 0;
+    int64_t at = ranges.empty() ? 0 : ranges[0].first;
+    for (int64_t sp = 0; sp < splits; ++sp) {
+      int64_t want = n_keys * (sp + 1) / splits - n_keys * sp / splits;
+      while (want > 0) {
+        const int64_t take = std::min(want, ranges[r].second - at);
+        if (take > 0) pieces[static_cast<size_t>(sp)].emplace_back(at, at + take);
+        at += take;
+        want -= take;
+        if (at == ranges[r].second && r + 1 < ranges.size()) at = ranges[++r].first;
+      }
+    }
+  }
   // Split keys: each piece's part into [token][head][piece] rows after the threads' scratch,
   // then merged exactly (merge_attention's formula) per head.
   float* part_out = scratch + static_cast<int64_t>(omp_get_max_threads()) * per_thread;
   float* part_lse = part_out + n_tokens * shape.n_head * splits * hd;
-  const int64_t n_keys = kv_end - kv_begin;
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
   for (int64_t t = 0; t < n_tokens; ++t) {
     for (int64_t sp = 0; sp < splits; ++sp) {
       float* base = scratch + static_cast<int64_t>(omp_get_thread_num()) * per_thread;
-      const int64_t b = kv_begin + n_keys * sp / splits, e = kv_begin + n_keys * (sp + 1) / splits;
       const int64_t row0 = t * shape.n_head * splits + sp;  // head 0's row of this piece
-      attend_heads(q, t, positions, kv, shape, 0, shape.n_head_kv, b, e, part_out + row0 * hd,
-                   splits * hd, part_lse + row0, splits, base);
+      attend_heads(q, t, positions, kv, shape, 0, shape.n_head_kv, pieces[static_cast<size_t>(sp)],
+                   part_out + row0 * hd, splits * hd, part_lse + row0, splits, base);
     }
   }
 #pragma omp parallel for

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
+#include <utility>
 
 #include "memory/kv_view.h"
 
@@ -31,6 +33,17 @@ void attention(const float* q, int64_t n_tokens, const int32_t* positions, const
 void attention_range(const float* q, int64_t n_tokens, const int32_t* positions,
                      const KvLayerView& kv, const AttentionShape& shape, int64_t kv_begin,
                      int64_t kv_end, float* out, float* lse, float* scratch);
+
+// [begin, end) of KV positions.
+using KeyRange = std::pair<int64_t, int64_t>;
+
+// attention_range over the union of disjoint ranges, in one parallel region: the cpu cold
+// attention's share comes dealt in groups of blocks (GpuExecutorOptions::cold_deal_blocks), ~15
+// ranges per layer at 128k, and a region and a merge per range made the threads wait at every
+// range's end. REQUIRES: as attention_range for each range.
+void attention_ranges(const float* q, int64_t n_tokens, const int32_t* positions,
+                      const KvLayerView& kv, const AttentionShape& shape,
+                      std::span<const KeyRange> ranges, float* out, float* lse, float* scratch);
 
 // Two attention parts over disjoint key ranges, each [rows][head_dim] with lse [rows] (rows =
 // n_tokens * n_head), into out/lse over the union: out = (e^(la-m) oa + e^(lb-m) ob) /

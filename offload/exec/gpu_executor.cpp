@@ -721,8 +721,6 @@ Status GpuExecutor::init_cold_attention() {
   cold_lse_device_ = static_cast<const float*>(lse_dev);
   STRATA_ASSIGN_OR_RETURN(gpu_lse_, arena_->allocate(rows * 4, DeviceMemoryTag::kActivations));
   STRATA_ASSIGN_OR_RETURN(cold_q_ready_, cuda::Event::create(cuda::EventTiming::kDisabled));
-  cold_part_out_.resize(static_cast<size_t>(q_floats));
-  cold_part_lse_.resize(static_cast<size_t>(rows));
   cold_scratch_.resize(static_cast<size_t>(
       cpu::attention_scratch_floats(base.max_context > 0 ? base.max_context : hp.n_ctx_train,
                                     cpu::AttentionShape{hp.n_head, hp.n_head_kv, hp.head_dim})));
@@ -900,22 +898,16 @@ Status GpuExecutor::split_attention(const Segment& s, int64_t layer, const float
   const auto* host_q = static_cast<const float*>(cold_q_.data());
   auto* cpu_out = static_cast<float*>(cold_out_.data());
   auto* cpu_lse = static_cast<float*>(cold_lse_.data());
-  std::fill(cpu_out, cpu_out + q_floats, 0.0f);
-  std::fill(cpu_lse, cpu_lse + rows, -INFINITY);
   std::vector<int32_t> positions(static_cast<size_t>(s.n));
   for (int64_t i = 0; i < s.n; ++i)
     positions[static_cast<size_t>(i)] = static_cast<int32_t>(s.pos0 + i);
   const KvLayerView view = kv_->layer_view(s.seq, layer);
   const cpu::AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
   const auto t0 = std::chrono::steady_clock::now();
+  cpu::attention_ranges(host_q, s.n, positions.data(), view, shape, s.cold_ranges, cpu_out,
+                        cpu_lse, cold_scratch_.data());
   int64_t keys = 0;
-  for (const auto& [begin, end] : s.cold_ranges) {
-    cpu::attention_range(host_q, s.n, positions.data(), view, shape, begin, end,
-                         cold_part_out_.data(), cold_part_lse_.data(), cold_scratch_.data());
-    cpu::merge_attention(cpu_out, cpu_lse, cold_part_out_.data(), cold_part_lse_.data(), rows,
-                         hp.head_dim, cpu_out, cpu_lse);
-    keys += end - begin;
-  }
+  for (const auto& [begin, end] : s.cold_ranges) keys += end - begin;
   cold_split_.add_cpu(static_cast<double>(2 * keys * kv_bytes(view.dtype, view.kv_dim)),
                       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return gpu::merge_attention_parts(out, lse, cold_out_device_, cold_lse_device_, rows, hp.head_dim,

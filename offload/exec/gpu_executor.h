@@ -89,12 +89,9 @@ struct GpuExecutorOptions {
   // weights stay in pageable memory (with a warning): correct, but streamed at pageable speed.
   std::function<std::unique_ptr<HostPinner>()> make_host_pinner;
   // Tiered KV (base.kv_hot_window_tokens > 0): decode steps attend the cold blocks on the CPU
-  // where they lie (cpu::attention_range, OpenMP) while the GPU attends the hot ones, merged
+  // where they lie (cpu::attention_ranges, OpenMP) while the GPU attends the hot ones, merged
   // through their log-sum-exps (issue 6's cold_attention = cpu). Off: the GPU reads cold blocks
-  // in place over PCIe. Prefill chunks always take the in-place reads.
-  // NOT YET RUN ON A GPU (written 2026-12-02 without device time): the kernels' tests
-  // (GpuAttentionTest.SplitDecode*) and the golden tiered test cover it; strata run does not
-  // offer it until they have passed on the GPU machine.
+  // in place over PCIe (or staged, cold_stage_blocks). Prefill chunks are never split.
   bool cold_attention_on_cpu = false;
   // Tiered KV: blocks of one layer's cold KV that a VRAM staging slot holds (two slots, so the
   // next layer's copy overlaps this layer's work): cold_attention = prefetch. A chunk's cold
@@ -108,8 +105,8 @@ struct GpuExecutorOptions {
   // others in place over PCIe at the same time. Balanced when the CPU's part takes as long as
   // the link's: (S - P) / S, the CPU's share of host memory while PCIe streams (0.59 for S 135,
   // P 55 GB/s). Blocks are dealt by index in groups of cold_deal_blocks (Bresenham), so a
-  // block's owner never changes and the CPU gets long ranges: each range is one
-  // cpu::attention_range call (an OpenMP region and a merge) per layer.
+  // block's owner never changes and the CPU gets long ranges, all of a layer's attended in one
+  // cpu::attention_ranges call (one OpenMP region).
   double cold_cpu_fraction = 1.0;
   int64_t cold_deal_blocks = 256;
   // With cold_attention_on_cpu and staging: cold_cpu_fraction is only where the share starts;
@@ -376,7 +373,7 @@ class GpuExecutor final : public Engine {
   const float* cold_lse_device_ = nullptr;
   DeviceBuffer gpu_lse_;
   cuda::Event cold_q_ready_;
-  std::vector<float> cold_part_out_, cold_part_lse_, cold_scratch_;
+  std::vector<float> cold_scratch_;
 
   // cold_stage_blocks: two slots of [K: cap][V: cap] layer blocks, the chunk's table with
   // staged entries and its mirror, the staged blocks' indices of this chunk (empty: no staging),

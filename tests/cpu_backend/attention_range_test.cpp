@@ -209,6 +209,58 @@ TEST_P(AttentionRange, LongKeyRangesSplitAcrossThreadsMatchFloat64) {
   omp_set_num_threads(saved);
 }
 
+TEST_P(AttentionRange, SeveralRangesInOneCallMatchTheirPartsMerged) {
+  // attention_ranges over four disjoint ranges (some possibly empty) in one region against
+  // attention_range per range merged through the log-sum-exps; one token (keys split into pieces
+  // that cross ranges) and three (per KV head), one query early enough to cut later ranges.
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(8);
+  std::mt19937 rng(std::random_device{}());
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int64_t hd = GetParam() == DType::kQ8_0 ? 32 : 16;
+  for (const AttentionShape s : {AttentionShape{4, 1, hd}, AttentionShape{12, 4, 128}}) {
+    const int64_t tokens = 2100;
+    const Paged p = make_paged(rng, s, GetParam(), tokens, 16);
+    std::vector<int64_t> cuts(8);
+    for (int64_t& c : cuts) c = static_cast<int64_t>(rng() % (tokens + 1));
+    std::sort(cuts.begin(), cuts.end());
+    std::vector<KeyRange> ranges;
+    for (size_t i = 0; i < cuts.size(); i += 2) ranges.emplace_back(cuts[i], cuts[i + 1]);
+    for (const int64_t n : {1, 3}) {
+      SCOPED_TRACE(std::to_string(s.n_head_kv) + " KV heads, " + std::to_string(n) + " tokens");
+      const int64_t qd = s.n_head * s.head_dim, rows = n * s.n_head;
+      const std::vector<int32_t> pos = {static_cast<int32_t>(tokens - 1), 900,
+                                        static_cast<int32_t>(tokens - 2)};
+      std::vector<float> q(static_cast<size_t>(n * qd));
+      for (float& x : q) x = normal(rng);
+      std::vector<float> scratch(static_cast<size_t>(attention_scratch_floats(tokens, s)));
+      std::vector<float> out(q.size(), NAN), lse(static_cast<size_t>(rows), NAN);
+      attention_ranges(q.data(), n, pos.data(), p.view, s, ranges, out.data(), lse.data(),
+                       scratch.data());
+      std::vector<float> acc(q.size(), 0.0f), acc_lse(lse.size(), -INFINITY);
+      for (const auto& [b, e] : ranges) {
+        std::vector<float> part(q.size(), NAN), part_lse(lse.size(), NAN);
+        attention_range(q.data(), n, pos.data(), p.view, s, b, e, part.data(), part_lse.data(),
+                        scratch.data());
+        merge_attention(acc.data(), acc_lse.data(), part.data(), part_lse.data(), rows, s.head_dim,
+                        acc.data(), acc_lse.data());
+      }
+      for (size_t i = 0; i < out.size(); ++i) {
+        ASSERT_FALSE(std::isnan(out[i])) << i;
+        EXPECT_NEAR(out[i], acc[i], 1e-5 * (1 + std::abs(acc[i]))) << "elem " << i;
+      }
+      for (size_t r = 0; r < lse.size(); ++r) {
+        if (acc_lse[r] == -INFINITY) {
+          EXPECT_EQ(lse[r], -INFINITY);
+        } else {
+          EXPECT_NEAR(lse[r], acc_lse[r], 1e-5 * (1 + std::abs(acc_lse[r]))) << "row " << r;
+        }
+      }
+    }
+  }
+  omp_set_num_threads(saved);
+}
+
 TEST(MergeAttention, AnEmptyPartIsTheIdentity) {
   const std::vector<float> o = {1, 2, 3, 4}, zero = {0, 0, 0, 0};
   const std::vector<float> l = {0.5f, -1.0f}, none = {-INFINITY, -INFINITY};
