@@ -54,10 +54,10 @@ inline const float* head_f32(const void* raw, int64_t hd, DType dtype, float* bu
 // Keys per chunk of attend_heads.
 constexpr int64_t kRowChunk = 64;
 
-// Software prefetch into L2. The chunk loops read a chunk's rows one KV head slice at a time
-// (all keys of head 0, then of head 1, ...), 2 KB apart for llama3-8b's f16 rows: a stride the
-// hardware prefetchers do not follow across a block. Without this the CPU's share of a 128k
-// decode ran at 46 GB/s against C's 94 on the H200's host (2.9 GB/s per core, latency-bound).
+// Software prefetch into L2. On the H200's Xeon host the attention ran at ~3.5 GB/s per core
+// for 1 to 16 threads (12.6 GB/s is one core's read bandwidth there) while one core of the dev
+// VM's EPYC ran it at 13.5: bound per core by waiting on memory, it seems, when the loops read
+// one KV head's 256-byte slice of each row, 2 KB apart for llama3-8b's f16 rows.
 inline void prefetch_bytes(const void* p, int64_t bytes) {
   for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(static_cast<const char*>(p) + b, 0, 2);
 }
@@ -67,7 +67,7 @@ constexpr int64_t kPrefetchKeys = 16;
 // A chunk's keys [c0, c1) and the addresses of the rows its loops read, found once per chunk:
 // the loops read each row once per pair of heads, and kv_k_row's division by block_tokens at
 // every read showed in their profile. k also holds the kPrefetchKeys rows after c1 (below p_end)
-// that prefetch_ahead asks for.
+// that prefetch_rows asks for.
 struct ChunkRows {
   DType dtype;
   int64_t c0, c1, k_end;  // k[p - c0] for p in [c0, k_end), v[p - c0] for p in [c0, c1)
@@ -94,26 +94,14 @@ void find_rows(const KvLayerView& kv, int64_t c0, int64_t c1, int64_t p_end, Chu
   }
 }
 
-// While the scores loop is at (kvh, p) of the chunk: asks for the V slice it will read in the
-// values pass, and for the K slice kPrefetchKeys items later in its own order (kvh-major), which
-// past the chunk's last head is the next chunk's first keys of head kvh0.
-inline void prefetch_ahead(const ChunkRows& rows, int64_t kvh, int64_t p, int64_t kvh0,
-                           int64_t kvh1, int64_t head_bytes) {
-  prefetch_bytes(rows.value(p) + kvh * head_bytes, head_bytes);
-  int64_t k_p = p + kPrefetchKeys, k_h = kvh;
-  if (k_p >= rows.c1) {
-    const int64_t over = k_p - rows.c1;
-    if (kvh + 1 < kvh1) {
-      k_h = kvh + 1;
-      k_p = rows.c0 + over;
-      if (k_p >= rows.c1) return;
-    } else {
-      k_h = kvh0;
-      k_p = rows.c1 + over;
-      if (k_p >= rows.k_end) return;
-    }
+// Asks for the slices [off, off + bytes) of keys [p, p + n): their V rows, which the values pass
+// reads after the chunk's scores, and the K rows kPrefetchKeys keys later. The scores loops go
+// key by key, all heads of a key before the next, so that both streams run in address order.
+inline void prefetch_rows(const ChunkRows& rows, int64_t p, int64_t n, int64_t off, int64_t bytes) {
+  for (int64_t j = p; j < p + n; ++j) {
+    prefetch_bytes(rows.value(j) + off, bytes);
+    if (j + kPrefetchKeys < rows.k_end) prefetch_bytes(rows.key(j + kPrefetchKeys) + off, bytes);
   }
-  prefetch_bytes(rows.key(k_p) + k_h * head_bytes, head_bytes);
 }
 
 // One thread's scratch in attention_range: see attention_scratch_floats.
@@ -166,8 +154,8 @@ void chunk_scores(const float* qt, const ChunkRows& rows, const AttentionShape& 
   const int64_t head_bytes = kv_bytes(rows.dtype, hd), c0 = rows.c0;
   for (int64_t p = c0; p < rows.c1; ++p) {
     const char* k_row = rows.key(p);
+    prefetch_rows(rows, p, 1, kvh0 * head_bytes, (kvh1 - kvh0) * head_bytes);
     for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
-      prefetch_ahead(rows, kvh, p, kvh0, kvh1, head_bytes);
       const float* k = head_f32(k_row + kvh * head_bytes, hd, rows.dtype, row);
       for (int64_t g = 0; g < group; ++g) {
         const int64_t h = kvh * group + g, r = h - kvh0 * group;
@@ -223,47 +211,53 @@ void chunk_scores_f16(const float* qt, const ChunkRows& rows, const AttentionSha
   const int64_t c0 = rows.c0, c1 = rows.c1;
   constexpr int64_t hd = 16 * V;
   const int64_t group = shape.n_head / shape.n_head_kv;
-  for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
-    for (int64_t g = 0; g < group; g += 2) {
-      const int64_t ha = kvh * group + g, hb = g + 1 < group ? ha + 1 : ha;  // absolute
-      const int64_t ra = ha - kvh0 * group, rb = hb - kvh0 * group;          // in the range
-      __m512 qa[V], qb[V];
-      for (int i = 0; i < V; ++i) {
-        qa[i] = _mm512_loadu_ps(qt + ha * hd + 16 * i);
-        qb[i] = _mm512_loadu_ps(qt + hb * hd + 16 * i);
-      }
-      int64_t p = c0;
-      for (; p + 4 <= c1; p += 4) {  // four keys: their sums reduced together
-        if (g == 0)
-          for (int64_t j = 0; j < 4; ++j) prefetch_ahead(rows, kvh, p + j, kvh0, kvh1, 2 * hd);
-        const __m256i* k[4];
+  const __m128 scale4 = _mm_set1_ps(scale);
+  // Key by key (four at a time), all heads of those keys before the next: rows in address
+  // order. The heads' q come from L1 for each four keys.
+  int64_t p = c0;
+  for (; p + 4 <= c1; p += 4) {
+    prefetch_rows(rows, p, 4, kvh0 * 2 * hd, (kvh1 - kvh0) * 2 * hd);
+    for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
+      const __m256i* k[4];
+      for (int j = 0; j < 4; ++j)
+        k[j] = reinterpret_cast<const __m256i*>(reinterpret_cast<const uint16_t*>(rows.key(p + j)) +
+                                                kvh * hd);
+      for (int64_t g = 0; g < group; g += 2) {
+        const int64_t ha = kvh * group + g, hb = g + 1 < group ? ha + 1 : ha;  // absolute
+        const int64_t ra = ha - kvh0 * group, rb = hb - kvh0 * group;          // in the range
         __m512 sa[4], sb[4];
         for (int j = 0; j < 4; ++j) {
-          k[j] = reinterpret_cast<const __m256i*>(
-              reinterpret_cast<const uint16_t*>(rows.key(p + j)) + kvh * hd);
           sa[j] = _mm512_setzero_ps();
           sb[j] = _mm512_setzero_ps();
         }
         for (int i = 0; i < V; ++i) {
+          const __m512 qa = _mm512_loadu_ps(qt + ha * hd + 16 * i);
+          const __m512 qb = _mm512_loadu_ps(qt + hb * hd + 16 * i);
           for (int j = 0; j < 4; ++j) {
             const __m512 kf = _mm512_cvtph_ps(_mm256_loadu_si256(k[j] + i));
-            sa[j] = _mm512_fmadd_ps(qa[i], kf, sa[j]);
-            sb[j] = _mm512_fmadd_ps(qb[i], kf, sb[j]);
+            sa[j] = _mm512_fmadd_ps(qa, kf, sa[j]);
+            sb[j] = _mm512_fmadd_ps(qb, kf, sb[j]);
           }
         }
-        const __m128 scale4 = _mm_set1_ps(scale);
+        // Four keys' sums reduced together (sum4).
         _mm_storeu_ps(scores + ra * kRowChunk + (p - c0), _mm_mul_ps(sum4(sa), scale4));
         _mm_storeu_ps(scores + rb * kRowChunk + (p - c0), _mm_mul_ps(sum4(sb), scale4));
       }
-      for (; p < c1; ++p) {
-        if (g == 0) prefetch_ahead(rows, kvh, p, kvh0, kvh1, 2 * hd);
-        const auto* k = reinterpret_cast<const __m256i*>(
-            reinterpret_cast<const uint16_t*>(rows.key(p)) + kvh * hd);
+    }
+  }
+  for (; p < c1; ++p) {
+    prefetch_rows(rows, p, 1, kvh0 * 2 * hd, (kvh1 - kvh0) * 2 * hd);
+    for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
+      const auto* k = reinterpret_cast<const __m256i*>(
+          reinterpret_cast<const uint16_t*>(rows.key(p)) + kvh * hd);
+      for (int64_t g = 0; g < group; g += 2) {
+        const int64_t ha = kvh * group + g, hb = g + 1 < group ? ha + 1 : ha;
+        const int64_t ra = ha - kvh0 * group, rb = hb - kvh0 * group;
         __m512 sa = _mm512_setzero_ps(), sb = _mm512_setzero_ps();
         for (int i = 0; i < V; ++i) {
           const __m512 kf = _mm512_cvtph_ps(_mm256_loadu_si256(k + i));
-          sa = _mm512_fmadd_ps(qa[i], kf, sa);
-          sb = _mm512_fmadd_ps(qb[i], kf, sb);
+          sa = _mm512_fmadd_ps(_mm512_loadu_ps(qt + ha * hd + 16 * i), kf, sa);
+          sb = _mm512_fmadd_ps(_mm512_loadu_ps(qt + hb * hd + 16 * i), kf, sb);
         }
         scores[ra * kRowChunk + (p - c0)] = _mm512_reduce_add_ps(sa) * scale;
         scores[rb * kRowChunk + (p - c0)] = _mm512_reduce_add_ps(sb) * scale;
