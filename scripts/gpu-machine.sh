@@ -24,6 +24,7 @@
 #                each STRATA_CTX_MODES (cold attention: prefetch into VRAM staging, cpu = prefetch
 #                plus a CPU share of decode attention; in-place = read over PCIe where they lie)
 #     cpu-attn   bench/cpu_attention_bench (cpu::attention_range over f16 KV vs C; ctx runs it too)
+#     attn-ab    the same with the carried .ab/ files in place of the tree's (a kernel's A/B)
 #     gemv       bench/gemv_bench (CPU decode GEMV vs measured read bandwidth)
 #     cpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/cpu_e2e_bench on each (decode + prefill 2048)
 #     train      (starts first, in the background) trains the default model on the GPU from the
@@ -169,6 +170,18 @@ PY
     cpu-attn)
       build-gpu/bench/cpu_attention_bench --json-out "$jsonl" --commit "$commit" 2>&1 | tail -1
       attn_runs ;;
+    attn-ab)
+      # A/B of the CPU attention kernel in one call: the files under .ab/ (carried, git-ignored,
+      # at their repo paths) replace the tree's, cpu_attention_bench is rebuilt and the
+      # STRATA_ATTN_RUNS run again; then the tree's own files come back.
+      [ -d .ab ] || { echo "attn-ab: no .ab/ carried"; continue; }
+      files=$(cd .ab && find . -type f | sed 's|^\./||')
+      for f in $files; do cp "$f" "/tmp/ab-keep-$(echo "$f" | tr / _)"; cp ".ab/$f" "$f"; done
+      ninja -C build-gpu cpu_attention_bench > /tmp/ab-build.log 2>&1 || tail -5 /tmp/ab-build.log
+      echo "attn-ab: with .ab/ ($files)"
+      attn_runs
+      for f in $files; do cp "/tmp/ab-keep-$(echo "$f" | tr / _)" "$f"; done
+      ninja -C build-gpu cpu_attention_bench > /tmp/ab-build.log 2>&1 || tail -5 /tmp/ab-build.log ;;
     ctx)
       # The CPU's share of cold attention first: its rate against C decides the cpu mode.
       build-gpu/bench/cpu_attention_bench --json-out "$jsonl" --commit "$commit" 2>&1 | tail -1
