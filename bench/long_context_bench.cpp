@@ -191,6 +191,14 @@ int main(int argc, char** argv) {
       r["cold_split_balanced"] = o.balance_cold_split;
       r["cold_cpu_attention_bytes_per_s"] = split.cpu_bytes_per_s();
       r["cold_link_bytes_per_s"] = split.link_bytes_per_s();
+      // One step's CPU attention and staging copy seconds (summed over layers; the last step the
+      // split folded), against the step's 1 / tokens_per_s.
+      r["cold_step_cpu_s"] = split.last_cpu_seconds();
+      r["cold_step_link_s"] = split.last_link_seconds();
+      if (phase == "decode" && tps > 0)
+        std::fprintf(stderr, "%lld: step %.1f ms, CPU attention %.1f ms, staging copies %.1f ms\n",
+                     static_cast<long long>(context), 1e3 / tps, 1e3 * split.last_cpu_seconds(),
+                     1e3 * split.last_link_seconds());
     }
     r["cold_stage_blocks"] = o.cold_stage_blocks;
     r["peak_vram_bytes"] = exec->device_stats()->peak_used_bytes;

@@ -192,7 +192,7 @@ PY
         timeout "${STRATA_BENCH_TIMEOUT:-300}" build-gpu/bench/long_context_bench -m "$m" --model-name llama3-8b \
           --vram-budget 8GiB --contexts "${STRATA_CTX_CONTEXTS:-4096,32768,131072}" \
           --hot-window "${STRATA_CTX_WINDOW:-4096}" --prefill-context "${STRATA_CTX_PREFILL:-32768}" \
-          --cold-attention "$mode" --json-out "$jsonl" --commit "$commit" 2>&1 | grep -v '^{' | tail -12 || true
+          --cold-attention "$mode" --json-out "$jsonl" --commit "$commit" 2>&1 | grep -v '^{' | tail -16 || true
       done ;;
     gemv)
       build-gpu/bench/gemv_bench --read-gib 8 --json "$jsonl" --commit "$commit" 2>&1 | tail -12 ;;

@@ -25,6 +25,8 @@ void ColdSplit::fold(double bytes, double seconds, double* rate) {
 bool ColdSplit::end_step() {
   fold(cpu_bytes_, cpu_s_, &cpu_rate_);
   fold(link_bytes_, link_s_, &link_rate_);
+  last_cpu_s_ = cpu_s_;
+  last_link_s_ = link_s_;
   cpu_bytes_ = cpu_s_ = link_bytes_ = link_s_ = 0;
   // Until both sides have been seen the share stays: a side with no work has no rate to weigh.
   if (cpu_rate_ <= 0 || link_rate_ <= 0) return false;

@@ -38,6 +38,10 @@ class ColdSplit {
   double share() const { return share_; }
   double cpu_bytes_per_s() const { return cpu_rate_; }
   double link_bytes_per_s() const { return link_rate_; }
+  // The last folded step's seconds on each side (summed over layers), to set against the
+  // step's wall time: what the two readers leave of it is the step's serial part.
+  double last_cpu_seconds() const { return last_cpu_s_; }
+  double last_link_seconds() const { return last_link_s_; }
 
  private:
   static void fold(double bytes, double seconds, double* rate);
@@ -45,6 +49,7 @@ class ColdSplit {
   double share_;
   double cpu_rate_ = 0, link_rate_ = 0;                             // 0: not measured yet
   double cpu_bytes_ = 0, cpu_s_ = 0, link_bytes_ = 0, link_s_ = 0;  // this step's
+  double last_cpu_s_ = 0, last_link_s_ = 0;
 };
 
 }  // namespace strata
