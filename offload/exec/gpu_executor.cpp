@@ -881,7 +881,8 @@ void GpuExecutor::describe_cold(SeqId seq, Segment* s) const {
   s->hot_kv.block_table = static_cast<void* const*>(tables_.at(seq).hot_table.data());
 }
 
-Status GpuExecutor::split_attention(const Segment& s, int64_t layer, const float* q, float* out) {
+Status GpuExecutor::split_attention(const Segment& s, int64_t layer, const float* q, float* out,
+                                    int64_t stage_layer) {
   const HyperParams& hp = spec_.hp;
   const int64_t q_floats = s.n * hp.q_dim();
   const int64_t rows = s.n * hp.n_head;
@@ -892,6 +893,7 @@ Status GpuExecutor::split_attention(const Segment& s, int64_t layer, const float
   STRATA_RETURN_IF_ERROR(cold_q_ready_.record(stream_));
   STRATA_RETURN_IF_ERROR(
       attention_->run_decode_partial(q, s.n, s.pos0, s.hot_kv, layer, out, lse, stream_));
+  if (stage_layer >= 0) STRATA_RETURN_IF_ERROR(queue_stage_copy(stage_layer));
   STRATA_RETURN_IF_ERROR(cold_q_ready_.synchronize());
   // The CPU part over the cold ranges, where the blocks lie (pinned host memory). cold_out_ and
   // cold_lse_ are free to write: the previous layer's merge ran before this layer's q arrived.
@@ -904,8 +906,8 @@ Status GpuExecutor::split_attention(const Segment& s, int64_t layer, const float
   const KvLayerView view = kv_->layer_view(s.seq, layer);
   const cpu::AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
   const auto t0 = std::chrono::steady_clock::now();
-  cpu::attention_ranges(host_q, s.n, positions.data(), view, shape, s.cold_ranges, cpu_out,
-                        cpu_lse, cold_scratch_.data());
+  cpu::attention_ranges(host_q, s.n, positions.data(), view, shape, s.cold_ranges, cpu_out, cpu_lse,
+                        cold_scratch_.data());
   int64_t keys = 0;
   for (const auto& [begin, end] : s.cold_ranges) keys += end - begin;
   cold_split_.add_cpu(static_cast<double>(2 * keys * kv_bytes(view.dtype, view.kv_dim)),
@@ -1105,10 +1107,19 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
 
   const bool staging = !staged_blocks_.empty();
   if (staging) STRATA_RETURN_IF_ERROR(queue_stage_copy(0));
+  const bool cpu_split = std::any_of(segments.begin(), segments.end(),
+                                     [](const Segment& s) { return !s.cold_ranges.empty(); });
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const Layer& w = layers_[static_cast<size_t>(l)];
-    // The next layer's cold blocks come up while this one computes.
-    if (staging && l + 1 < hp.n_layer) STRATA_RETURN_IF_ERROR(queue_stage_copy(l + 1));
+    // The next layer's cold blocks come up while this one computes. Where the CPU attends, the
+    // host waits for each layer's q, so split_attention queues them once the GPU has its work up
+    // to there: queued here, their calls (~2 per 32 blocks: the cold slabs stride layers)
+    // delayed every layer's GPU work and so the CPU's start.
+    int64_t stage_next = staging && l + 1 < hp.n_layer ? l + 1 : -1;
+    if (stage_next >= 0 && !cpu_split) {
+      STRATA_RETURN_IF_ERROR(queue_stage_copy(stage_next));
+      stage_next = -1;
+    }
     // A streamed layer's matrices are read from its staging slot (the compute waits for the copy).
     const bool streamed = !w.streamed[phase].ranges.empty();
     const uint8_t* slot = nullptr;
@@ -1146,7 +1157,8 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
       STRATA_RETURN_IF_ERROR(mark(kOther));
       if (staging) STRATA_RETURN_IF_ERROR(stream_.wait(stage_ready_[l & 1]));
       if (!s.cold_ranges.empty()) {  // cold blocks attended by the CPU
-        STRATA_RETURN_IF_ERROR(split_attention(s, l, q + s.row0 * Q, att + s.row0 * Q));
+        STRATA_RETURN_IF_ERROR(split_attention(s, l, q + s.row0 * Q, att + s.row0 * Q, stage_next));
+        stage_next = -1;
       } else {
         STRATA_RETURN_IF_ERROR(attention_->run(q + s.row0 * Q, s.n, s.pos0, s.kv, l,
                                                att + s.row0 * Q, stream_));  // att [n][Q]
@@ -1154,6 +1166,7 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
       if (staging) STRATA_RETURN_IF_ERROR(stage_free_[l & 1].record(stream_));
       STRATA_RETURN_IF_ERROR(mark(kAttention));
     }
+    if (stage_next >= 0) STRATA_RETURN_IF_ERROR(queue_stage_copy(stage_next));
     {
       const Operand ops[1] = {wo};
       float* const outs[1] = {x};

@@ -281,7 +281,9 @@ class GpuExecutor final : public Engine {
   // Fills s->seq, hot_kv and cold_ranges for a decode segment of `seq` (see Segment).
   void describe_cold(SeqId seq, Segment* s) const;
   // Attention of segment s in layer l split between the GPU (hot blocks) and the CPU (cold).
-  Status split_attention(const Segment& s, int64_t layer, const float* q, float* out);
+  // stage_layer >= 0: queues that layer's staging copies once the GPU's part is queued.
+  Status split_attention(const Segment& s, int64_t layer, const float* q, float* out,
+                         int64_t stage_layer);
   // cold_stage_blocks: buffers and events (tiered KV only).
   Status init_cold_stage();
   // For a chunk of `seq` (segment *s, after describe_cold): picks the cold blocks the GPU
