@@ -213,10 +213,14 @@ void chunk_scores_f16(const float* qt, const ChunkRows& rows, const AttentionSha
   const int64_t group = shape.n_head / shape.n_head_kv;
   const __m128 scale4 = _mm_set1_ps(scale);
   // Key by key (four at a time), all heads of those keys before the next: rows in address
-  // order. The heads' q come from L1 for each four keys.
+  // order. The heads' q come from L1 for each four keys. Whole rows (every KV head: the key
+  // split of a decode step) are left to the hardware prefetchers, which follow that order
+  // without taking the core's fill buffers as software prefetches do on the Xeon; slices of
+  // rows (one KV head) are strided and prefetched.
+  const bool full_rows = kvh1 - kvh0 == shape.n_head_kv;
   int64_t p = c0;
   for (; p + 4 <= c1; p += 4) {
-    prefetch_rows(rows, p, 4, kvh0 * 2 * hd, (kvh1 - kvh0) * 2 * hd);
+    if (!full_rows) prefetch_rows(rows, p, 4, kvh0 * 2 * hd, (kvh1 - kvh0) * 2 * hd);
     for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
       const __m256i* k[4];
       for (int j = 0; j < 4; ++j)
@@ -246,7 +250,7 @@ void chunk_scores_f16(const float* qt, const ChunkRows& rows, const AttentionSha
     }
   }
   for (; p < c1; ++p) {
-    prefetch_rows(rows, p, 1, kvh0 * 2 * hd, (kvh1 - kvh0) * 2 * hd);
+    if (!full_rows) prefetch_rows(rows, p, 1, kvh0 * 2 * hd, (kvh1 - kvh0) * 2 * hd);
     for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
       const auto* k = reinterpret_cast<const __m256i*>(
           reinterpret_cast<const uint16_t*>(rows.key(p)) + kvh * hd);
@@ -279,34 +283,41 @@ void chunk_values_f16(const float* w, const ChunkRows& rows, const AttentionShap
   static_assert(V % kVecs == 0);
   const int64_t group = shape.n_head / shape.n_head_kv;
   alignas(64) const float zeros[kRowChunk] = {};
-  for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
-    for (int64_t g = 0; g < group; g += kHeads) {
-      const int live = static_cast<int>(std::min<int64_t>(kHeads, group - g));
-      const int64_t h0 = (kvh - kvh0) * group + g;  // in the range
-      const float* wr[kHeads];
-      for (int j = 0; j < kHeads; ++j)
-        wr[j] = j < live ? w + (h0 + j) * kRowChunk - c0 : zeros - c0;
-      for (int part = 0; part < V; part += kVecs) {
-        __m512 acc[kHeads][kVecs];
+  // Whole rows: eight keys at a time, all heads of them before the next eight, so that V rows
+  // go in about address order (see chunk_scores_f16); the heads' output rows stay in L1
+  // between. One head's slices: all the chunk's keys per pass, accumulators in registers.
+  const int64_t kKeys = kvh1 - kvh0 == shape.n_head_kv ? 8 : kRowChunk;
+  for (int64_t k0 = c0; k0 < c1; k0 += kKeys) {
+    const int64_t k1 = std::min(c1, k0 + kKeys);
+    for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
+      for (int64_t g = 0; g < group; g += kHeads) {
+        const int live = static_cast<int>(std::min<int64_t>(kHeads, group - g));
+        const int64_t h0 = (kvh - kvh0) * group + g;  // in the range
+        const float* wr[kHeads];
         for (int j = 0; j < kHeads; ++j)
-          for (int i = 0; i < kVecs; ++i)
-            acc[j][i] = j < live
-                            ? _mm512_loadu_ps(out_first + (h0 + j) * out_stride + 16 * (part + i))
-                            : _mm512_setzero_ps();
-        for (int64_t p = c0; p < c1; ++p) {
-          const auto* v = reinterpret_cast<const __m256i*>(
-                              reinterpret_cast<const uint16_t*>(rows.value(p)) + kvh * hd) +
-                          part;
-          __m512 vf[kVecs];
-          for (int i = 0; i < kVecs; ++i) vf[i] = _mm512_cvtph_ps(_mm256_loadu_si256(v + i));
-          for (int j = 0; j < kHeads; ++j) {
-            const __m512 wj = _mm512_set1_ps(wr[j][p]);
-            for (int i = 0; i < kVecs; ++i) acc[j][i] = _mm512_fmadd_ps(wj, vf[i], acc[j][i]);
+          wr[j] = j < live ? w + (h0 + j) * kRowChunk - c0 : zeros - c0;
+        for (int part = 0; part < V; part += kVecs) {
+          __m512 acc[kHeads][kVecs];
+          for (int j = 0; j < kHeads; ++j)
+            for (int i = 0; i < kVecs; ++i)
+              acc[j][i] = j < live
+                              ? _mm512_loadu_ps(out_first + (h0 + j) * out_stride + 16 * (part + i))
+                              : _mm512_setzero_ps();
+          for (int64_t p = k0; p < k1; ++p) {
+            const auto* v = reinterpret_cast<const __m256i*>(
+                                reinterpret_cast<const uint16_t*>(rows.value(p)) + kvh * hd) +
+                            part;
+            __m512 vf[kVecs];
+            for (int i = 0; i < kVecs; ++i) vf[i] = _mm512_cvtph_ps(_mm256_loadu_si256(v + i));
+            for (int j = 0; j < kHeads; ++j) {
+              const __m512 wj = _mm512_set1_ps(wr[j][p]);
+              for (int i = 0; i < kVecs; ++i) acc[j][i] = _mm512_fmadd_ps(wj, vf[i], acc[j][i]);
+            }
           }
+          for (int j = 0; j < live; ++j)
+            for (int i = 0; i < kVecs; ++i)
+              _mm512_storeu_ps(out_first + (h0 + j) * out_stride + 16 * (part + i), acc[j][i]);
         }
-        for (int j = 0; j < live; ++j)
-          for (int i = 0; i < kVecs; ++i)
-            _mm512_storeu_ps(out_first + (h0 + j) * out_stride + 16 * (part + i), acc[j][i]);
       }
     }
   }
