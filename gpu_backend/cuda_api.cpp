@@ -291,6 +291,29 @@ Status memcpy_2d_async(void* dst, int64_t dst_pitch, const void* src, int64_t sr
       call);
 }
 
+Status memcpy_batch_to_device_async(std::span<void* const> dsts, std::span<const void* const> srcs,
+                                    std::span<const size_t> sizes, const Stream& stream) {
+  assert(stream.native() != nullptr);
+  const std::string call = "cudaMemcpyBatchAsync(" + std::to_string(sizes.size()) + " copies)";
+  if (dsts.size() != sizes.size() || srcs.size() != sizes.size())
+    return Status::invalid_argument(call + ": spans of different lengths");
+  if (sizes.empty()) return Status::ok();
+#if CUDART_VERSION >= 13000
+  cudaMemcpyAttributes attrs{};
+  attrs.srcAccessOrder = cudaMemcpySrcAccessOrderStream;  // after the work queued before it
+  size_t first = 0;
+  return cuda_status(cudaMemcpyBatchAsync(dsts.data(), srcs.data(), sizes.data(), sizes.size(),
+                                          &attrs, &first, 1, stream.native()),
+                     call);
+#else
+  for (size_t i = 0; i < sizes.size(); ++i)
+    STRATA_RETURN_IF_ERROR(cuda_status(
+        cudaMemcpyAsync(dsts[i], srcs[i], sizes[i], cudaMemcpyHostToDevice, stream.native()),
+        call));
+  return Status::ok();
+#endif
+}
+
 Graph::~Graph() {
   if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
 }

@@ -17,7 +17,9 @@
 //   // compute waits on the GPU, the host does not
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "offload/core/status.h"
@@ -218,6 +220,14 @@ Status memcpy_async(void* dst, const void* src, int64_t size_bytes, CopyKind kin
 // from/to pinned host memory, as memcpy_async.
 Status memcpy_2d_async(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch,
                        int64_t width_bytes, int64_t rows, CopyKind kind, const Stream& stream);
+
+// Queues copies i of sizes[i] bytes from host srcs[i] (pinned) to device dsts[i] in one call
+// (cudaMemcpyBatchAsync from CUDA 13; a cudaMemcpyAsync each before). Staging a layer's cold KV
+// blocks is ~280 runs at 128k (the cold slabs hold 32 blocks of a layer each), and a call per
+// run took host time in the decode step's serial part. In stream order as a whole; the copies
+// of one batch run in any order among themselves. REQUIRES: the three spans of one length.
+Status memcpy_batch_to_device_async(std::span<void* const> dsts, std::span<const void* const> srcs,
+                                    std::span<const size_t> sizes, const Stream& stream);
 
 // Queues a fill of `size_bytes` device bytes with the byte `value` on `stream` (tests poison
 // outputs with 0xFF: every float becomes NaN, so an element a kernel did not write shows).

@@ -81,6 +81,11 @@ Status memcpy_2d_async(void*, int64_t, const void*, int64_t, int64_t, int64_t, C
   return no_cuda("cudaMemcpy2DAsync");
 }
 
+Status memcpy_batch_to_device_async(std::span<void* const>, std::span<const void* const>,
+                                    std::span<const size_t>, const Stream&) {
+  return no_cuda("cudaMemcpyBatchAsync");
+}
+
 Status memset_async(void*, int, int64_t, const Stream&) { return no_cuda("cudaMemsetAsync"); }
 
 Graph::~Graph() = default;

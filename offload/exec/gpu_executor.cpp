@@ -807,28 +807,28 @@ Status GpuExecutor::queue_stage_copy(int64_t layer) {
   if (timed) STRATA_RETURN_IF_ERROR(stage_copy_start_[layer].record(kv_copy_stream_));
   const SequenceTable& t = tables_.at(staged_seq_);
   std::byte* dst = static_cast<std::byte*>(stage_.data()) + slot * 2 * cap * lbb;
-  for (int kv = 0; kv < 2; ++kv) {  // K into [0, cap), V into [cap, 2 cap): runs of adjacent blocks
+  // K into [0, cap), V into [cap, 2 cap): runs of adjacent blocks, all in one batch.
+  stage_dsts_.clear();
+  stage_srcs_.clear();
+  stage_sizes_.clear();
+  for (int kv = 0; kv < 2; ++kv) {
     std::byte* to = dst + kv * cap * lbb;
-    const std::byte* run = nullptr;
-    int64_t run_bytes = 0;
     for (const int64_t b : staged_blocks_) {
       const auto* src = static_cast<const std::byte*>(
           t.host[static_cast<size_t>((b * n_layer + layer) * 2 + kv)]);
-      if (run != nullptr && src == run + run_bytes) {
-        run_bytes += lbb;
-        continue;
+      if (!stage_sizes_.empty() && b != staged_blocks_.front() &&
+          src == static_cast<const std::byte*>(stage_srcs_.back()) + stage_sizes_.back()) {
+        stage_sizes_.back() += static_cast<size_t>(lbb);
+      } else {
+        stage_dsts_.push_back(to);
+        stage_srcs_.push_back(src);
+        stage_sizes_.push_back(static_cast<size_t>(lbb));
       }
-      if (run != nullptr) {
-        STRATA_RETURN_IF_ERROR(
-            cuda::memcpy_async(to, run, run_bytes, cuda::CopyKind::kHostToDevice, kv_copy_stream_));
-        to += run_bytes;
-      }
-      run = src;
-      run_bytes = lbb;
+      to += lbb;
     }
-    STRATA_RETURN_IF_ERROR(
-        cuda::memcpy_async(to, run, run_bytes, cuda::CopyKind::kHostToDevice, kv_copy_stream_));
   }
+  STRATA_RETURN_IF_ERROR(
+      cuda::memcpy_batch_to_device_async(stage_dsts_, stage_srcs_, stage_sizes_, kv_copy_stream_));
   if (timed) {
     STRATA_RETURN_IF_ERROR(stage_copy_end_[layer].record(kv_copy_stream_));
     stage_copy_layers_ = layer + 1;

@@ -385,6 +385,9 @@ class GpuExecutor final : public Engine {
   std::vector<int64_t> staged_blocks_;
   SeqId staged_seq_ = 0;
   cuda::Event stage_ready_[2], stage_free_[2];
+  std::vector<void*> stage_dsts_;  // queue_stage_copy's batch, kept to reuse their room
+  std::vector<const void*> stage_srcs_;
+  std::vector<size_t> stage_sizes_;
 
   // The CPU's share of the cold blocks (fixed, or balanced per step) and, when balanced, each
   // layer's staging copy start and end (timed events) of the last step and the bytes it copied.

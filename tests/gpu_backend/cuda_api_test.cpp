@@ -4,9 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <iostream>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "gpu_backend/cuda_device_allocator.h"
@@ -90,6 +92,60 @@ TEST_F(CudaApiTest, MemcpyRoundTripKeepsRandomBytes) {
   Status synced = stream->synchronize();
   ASSERT_TRUE(synced.is_ok()) << synced.to_string();
   EXPECT_EQ(std::memcmp(src->data(), dst->data(), kBytes), 0);
+}
+
+TEST_F(CudaApiTest, BatchedCopiesLandWhereEachSays) {
+  // Random pieces of a pinned buffer to shuffled places of a poisoned device buffer, in one
+  // batch (as queue_stage_copy stages cold KV runs); back in one plain copy, each piece checked.
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  constexpr int64_t kPieces = 300, kMax = 8192;
+  std::vector<size_t> sizes(kPieces);
+  int64_t total = 0;
+  for (size_t& n : sizes) total += static_cast<int64_t>(n = 1 + rng() % kMax);
+  auto arena = make_arena(int64_t{64} << 20);
+  StatusOr<DeviceBuffer> device = arena->allocate(total, DeviceMemoryTag::kStaging);
+  StatusOr<cuda::PinnedHostBuffer> src = cuda::PinnedHostBuffer::allocate(total);
+  StatusOr<cuda::PinnedHostBuffer> back = cuda::PinnedHostBuffer::allocate(total);
+  ASSERT_TRUE(device.is_ok() && src.is_ok() && back.is_ok());
+  auto* s = static_cast<uint8_t*>(src->data());
+  for (int64_t i = 0; i < total; ++i) s[i] = static_cast<uint8_t>(rng());
+  // Piece i sits at src_off[i] in the source and at dst_off[order[i]] in the device buffer.
+  std::vector<int64_t> order(kPieces);
+  for (int64_t i = 0; i < kPieces; ++i) order[static_cast<size_t>(i)] = i;
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<int64_t> src_off(kPieces), dst_off(kPieces);
+  for (int64_t i = 0, at = 0; i < kPieces; ++i)
+    src_off[static_cast<size_t>(i)] = at, at += static_cast<int64_t>(sizes[static_cast<size_t>(i)]);
+  for (int64_t j = 0, at = 0; j < kPieces; ++j) {
+    const auto i = static_cast<size_t>(order[static_cast<size_t>(j)]);
+    dst_off[i] = at;
+    at += static_cast<int64_t>(sizes[i]);
+  }
+  std::vector<void*> dsts;
+  std::vector<const void*> srcs;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    dsts.push_back(static_cast<uint8_t*>(device->data()) + dst_off[i]);
+    srcs.push_back(s + src_off[i]);
+  }
+  StatusOr<cuda::Stream> stream = cuda::Stream::create();
+  ASSERT_TRUE(stream.is_ok()) << stream.status().to_string();
+  ASSERT_TRUE(cuda::memset_async(device->data(), 0xFF, total, *stream).is_ok());
+  const Status batched = cuda::memcpy_batch_to_device_async(dsts, srcs, sizes, *stream);
+  ASSERT_TRUE(batched.is_ok()) << batched.to_string();
+  ASSERT_TRUE(cuda::memcpy_async(back->data(), device->data(), total, cuda::CopyKind::kDeviceToHost,
+                                 *stream)
+                  .is_ok());
+  ASSERT_TRUE(stream->synchronize().is_ok());
+  const auto* b = static_cast<const uint8_t*>(back->data());
+  for (size_t i = 0; i < sizes.size(); ++i)
+    ASSERT_EQ(std::memcmp(b + dst_off[i], s + src_off[i], sizes[i]), 0) << "piece " << i;
+  // Spans of different lengths are refused by name.
+  const Status bad = cuda::memcpy_batch_to_device_async(
+      dsts, std::span(srcs).first(srcs.size() - 1), sizes, *stream);
+  EXPECT_FALSE(bad.is_ok());
+  EXPECT_CONTAINS(bad.message(), "different lengths");
 }
 
 TEST_F(CudaApiTest, RegisteredHostMemoryCopiesBack) {
