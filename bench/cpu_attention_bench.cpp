@@ -1,20 +1,25 @@
-// cpu_attention_bench: the CPU's share of long-context decode attention (cpu::attention_range
+// cpu_attention_bench: the CPU's share of long-context decode attention (cpu::attention_ranges
 // over f16 KV, one token, llama3-8b's heads by default) against C, the host's all-core read
 // bandwidth measured in the same run. This is the rate the cold_attention = cpu mode of the GPU
 // executor runs at (bench/NOTES.md, ctx-8b): K and V bytes read per second over C.
 //
 //   cpu_attention_bench [--tokens 65536] [--range 4096] [--heads 32 --kv-heads 8 --head-dim 128]
-//                       [--read-gib 4] [--json-out FILE] [--commit SHA]
+//                       [--read-gib 4] [--huge-pages] [--json-out FILE] [--commit SHA]
 #include <omp.h>
+#include <sys/mman.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "cpu_backend/attention.h"
@@ -36,6 +41,9 @@ int main(int argc, char** argv) {
   app.add_option("--head-dim", head_dim, "Head size");
   app.add_option("--read-gib", read_gib, "Buffer of the read-bandwidth probe");
   app.add_option("--passes", passes, "Timed passes (the best is reported)");
+  bool huge_pages = false;
+  app.add_flag("--huge-pages", huge_pages,
+               "KV memory in 2 MB pages (madvise MADV_HUGEPAGE), to tell TLB misses from the rest");
   app.add_option("--json-out", json_out, "Append the JSON record here");
   app.add_option("--commit", commit, "Commit for the record");
   CLI11_PARSE(app, argc, argv);
@@ -49,7 +57,18 @@ int main(int argc, char** argv) {
   const int64_t kv_dim = kv_heads * head_dim, row_bytes = kv_dim * 2;
   const int64_t blocks = tokens / block;
   // Blocks as the cold tier lays them out: one allocation, K then V, rows contiguous per block.
-  std::vector<uint16_t> mem(static_cast<size_t>(2 * tokens * kv_dim));
+  const size_t kv_halves = static_cast<size_t>(2 * tokens * kv_dim);
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t kv_bytes_total = (kv_halves * 2 + kHuge - 1) / kHuge * kHuge;
+  std::unique_ptr<uint16_t, decltype(&std::free)> kv_mem(
+      static_cast<uint16_t*>(std::aligned_alloc(kHuge, kv_bytes_total)), &std::free);
+  if (!kv_mem) {
+    std::fprintf(stderr, "cannot allocate %zu bytes of KV\n", kv_bytes_total);
+    return 1;
+  }
+  if (huge_pages && madvise(kv_mem.get(), kv_bytes_total, MADV_HUGEPAGE) != 0)
+    std::fprintf(stderr, "madvise(MADV_HUGEPAGE) refused: %s\n", std::strerror(errno));
+  const std::span<uint16_t> mem(kv_mem.get(), kv_halves);
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (uint16_t& h : mem) h = f32_to_f16(normal(rng));
@@ -69,24 +88,20 @@ int main(int argc, char** argv) {
   view.dtype = DType::kF16;
   std::vector<float> q(static_cast<size_t>(heads * head_dim));
   for (float& x : q) x = normal(rng);
-  std::vector<float> out(q.size()), lse(static_cast<size_t>(heads)), part(q.size()),
-      part_lse(lse.size());
+  std::vector<float> out(q.size()), lse(static_cast<size_t>(heads));
   std::vector<float> scratch(static_cast<size_t>(cpu::attention_scratch_floats(tokens, shape)));
   const int32_t pos = static_cast<int32_t>(tokens - 1);
+  std::vector<cpu::KeyRange> ranges;
+  for (int64_t b = 0; b < tokens; b += range) ranges.emplace_back(b, std::min(tokens, b + range));
 
   const cpu::ReadBandwidth c =
       cpu::measure_cpu_read_bandwidth(static_cast<int64_t>(read_gib * (1 << 30)), 3);
   double best = 0;
   for (int pass = 0; pass < passes; ++pass) {
     const auto t0 = std::chrono::steady_clock::now();
-    std::fill(lse.begin(), lse.end(), -INFINITY);
-    std::fill(out.begin(), out.end(), 0.0f);
-    for (int64_t b = 0; b < tokens; b += range) {  // as split_attention: ranges, then merges
-      cpu::attention_range(q.data(), 1, &pos, view, shape, b, std::min(tokens, b + range),
-                           part.data(), part_lse.data(), scratch.data());
-      cpu::merge_attention(out.data(), lse.data(), part.data(), part_lse.data(), heads, head_dim,
-                           out.data(), lse.data());
-    }
+    // As split_attention: the ranges (here laid end to end) in one attention_ranges call.
+    cpu::attention_ranges(q.data(), 1, &pos, view, shape, ranges, out.data(), lse.data(),
+                          scratch.data());
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, static_cast<double>(2 * tokens * row_bytes) / s);
   }
@@ -102,6 +117,7 @@ int main(int argc, char** argv) {
   r["shape"] = {{"heads", heads}, {"kv_heads", kv_heads}, {"head_dim", head_dim}};
   r["tokens"] = tokens;
   r["range"] = range;
+  r["huge_pages"] = huge_pages;
   r["kv_bytes_per_s"] = best;
   r["cpu_read_bytes_per_s"] = c.best_bytes_per_s;
   r["ratio_to_read_bandwidth"] = c.best_bytes_per_s > 0 ? best / c.best_bytes_per_s : 0.0;

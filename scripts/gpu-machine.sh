@@ -88,12 +88,15 @@ if [[ " ${steps[*]} " == *" train "* ]]; then
   train_pid=$!
 fi
 jsonl=$out/bench.jsonl
-# cpu_attention_bench at other thread counts and sizes: STRATA_ATTN_RUNS="threads:tokens ...".
+# cpu_attention_bench at other thread counts and sizes: STRATA_ATTN_RUNS="threads:tokens[:flag]
+# ...", e.g. 16:65536:--huge-pages.
 # Per-thread rates that stay flat with threads, and a KV that fits in cache running faster, say
 # the kernel waits on memory latency rather than on compute or on the memory's bandwidth.
 attn_runs() {
   for run in ${STRATA_ATTN_RUNS:-}; do
-    OMP_NUM_THREADS=${run%%:*} build-gpu/bench/cpu_attention_bench --tokens "${run##*:}" \
+    IFS=: read -r threads tokens flag <<< "$run"
+    echo -n "$run: "
+    OMP_NUM_THREADS=$threads build-gpu/bench/cpu_attention_bench --tokens "$tokens" ${flag:-} \
       --read-gib 2 --json-out "$jsonl" --commit "$commit" 2>&1 | tail -2 | head -1 || true
   done
 }
