@@ -54,10 +54,9 @@ inline const float* head_f32(const void* raw, int64_t hd, DType dtype, float* bu
 // Keys per chunk of attend_heads.
 constexpr int64_t kRowChunk = 64;
 
-// Software prefetch into L2. On the H200's Xeon host the attention ran at ~3.5 GB/s per core
-// for 1 to 16 threads (12.6 GB/s is one core's read bandwidth there) while one core of the dev
-// VM's EPYC ran it at 13.5: bound per core by waiting on memory, it seems, when the loops read
-// one KV head's 256-byte slice of each row, 2 KB apart for llama3-8b's f16 rows.
+// Software prefetch into L2, for the loops that read one KV head's slice of each row (256 bytes,
+// 2 KB apart for llama3-8b's f16 rows): a stride the hardware prefetchers follow poorly. Whole
+// rows are read in address order and left to the hardware (chunk_scores_f16).
 inline void prefetch_bytes(const void* p, int64_t bytes) {
   for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(static_cast<const char*>(p) + b, 0, 2);
 }
@@ -183,11 +182,6 @@ void chunk_values(const float* w, const ChunkRows& rows, const AttentionShape& s
 }
 
 #if defined(__AVX512F__)
-// The same two for f16 rows with head_dim = 16 V, AVX-512: two query heads at a time, their q
-// (scores) or their output rows (values) held in 2 V registers across the chunk's keys, each
-// key's head slice widened once per pair. The generic loops above went through memory for every
-// key and head and ran at ~1 GB/s per core, compute-bound; the cold share of a 128k decode
-// needs the CPU's whole read bandwidth.
 // The sums of four vectors' lanes, {sum a[0], ..., sum a[3]}: 13 shuffles and adds where four
 // _mm512_reduce_add_ps take ~32, most of them on the shuffle port the widening also uses.
 inline __m128 sum4(const __m512 a[4]) {
@@ -205,6 +199,10 @@ inline __m128 sum4(const __m512 a[4]) {
       _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), u));
 }
 
+// The same two for f16 rows with head_dim = 16 V, AVX-512 (below): scores two query heads and
+// four keys at a time, values four heads at a time, each head slice widened once per pass. The
+// generic loops above went through memory for every key and head and ran at ~1 GB/s per core,
+// compute-bound; the cold share of a 128k decode needs the CPU's whole read bandwidth.
 template <int V>
 void chunk_scores_f16(const float* qt, const ChunkRows& rows, const AttentionShape& shape,
                       int64_t kvh0, int64_t kvh1, float scale, float* scores) {
