@@ -41,6 +41,16 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// Bytes of this process's anonymous memory in transparent huge pages (smaps_rollup), to see
+// whether --huge-pages got them; -1 where the kernel does not say.
+int64_t anon_huge_page_bytes() {
+  std::ifstream in("/proc/self/smaps_rollup");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("AnonHugePages:", 0) == 0) return std::stoll(line.substr(14)) * 1024;
+  }
+  return -1;
+}
+
 std::vector<int64_t> split_ints(const std::string& s) {
   std::vector<int64_t> out;
   std::stringstream in(s);
@@ -82,6 +92,10 @@ int main(int argc, char** argv) {
                  "With --cold-attention cpu: a fixed share of cold blocks the CPU attends, the "
                  "rest staged for the GPU meanwhile (default: start at (S - P) / S from the "
                  "limits measured here, then balance on the rates measured per step)");
+  bool huge_pages = false;
+  app.add_flag("--huge-pages", huge_pages,
+               "Pinned host memory (the cold KV tier) in 2 MiB pages registered with CUDA "
+               "(GpuExecutorOptions::host_huge_pages)");
   app.add_option("--read-gib", read_gib, "Buffers of the bandwidth measurements");
   app.add_option("--json-out", json_out, "Append JSON lines here");
   app.add_option("--commit", commit, "Commit id for the record");
@@ -138,6 +152,7 @@ int main(int argc, char** argv) {
   o.gemm_precision = gpu::GemmPrecision::kF16;
   o.placements = plan.tensors;
   o.cold_attention_on_cpu = cold_attention == "cpu";
+  o.host_huge_pages = huge_pages;
   // A slot holds one layer's cold blocks at max_context (as strata run sizes it).
   if (cold_attention != "in-place") o.cold_stage_blocks = policy.cold_kv_blocks();
   // cpu: the share starts at (S - P) / S and follows the measured rates (ColdSplit), unless
@@ -184,6 +199,8 @@ int main(int argc, char** argv) {
     r["hot_window_tokens"] = hot_window;
     r["trained_context"] = hp.n_ctx_train;
     r["cold_attention"] = cold_attention;
+    r["host_huge_pages"] = huge_pages;
+    r["anon_huge_page_bytes"] = anon_huge_page_bytes();
     if (o.cold_attention_on_cpu) {
       const ColdSplit& split = exec->cold_split();
       r["cold_cpu_fraction"] = split.share();  // at the end of the phase

@@ -38,9 +38,9 @@ void attention_range(const float* q, int64_t n_tokens, const int32_t* positions,
 using KeyRange = std::pair<int64_t, int64_t>;
 
 // attention_range over the union of disjoint ranges, in one parallel region: the cpu cold
-// attention's share comes dealt in groups of blocks (GpuExecutorOptions::cold_deal_blocks), ~15
-// ranges per layer at 128k, and a region and a merge per range made the threads wait at every
-// range's end. REQUIRES: as attention_range for each range.
+// attention's share comes dealt in groups of blocks (GpuExecutorOptions::cold_deal_blocks), up
+// to ~120 ranges per layer at 128k, and a region and a merge per range made the threads wait at
+// every range's end. REQUIRES: as attention_range for each range.
 void attention_ranges(const float* q, int64_t n_tokens, const int32_t* positions,
                       const KvLayerView& kv, const AttentionShape& shape,
                       std::span<const KeyRange> ranges, float* out, float* lse, float* scratch);

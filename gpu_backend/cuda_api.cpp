@@ -2,8 +2,12 @@
 #include "gpu_backend/cuda_api.h"
 
 #include <cuda_runtime.h>
+#include <sys/mman.h>
 
 #include <cassert>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <utility>
 
@@ -117,29 +121,64 @@ Status device_free(void* device_ptr) { return cuda_status(cudaFree(device_ptr), 
 // ---- PinnedHostBuffer
 // ----------------------------------------------------------------------------
 
-StatusOr<PinnedHostBuffer> PinnedHostBuffer::allocate(int64_t size_bytes) {
+StatusOr<PinnedHostBuffer> PinnedHostBuffer::allocate(int64_t size_bytes, HostPages pages) {
   if (size_bytes <= 0)
     return Status::invalid_argument(bytes_arg("cudaMallocHost", size_bytes) +
                                     ": size must be positive");
-  void* ptr = nullptr;
-  STRATA_RETURN_IF_ERROR(cuda_status(cudaMallocHost(&ptr, static_cast<size_t>(size_bytes)),
-                                     bytes_arg("cudaMallocHost", size_bytes)));
-  return PinnedHostBuffer(ptr, size_bytes);
+  if (pages == HostPages::kDefault) {
+    void* ptr = nullptr;
+    STRATA_RETURN_IF_ERROR(cuda_status(cudaMallocHost(&ptr, static_cast<size_t>(size_bytes)),
+                                       bytes_arg("cudaMallocHost", size_bytes)));
+    return PinnedHostBuffer(ptr, size_bytes, 0);
+  }
+  // 2 MiB-aligned: map a huge page more and trim both ends, so every huge page lies whole inside.
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t rounded = (static_cast<size_t>(size_bytes) + kHuge - 1) / kHuge * kHuge;
+  void* raw =
+      mmap(nullptr, rounded + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) {
+    return Status::out_of_memory(bytes_arg("mmap", size_bytes) + ": " + std::strerror(errno));
+  }
+  const auto base = reinterpret_cast<uintptr_t>(raw);
+  const uintptr_t aligned = (base + kHuge - 1) / kHuge * kHuge;
+  if (aligned > base) munmap(raw, aligned - base);
+  if (const uintptr_t tail = base + rounded + kHuge - (aligned + rounded); tail > 0)
+    munmap(reinterpret_cast<void*>(aligned + rounded), tail);
+  void* ptr = reinterpret_cast<void*>(aligned);
+  (void)madvise(ptr, rounded, MADV_HUGEPAGE);  // refused: 4 KiB pages, still correct
+  const cudaError_t error =
+      cudaHostRegister(ptr, rounded, cudaHostRegisterPortable | cudaHostRegisterMapped);
+  if (error != cudaSuccess) {
+    munmap(ptr, rounded);
+    STRATA_RETURN_IF_ERROR(cuda_status(error, bytes_arg("cudaHostRegister", size_bytes)));
+  }
+  return PinnedHostBuffer(ptr, size_bytes, static_cast<int64_t>(rounded));
 }
 
-PinnedHostBuffer::~PinnedHostBuffer() {
-  if (data_ != nullptr) (void)cudaFreeHost(data_);
+void PinnedHostBuffer::release() {
+  if (data_ == nullptr) return;
+  if (mapped_bytes_ > 0) {
+    (void)cudaHostUnregister(data_);
+    munmap(data_, static_cast<size_t>(mapped_bytes_));
+  } else {
+    (void)cudaFreeHost(data_);
+  }
+  data_ = nullptr;
 }
+
+PinnedHostBuffer::~PinnedHostBuffer() { release(); }
 
 PinnedHostBuffer::PinnedHostBuffer(PinnedHostBuffer&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
-      size_bytes_(std::exchange(other.size_bytes_, 0)) {}
+      size_bytes_(std::exchange(other.size_bytes_, 0)),
+      mapped_bytes_(std::exchange(other.mapped_bytes_, 0)) {}
 
 PinnedHostBuffer& PinnedHostBuffer::operator=(PinnedHostBuffer&& other) noexcept {
   if (this != &other) {
-    if (data_ != nullptr) (void)cudaFreeHost(data_);
+    release();
     data_ = std::exchange(other.data_, nullptr);
     size_bytes_ = std::exchange(other.size_bytes_, 0);
+    mapped_bytes_ = std::exchange(other.mapped_bytes_, 0);
   }
   return *this;
 }

@@ -74,10 +74,18 @@ Status device_free(void* device_ptr);
 // ---- Pinned host memory
 // --------------------------------------------------------------------------
 
-// Page-locked host memory (cudaMallocHost), freed when the owner is destroyed.
+// How PinnedHostBuffer gets its pages. kHuge: anonymous memory in 2 MiB pages (transparent huge
+// pages, madvise) page-locked by cudaHostRegister, for buffers the CPU reads at its full rate
+// (the cold KV tier): cudaMallocHost's 4 KiB pages cost the H200's host a TLB walk every 4 KiB,
+// nested ones in a VM. If the kernel grants no huge pages it is still correct, in 4 KiB pages.
+enum class HostPages { kDefault, kHuge };
+
+// Page-locked host memory (cudaMallocHost, or registered huge pages), freed when the owner is
+// destroyed.
 class PinnedHostBuffer {
  public:
-  static StatusOr<PinnedHostBuffer> allocate(int64_t size_bytes);
+  static StatusOr<PinnedHostBuffer> allocate(int64_t size_bytes,
+                                             HostPages pages = HostPages::kDefault);
   PinnedHostBuffer() = default;
   ~PinnedHostBuffer();
   PinnedHostBuffer(PinnedHostBuffer&& other) noexcept;
@@ -89,9 +97,12 @@ class PinnedHostBuffer {
   int64_t size_bytes() const { return size_bytes_; }
 
  private:
-  PinnedHostBuffer(void* data, int64_t size_bytes) : data_(data), size_bytes_(size_bytes) {}
+  PinnedHostBuffer(void* data, int64_t size_bytes, int64_t mapped_bytes)
+      : data_(data), size_bytes_(size_bytes), mapped_bytes_(mapped_bytes) {}
+  void release();
   void* data_ = nullptr;
   int64_t size_bytes_ = 0;
+  int64_t mapped_bytes_ = 0;  // > 0: registered huge pages, munmap'd after cudaHostUnregister
 };
 
 // The address under which kernels read page-locked host memory directly over PCIe (zero-copy,

@@ -25,14 +25,19 @@ StatusOr<void*> device_pointer_of_host(void*) { return no_cuda("cudaHostGetDevic
 StatusOr<void*> device_malloc(int64_t) { return no_cuda("cudaMalloc"); }
 Status device_free(void*) { return no_cuda("cudaFree"); }
 
-StatusOr<PinnedHostBuffer> PinnedHostBuffer::allocate(int64_t) { return no_cuda("cudaMallocHost"); }
+StatusOr<PinnedHostBuffer> PinnedHostBuffer::allocate(int64_t, HostPages) {
+  return no_cuda("cudaMallocHost");
+}
+void PinnedHostBuffer::release() {}
 PinnedHostBuffer::~PinnedHostBuffer() = default;
 PinnedHostBuffer::PinnedHostBuffer(PinnedHostBuffer&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
-      size_bytes_(std::exchange(other.size_bytes_, 0)) {}
+      size_bytes_(std::exchange(other.size_bytes_, 0)),
+      mapped_bytes_(std::exchange(other.mapped_bytes_, 0)) {}
 PinnedHostBuffer& PinnedHostBuffer::operator=(PinnedHostBuffer&& other) noexcept {
   data_ = std::exchange(other.data_, nullptr);
   size_bytes_ = std::exchange(other.size_bytes_, 0);
+  mapped_bytes_ = std::exchange(other.mapped_bytes_, 0);
   return *this;
 }
 

@@ -10,9 +10,11 @@ namespace {
 
 class CudaHostPinner final : public HostPinner {
  public:
+  explicit CudaHostPinner(cuda::HostPages pages) : pages_(pages) {}
+
   StatusOr<void*> allocate(int64_t size_bytes) override {
     STRATA_ASSIGN_OR_RETURN(cuda::PinnedHostBuffer buffer,
-                            cuda::PinnedHostBuffer::allocate(size_bytes));
+                            cuda::PinnedHostBuffer::allocate(size_bytes, pages_));
     void* data = buffer.data();
     std::lock_guard<std::mutex> lock(mutex_);
     buffers_.emplace(data, std::move(buffer));
@@ -25,12 +27,16 @@ class CudaHostPinner final : public HostPinner {
   }
 
  private:
+  const cuda::HostPages pages_;
   std::mutex mutex_;
   std::map<void*, cuda::PinnedHostBuffer> buffers_;
 };
 
 }  // namespace
 
-std::unique_ptr<HostPinner> make_cuda_host_pinner() { return std::make_unique<CudaHostPinner>(); }
+std::unique_ptr<HostPinner> make_cuda_host_pinner(bool huge_pages) {
+  return std::make_unique<CudaHostPinner>(huge_pages ? cuda::HostPages::kHuge
+                                                     : cuda::HostPages::kDefault);
+}
 
 }  // namespace strata

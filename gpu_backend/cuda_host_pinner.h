@@ -9,6 +9,7 @@
 
 namespace strata {
 
-std::unique_ptr<HostPinner> make_cuda_host_pinner();
+// huge_pages: 2 MiB pages registered with CUDA (cuda::HostPages::kHuge) instead of cudaMallocHost.
+std::unique_ptr<HostPinner> make_cuda_host_pinner(bool huge_pages = false);
 
 }  // namespace strata

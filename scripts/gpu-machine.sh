@@ -22,7 +22,8 @@
 #     ctx        synth llama3-8b Q4_0 and bench/long_context_bench (scenario ctx-8b: tiered KV,
 #                8 GiB, decode at STRATA_CTX_CONTEXTS, prefill of STRATA_CTX_PREFILL tokens), for
 #                each STRATA_CTX_MODES (cold attention: prefetch into VRAM staging, cpu = prefetch
-#                plus a CPU share of decode attention; in-place = read over PCIe where they lie)
+#                plus a CPU share of decode attention; in-place = read over PCIe where they lie;
+#                MODE-huge: the same with --huge-pages, pinned host memory in 2 MiB pages)
 #     cpu-attn   bench/cpu_attention_bench (cpu::attention_range over f16 KV vs C; ctx runs it too)
 #     attn-ab    the same with the carried .ab/ files in place of the tree's (a kernel's A/B)
 #     gemv       bench/gemv_bench (CPU decode GEMV vs measured read bandwidth)
@@ -174,17 +175,20 @@ PY
       build-gpu/bench/cpu_attention_bench --json-out "$jsonl" --commit "$commit" 2>&1 | tail -1
       attn_runs ;;
     attn-ab)
-      # A/B of the CPU attention kernel in one call: the files under .ab/ (carried, git-ignored,
-      # at their repo paths) replace the tree's, cpu_attention_bench is rebuilt and the
-      # STRATA_ATTN_RUNS run again; then the tree's own files come back.
-      [ -d .ab ] || { echo "attn-ab: no .ab/ carried"; continue; }
-      files=$(cd .ab && find . -type f | sed 's|^\./||')
-      for f in $files; do cp "$f" "/tmp/ab-keep-$(echo "$f" | tr / _)"; cp ".ab/$f" "$f"; done
-      ninja -C build-gpu cpu_attention_bench > /tmp/ab-build.log 2>&1 || tail -5 /tmp/ab-build.log
-      echo "attn-ab: with .ab/ ($files)"
-      attn_runs
-      for f in $files; do cp "/tmp/ab-keep-$(echo "$f" | tr / _)" "$f"; done
-      ninja -C build-gpu cpu_attention_bench > /tmp/ab-build.log 2>&1 || tail -5 /tmp/ab-build.log ;;
+      # A/B of the CPU attention kernel in one call: for each carried, git-ignored folder of
+      # STRATA_AB (default .ab), its files (at their repo paths) replace the tree's,
+      # cpu_attention_bench is rebuilt and the STRATA_ATTN_RUNS run again; then the tree's own
+      # files come back.
+      for ab in ${STRATA_AB:-.ab}; do
+        [ -d "$ab" ] || { echo "attn-ab: no $ab/ carried"; continue; }
+        files=$(cd "$ab" && find . -type f | sed 's|^\./||')
+        for f in $files; do cp "$f" "/tmp/ab-keep-$(echo "$f" | tr / _)"; cp "$ab/$f" "$f"; done
+        ninja -C build-gpu cpu_attention_bench > /tmp/ab-build.log 2>&1 || tail -5 /tmp/ab-build.log
+        echo "attn-ab: with $ab/ ($files)"
+        attn_runs
+        for f in $files; do cp "/tmp/ab-keep-$(echo "$f" | tr / _)" "$f"; done
+        ninja -C build-gpu cpu_attention_bench > /tmp/ab-build.log 2>&1 || tail -5 /tmp/ab-build.log
+      done ;;
     ctx)
       # The CPU's share of cold attention first: its rate against C decides the cpu mode.
       build-gpu/bench/cpu_attention_bench --json-out "$jsonl" --commit "$commit" 2>&1 | tail -1
@@ -192,10 +196,12 @@ PY
       m=/tmp/llama3-8b-Q4_0.gguf
       [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type Q4_0 --out "$m" 2>&1 | tail -1
       for mode in ${STRATA_CTX_MODES:-prefetch cpu}; do
+        huge=""; [[ $mode == *-huge ]] && huge=--huge-pages && mode=${mode%-huge}
+        echo "== ctx $mode $huge"
         timeout "${STRATA_BENCH_TIMEOUT:-300}" build-gpu/bench/long_context_bench -m "$m" --model-name llama3-8b \
           --vram-budget 8GiB --contexts "${STRATA_CTX_CONTEXTS:-4096,32768,131072}" \
           --hot-window "${STRATA_CTX_WINDOW:-4096}" --prefill-context "${STRATA_CTX_PREFILL:-32768}" \
-          --cold-attention "$mode" --json-out "$jsonl" --commit "$commit" 2>&1 | grep -v '^{' | tail -16 || true
+          --cold-attention "$mode" $huge --json-out "$jsonl" --commit "$commit" 2>&1 | grep -v '^{' | tail -16 || true
       done ;;
     gemv)
       build-gpu/bench/gemv_bench --read-gib 8 --json "$jsonl" --commit "$commit" 2>&1 | tail -12 ;;
@@ -225,10 +231,11 @@ fi
 echo "== summary ($commit)"
 [ -f "$jsonl" ] && python3 - "$jsonl" <<'PY' || true
 import json, sys
-print(f"{'scenario':8} {'type':5} {'phase':8} {'tok/s':>9} {'roof':>9} {'ratio':>6}")
+print(f"{'scenario':8} {'type':5} {'phase':8} {'ctx':>6} {'mode':9} {'tok/s':>9} {'roof':>9} {'ratio':>6}")
 for line in open(sys.argv[1]):
     r = json.loads(line)
     if 'phase' not in r: continue
-    print(f"{r['scenario']:8} {r['type']:5} {r['phase']:8} {r['tokens_per_s']:9.2f} {r['roofline_tokens_per_s']:9.2f} {r['ratio_to_roofline']:6.3f}")
+    mode = r.get('cold_attention', '') + ('+huge' if r.get('host_huge_pages') else '')
+    print(f"{r['scenario']:8} {r['type']:5} {r['phase']:8} {r.get('context', 0):6} {mode:9} {r['tokens_per_s']:9.2f} {r['roofline_tokens_per_s']:9.2f} {r['ratio_to_roofline']:6.3f}")
 PY
 [ -n "$train_pid" ] || python3 bench/plot.py "$jsonl" -o "$out/bench.png" 2>/dev/null || echo "(no plot)"

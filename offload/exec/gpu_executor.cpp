@@ -135,8 +135,10 @@ Status GpuExecutor::init() {
   STRATA_ASSIGN_OR_RETURN(
       arena_, DeviceArena::create(arena_options, make_cuda_device_allocator(options_.device)));
   STRATA_ASSIGN_OR_RETURN(
-      host_pool_, PinnedHostPool::create({}, options_.make_host_pinner ? options_.make_host_pinner()
-                                                                       : make_cuda_host_pinner()));
+      host_pool_,
+      PinnedHostPool::create({}, options_.make_host_pinner
+                                     ? options_.make_host_pinner()
+                                     : make_cuda_host_pinner(options_.host_huge_pages)));
   STRATA_RETURN_IF_ERROR(upload_weights());
 
   STRATA_RETURN_IF_ERROR(blas_->use_workspace(*arena_));

@@ -88,6 +88,9 @@ struct GpuExecutorOptions {
   // Pins the host copies of streamed weights; null: cudaMallocHost. When pinning is refused the
   // weights stay in pageable memory (with a warning): correct, but streamed at pageable speed.
   std::function<std::unique_ptr<HostPinner>()> make_host_pinner;
+  // The default pinner's pages: 2 MiB pages registered with CUDA instead of cudaMallocHost's
+  // 4 KiB ones (cuda::HostPages::kHuge), for the CPU's reads of the cold KV tier.
+  bool host_huge_pages = false;
   // Tiered KV (base.kv_hot_window_tokens > 0): decode steps attend the cold blocks on the CPU
   // where they lie (cpu::attention_ranges, OpenMP) while the GPU attends the hot ones, merged
   // through their log-sum-exps (issue 6's cold_attention = cpu). Off: the GPU reads cold blocks
@@ -105,10 +108,12 @@ struct GpuExecutorOptions {
   // others in place over PCIe at the same time. Balanced when the CPU's part takes as long as
   // the link's: (S - P) / S, the CPU's share of host memory while PCIe streams (0.59 for S 135,
   // P 55 GB/s). Blocks are dealt by index in groups of cold_deal_blocks (Bresenham), so a
-  // block's owner never changes and the CPU gets long ranges, all of a layer's attended in one
-  // cpu::attention_ranges call (one OpenMP region).
+  // block's owner never changes and the CPU gets ranges of whole groups, all of a layer's
+  // attended in one cpu::attention_ranges call (one OpenMP region). Groups of 32 blocks (512
+  // tokens): with 256 a 32k context had ~6.5 groups, so a share of 0.42 gave the CPU 2 of them
+  // and left the split unbalanced (CPU 24 ms, link 49 ms a step on the H200).
   double cold_cpu_fraction = 1.0;
-  int64_t cold_deal_blocks = 256;
+  int64_t cold_deal_blocks = 32;
   // With cold_attention_on_cpu and staging: cold_cpu_fraction is only where the share starts;
   // after every decode step the share follows the rates measured on each side (the CPU's
   // attention time, the staging copies' event times), so that both end together (ColdSplit,

@@ -94,6 +94,43 @@ TEST_F(CudaApiTest, MemcpyRoundTripKeepsRandomBytes) {
   EXPECT_EQ(std::memcmp(src->data(), dst->data(), kBytes), 0);
 }
 
+TEST_F(CudaApiTest, HugePagePinnedMemoryCopiesAndMapsToItsOwnAddress) {
+  // Registered 2 MiB pages (HostPages::kHuge, the cold KV tier's with host_huge_pages): DMA both
+  // ways over random bytes, and the device sees them at their host address, as the executor's
+  // in-place cold reads need.
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  constexpr int64_t kBytes = (int64_t{6} << 20) + 77;
+  auto arena = make_arena(int64_t{64} << 20);
+  StatusOr<DeviceBuffer> device = arena->allocate(kBytes, DeviceMemoryTag::kStaging);
+  StatusOr<cuda::PinnedHostBuffer> src =
+      cuda::PinnedHostBuffer::allocate(kBytes, cuda::HostPages::kHuge);
+  StatusOr<cuda::PinnedHostBuffer> back =
+      cuda::PinnedHostBuffer::allocate(kBytes, cuda::HostPages::kHuge);
+  ASSERT_TRUE(device.is_ok() && src.is_ok() && back.is_ok())
+      << src.status().to_string() << back.status().to_string();
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(src->data()) % (uintptr_t{2} << 20), 0u);
+  EXPECT_EQ(src->size_bytes(), kBytes);
+  StatusOr<void*> mapped = cuda::device_pointer_of_host(src->data());
+  ASSERT_TRUE(mapped.is_ok()) << mapped.status().to_string();
+  EXPECT_EQ(*mapped, src->data());
+  std::mt19937 rng(seed);
+  auto* s = static_cast<uint8_t*>(src->data());
+  for (int64_t i = 0; i < kBytes; ++i) s[i] = static_cast<uint8_t>(rng());
+  std::memset(back->data(), 0, kBytes);
+  StatusOr<cuda::Stream> stream = cuda::Stream::create();
+  ASSERT_TRUE(stream.is_ok()) << stream.status().to_string();
+  ASSERT_TRUE(cuda::memset_async(device->data(), 0xFF, kBytes, *stream).is_ok());
+  ASSERT_TRUE(cuda::memcpy_async(device->data(), src->data(), kBytes, cuda::CopyKind::kHostToDevice,
+                                 *stream)
+                  .is_ok());
+  ASSERT_TRUE(cuda::memcpy_async(back->data(), device->data(), kBytes,
+                                 cuda::CopyKind::kDeviceToHost, *stream)
+                  .is_ok());
+  ASSERT_TRUE(stream->synchronize().is_ok());
+  EXPECT_EQ(std::memcmp(src->data(), back->data(), kBytes), 0);
+}
+
 TEST_F(CudaApiTest, BatchedCopiesLandWhereEachSays) {
   // Random pieces of a pinned buffer to shuffled places of a poisoned device buffer, in one
   // batch (as queue_stage_copy stages cold KV runs); back in one plain copy, each piece checked.
