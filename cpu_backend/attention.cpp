@@ -199,10 +199,36 @@ inline __m128 sum4(const __m512 a[4]) {
       _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), u));
 }
 
-// The same two for f16 rows with head_dim = 16 V, AVX-512 (below): scores two query heads and
-// four keys at a time, values four heads at a time, each head slice widened once per pass. The
-// generic loops above went through memory for every key and head and ran at ~1 GB/s per core,
-// compute-bound; the cold share of a 128k decode needs the CPU's whole read bandwidth.
+// The same two for f16 rows with head_dim = 16 V, AVX-512 (below): scores four keys at a time
+// for four query heads (two where the group is not a multiple of four), values four heads at a
+// time, each head slice widened once per pass. The generic loops above went through memory for
+// every key and head and ran at ~1 GB/s per core, compute-bound; the cold share of a 128k decode
+// needs the CPU's whole read bandwidth.
+//
+// Scores of keys k[0..3] (one KV head's slices) for the H query heads h[] of that KV head, into
+// scores[r[j] * kRowChunk + at + key]. Each key slice is widened once for the H heads: with
+// pairs of heads a group of four widened every K slice twice, a fifth of the kernel's
+// instructions (vcvtph2ps is two uops, one on the port the FMAs and shuffles share).
+template <int V, int H>
+inline void score_four_keys(const float* qt, const __m256i* const k[4], const int64_t h[H],
+                            const int64_t r[H], int64_t at, __m128 scale4, float* scores) {
+  constexpr int64_t hd = 16 * V;
+  __m512 s[H][4];
+  for (int j = 0; j < H; ++j)
+    for (int key = 0; key < 4; ++key) s[j][key] = _mm512_setzero_ps();
+  for (int i = 0; i < V; ++i) {
+    __m512 kf[4];
+    for (int key = 0; key < 4; ++key) kf[key] = _mm512_cvtph_ps(_mm256_loadu_si256(k[key] + i));
+    for (int j = 0; j < H; ++j) {
+      const __m512 qj = _mm512_loadu_ps(qt + h[j] * hd + 16 * i);
+      for (int key = 0; key < 4; ++key) s[j][key] = _mm512_fmadd_ps(qj, kf[key], s[j][key]);
+    }
+  }
+  // Four keys' sums reduced together (sum4).
+  for (int j = 0; j < H; ++j)
+    _mm_storeu_ps(scores + r[j] * kRowChunk + at, _mm_mul_ps(sum4(s[j]), scale4));
+}
+
 template <int V>
 void chunk_scores_f16(const float* qt, const ChunkRows& rows, const AttentionShape& shape,
                       int64_t kvh0, int64_t kvh1, float scale, float* scores) {
@@ -210,12 +236,36 @@ void chunk_scores_f16(const float* qt, const ChunkRows& rows, const AttentionSha
   constexpr int64_t hd = 16 * V;
   const int64_t group = shape.n_head / shape.n_head_kv;
   const __m128 scale4 = _mm_set1_ps(scale);
-  // Key by key (four at a time), all heads of those keys before the next: rows in address
-  // order. The heads' q come from L1 for each four keys. Whole rows (every KV head: the key
-  // split of a decode step) are left to the hardware prefetchers, which follow that order
-  // without taking the core's fill buffers as software prefetches do on the Xeon; slices of
-  // rows (one KV head) are strided and prefetched.
+  // Whole rows (every KV head: the key split of a decode step), in groups of four heads: one
+  // key at a time, its row front to back, each K slice widened once for the four heads and their
+  // sums reduced together. Reading four rows side by side (as below) ran ~60 GB/s on 16 threads
+  // of the H200's host, this ~70 (b79c054). Whole rows get no software prefetch: in address order
+  // the hardware prefetchers follow them without taking the core's fill buffers.
   const bool full_rows = kvh1 - kvh0 == shape.n_head_kv;
+  if (full_rows && group % 4 == 0) {
+    for (int64_t p = c0; p < c1; ++p) {
+      const auto* krow = reinterpret_cast<const __m256i*>(rows.key(p));
+      for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
+        const __m256i* k = krow + kvh * V;
+        for (int64_t g = 0; g < group; g += 4) {
+          const int64_t h0 = kvh * group + g, r0 = h0 - kvh0 * group;
+          __m512 sv[4];
+          for (int j = 0; j < 4; ++j) sv[j] = _mm512_setzero_ps();
+          for (int i = 0; i < V; ++i) {
+            const __m512 kf = _mm512_cvtph_ps(_mm256_loadu_si256(k + i));
+            for (int j = 0; j < 4; ++j)
+              sv[j] = _mm512_fmadd_ps(_mm512_loadu_ps(qt + (h0 + j) * hd + 16 * i), kf, sv[j]);
+          }
+          alignas(16) float out4[4];
+          _mm_store_ps(out4, _mm_mul_ps(sum4(sv), scale4));
+          for (int j = 0; j < 4; ++j) scores[(r0 + j) * kRowChunk + (p - c0)] = out4[j];
+        }
+      }
+    }
+    return;
+  }
+  // Otherwise key by key, four at a time, all heads of those keys before the next. Slices of
+  // rows (one KV head) are strided and prefetched.
   int64_t p = c0;
   for (; p + 4 <= c1; p += 4) {
     if (!full_rows) prefetch_rows(rows, p, 4, kvh0 * 2 * hd, (kvh1 - kvh0) * 2 * hd);
@@ -224,26 +274,18 @@ void chunk_scores_f16(const float* qt, const ChunkRows& rows, const AttentionSha
       for (int j = 0; j < 4; ++j)
         k[j] = reinterpret_cast<const __m256i*>(reinterpret_cast<const uint16_t*>(rows.key(p + j)) +
                                                 kvh * hd);
+      if (group % 4 == 0) {
+        for (int64_t g = 0; g < group; g += 4) {
+          const int64_t h0 = kvh * group + g, r0 = h0 - kvh0 * group;  // absolute, in the range
+          const int64_t h[4] = {h0, h0 + 1, h0 + 2, h0 + 3}, r[4] = {r0, r0 + 1, r0 + 2, r0 + 3};
+          score_four_keys<V, 4>(qt, k, h, r, p - c0, scale4, scores);
+        }
+        continue;
+      }
       for (int64_t g = 0; g < group; g += 2) {
         const int64_t ha = kvh * group + g, hb = g + 1 < group ? ha + 1 : ha;  // absolute
-        const int64_t ra = ha - kvh0 * group, rb = hb - kvh0 * group;          // in the range
-        __m512 sa[4], sb[4];
-        for (int j = 0; j < 4; ++j) {
-          sa[j] = _mm512_setzero_ps();
-          sb[j] = _mm512_setzero_ps();
-        }
-        for (int i = 0; i < V; ++i) {
-          const __m512 qa = _mm512_loadu_ps(qt + ha * hd + 16 * i);
-          const __m512 qb = _mm512_loadu_ps(qt + hb * hd + 16 * i);
-          for (int j = 0; j < 4; ++j) {
-            const __m512 kf = _mm512_cvtph_ps(_mm256_loadu_si256(k[j] + i));
-            sa[j] = _mm512_fmadd_ps(qa, kf, sa[j]);
-            sb[j] = _mm512_fmadd_ps(qb, kf, sb[j]);
-          }
-        }
-        // Four keys' sums reduced together (sum4).
-        _mm_storeu_ps(scores + ra * kRowChunk + (p - c0), _mm_mul_ps(sum4(sa), scale4));
-        _mm_storeu_ps(scores + rb * kRowChunk + (p - c0), _mm_mul_ps(sum4(sb), scale4));
+        const int64_t h[2] = {ha, hb}, r[2] = {ha - kvh0 * group, hb - kvh0 * group};
+        score_four_keys<V, 2>(qt, k, h, r, p - c0, scale4, scores);
       }
     }
   }

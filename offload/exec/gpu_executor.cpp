@@ -884,17 +884,23 @@ void GpuExecutor::describe_cold(SeqId seq, Segment* s) const {
 }
 
 Status GpuExecutor::split_attention(const Segment& s, int64_t layer, const float* q, float* out,
-                                    int64_t stage_layer) {
+                                    bool staging, int64_t stage_layer) {
   const HyperParams& hp = spec_.hp;
   const int64_t q_floats = s.n * hp.q_dim();
   const int64_t rows = s.n * hp.n_head;
   auto* lse = static_cast<float*>(gpu_lse_.data());
   // q goes down by a kernel writing the pinned buffer (a copy would queue behind the copy
-  // stream's weight prefetch); the GPU then attends the hot blocks while the CPU waits for q.
+  // stream's weight prefetch), before the wait for this layer's staged blocks: the CPU's part
+  // needs none of them, and waiting there made the CPU start each layer only once the link had
+  // finished it, the two readers in lockstep layer by layer. The GPU then attends the hot and
+  // staged blocks; their slot is free again after that kernel (the merge reads no KV), so the
+  // next copy into it need not wait for the CPU.
   STRATA_RETURN_IF_ERROR(gpu::copy_floats(cold_q_device_, q, q_floats, stream_));
   STRATA_RETURN_IF_ERROR(cold_q_ready_.record(stream_));
+  if (staging) STRATA_RETURN_IF_ERROR(stream_.wait(stage_ready_[layer & 1]));
   STRATA_RETURN_IF_ERROR(
       attention_->run_decode_partial(q, s.n, s.pos0, s.hot_kv, layer, out, lse, stream_));
+  if (staging) STRATA_RETURN_IF_ERROR(stage_free_[layer & 1].record(stream_));
   if (stage_layer >= 0) STRATA_RETURN_IF_ERROR(queue_stage_copy(stage_layer));
   STRATA_RETURN_IF_ERROR(cold_q_ready_.synchronize());
   // The CPU part over the cold ranges, where the blocks lie (pinned host memory). cold_out_ and
@@ -1157,15 +1163,16 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
                                                 rope_table + s.row0 * hp.rope_dims, shape,
                                                 hp.rope_dims, hp.rope_style, s.kv, l, stream_));
       STRATA_RETURN_IF_ERROR(mark(kOther));
-      if (staging) STRATA_RETURN_IF_ERROR(stream_.wait(stage_ready_[l & 1]));
       if (!s.cold_ranges.empty()) {  // cold blocks attended by the CPU
-        STRATA_RETURN_IF_ERROR(split_attention(s, l, q + s.row0 * Q, att + s.row0 * Q, stage_next));
+        STRATA_RETURN_IF_ERROR(
+            split_attention(s, l, q + s.row0 * Q, att + s.row0 * Q, staging, stage_next));
         stage_next = -1;
       } else {
+        if (staging) STRATA_RETURN_IF_ERROR(stream_.wait(stage_ready_[l & 1]));
         STRATA_RETURN_IF_ERROR(attention_->run(q + s.row0 * Q, s.n, s.pos0, s.kv, l,
                                                att + s.row0 * Q, stream_));  // att [n][Q]
+        if (staging) STRATA_RETURN_IF_ERROR(stage_free_[l & 1].record(stream_));
       }
-      if (staging) STRATA_RETURN_IF_ERROR(stage_free_[l & 1].record(stream_));
       STRATA_RETURN_IF_ERROR(mark(kAttention));
     }
     if (stage_next >= 0) STRATA_RETURN_IF_ERROR(queue_stage_copy(stage_next));

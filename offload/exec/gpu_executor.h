@@ -286,8 +286,9 @@ class GpuExecutor final : public Engine {
   // Fills s->seq, hot_kv and cold_ranges for a decode segment of `seq` (see Segment).
   void describe_cold(SeqId seq, Segment* s) const;
   // Attention of segment s in layer l split between the GPU (hot blocks) and the CPU (cold).
+  // staging: the GPU's part reads this layer's staging slot (waits for its copy, frees it).
   // stage_layer >= 0: queues that layer's staging copies once the GPU's part is queued.
-  Status split_attention(const Segment& s, int64_t layer, const float* q, float* out,
+  Status split_attention(const Segment& s, int64_t layer, const float* q, float* out, bool staging,
                          int64_t stage_layer);
   // cold_stage_blocks: buffers and events (tiered KV only).
   Status init_cold_stage();

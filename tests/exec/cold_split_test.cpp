@@ -47,7 +47,8 @@ TEST(ColdSplit, KeepsItsShareUntilBothSidesAreMeasuredAndWithinTheHysteresis) {
   split.add_cpu(1e9, 0.1);  // the link had no work this step
   EXPECT_FALSE(split.end_step());
   EXPECT_EQ(split.share(), 0.5);
-  split.add_link(1e9, 0.1 * 1.05);  // the link takes 5% longer: inside the hysteresis
+  // The link takes a little longer, inside the hysteresis.
+  split.add_link(1e9, 0.1 * (1 + (ColdSplit::kImbalance - 1) / 2));
   EXPECT_FALSE(split.end_step());
   EXPECT_EQ(split.share(), 0.5);
   split.add_link(1e9, 0.0);  // no time, no rate: ignored
