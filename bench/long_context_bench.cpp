@@ -92,10 +92,11 @@ int main(int argc, char** argv) {
                  "With --cold-attention cpu: a fixed share of cold blocks the CPU attends, the "
                  "rest staged for the GPU meanwhile (default: start at (S - P) / S from the "
                  "limits measured here, then balance on the rates measured per step)");
-  bool huge_pages = false;
-  app.add_flag("--huge-pages", huge_pages,
-               "Pinned host memory (the cold KV tier) in 2 MiB pages registered with CUDA "
-               "(GpuExecutorOptions::host_huge_pages)");
+  std::string host_pages = "huge";
+  app.add_option("--host-pages", host_pages,
+                 "Pinned host memory (the cold KV tier) in 2 MiB pages registered with CUDA, or "
+                 "cudaMallocHost's small ones (GpuExecutorOptions::host_huge_pages)")
+      ->check(CLI::IsMember({"huge", "small"}));
   app.add_option("--read-gib", read_gib, "Buffers of the bandwidth measurements");
   app.add_option("--json-out", json_out, "Append JSON lines here");
   app.add_option("--commit", commit, "Commit id for the record");
@@ -152,7 +153,7 @@ int main(int argc, char** argv) {
   o.gemm_precision = gpu::GemmPrecision::kF16;
   o.placements = plan.tensors;
   o.cold_attention_on_cpu = cold_attention == "cpu";
-  o.host_huge_pages = huge_pages;
+  o.host_huge_pages = host_pages == "huge";
   // A slot holds one layer's cold blocks at max_context (as strata run sizes it).
   if (cold_attention != "in-place") o.cold_stage_blocks = policy.cold_kv_blocks();
   // cpu: the share starts at (S - P) / S and follows the measured rates (ColdSplit), unless
@@ -199,7 +200,7 @@ int main(int argc, char** argv) {
     r["hot_window_tokens"] = hot_window;
     r["trained_context"] = hp.n_ctx_train;
     r["cold_attention"] = cold_attention;
-    r["host_huge_pages"] = huge_pages;
+    r["host_huge_pages"] = o.host_huge_pages;
     r["anon_huge_page_bytes"] = anon_huge_page_bytes();
     if (o.cold_attention_on_cpu) {
       const ColdSplit& split = exec->cold_split();
@@ -211,11 +212,14 @@ int main(int argc, char** argv) {
       // One step's CPU attention and staging copy seconds (summed over layers; the last step the
       // split folded), against the step's 1 / tokens_per_s.
       r["cold_step_cpu_s"] = split.last_cpu_seconds();
+      r["cold_step_cpu_wait_s"] = split.last_cpu_wait_seconds();
       r["cold_step_link_s"] = split.last_link_seconds();
       if (phase == "decode" && tps > 0)
-        std::fprintf(stderr, "%lld: step %.1f ms, CPU attention %.1f ms, staging copies %.1f ms\n",
+        std::fprintf(stderr,
+                     "%lld: step %.1f ms, CPU attention %.1f ms (waits for q %.1f ms), staging "
+                     "copies %.1f ms\n",
                      static_cast<long long>(context), 1e3 / tps, 1e3 * split.last_cpu_seconds(),
-                     1e3 * split.last_link_seconds());
+                     1e3 * split.last_cpu_wait_seconds(), 1e3 * split.last_link_seconds());
     }
     r["cold_stage_blocks"] = o.cold_stage_blocks;
     r["peak_vram_bytes"] = exec->device_stats()->peak_used_bytes;

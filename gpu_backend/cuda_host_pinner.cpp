@@ -13,8 +13,12 @@ class CudaHostPinner final : public HostPinner {
   explicit CudaHostPinner(cuda::HostPages pages) : pages_(pages) {}
 
   StatusOr<void*> allocate(int64_t size_bytes) override {
-    STRATA_ASSIGN_OR_RETURN(cuda::PinnedHostBuffer buffer,
-                            cuda::PinnedHostBuffer::allocate(size_bytes, pages_));
+    StatusOr<cuda::PinnedHostBuffer> got = cuda::PinnedHostBuffer::allocate(size_bytes, pages_);
+    // Huge pages refused (mmap or cudaHostRegister failed): cudaMallocHost's small pages are
+    // still pinned, which is what streaming needs; pageable memory would not be.
+    if (!got.is_ok() && pages_ == cuda::HostPages::kHuge)
+      got = cuda::PinnedHostBuffer::allocate(size_bytes, cuda::HostPages::kDefault);
+    STRATA_ASSIGN_OR_RETURN(cuda::PinnedHostBuffer buffer, std::move(got));
     void* data = buffer.data();
     std::lock_guard<std::mutex> lock(mutex_);
     buffers_.emplace(data, std::move(buffer));

@@ -27,7 +27,8 @@ bool ColdSplit::end_step() {
   fold(link_bytes_, link_s_, &link_rate_);
   last_cpu_s_ = cpu_s_;
   last_link_s_ = link_s_;
-  cpu_bytes_ = cpu_s_ = link_bytes_ = link_s_ = 0;
+  last_cpu_wait_s_ = cpu_wait_s_;
+  cpu_bytes_ = cpu_s_ = link_bytes_ = link_s_ = cpu_wait_s_ = 0;
   // Until both sides have been seen the share stays: a side with no work has no rate to weigh.
   if (cpu_rate_ <= 0 || link_rate_ <= 0) return false;
   const double t_cpu = share_ / cpu_rate_, t_link = (1 - share_) / link_rate_;

@@ -33,6 +33,9 @@ class ColdSplit {
   // work; its rate estimate then stays as it was).
   void add_cpu(double bytes, double seconds);
   void add_link(double bytes, double seconds);
+  // Seconds the CPU side waited for a layer's q (the GPU's serial work between its parts);
+  // reported only, the share does not weigh it.
+  void add_cpu_wait(double seconds) { cpu_wait_s_ += seconds; }
   // Folds the step's reports into the rates; returns true when the share changed.
   bool end_step();
 
@@ -43,6 +46,7 @@ class ColdSplit {
   // step's wall time: what the two readers leave of it is the step's serial part.
   double last_cpu_seconds() const { return last_cpu_s_; }
   double last_link_seconds() const { return last_link_s_; }
+  double last_cpu_wait_seconds() const { return last_cpu_wait_s_; }
 
  private:
   static void fold(double bytes, double seconds, double* rate);
@@ -50,7 +54,8 @@ class ColdSplit {
   double share_;
   double cpu_rate_ = 0, link_rate_ = 0;                             // 0: not measured yet
   double cpu_bytes_ = 0, cpu_s_ = 0, link_bytes_ = 0, link_s_ = 0;  // this step's
-  double last_cpu_s_ = 0, last_link_s_ = 0;
+  double cpu_wait_s_ = 0;
+  double last_cpu_s_ = 0, last_link_s_ = 0, last_cpu_wait_s_ = 0;
 };
 
 }  // namespace strata

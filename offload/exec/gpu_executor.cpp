@@ -902,7 +902,10 @@ Status GpuExecutor::split_attention(const Segment& s, int64_t layer, const float
       attention_->run_decode_partial(q, s.n, s.pos0, s.hot_kv, layer, out, lse, stream_));
   if (staging) STRATA_RETURN_IF_ERROR(stage_free_[layer & 1].record(stream_));
   if (stage_layer >= 0) STRATA_RETURN_IF_ERROR(queue_stage_copy(stage_layer));
+  const auto wait0 = std::chrono::steady_clock::now();
   STRATA_RETURN_IF_ERROR(cold_q_ready_.synchronize());
+  cold_split_.add_cpu_wait(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - wait0).count());
   // The CPU part over the cold ranges, where the blocks lie (pinned host memory). cold_out_ and
   // cold_lse_ are free to write: the previous layer's merge ran before this layer's q arrived.
   const auto* host_q = static_cast<const float*>(cold_q_.data());
@@ -1114,16 +1117,25 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
       gpu::rope_table(positions, n, hp.rope_dims, hp.rope_theta, rope_table, stream_));
 
   const bool staging = !staged_blocks_.empty();
-  if (staging) STRATA_RETURN_IF_ERROR(queue_stage_copy(0));
   const bool cpu_split = std::any_of(segments.begin(), segments.end(),
                                      [](const Segment& s) { return !s.cold_ranges.empty(); });
+  // Layers whose staging copies are queued ahead of their compute: one, or two where the CPU
+  // attends a share. There the host queues copies only between the CPU's layers, and with one
+  // ahead the next copy went in when the CPU finished the previous layer: whenever the link had
+  // finished first it stood idle until then (the 128k step ran ~16 ms over its slower reader).
+  // Two slots, so the copy two layers ahead waits for the GPU's kernel on the slot's last layer.
+  const int64_t ahead = cpu_split ? 2 : 1;
+  if (staging) {
+    for (int64_t l = 0; l < std::min<int64_t>(ahead, hp.n_layer); ++l)
+      STRATA_RETURN_IF_ERROR(queue_stage_copy(l));
+  }
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const Layer& w = layers_[static_cast<size_t>(l)];
-    // The next layer's cold blocks come up while this one computes. Where the CPU attends, the
+    // Later layers' cold blocks come up while this one computes. Where the CPU attends, the
     // host waits for each layer's q, so split_attention queues them once the GPU has its work up
     // to there: queued here, their calls (~2 per 32 blocks: the cold slabs stride layers)
     // delayed every layer's GPU work and so the CPU's start.
-    int64_t stage_next = staging && l + 1 < hp.n_layer ? l + 1 : -1;
+    int64_t stage_next = staging && l + ahead < hp.n_layer ? l + ahead : -1;
     if (stage_next >= 0 && !cpu_split) {
       STRATA_RETURN_IF_ERROR(queue_stage_copy(stage_next));
       stage_next = -1;
