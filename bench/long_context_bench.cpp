@@ -214,6 +214,17 @@ int main(int argc, char** argv) {
       r["cold_step_cpu_s"] = split.last_cpu_seconds();
       r["cold_step_cpu_wait_s"] = split.last_cpu_wait_seconds();
       r["cold_step_link_s"] = split.last_link_seconds();
+      const GpuExecutor::HostTimes& ht = exec->last_host_times();
+      r["host_prepare_s"] = ht.prepare_s;
+      r["host_stage_enqueue_s"] = ht.stage_enqueue_s;
+      r["host_run_s"] = ht.run_s;
+      r["host_step_s"] = ht.total_s;
+      if (phase == "decode" && tps > 0)
+        std::fprintf(stderr,
+                     "%lld: host: prepare %.1f ms, staging enqueue %.1f ms, run_model %.1f ms, "
+                     "chunk %.1f ms\n",
+                     static_cast<long long>(context), 1e3 * ht.prepare_s, 1e3 * ht.stage_enqueue_s,
+                     1e3 * ht.run_s, 1e3 * ht.total_s);
       if (phase == "decode" && tps > 0)
         std::fprintf(stderr,
                      "%lld: step %.1f ms, CPU attention %.1f ms (waits for q %.1f ms), staging "

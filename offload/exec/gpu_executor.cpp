@@ -800,6 +800,14 @@ Status GpuExecutor::prepare_stage(SeqId seq, Segment* s) {
 }
 
 Status GpuExecutor::queue_stage_copy(int64_t layer) {
+  const auto t0 = std::chrono::steady_clock::now();
+  struct AddOnExit {
+    double* sum;
+    std::chrono::steady_clock::time_point t0;
+    ~AddOnExit() {
+      *sum += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+  } add_on_exit{&host_times_.stage_enqueue_s, t0};
   const KvLayout& layout = kv_->layout();
   const int64_t n_layer = layout.n_layer, lbb = layout.layer_block_bytes();
   const int64_t cap = options_.cold_stage_blocks;
@@ -1002,6 +1010,12 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
                                   float* logits) {
   const HyperParams& hp = spec_.hp;
   const int64_t n = static_cast<int64_t>(tokens.size());
+  using Clock = std::chrono::steady_clock;
+  const auto seconds_since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
+  const auto t_begin = Clock::now();
+  host_times_ = HostTimes{};
   if (!stage_copy_start_.empty()) STRATA_RETURN_IF_ERROR(rebalance_cold_split());
   STRATA_ASSIGN_OR_RETURN(const int64_t pos0, kv_->reserve_slots(seq, n));
   STRATA_RETURN_IF_ERROR(sync_block_table(seq));
@@ -1030,6 +1044,8 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
   const bool cold_work = !one.cold_ranges.empty() || !staged_blocks_.empty();
   const bool graph =
       options_.cuda_graphs && !options_.profile && decode && graphable_[kDecode] && !cold_work;
+  host_times_.prepare_s = seconds_since(t_begin);
+  const auto t_run = Clock::now();
   if (graph) {
     STRATA_RETURN_IF_ERROR(run_model_graph(seq, n, pos0, kv, head_rows));
   } else {
@@ -1037,6 +1053,12 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
     staged_blocks_.clear();  // forward_batch steps read cold blocks in place (or on the CPU)
     STRATA_RETURN_IF_ERROR(ran);
   }
+  host_times_.run_s = seconds_since(t_run);
+  struct TotalOnExit {
+    HostTimes* times;
+    Clock::time_point begin;
+    ~TotalOnExit() { times->total_s = std::chrono::duration<double>(Clock::now() - begin).count(); }
+  } total_on_exit{&host_times_, t_begin};
   if (logits == nullptr) {
     STRATA_RETURN_IF_ERROR(stream_.synchronize());
     return options_.profile ? collect_profile() : Status::ok();

@@ -172,6 +172,13 @@ class GpuExecutor final : public Engine {
   KvCacheStats kv_stats() const override { return kv_->stats(); }
   // The CPU's share of cold blocks now, and the rates it was balanced on (0: not measured).
   const ColdSplit& cold_split() const { return cold_split_; }
+  // Host seconds of the last forward_chunk, for telling a step's serial part apart (tiered KV):
+  // before run_model (tables, staging plan, inputs), queue_stage_copy calls, run_model, and the
+  // whole chunk.
+  struct HostTimes {
+    double prepare_s = 0, stage_enqueue_s = 0, run_s = 0, total_s = 0;
+  };
+  const HostTimes& last_host_times() const { return host_times_; }
   const char* kv_tier() const override { return "device"; }
   int64_t host_activation_bytes() const override;
   std::optional<DeviceArenaStats> device_stats() const override { return arena_->stats(); }
@@ -400,6 +407,7 @@ class GpuExecutor final : public Engine {
   // The CPU's share of the cold blocks (fixed, or balanced per step) and, when balanced, each
   // layer's staging copy start and end (timed events) of the last step and the bytes it copied.
   ColdSplit cold_split_{1.0};
+  HostTimes host_times_;
   std::vector<cuda::Event> stage_copy_start_, stage_copy_end_;
   int64_t stage_copy_layers_ = 0;
   double stage_copy_bytes_ = 0;
