@@ -52,6 +52,7 @@
 #include "offload/exec/cold_split.h"
 #include "offload/exec/engine.h"
 #include "offload/exec/executor.h"
+#include "offload/exec/host_worker.h"
 #include "offload/exec/weight_stream.h"
 #include "offload/model/llama_weights.h"
 #include "offload/model/model_spec.h"
@@ -408,6 +409,7 @@ class GpuExecutor final : public Engine {
   // layer's staging copy start and end (timed events) of the last step and the bytes it copied.
   ColdSplit cold_split_{1.0};
   HostTimes host_times_;
+  HostWorker stager_;  // queues staging copies during the CPU's attention (split_attention)
   std::vector<cuda::Event> stage_copy_start_, stage_copy_end_;
   int64_t stage_copy_layers_ = 0;
   double stage_copy_bytes_ = 0;
