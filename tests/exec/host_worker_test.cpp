@@ -22,7 +22,9 @@ TEST(HostWorker, RunsEachJobOnItsThreadAndReturnsItsStatus) {
     });
     const Status s = worker.wait();
     EXPECT_EQ(s.is_ok(), i % 3 != 0) << i;
-    if (!s.is_ok()) EXPECT_EQ(s.message(), "job " + std::to_string(i));
+    if (!s.is_ok()) {
+      EXPECT_EQ(s.message(), "job " + std::to_string(i));
+    }
     EXPECT_NE(ran_on, std::this_thread::get_id());
   }
   EXPECT_EQ(runs, 200);
