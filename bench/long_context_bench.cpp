@@ -42,7 +42,7 @@ double now_s() {
 }
 
 // Bytes of this process's anonymous memory in transparent huge pages (smaps_rollup), to see
-// whether --huge-pages got them; -1 where the kernel does not say.
+// whether --host-pages huge got them; -1 where the kernel does not say.
 int64_t anon_huge_page_bytes() {
   std::ifstream in("/proc/self/smaps_rollup");
   for (std::string line; std::getline(in, line);) {

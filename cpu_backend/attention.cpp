@@ -239,8 +239,9 @@ void chunk_scores_f16(const float* qt, const ChunkRows& rows, const AttentionSha
   // Whole rows (every KV head: the key split of a decode step), in groups of four heads: one
   // key at a time, its row front to back, each K slice widened once for the four heads and their
   // sums reduced together. Reading four rows side by side (as below) ran ~60 GB/s on 16 threads
-  // of the H200's host, this ~70 (b79c054). Whole rows get no software prefetch: in address order
-  // the hardware prefetchers follow them without taking the core's fill buffers.
+  // of the H200's host, this 66-69 in most runs (b79c054, 8a61503). Whole rows get no software
+  // prefetch: in address order the hardware prefetchers follow them without taking the core's fill
+  // buffers.
   const bool full_rows = kvh1 - kvh0 == shape.n_head_kv;
   if (full_rows && group % 4 == 0) {
     for (int64_t p = c0; p < c1; ++p) {

@@ -21,6 +21,20 @@
 namespace strata {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Adds the seconds from its construction to its destruction to *sum (host time of a scope with
+// early returns).
+struct AddSecondsOnExit {
+  double* sum;
+  Clock::time_point begin = Clock::now();
+  ~AddSecondsOnExit() { *sum += seconds_since(begin); }
+};
+
 using gpu::GemvOutput;
 
 int64_t aligned(int64_t bytes) {
@@ -632,7 +646,6 @@ Status GpuExecutor::matmuls(std::span<const Operand> ops, const float* x, int64_
   STRATA_RETURN_IF_ERROR(
       cuda::memcpy_async(hx, x, n_tokens * cols * 4, cuda::CopyKind::kDeviceToHost, stream_));
   STRATA_RETURN_IF_ERROR(host_ready_.record(stream_));
-  using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
   STRATA_RETURN_IF_ERROR(host_ready_.synchronize());
   const auto t1 = Clock::now();
@@ -800,14 +813,7 @@ Status GpuExecutor::prepare_stage(SeqId seq, Segment* s) {
 }
 
 Status GpuExecutor::queue_stage_copy(int64_t layer) {
-  const auto t0 = std::chrono::steady_clock::now();
-  struct AddOnExit {
-    double* sum;
-    std::chrono::steady_clock::time_point t0;
-    ~AddOnExit() {
-      *sum += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    }
-  } add_on_exit{&host_times_.stage_enqueue_s, t0};
+  const AddSecondsOnExit timed_enqueue{&host_times_.stage_enqueue_s};
   const KvLayout& layout = kv_->layout();
   const int64_t n_layer = layout.n_layer, lbb = layout.layer_block_bytes();
   const int64_t cap = options_.cold_stage_blocks;
@@ -909,10 +915,9 @@ Status GpuExecutor::split_attention(const Segment& s, int64_t layer, const float
   STRATA_RETURN_IF_ERROR(
       attention_->run_decode_partial(q, s.n, s.pos0, s.hot_kv, layer, out, lse, stream_));
   if (staging) STRATA_RETURN_IF_ERROR(stage_free_[layer & 1].record(stream_));
-  const auto wait0 = std::chrono::steady_clock::now();
+  const Clock::time_point wait0 = Clock::now();
   STRATA_RETURN_IF_ERROR(cold_q_ready_.synchronize());
-  cold_split_.add_cpu_wait(
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - wait0).count());
+  cold_split_.add_cpu_wait(seconds_since(wait0));
   // The CPU part over the cold ranges, where the blocks lie (pinned host memory). cold_out_ and
   // cold_lse_ are free to write: the previous layer's merge ran before this layer's q arrived.
   const auto* host_q = static_cast<const float*>(cold_q_.data());
@@ -932,13 +937,13 @@ Status GpuExecutor::split_attention(const Segment& s, int64_t layer, const float
       return queue_stage_copy(stage_layer);
     });
   }
-  const auto t0 = std::chrono::steady_clock::now();
+  const Clock::time_point t0 = Clock::now();
   cpu::attention_ranges(host_q, s.n, positions.data(), view, shape, s.cold_ranges, cpu_out, cpu_lse,
                         cold_scratch_.data());
   int64_t keys = 0;
   for (const auto& [begin, end] : s.cold_ranges) keys += end - begin;
   cold_split_.add_cpu(static_cast<double>(2 * keys * kv_bytes(view.dtype, view.kv_dim)),
-                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+                      seconds_since(t0));
   STRATA_RETURN_IF_ERROR(stager_.wait());
   return gpu::merge_attention_parts(out, lse, cold_out_device_, cold_lse_device_, rows, hp.head_dim,
                                     stream_);
@@ -1019,11 +1024,7 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
                                   float* logits) {
   const HyperParams& hp = spec_.hp;
   const int64_t n = static_cast<int64_t>(tokens.size());
-  using Clock = std::chrono::steady_clock;
-  const auto seconds_since = [](Clock::time_point t) {
-    return std::chrono::duration<double>(Clock::now() - t).count();
-  };
-  const auto t_begin = Clock::now();
+  const Clock::time_point t_begin = Clock::now();
   host_times_ = HostTimes{};
   if (!stage_copy_start_.empty()) STRATA_RETURN_IF_ERROR(rebalance_cold_split());
   STRATA_ASSIGN_OR_RETURN(const int64_t pos0, kv_->reserve_slots(seq, n));
@@ -1063,11 +1064,7 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
     STRATA_RETURN_IF_ERROR(ran);
   }
   host_times_.run_s = seconds_since(t_run);
-  struct TotalOnExit {
-    HostTimes* times;
-    Clock::time_point begin;
-    ~TotalOnExit() { times->total_s = std::chrono::duration<double>(Clock::now() - begin).count(); }
-  } total_on_exit{&host_times_, t_begin};
+  const AddSecondsOnExit timed_total{&host_times_.total_s, t_begin};  // total_s was reset above
   if (logits == nullptr) {
     STRATA_RETURN_IF_ERROR(stream_.synchronize());
     return options_.profile ? collect_profile() : Status::ok();

@@ -91,8 +91,8 @@ struct GpuExecutorOptions {
   std::function<std::unique_ptr<HostPinner>()> make_host_pinner;
   // The default pinner's pages: 2 MiB pages registered with CUDA instead of cudaMallocHost's
   // 4 KiB ones (cuda::HostPages::kHuge; cudaMallocHost where that is refused). On the H200 a
-  // 32k prefill past the hot window ran 10.3-10.5k tok/s with them against 7.5-8.4k without
-  // (two calls, b79c054 and 8a61503); decode was within the run-to-run noise.
+  // 32k prefill past the hot window ran 9.1-10.5k tok/s with them against 7.5-8.4k without
+  // (three calls, b79c054 to 50b83b7); decode was mixed in two, faster in the third.
   bool host_huge_pages = true;
   // Tiered KV (base.kv_hot_window_tokens > 0): decode steps attend the cold blocks on the CPU
   // where they lie (cpu::attention_ranges, OpenMP) while the GPU attends the hot ones, merged
