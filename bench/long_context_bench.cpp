@@ -92,6 +92,9 @@ int main(int argc, char** argv) {
                  "With --cold-attention cpu: a fixed share of cold blocks the CPU attends, the "
                  "rest staged for the GPU meanwhile (default: start at (S - P) / S from the "
                  "limits measured here, then balance on the rates measured per step)");
+  std::string kv_type_name = "f16";
+  app.add_option("--kv-type", kv_type_name, "KV element type in both tiers")
+      ->check(CLI::IsMember({"f16", "q8_0"}));
   std::string host_pages = "huge";
   app.add_option("--host-pages", host_pages,
                  "Pinned host memory (the cold KV tier) in 2 MiB pages registered with CUDA, or "
@@ -102,6 +105,7 @@ int main(int argc, char** argv) {
   app.add_option("--commit", commit, "Commit id for the record");
   CLI11_PARSE(app, argc, argv);
   const std::vector<int64_t> contexts = split_ints(contexts_text);
+  const DType kv_type = *dtype_from_name(kv_type_name);  // one of the two the check allows
   if (contexts.empty() || !std::is_sorted(contexts.begin(), contexts.end())) {
     std::fprintf(stderr, "long_context_bench: --contexts must be increasing\n");
     return 2;
@@ -130,7 +134,7 @@ int main(int argc, char** argv) {
   policy.vram_budget_bytes = budget;
   policy.context_tokens = max_context;
   policy.prefill_tokens = chunk;
-  policy.kv_type = DType::kF16;
+  policy.kv_type = kv_type;
   policy.hot_window_tokens = hot_window;
   policy.sink_blocks = sink_blocks;
   policy.cold_attention = ColdAttention::kPrefetch;  // what the executor's in-place reads cost
@@ -145,7 +149,7 @@ int main(int argc, char** argv) {
   // llama3-8b was trained at 8k; the synthetic weights make the same work at any context.
   o.base.allow_beyond_trained_context = true;
   o.base.max_batch_tokens = chunk;
-  o.base.kv_type = DType::kF16;
+  o.base.kv_type = kv_type;
   o.base.attention_tile_tokens = 1024;
   o.base.kv_hot_window_tokens = hot_window;
   o.base.kv_sink_blocks = sink_blocks;
@@ -169,7 +173,7 @@ int main(int argc, char** argv) {
 
   std::mt19937 rng(42);
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(hp.n_vocab - 1));
-  const double per_token_kv = static_cast<double>(hp.kv_bytes_per_token(DType::kF16));
+  const double per_token_kv = static_cast<double>(hp.kv_bytes_per_token(kv_type));
   int64_t layer_params = 0;
   for (const TensorSpec& t : spec.tensors) {
     if (t.ne.size() >= 2 && t.name.rfind("blk.", 0) == 0) layer_params += t.num_elements();
@@ -200,6 +204,7 @@ int main(int argc, char** argv) {
     r["hot_window_tokens"] = hot_window;
     r["trained_context"] = hp.n_ctx_train;
     r["cold_attention"] = cold_attention;
+    r["kv_type"] = kv_type_name;
     r["host_huge_pages"] = o.host_huge_pages;
     r["anon_huge_page_bytes"] = anon_huge_page_bytes();
     if (o.cold_attention_on_cpu) {

@@ -4,7 +4,8 @@
 //   decode_piece_kernel, grid (pieces, n_head / kHeads, n_tokens), 128 threads. A block takes one
 //   query token, kHeads query heads of one KV group (4 for Llama-3's group of 4: each K/V row is
 //   read once for all of them) and one piece of split_tokens KV positions. Lanes split a row into
-//   8-element chunks (one 16-byte load for f16, two for f32); the hd/8 lanes of one key (rounded
+//   8-element chunks (one 16-byte load for f16, two for f32, a scale and four 2-byte loads for a
+//   q8_0 cache, whose 34-byte blocks are only 2-byte aligned); the hd/8 lanes of one key (rounded
 //   up to a power of two: `lanes_per_key`) read consecutive bytes of the row, and a warp reads
 //   32 / lanes_per_key rows at once, kUnroll rows per lane in flight. Scores go to shared memory,
 //   then max, exp and sum per head, then the weighted V sum, reduced across the block.
@@ -35,7 +36,8 @@
 //   The two paths never run in one call, so they share one buffer (its size is the larger need).
 //
 // REQUIRES (not checkable on the host): the KV block pointers in the device block table are
-// 16-byte aligned (arena buffers are 256-byte aligned; a block is a whole number of rows).
+// 16-byte aligned for f32 and f16 caches, 2-byte aligned for q8_0 (arena buffers are 256-byte
+// aligned; a block is a whole number of rows).
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -46,6 +48,7 @@
 #include "gpu_backend/attention.h"
 #include "gpu_backend/dependent_launch.cuh"
 #include "gpu_backend/flash_attention.h"
+#include "gpu_backend/kv_q8_0.cuh"
 
 namespace strata::gpu {
 namespace {
@@ -88,6 +91,33 @@ __device__ __forceinline__ void load_chunk(const __half* __restrict__ p, float (
   const float2 f2 = half2_bits_to_float2(u.z), f3 = half2_bits_to_float2(u.w);
   v[0] = f0.x, v[1] = f0.y, v[2] = f1.x, v[3] = f1.y;
   v[4] = f2.x, v[5] = f2.y, v[6] = f3.x, v[7] = f3.y;
+}
+
+// ---- KV cache element types. The kernels take the cache's type as a template parameter T: float
+// (kF32), __half (kF16) or Q8Kv (kQ8_0, kv_q8_0.cuh), and address a row through byte pointers:
+// kv_offset<T>(e) is the byte offset of element e (a multiple of 32 for Q8Kv: a block start), and
+// load_kv<T>(row, e) reads elements e .. e + 7 (e a multiple of 8) as float32.
+
+struct Q8Kv {};
+
+template <typename T>
+__device__ __forceinline__ int64_t kv_offset(int64_t e) {
+  return e * static_cast<int64_t>(sizeof(T));
+}
+template <>
+__device__ __forceinline__ int64_t kv_offset<Q8Kv>(int64_t e) {
+  return q8_0_block_offset(e);
+}
+
+template <typename T>
+__device__ __forceinline__ void load_kv(const unsigned char* __restrict__ row, int64_t e,
+                                        float (&v)[kChunk]) {
+  load_chunk(reinterpret_cast<const T*>(row) + e, v);
+}
+template <>
+__device__ __forceinline__ void load_kv<Q8Kv>(const unsigned char* __restrict__ row, int64_t e,
+                                              float (&v)[kChunk]) {
+  load_q8_0_chunk(row, e, v);
 }
 
 __device__ __forceinline__ void store_chunk(float* __restrict__ p, const float (&v)[kChunk]) {
@@ -174,8 +204,8 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_piece_kernel(const Deco
   const int kv_head = head0 / p.group;  // kHeads divides group: one KV head for all
   const int hd = p.head_dim;
 
-  const T** k_blocks = reinterpret_cast<const T**>(shared);
-  const T** v_blocks = k_blocks + p.max_blocks_per_piece;
+  const unsigned char** k_blocks = reinterpret_cast<const unsigned char**>(shared);
+  const unsigned char** v_blocks = k_blocks + p.max_blocks_per_piece;
   float* head_max = reinterpret_cast<float*>(v_blocks + p.max_blocks_per_piece);  // [kHeads]
   float* head_sum = head_max + kHeads;                                            // [kHeads]
   float* region = head_sum + kHeads;
@@ -184,12 +214,13 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_piece_kernel(const Deco
   const int n_blocks = (key0 + n_keys - 1) / p.block_tokens - first_block + 1;
   for (int i = threadIdx.x; i < n_blocks; i += blockDim.x) {
     const int64_t entry = (static_cast<int64_t>(first_block + i) * p.n_layer + p.layer) * 2;
-    // Offset to this KV head once, so a row's chunk is block + row * kv_dim + dim0. A null
-    // entry is a block attended elsewhere (run_decode_partial): its keys are masked.
-    const T* k = static_cast<const T*>(p.block_table[entry]);
-    const T* v = static_cast<const T*>(p.block_table[entry + 1]);
-    k_blocks[i] = k != nullptr ? k + kv_head * hd : nullptr;
-    v_blocks[i] = v != nullptr ? v + kv_head * hd : nullptr;
+    // Offset to this KV head once, so a row's chunk is element row * kv_dim + dim0 from there. A
+    // null entry is a block attended elsewhere (run_decode_partial): its keys are masked.
+    const auto* k = static_cast<const unsigned char*>(p.block_table[entry]);
+    const auto* v = static_cast<const unsigned char*>(p.block_table[entry + 1]);
+    const int64_t head_offset = kv_offset<T>(static_cast<int64_t>(kv_head) * hd);
+    k_blocks[i] = k != nullptr ? k + head_offset : nullptr;
+    v_blocks[i] = v != nullptr ? v + head_offset : nullptr;
   }
 
   const int lane = threadIdx.x & 31;
@@ -231,7 +262,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_piece_kernel(const Deco
       int b = 0;
       const int64_t off = has_chunk && j < n_keys ? locate(j, b) : 0;
       if (has_chunk && j < n_keys && k_blocks[b] != nullptr) {
-        load_chunk(k_blocks[b] + off, kc[u]);
+        load_kv<T>(k_blocks[b], off, kc[u]);
       } else {
 #pragma unroll
         for (int e = 0; e < kChunk; ++e) kc[u][e] = 0.0f;
@@ -301,7 +332,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_piece_kernel(const Deco
         int b;
         const int64_t off = locate(j, b);
         if (v_blocks[b] != nullptr) {
-          load_chunk(v_blocks[b] + off, vc[u]);
+          load_kv<T>(v_blocks[b], off, vc[u]);
         } else {
 #pragma unroll
           for (int e = 0; e < kChunk; ++e) vc[u][e] = 0.0f;  // weight 0: masked
@@ -367,10 +398,12 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_piece_kernel(const Deco
 }
 
 template <int kHeads>
-void launch_decode_piece(bool f16_cache, dim3 grid, size_t shared_bytes, cudaStream_t stream,
+void launch_decode_piece(DType cache, dim3 grid, size_t shared_bytes, cudaStream_t stream,
                          const DecodeParams& p) {
-  if (f16_cache) {
+  if (cache == DType::kF16) {
     decode_piece_kernel<__half, kHeads><<<grid, kDecodeThreads, shared_bytes, stream>>>(p);
+  } else if (cache == DType::kQ8_0) {
+    decode_piece_kernel<Q8Kv, kHeads><<<grid, kDecodeThreads, shared_bytes, stream>>>(p);
   } else {
     decode_piece_kernel<float, kHeads><<<grid, kDecodeThreads, shared_bytes, stream>>>(p);
   }
@@ -446,9 +479,9 @@ __global__ void gather_kv_kernel(void* const* __restrict__ block_table, int n_la
     const int64_t src = static_cast<int64_t>(row - b * block_tokens) * kv_dim + c * kChunk;
     const int64_t dst = static_cast<int64_t>(row) * kv_dim + c * kChunk;
     float v[kChunk];
-    load_chunk(static_cast<const TIn*>(block_table[entry]) + src, v);
+    load_kv<TIn>(static_cast<const unsigned char*>(block_table[entry]), src, v);
     store_chunk(k_out + dst, v);
-    load_chunk(static_cast<const TIn*>(block_table[entry + 1]) + src, v);
+    load_kv<TIn>(static_cast<const unsigned char*>(block_table[entry + 1]), src, v);
     store_chunk(v_out + dst, v);
   }
 }
@@ -467,6 +500,9 @@ void launch_gather(const GpuKvView& kv, int64_t layer, TOut* k_out, TOut* v_out,
   const int rows = static_cast<int>(kv.num_tokens);
   if (kv.dtype == DType::kF16) {
     gather_kv_kernel<__half, TOut>
+        <<<blocks, 256, 0, stream>>>(kv.block_table, n_layer, ly, bt, kv_dim, rows, k_out, v_out);
+  } else if (kv.dtype == DType::kQ8_0) {
+    gather_kv_kernel<Q8Kv, TOut>
         <<<blocks, 256, 0, stream>>>(kv.block_table, n_layer, ly, bt, kv_dim, rows, k_out, v_out);
   } else {
     gather_kv_kernel<float, TOut>
@@ -594,9 +630,12 @@ class CudaAttention final : public GpuAttention {
       return Status::invalid_argument(where + "KV row of " + std::to_string(kv.kv_dim) +
                                       " elements, the shape needs " +
                                       std::to_string(s.n_head_kv * s.head_dim));
-    if (kv.dtype != DType::kF32 && kv.dtype != DType::kF16)
+    if (kv.dtype != DType::kF32 && kv.dtype != DType::kF16 && kv.dtype != DType::kQ8_0)
       return Status::invalid_argument(where + "KV cache of type " + dtype_name_or_id(kv.dtype) +
-                                      " (F32 or F16 only)");
+                                      " (F32, F16 or Q8_0)");
+    if (kv.dtype == DType::kQ8_0 && s.head_dim % kQ8Block != 0)
+      return Status::invalid_argument(where + "a Q8_0 cache needs head_dim a multiple of 32, got " +
+                                      std::to_string(s.head_dim));
     if (layer < 0 || layer >= kv.n_layer)
       return Status::invalid_argument(where + "layer " + std::to_string(layer) + " of " +
                                       std::to_string(kv.n_layer));
@@ -646,17 +685,16 @@ class CudaAttention final : public GpuAttention {
     const dim3 grid(static_cast<unsigned>(p.pieces), static_cast<unsigned>(s.n_head / heads),
                     static_cast<unsigned>(n_tokens));
     const size_t smem = static_cast<size_t>(shared_bytes);
-    const bool f16 = kv.dtype == DType::kF16;
     cudaStream_t st = stream.native();
     switch (heads) {
       case 4:
-        launch_decode_piece<4>(f16, grid, smem, st, p);
+        launch_decode_piece<4>(kv.dtype, grid, smem, st, p);
         break;
       case 2:
-        launch_decode_piece<2>(f16, grid, smem, st, p);
+        launch_decode_piece<2>(kv.dtype, grid, smem, st, p);
         break;
       default:
-        launch_decode_piece<1>(f16, grid, smem, st, p);
+        launch_decode_piece<1>(kv.dtype, grid, smem, st, p);
         break;
     }
     STRATA_RETURN_IF_ERROR(cuda::check_last_launch("decode_piece_kernel"));

@@ -7,9 +7,10 @@
 //   [block_tokens][kv_dim] block_table[(b * n_layer + layer) * 2 + 1] -> V rows of block b in
 //   `layer`
 //
-// Token t is row (t % block_tokens) of block (t / block_tokens). Elements are float (kF32) or IEEE
-// half bits (kF16); a row holds the n_head_kv heads one after another (head h, dim d at
-// h * head_dim + d).
+// Token t is row (t % block_tokens) of block (t / block_tokens). Elements are float (kF32), IEEE
+// half bits (kF16) or GGUF Q8_0 blocks of 32 (kQ8_0: 34 bytes each, head_dim a multiple of 32);
+// a row holds the n_head_kv heads one after another (head h, dim d is element h * head_dim + d;
+// byte offsets as memory/kv_view.h's kv_bytes).
 #pragma once
 
 #include <cstdint>
@@ -24,7 +25,7 @@ struct GpuKvView {
   int64_t num_tokens = 0;  // rows [0, num_tokens) are valid (after this step's store)
   int64_t block_tokens = 0;
   int64_t kv_dim = 0;         // n_head_kv * head_dim
-  DType dtype = DType::kF32;  // kF32 or kF16
+  DType dtype = DType::kF32;  // kF32, kF16 or kQ8_0
   // Device array [n_tokens] of the positions of this call's query tokens, or null. When set, the
   // decode kernels (store_kv, decode attention) read the positions from it when they run instead
   // of taking pos0 by value, so that a CUDA graph captured at one step replays correctly at the

@@ -3,12 +3,15 @@
 // only on the positions, so they are computed once per forward call, in double as the CPU does,
 // then rounded to float; each layer's q and k are rotated from that table with the same float
 // operations as rope_kernel and the CPU (no FMA contraction), and k and v go straight into the
-// paged cache at positions read from device memory (a CUDA graph replays this unchanged).
+// paged cache at positions read from device memory (a CUDA graph replays this unchanged). A q8_0
+// cache quantizes whole 32-element blocks, so there k is rotated into shared memory first and
+// then k and v are quantized a block per warp (kv_q8_0.cuh).
 #include <cstdint>
 #include <string>
 
 #include "gpu_backend/elementwise.h"
 #include "gpu_backend/half_bits.cuh"
+#include "gpu_backend/kv_q8_0.cuh"
 
 namespace strata::gpu {
 namespace {
@@ -37,6 +40,7 @@ struct RopeStoreParams {
   void* const* block_table;
   int64_t n_layer, layer, block_tokens, kv_dim;
   bool f16;
+  bool q8_0;  // then the kernel needs kv_dim floats of dynamic shared memory
 };
 
 __device__ __forceinline__ void rotate(float x0, float x1, float2 cs, float* r0, float* r1) {
@@ -76,6 +80,31 @@ __global__ void __launch_bounds__(kThreads) rope_store_kernel(const RopeStorePar
   const float* kr = p.k + t * p.kv_dim;
   const float* vr = p.v + t * p.kv_dim;
   const int rot = p.n_head_kv * p.half;
+  if (p.q8_0) {
+    extern __shared__ float k_rotated[];  // [kv_dim]
+    for (int e = threadIdx.x; e < p.kv_dim; e += kThreads) {
+      const int h = e / p.head_dim, d = e - h * p.head_dim;
+      if (d >= 2 * p.half) k_rotated[e] = kr[e];
+    }
+    for (int pr = threadIdx.x; pr < rot; pr += kThreads) {
+      const int h = pr / p.half, i = pr - h * p.half;
+      const int a = h * p.head_dim + (p.neox ? i : 2 * i);
+      const int b = h * p.head_dim + (p.neox ? i + p.half : 2 * i + 1);
+      rotate(kr[a], kr[b], cs[i], &k_rotated[a], &k_rotated[b]);
+    }
+    __syncthreads();
+    const int64_t n_blocks = p.kv_dim / kQ8Block;
+    const int64_t row_offset = slot * q8_0_block_offset(p.kv_dim);
+    const int lane = threadIdx.x & 31;
+    for (int64_t qb = threadIdx.x / 32; qb < 2 * n_blocks; qb += kThreads / 32) {
+      const bool is_v = qb >= n_blocks;
+      const int64_t b = is_v ? qb - n_blocks : qb;
+      const float x = is_v ? vr[b * kQ8Block + lane] : k_rotated[b * kQ8Block + lane];
+      auto* rows = static_cast<unsigned char*>(is_v ? v_rows : k_rows);
+      warp_store_q8_0(x, rows + row_offset + b * kQ8BlockBytes);
+    }
+    return;
+  }
   for (int e = threadIdx.x; e < p.kv_dim; e += kThreads) {
     put(v_rows, base + e, vr[e], p.f16);
     // Elements past rope_dims in each head are copied unrotated.
@@ -120,8 +149,15 @@ Status rope_store_kv(float* q, const float* k, const float* v, int64_t n_tokens,
   if (rope_dims % 2 != 0 || rope_dims > shape.head_dim || rope_dims < 0) {
     return Status::invalid_argument("rope_store_kv: rope_dims " + std::to_string(rope_dims));
   }
-  if (kv.dtype != DType::kF32 && kv.dtype != DType::kF16) {
-    return Status::invalid_argument("rope_store_kv: a cache of F32 or F16");
+  if (kv.dtype != DType::kF32 && kv.dtype != DType::kF16 && kv.dtype != DType::kQ8_0) {
+    return Status::invalid_argument("rope_store_kv: a cache of F32, F16 or Q8_0");
+  }
+  // The rotated k row of a q8_0 store sits in shared memory (48 KiB without an opt-in).
+  constexpr int64_t kMaxSharedFloats = 48 * 1024 / 4;
+  if (kv.dtype == DType::kQ8_0 && (kv.kv_dim % kQ8Block != 0 || kv.kv_dim > kMaxSharedFloats)) {
+    return Status::invalid_argument(
+        "rope_store_kv: a Q8_0 cache needs kv_dim a multiple of 32 and at most " +
+        std::to_string(kMaxSharedFloats) + ", got " + std::to_string(kv.kv_dim));
   }
   if (layer < 0 || layer >= kv.n_layer || kv.kv_dim != shape.n_head_kv * shape.head_dim) {
     return Status::invalid_argument("rope_store_kv: layer or shape does not match the cache");
@@ -144,7 +180,10 @@ Status rope_store_kv(float* q, const float* k, const float* v, int64_t n_tokens,
   p.block_tokens = kv.block_tokens;
   p.kv_dim = kv.kv_dim;
   p.f16 = kv.dtype == DType::kF16;
-  rope_store_kernel<<<static_cast<unsigned>(n_tokens), kThreads, 0, stream.native()>>>(p);
+  p.q8_0 = kv.dtype == DType::kQ8_0;
+  const size_t shared_bytes = p.q8_0 ? static_cast<size_t>(kv.kv_dim) * sizeof(float) : 0;
+  rope_store_kernel<<<static_cast<unsigned>(n_tokens), kThreads, shared_bytes, stream.native()>>>(
+      p);
   return cuda::check_last_launch("rope_store_kernel");
 }
 

@@ -23,7 +23,8 @@
 #                8 GiB, decode at STRATA_CTX_CONTEXTS, prefill of STRATA_CTX_PREFILL tokens), for
 #                each STRATA_CTX_MODES (cold attention: prefetch into VRAM staging, cpu = prefetch
 #                plus a CPU share of decode attention; in-place = read over PCIe where they lie;
-#                MODE-small: the same with --host-pages small, cudaMallocHost's 4 KiB pages)
+#                MODE-small: the same with --host-pages small, cudaMallocHost's 4 KiB pages;
+#                MODE:q8_0: a q8_0 KV cache instead of f16, e.g. STRATA_CTX_MODES="cpu cpu:q8_0")
 #     cpu-attn   bench/cpu_attention_bench (cpu::attention_range over f16 KV vs C; ctx runs it too)
 #     attn-ab    the same with the carried .ab/ files in place of the tree's (a kernel's A/B)
 #     gemv       bench/gemv_bench (CPU decode GEMV vs measured read bandwidth)
@@ -195,13 +196,15 @@ PY
       attn_runs
       m=/tmp/llama3-8b-Q4_0.gguf
       [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type Q4_0 --out "$m" 2>&1 | tail -1
+      # A mode may carry the KV type after a colon (cpu:q8_0); f16 without one.
       for mode in ${STRATA_CTX_MODES:-prefetch cpu}; do
+        kv=f16; [[ $mode == *:* ]] && kv=${mode#*:} && mode=${mode%%:*}
         pages=huge; [[ $mode == *-small ]] && pages=small && mode=${mode%-small}
-        echo "== ctx $mode, $pages pages"
+        echo "== ctx $mode, $pages pages, $kv KV"
         timeout "${STRATA_BENCH_TIMEOUT:-300}" build-gpu/bench/long_context_bench -m "$m" --model-name llama3-8b \
           --vram-budget 8GiB --contexts "${STRATA_CTX_CONTEXTS:-4096,32768,131072}" \
           --hot-window "${STRATA_CTX_WINDOW:-4096}" --prefill-context "${STRATA_CTX_PREFILL:-32768}" \
-          --cold-attention "$mode" --host-pages "$pages" --json-out "$jsonl" --commit "$commit" 2>&1 | grep -v '^{' | tail -16 || true
+          --cold-attention "$mode" --host-pages "$pages" --kv-type "$kv" --json-out "$jsonl" --commit "$commit" 2>&1 | grep -v '^{' | tail -16 || true
       done ;;
     gemv)
       build-gpu/bench/gemv_bench --read-gib 8 --json "$jsonl" --commit "$commit" 2>&1 | tail -12 ;;
@@ -231,11 +234,12 @@ fi
 echo "== summary ($commit)"
 [ -f "$jsonl" ] && python3 - "$jsonl" <<'PY' || true
 import json, sys
-print(f"{'scenario':8} {'type':5} {'phase':8} {'ctx':>6} {'mode':9} {'tok/s':>9} {'roof':>9} {'ratio':>6}")
+print(f"{'scenario':8} {'type':5} {'phase':8} {'ctx':>6} {'mode':14} {'tok/s':>9} {'roof':>9} {'ratio':>6}")
 for line in open(sys.argv[1]):
     r = json.loads(line)
     if 'phase' not in r: continue
     mode = r.get('cold_attention', '') + ('' if r.get('host_huge_pages', True) else '-small')
-    print(f"{r['scenario']:8} {r['type']:5} {r['phase']:8} {r.get('context', 0):6} {mode:9} {r['tokens_per_s']:9.2f} {r['roofline_tokens_per_s']:9.2f} {r['ratio_to_roofline']:6.3f}")
+    if r.get('kv_type', 'f16') != 'f16': mode += ':' + r['kv_type']
+    print(f"{r['scenario']:8} {r['type']:5} {r['phase']:8} {r.get('context', 0):6} {mode:14} {r['tokens_per_s']:9.2f} {r['roofline_tokens_per_s']:9.2f} {r['ratio_to_roofline']:6.3f}")
 PY
 [ -n "$train_pid" ] || python3 bench/plot.py "$jsonl" -o "$out/bench.png" 2>/dev/null || echo "(no plot)"

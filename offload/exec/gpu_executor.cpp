@@ -119,11 +119,6 @@ Status GpuExecutor::init() {
   const ExecutorOptions& base = options_.base;
   const GpuProbe probe = probe_gpu(options_.device);
   if (!probe.usable) return Status::unsupported("--device gpu: " + probe.reason);
-  if (base.kv_type == DType::kQ8_0) {
-    return Status::unsupported(
-        "--kv-type q8_0: the GPU's KV kernels read f32 and f16 only so far; q8_0 KV runs with "
-        "--device cpu");
-  }
   device_name_ = probe.caps.name;
   STRATA_ASSIGN_OR_RETURN(bound_, LlamaWeights::bind(spec_));
   // The stream and cuBLAS's handle take device memory of their own, outside any arena (tens of

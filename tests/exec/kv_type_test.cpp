@@ -1,17 +1,22 @@
-// KV element types on the CPU executor: f16 and q8_0 caches against the f32 cache (the golden
-// `exact` path, tests in golden_forward_test.cpp) on the same model and prompt. The golden tiny
+// KV element types: f16 and q8_0 caches against the f32 cache (the golden `exact` path, tests in
+// golden_forward_test.cpp) on the same model and prompt, on the CPU executor and on the GPU one
+// (against the CPU, tiered against all in VRAM for every cold-attention mode). The golden tiny
 // models have 8-dim heads, too short for q8_0's 32-element blocks, so the model here is the
-// synthetic `tiny` shape (64-dim heads, 2 layers, 512 tokens) with random weights.
+// synthetic `tiny` shape (64-dim heads, 2 layers, 512 tokens) with random weights. The GPU cases
+// skip, with the probe's reason, on machines without a usable GPU.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "gpu_backend/device_probe.h"
 #include "offload/exec/executor.h"
+#include "offload/exec/gpu_executor.h"
 #include "offload/model/model_loader.h"
 #include "offload/model/synthesize.h"
 
@@ -19,6 +24,14 @@ namespace strata {
 namespace {
 
 namespace fs = std::filesystem;
+
+// Which executor runs, and on the GPU where the cold KV blocks are attended.
+struct EngineChoice {
+  bool gpu = false;
+  bool cold_on_cpu = false;       // GpuExecutorOptions::cold_attention_on_cpu
+  int64_t cold_stage_blocks = 0;  // > 0: cold blocks prefetched into VRAM staging
+  double cold_cpu_fraction = 1.0;
+};
 
 class KvTypeTest : public ::testing::Test {
  protected:
@@ -41,23 +54,50 @@ class KvTypeTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
+  static bool gpu_usable(std::string* reason) {
+    const GpuProbe probe = probe_gpu(0);
+    *reason = probe.reason;
+    return probe.usable;
+  }
+
+  std::unique_ptr<strata::Engine> make_engine(const ExecutorOptions& opts,
+                                              const EngineChoice& engine) {
+    if (!engine.gpu) {
+      auto exec = Executor::create(model_->spec, opts);
+      EXPECT_TRUE(exec.is_ok()) << exec.status().to_string();
+      return exec.is_ok() ? std::move(exec).value() : nullptr;
+    }
+    GpuExecutorOptions o;
+    o.base = opts;
+    o.vram_budget_bytes = int64_t{2} << 30;
+    o.gemm_precision = gpu::GemmPrecision::kF32;  // as the CPU, so that only the cache differs
+    o.cold_attention_on_cpu = engine.cold_on_cpu;
+    o.cold_cpu_fraction = engine.cold_cpu_fraction;
+    o.cold_deal_blocks = 1;
+    o.cold_stage_blocks = engine.cold_stage_blocks;
+    auto exec = GpuExecutor::create(model_->spec, o);
+    EXPECT_TRUE(exec.is_ok()) << exec.status().to_string();
+    return exec.is_ok() ? std::move(exec).value() : nullptr;
+  }
+
   // Logits of the prompt (prefill, every position) and of 10 greedy tokens decoded one by one
   // after it, with a cache of `kv_type`; the cache's bytes per block in *block_bytes.
   // hot_window > 0: tiered. chunk: tokens per prefill chunk.
   std::vector<float> run(DType kv_type, int64_t* block_bytes, int64_t hot_window = 0,
-                         int64_t chunk = 2048, int64_t* cold_blocks = nullptr) {
+                         int64_t chunk = 2048, int64_t* cold_blocks = nullptr,
+                         const EngineChoice& engine = {}) {
     ExecutorOptions opts;
     opts.kv_type = kv_type;
     opts.kv_block_tokens = 16;
     opts.max_context = 512;
     opts.kv_hot_window_tokens = hot_window;
+    opts.kv_sink_blocks = 1;
     opts.max_batch_tokens = chunk;
-    auto exec = Executor::create(model_->spec, opts);
-    EXPECT_TRUE(exec.is_ok()) << exec.status().to_string();
-    if (!exec.is_ok()) return {};
-    EXPECT_TRUE((*exec)->add_sequence(0).is_ok());
+    std::unique_ptr<strata::Engine> exec = make_engine(opts, engine);
+    if (exec == nullptr) return {};
+    EXPECT_TRUE(exec->add_sequence(0).is_ok());
     std::vector<float> all, step;
-    EXPECT_TRUE((*exec)->forward(0, prompt_, true, &all).is_ok());
+    EXPECT_TRUE(exec->forward(0, prompt_, true, &all).is_ok());
     const int64_t n_vocab = model_->spec.hp.n_vocab;
     std::vector<float> last(all.end() - n_vocab, all.end());
     for (int i = 0; i < 10; ++i) {
@@ -66,12 +106,12 @@ class KvTypeTest : public ::testing::Test {
         greedy_.push_back(
             static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin()));
       }
-      EXPECT_TRUE((*exec)->forward(0, std::span(&greedy_[i], 1), false, &step).is_ok());
+      EXPECT_TRUE(exec->forward(0, std::span(&greedy_[i], 1), false, &step).is_ok());
       all.insert(all.end(), step.begin(), step.end());
       last = step;
     }
-    *block_bytes = (*exec)->kv_stats().block_bytes;
-    if (cold_blocks != nullptr) *cold_blocks = (*exec)->kv_stats().cold_used_blocks;
+    *block_bytes = exec->kv_stats().block_bytes;
+    if (cold_blocks != nullptr) *cold_blocks = exec->kv_stats().cold_used_blocks;
     return all;
   }
 
@@ -135,6 +175,64 @@ TEST_F(KvTypeTest, EveryKvTypeGivesTheSameLogitsTiered) {
     ASSERT_EQ(tiered.size(), one_tier.size());
     EXPECT_GE(cold, 3);
     EXPECT_EQ(tiered, one_tier);
+  }
+}
+
+// The GPU executor's caches of every type against the CPU executor's of the same type. Both store
+// the same format (Gpu q8_0 rows are the CPU quantizer's bytes for the same floats), so the only
+// difference is the f32 arithmetic of the two backends, and a quantization step where it moves a
+// value across a rounding boundary.
+TEST_F(KvTypeTest, GpuCachesOfEveryTypeMatchTheCpu) {
+  std::string reason;
+  if (!gpu_usable(&reason)) GTEST_SKIP() << "no usable GPU: " << reason;
+  int64_t bytes = 0, gpu_bytes = 0;
+  const std::vector<float> f32 = run(DType::kF32, &bytes);  // fixes the greedy tokens
+  for (DType type : {DType::kF32, DType::kF16, DType::kQ8_0}) {
+    SCOPED_TRACE(dtype_name(type));
+    const std::vector<float> cpu = run(type, &bytes);
+    const std::vector<float> gpu = run(type, &gpu_bytes, 0, 2048, nullptr, {.gpu = true});
+    ASSERT_EQ(gpu.size(), cpu.size());
+    const double e = rel_l2(gpu, cpu), e32 = rel_l2(gpu, f32);
+    std::printf("%s cache: GPU vs CPU rel L2 %.3g, GPU vs the CPU's f32 cache %.3g\n",
+                dtype_name(type), e, e32);
+    EXPECT_LT(e, type == DType::kQ8_0 ? 1e-3 : 1e-4);
+    EXPECT_LT(e32, type == DType::kQ8_0 ? 3e-2 : 2e-3);
+    EXPECT_EQ(gpu_bytes, bytes);
+  }
+}
+
+// Tiered on the GPU, every cold-attention mode, against the same GPU executor with every block
+// in VRAM, for each KV type: blocks move as stored, so reading them in place or staged gives the
+// same arithmetic; the CPU's part (cold_attention = cpu) only changes the summation order.
+TEST_F(KvTypeTest, GpuTieredEqualsAllInVramForEveryTypeAndColdMode) {
+  std::string reason;
+  if (!gpu_usable(&reason)) GTEST_SKIP() << "no usable GPU: " << reason;
+  int64_t bytes = 0;
+  (void)run(DType::kF32, &bytes);  // fixes the greedy tokens
+  struct Mode {
+    const char* name;
+    EngineChoice engine;
+    double bound;
+  };
+  const Mode modes[] = {
+      {"in place over PCIe", {.gpu = true}, 1e-6},
+      {"on the CPU", {.gpu = true, .cold_on_cpu = true}, 1e-5},
+      {"staged", {.gpu = true, .cold_stage_blocks = 2}, 1e-6},
+      {"staged, half on the CPU",
+       {.gpu = true, .cold_on_cpu = true, .cold_stage_blocks = 2, .cold_cpu_fraction = 0.5},
+       1e-5},
+  };
+  for (DType type : {DType::kF32, DType::kF16, DType::kQ8_0}) {
+    const std::vector<float> vram = run(type, &bytes, 0, 24, nullptr, {.gpu = true});
+    ASSERT_FALSE(vram.empty());
+    for (const Mode& m : modes) {
+      SCOPED_TRACE(std::string(dtype_name(type)) + ", cold attention " + m.name);
+      int64_t cold = 0;
+      const std::vector<float> tiered = run(type, &bytes, /*hot_window=*/16, 24, &cold, m.engine);
+      ASSERT_EQ(tiered.size(), vram.size());
+      EXPECT_GE(cold, 3);
+      EXPECT_LE(rel_l2(tiered, vram), m.bound);
+    }
   }
 }
 

@@ -1,6 +1,8 @@
 // GpuAttention against the CPU reference (cpu::attention) on the same paged KV cache: decode
 // (flash-decoding, one or several pieces, pieces past a query's causal limit) and prefill (the
-// cuBLAS path, f32 and f16 math), f32 and f16 caches, the tiny golden model's heads (4 / 2 / 8)
+// cuBLAS path, f32 and f16 math), f32, f16 and q8_0 caches (q8_0 where head_dim is a multiple of
+// 32: Llama-3-8B's heads; its blocks decode exactly, so the same tolerances hold), the tiny golden
+// model's heads (4 / 2 / 8)
 // and Llama-3-8B's (32 / 8 / 128). The cache has two layers and layer 1 is read; its blocks sit
 // in shuffled physical slots, rows past the sequence are NaN, outputs start as NaN (the fixture),
 // and the inputs are fresh random numbers on every run.
@@ -33,6 +35,12 @@ struct Model {
 };
 const Model kTiny{"tiny", {4, 2, 8}, 24, 64};
 const Model kLlama3_8b{"llama3-8b", {32, 8, 128}, 16, 256};
+
+// The KV types a model's heads can have: q8_0 needs head_dim a multiple of 32.
+std::vector<DType> kv_types(const Model& model) {
+  if (model.shape.head_dim % 32 != 0) return {DType::kF32, DType::kF16};
+  return {DType::kF32, DType::kF16, DType::kQ8_0};
+}
 
 struct Case {
   Model model;
@@ -91,7 +99,7 @@ class GpuAttentionTest : public PagedAttentionTest {
 
 TEST_F(GpuAttentionTest, DecodeOneTokenMatchesCpu) {
   for (const Model& model : {kTiny, kLlama3_8b}) {
-    for (DType dtype : {DType::kF32, DType::kF16}) {
+    for (DType dtype : kv_types(model)) {
       for (int64_t context : {1, 17, 300, 1000}) {
         Case c{model, dtype};
         c.n_tokens = 1;
@@ -105,7 +113,7 @@ TEST_F(GpuAttentionTest, DecodeOneTokenMatchesCpu) {
 
 TEST_F(GpuAttentionTest, DecodeSeveralTokensIsCausal) {
   for (const Model& model : {kTiny, kLlama3_8b}) {
-    for (DType dtype : {DType::kF32, DType::kF16}) {
+    for (DType dtype : kv_types(model)) {
       for (int64_t context : {3, 17, 300, 1000}) {
         Case c{model, dtype};
         c.n_tokens = 3;
@@ -121,7 +129,7 @@ TEST_F(GpuAttentionTest, DecodeSeveralTokensIsCausal) {
 // nothing and their merge must leave it out.
 TEST_F(GpuAttentionTest, PiecesPastTheCausalLimitAreSkipped) {
   for (const Model& model : {kTiny, kLlama3_8b}) {
-    for (DType dtype : {DType::kF32, DType::kF16}) {
+    for (DType dtype : kv_types(model)) {
       Case c{model, dtype};
       c.n_tokens = 3;
       c.pos0 = 2 * model.split_tokens + 1 - c.n_tokens;  // 2 full pieces and 1 key
@@ -138,7 +146,7 @@ TEST_F(GpuAttentionTest, PiecesPastTheCausalLimitAreSkipped) {
 TEST_F(GpuAttentionTest, SplitDecodeMergedWithTheCpuPartMatchesCpu) {
   std::mt19937 rng{std::random_device{}()};
   for (const Model& model : {kTiny, kLlama3_8b}) {
-    for (DType dtype : {DType::kF32, DType::kF16}) {
+    for (DType dtype : kv_types(model)) {
       for (int64_t context : {40, 300, 1000}) {
         for (int64_t n_tokens : {1, 3}) {
           for (int mask_kind = 0; mask_kind < 3; ++mask_kind) {
@@ -216,7 +224,7 @@ TEST_F(GpuAttentionTest, SplitDecodeMergedWithTheCpuPartMatchesCpu) {
 
 TEST_F(GpuAttentionTest, PrefillMatchesCpu) {
   for (const Model& model : {kTiny, kLlama3_8b}) {
-    for (DType dtype : {DType::kF32, DType::kF16}) {
+    for (DType dtype : kv_types(model)) {
       for (GemmPrecision precision : {GemmPrecision::kF32, GemmPrecision::kF16}) {
         for (int64_t n_tokens : {64, 300}) {
           for (int64_t pos0 : {0, 100}) {
@@ -299,6 +307,12 @@ TEST_F(GpuAttentionTest, RejectsBrokenRequirements) {
   PagedCache long_cache = make_cache(kTiny.shape, DType::kF32, 70, kTiny.block_tokens);
   EXPECT_EQ((*attention)->run(q, 1, 69, long_cache.device_view, kLayer, out, stream()).code(),
             StatusCode::kInvalidArgument);
+  // A q8_0 cache with heads of 8 (q8_0 blocks are 32 elements).
+  GpuKvView q8_view = cache.device_view;
+  q8_view.dtype = DType::kQ8_0;
+  const Status q8 = (*attention)->run(q, 1, 39, q8_view, kLayer, out, stream());
+  EXPECT_EQ(q8.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(q8.message().find("multiple of 32"), std::string::npos) << q8.message();
   // A layer the cache does not have.
   EXPECT_EQ((*attention)->run(q, 1, 39, cache.device_view, kLayers, out, stream()).code(),
             StatusCode::kInvalidArgument);

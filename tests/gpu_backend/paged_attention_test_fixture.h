@@ -15,6 +15,7 @@
 #include "gpu_backend/gpu_kv_view.h"
 #include "memory/kv_view.h"
 #include "offload/core/dtype.h"
+#include "offload/core/quantize.h"
 #include "tests/gpu_backend/gpu_test_fixture.h"
 
 namespace strata::gpu {
@@ -37,8 +38,8 @@ class PagedAttentionTest : public strata::testing::GpuTest {
                         int64_t block_tokens) {
     const int64_t kv_dim = shape.n_head_kv * shape.head_dim;
     const int64_t bt = block_tokens;
-    const int64_t elem = kv_bytes(dtype, 1);  // f32 or f16 here
-    const int64_t slot_bytes = bt * kv_dim * elem;
+    const int64_t row_bytes = kv_bytes(dtype, kv_dim);
+    const int64_t slot_bytes = bt * row_bytes;
     const int64_t n_blocks = (num_tokens + bt - 1) / bt;
     const int64_t n_slots = n_blocks * kLayers * 2;
 
@@ -60,6 +61,14 @@ class PagedAttentionTest : public strata::testing::GpuTest {
       // Which logical block this slot holds decides which of its rows are past the sequence.
       const int64_t block = entry_of[static_cast<size_t>(slot)] / (kLayers * 2);
       for (int64_t row = 0; row < bt; ++row) {
+        if (dtype == DType::kQ8_0) {  // as the executors store it: the CPU's quantizer
+          std::vector<float> x(values.begin() + (slot * bt + row) * kv_dim,
+                               values.begin() + (slot * bt + row + 1) * kv_dim);
+          if (block * bt + row >= num_tokens) std::fill(x.begin(), x.end(), NAN);  // NaN scales
+          uint8_t* dst = c.host_slots.data() + (slot * bt + row) * row_bytes;
+          if (!quantize_row(DType::kQ8_0, x.data(), dst, kv_dim).is_ok()) ADD_FAILURE();
+          continue;
+        }
         for (int64_t i = 0; i < kv_dim; ++i) {
           const int64_t e = (slot * bt + row) * kv_dim + i;
           float x = values[static_cast<size_t>(e)];

@@ -1,7 +1,7 @@
 // rope_table + rope_store_kv (one launch per layer in the decode step) against rope(q), rope(k)
 // and store_kv run separately: q, and every byte of the paged cache, must be bit-identical, for
-// both RoPE styles, partial rotation (rope_dims < head_dim), both KV types and block tables in
-// random order.
+// both RoPE styles, partial rotation (rope_dims < head_dim), every KV type (f32, f16, q8_0) and
+// block tables in random order.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -32,6 +32,8 @@ TEST_F(RopeStoreTest, EqualsRopeThenStoreBitForBit) {
       {{32, 8, 128}, 128, RopeStyle::kNeoxHalves, DType::kF32, 5, 17},
       {{4, 2, 8}, 8, RopeStyle::kAdjacentPairs, DType::kF32, 20, 0},
       {{8, 2, 64}, 32, RopeStyle::kNeoxHalves, DType::kF16, 3, 99},
+      {{32, 8, 128}, 128, RopeStyle::kAdjacentPairs, DType::kQ8_0, 7, 250},
+      {{8, 2, 64}, 32, RopeStyle::kNeoxHalves, DType::kQ8_0, 2, 15},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE("head_dim " + std::to_string(c.shape.head_dim) + " rope_dims " +
@@ -40,8 +42,9 @@ TEST_F(RopeStoreTest, EqualsRopeThenStoreBitForBit) {
     const int64_t kv_dim = c.shape.n_head_kv * c.shape.head_dim;
     const int64_t block_tokens = 16, n_layer = 2, layer = 1;
     const int64_t num_blocks = (c.pos0 + n + block_tokens - 1) / block_tokens;
-    const int64_t elem = c.kv_type == DType::kF16 ? 2 : 4;
-    const int64_t block_bytes = block_tokens * kv_dim * elem;
+    const int64_t row_bytes =
+        c.kv_type == DType::kQ8_0 ? kv_dim / 32 * 34 : kv_dim * (c.kv_type == DType::kF16 ? 2 : 4);
+    const int64_t block_bytes = block_tokens * row_bytes;
     const int64_t entries = num_blocks * n_layer * 2;
     std::vector<int64_t> slot(static_cast<size_t>(entries));
     std::iota(slot.begin(), slot.end(), 0);
