@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <span>
 #include <vector>
@@ -56,7 +57,7 @@ constexpr int64_t kRowChunk = 64;
 
 // Software prefetch into L2, for the loops that read one KV head's slice of each row (256 bytes,
 // 2 KB apart for llama3-8b's f16 rows): a stride the hardware prefetchers follow poorly. Whole
-// rows are read in address order and left to the hardware (chunk_scores_f16).
+// rows are read in address order and left to the hardware (chunk_scores_fast).
 inline void prefetch_bytes(const void* p, int64_t bytes) {
   for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(static_cast<const char*>(p) + b, 0, 2);
 }
@@ -182,6 +183,28 @@ void chunk_values(const float* w, const ChunkRows& rows, const AttentionShape& s
 }
 
 #if defined(__AVX512F__)
+// How the AVX-512 loops below read a KV row's head slices, 16 elements at a time, for the two
+// compact cache types: f16 (one 32-byte load, widened by vcvtph2ps) and q8_0 (16 int8 of one
+// 34-byte block, widened and multiplied by the block's f16 scale: d * q, the exact product
+// dequantize_row forms, so both give the values the generic loops see).
+struct F16Slices {
+  static int64_t head_bytes(int64_t hd) { return 2 * hd; }
+  static __m512 load16(const char* head, int64_t i) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(head) + i));
+  }
+};
+struct Q8Slices {
+  static int64_t head_bytes(int64_t hd) { return hd / 32 * 34; }
+  static __m512 load16(const char* head, int64_t i) {
+    const char* block = head + (i >> 1) * 34;
+    uint16_t d_bits;
+    std::memcpy(&d_bits, block, 2);
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2 + (i & 1) * 16));
+    return _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(d_bits)),
+                         _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
+  }
+};
+
 // The sums of four vectors' lanes, {sum a[0], ..., sum a[3]}: 13 shuffles and adds where four
 // _mm512_reduce_add_ps take ~32, most of them on the shuffle port the widening also uses.
 inline __m128 sum4(const __m512 a[4]) {
@@ -199,18 +222,18 @@ inline __m128 sum4(const __m512 a[4]) {
       _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), u));
 }
 
-// The same two for f16 rows with head_dim = 16 V, AVX-512 (below): scores four keys at a time
-// for four query heads (two where the group is not a multiple of four), values four heads at a
-// time, each head slice widened once per pass. The generic loops above went through memory for
-// every key and head and ran at ~1 GB/s per core, compute-bound; the cold share of a 128k decode
-// needs the CPU's whole read bandwidth.
+// The same two for f16 and q8_0 rows (Slices, above) with head_dim = 16 V, AVX-512 (below): scores
+// four keys at a time for four query heads (two where the group is not a multiple of four), values
+// four heads at a time, each head slice widened once per pass. The generic loops above went through
+// memory for every key and head and ran at ~1 GB/s per core, compute-bound; the cold share of a
+// 128k decode needs the CPU's whole read bandwidth.
 //
 // Scores of keys k[0..3] (one KV head's slices) for the H query heads h[] of that KV head, into
 // scores[r[j] * kRowChunk + at + key]. Each key slice is widened once for the H heads: with
 // pairs of heads a group of four widened every K slice twice, a fifth of the kernel's
 // instructions (vcvtph2ps is two uops, one on the port the FMAs and shuffles share).
-template <int V, int H>
-inline void score_four_keys(const float* qt, const __m256i* const k[4], const int64_t h[H],
+template <typename Slices, int V, int H>
+inline void score_four_keys(const float* qt, const char* const k[4], const int64_t h[H],
                             const int64_t r[H], int64_t at, __m128 scale4, float* scores) {
   constexpr int64_t hd = 16 * V;
   __m512 s[H][4];
@@ -218,7 +241,7 @@ inline void score_four_keys(const float* qt, const __m256i* const k[4], const in
     for (int key = 0; key < 4; ++key) s[j][key] = _mm512_setzero_ps();
   for (int i = 0; i < V; ++i) {
     __m512 kf[4];
-    for (int key = 0; key < 4; ++key) kf[key] = _mm512_cvtph_ps(_mm256_loadu_si256(k[key] + i));
+    for (int key = 0; key < 4; ++key) kf[key] = Slices::load16(k[key], i);
     for (int j = 0; j < H; ++j) {
       const __m512 qj = _mm512_loadu_ps(qt + h[j] * hd + 16 * i);
       for (int key = 0; key < 4; ++key) s[j][key] = _mm512_fmadd_ps(qj, kf[key], s[j][key]);
@@ -229,11 +252,12 @@ inline void score_four_keys(const float* qt, const __m256i* const k[4], const in
     _mm_storeu_ps(scores + r[j] * kRowChunk + at, _mm_mul_ps(sum4(s[j]), scale4));
 }
 
-template <int V>
-void chunk_scores_f16(const float* qt, const ChunkRows& rows, const AttentionShape& shape,
-                      int64_t kvh0, int64_t kvh1, float scale, float* scores) {
+template <typename Slices, int V>
+void chunk_scores_fast(const float* qt, const ChunkRows& rows, const AttentionShape& shape,
+                       int64_t kvh0, int64_t kvh1, float scale, float* scores) {
   const int64_t c0 = rows.c0, c1 = rows.c1;
   constexpr int64_t hd = 16 * V;
+  const int64_t head_bytes = Slices::head_bytes(hd);
   const int64_t group = shape.n_head / shape.n_head_kv;
   const __m128 scale4 = _mm_set1_ps(scale);
   // Whole rows (every KV head: the key split of a decode step), in groups of four heads: one
@@ -245,15 +269,15 @@ void chunk_scores_f16(const float* qt, const ChunkRows& rows, const AttentionSha
   const bool full_rows = kvh1 - kvh0 == shape.n_head_kv;
   if (full_rows && group % 4 == 0) {
     for (int64_t p = c0; p < c1; ++p) {
-      const auto* krow = reinterpret_cast<const __m256i*>(rows.key(p));
+      const char* krow = rows.key(p);
       for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
-        const __m256i* k = krow + kvh * V;
+        const char* k = krow + kvh * head_bytes;
         for (int64_t g = 0; g < group; g += 4) {
           const int64_t h0 = kvh * group + g, r0 = h0 - kvh0 * group;
           __m512 sv[4];
           for (int j = 0; j < 4; ++j) sv[j] = _mm512_setzero_ps();
           for (int i = 0; i < V; ++i) {
-            const __m512 kf = _mm512_cvtph_ps(_mm256_loadu_si256(k + i));
+            const __m512 kf = Slices::load16(k, i);
             for (int j = 0; j < 4; ++j)
               sv[j] = _mm512_fmadd_ps(_mm512_loadu_ps(qt + (h0 + j) * hd + 16 * i), kf, sv[j]);
           }
@@ -269,38 +293,35 @@ void chunk_scores_f16(const float* qt, const ChunkRows& rows, const AttentionSha
   // rows (one KV head) are strided and prefetched.
   int64_t p = c0;
   for (; p + 4 <= c1; p += 4) {
-    if (!full_rows) prefetch_rows(rows, p, 4, kvh0 * 2 * hd, (kvh1 - kvh0) * 2 * hd);
+    if (!full_rows) prefetch_rows(rows, p, 4, kvh0 * head_bytes, (kvh1 - kvh0) * head_bytes);
     for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
-      const __m256i* k[4];
-      for (int j = 0; j < 4; ++j)
-        k[j] = reinterpret_cast<const __m256i*>(reinterpret_cast<const uint16_t*>(rows.key(p + j)) +
-                                                kvh * hd);
+      const char* k[4];
+      for (int j = 0; j < 4; ++j) k[j] = rows.key(p + j) + kvh * head_bytes;
       if (group % 4 == 0) {
         for (int64_t g = 0; g < group; g += 4) {
           const int64_t h0 = kvh * group + g, r0 = h0 - kvh0 * group;  // absolute, in the range
           const int64_t h[4] = {h0, h0 + 1, h0 + 2, h0 + 3}, r[4] = {r0, r0 + 1, r0 + 2, r0 + 3};
-          score_four_keys<V, 4>(qt, k, h, r, p - c0, scale4, scores);
+          score_four_keys<Slices, V, 4>(qt, k, h, r, p - c0, scale4, scores);
         }
         continue;
       }
       for (int64_t g = 0; g < group; g += 2) {
         const int64_t ha = kvh * group + g, hb = g + 1 < group ? ha + 1 : ha;  // absolute
         const int64_t h[2] = {ha, hb}, r[2] = {ha - kvh0 * group, hb - kvh0 * group};
-        score_four_keys<V, 2>(qt, k, h, r, p - c0, scale4, scores);
+        score_four_keys<Slices, V, 2>(qt, k, h, r, p - c0, scale4, scores);
       }
     }
   }
   for (; p < c1; ++p) {
-    if (!full_rows) prefetch_rows(rows, p, 1, kvh0 * 2 * hd, (kvh1 - kvh0) * 2 * hd);
+    if (!full_rows) prefetch_rows(rows, p, 1, kvh0 * head_bytes, (kvh1 - kvh0) * head_bytes);
     for (int64_t kvh = kvh0; kvh < kvh1; ++kvh) {
-      const auto* k = reinterpret_cast<const __m256i*>(
-          reinterpret_cast<const uint16_t*>(rows.key(p)) + kvh * hd);
+      const char* k = rows.key(p) + kvh * head_bytes;
       for (int64_t g = 0; g < group; g += 2) {
         const int64_t ha = kvh * group + g, hb = g + 1 < group ? ha + 1 : ha;
         const int64_t ra = ha - kvh0 * group, rb = hb - kvh0 * group;
         __m512 sa = _mm512_setzero_ps(), sb = _mm512_setzero_ps();
         for (int i = 0; i < V; ++i) {
-          const __m512 kf = _mm512_cvtph_ps(_mm256_loadu_si256(k + i));
+          const __m512 kf = Slices::load16(k, i);
           sa = _mm512_fmadd_ps(_mm512_loadu_ps(qt + ha * hd + 16 * i), kf, sa);
           sb = _mm512_fmadd_ps(_mm512_loadu_ps(qt + hb * hd + 16 * i), kf, sb);
         }
@@ -315,17 +336,18 @@ void chunk_scores_f16(const float* qt, const ChunkRows& rows, const AttentionSha
 // heads of 64, or over half of it twice for heads of 128, so that each key's V slice is widened
 // once per four heads instead of once per two. Missing heads of a group not a multiple of four
 // take weights 0 and are not written.
-template <int V>
-void chunk_values_f16(const float* w, const ChunkRows& rows, const AttentionShape& shape,
-                      int64_t kvh0, int64_t kvh1, float* out_first, int64_t out_stride) {
+template <typename Slices, int V>
+void chunk_values_fast(const float* w, const ChunkRows& rows, const AttentionShape& shape,
+                       int64_t kvh0, int64_t kvh1, float* out_first, int64_t out_stride) {
   const int64_t c0 = rows.c0, c1 = rows.c1;
   constexpr int64_t hd = 16 * V;
+  const int64_t head_bytes = Slices::head_bytes(hd);
   constexpr int kHeads = 4, kVecs = 4;  // per pass
   static_assert(V % kVecs == 0);
   const int64_t group = shape.n_head / shape.n_head_kv;
   alignas(64) const float zeros[kRowChunk] = {};
   // Whole rows: eight keys at a time, all heads of them before the next eight, so that V rows
-  // go in about address order (see chunk_scores_f16); the heads' output rows stay in L1
+  // go in about address order (see chunk_scores_fast); the heads' output rows stay in L1
   // between. One head's slices: all the chunk's keys per pass, accumulators in registers.
   const int64_t kKeys = kvh1 - kvh0 == shape.n_head_kv ? 8 : kRowChunk;
   for (int64_t k0 = c0; k0 < c1; k0 += kKeys) {
@@ -345,11 +367,9 @@ void chunk_values_f16(const float* w, const ChunkRows& rows, const AttentionShap
                               ? _mm512_loadu_ps(out_first + (h0 + j) * out_stride + 16 * (part + i))
                               : _mm512_setzero_ps();
           for (int64_t p = k0; p < k1; ++p) {
-            const auto* v = reinterpret_cast<const __m256i*>(
-                                reinterpret_cast<const uint16_t*>(rows.value(p)) + kvh * hd) +
-                            part;
+            const char* v = rows.value(p) + kvh * head_bytes;
             __m512 vf[kVecs];
-            for (int i = 0; i < kVecs; ++i) vf[i] = _mm512_cvtph_ps(_mm256_loadu_si256(v + i));
+            for (int i = 0; i < kVecs; ++i) vf[i] = Slices::load16(v, part + i);
             for (int j = 0; j < kHeads; ++j) {
               const __m512 wj = _mm512_set1_ps(wr[j][p]);
               for (int i = 0; i < kVecs; ++i) acc[j][i] = _mm512_fmadd_ps(wj, vf[i], acc[j][i]);
@@ -439,8 +459,9 @@ void attend_heads(const float* q, int64_t t, const int32_t* positions, const KvL
     std::fill(out_first + h * out_stride, out_first + h * out_stride + hd, 0.0f);
   const float* qt = q + t * shape.n_head * hd;
 #if defined(__AVX512F__)
-  const int vecs =
-      kv.dtype == DType::kF16 && (hd == 64 || hd == 128) ? static_cast<int>(hd / 16) : 0;
+  const bool compact = kv.dtype == DType::kF16 || kv.dtype == DType::kQ8_0;
+  const int vecs = compact && (hd == 64 || hd == 128) ? static_cast<int>(hd / 16) : 0;
+  const bool q8 = kv.dtype == DType::kQ8_0;
 #else
   const int vecs = 0;
 #endif
@@ -451,10 +472,14 @@ void attend_heads(const float* q, int64_t t, const int32_t* positions, const KvL
       const int64_t c1 = std::min(p_end, c0 + kRowChunk);
       find_rows(kv, c0, c1, p_end, &rows);
 #if defined(__AVX512F__)
-      if (vecs == 8) {
-        chunk_scores_f16<8>(qt, rows, shape, kvh0, kvh1, scale, scores);
+      if (vecs == 8 && q8) {
+        chunk_scores_fast<Q8Slices, 8>(qt, rows, shape, kvh0, kvh1, scale, scores);
+      } else if (vecs == 4 && q8) {
+        chunk_scores_fast<Q8Slices, 4>(qt, rows, shape, kvh0, kvh1, scale, scores);
+      } else if (vecs == 8) {
+        chunk_scores_fast<F16Slices, 8>(qt, rows, shape, kvh0, kvh1, scale, scores);
       } else if (vecs == 4) {
-        chunk_scores_f16<4>(qt, rows, shape, kvh0, kvh1, scale, scores);
+        chunk_scores_fast<F16Slices, 4>(qt, rows, shape, kvh0, kvh1, scale, scores);
       } else
 #endif
       {
@@ -473,10 +498,14 @@ void attend_heads(const float* q, int64_t t, const int32_t* positions, const KvL
         }
       }
 #if defined(__AVX512F__)
-      if (vecs == 8) {
-        chunk_values_f16<8>(scores, rows, shape, kvh0, kvh1, out_first, out_stride);
+      if (vecs == 8 && q8) {
+        chunk_values_fast<Q8Slices, 8>(scores, rows, shape, kvh0, kvh1, out_first, out_stride);
+      } else if (vecs == 4 && q8) {
+        chunk_values_fast<Q8Slices, 4>(scores, rows, shape, kvh0, kvh1, out_first, out_stride);
+      } else if (vecs == 8) {
+        chunk_values_fast<F16Slices, 8>(scores, rows, shape, kvh0, kvh1, out_first, out_stride);
       } else if (vecs == 4) {
-        chunk_values_f16<4>(scores, rows, shape, kvh0, kvh1, out_first, out_stride);
+        chunk_values_fast<F16Slices, 4>(scores, rows, shape, kvh0, kvh1, out_first, out_stride);
       } else
 #endif
       {

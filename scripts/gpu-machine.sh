@@ -173,7 +173,9 @@ PY
         [ "$next_shape:$next_t" = "$shape:$t" ] || rm -f "$m"
       done ;;
     cpu-attn)
-      build-gpu/bench/cpu_attention_bench --json-out "$jsonl" --commit "$commit" 2>&1 | tail -1
+      for kv in f16 q8_0; do
+        build-gpu/bench/cpu_attention_bench --kv-type "$kv" --json-out "$jsonl" --commit "$commit" 2>&1 | tail -1
+      done
       attn_runs ;;
     attn-ab)
       # A/B of the CPU attention kernel in one call: for each carried, git-ignored folder of
@@ -192,7 +194,9 @@ PY
       done ;;
     ctx)
       # The CPU's share of cold attention first: its rate against C decides the cpu mode.
-      build-gpu/bench/cpu_attention_bench --json-out "$jsonl" --commit "$commit" 2>&1 | tail -1
+      for kv in f16 q8_0; do
+        build-gpu/bench/cpu_attention_bench --kv-type "$kv" --json-out "$jsonl" --commit "$commit" 2>&1 | tail -1
+      done
       attn_runs
       m=/tmp/llama3-8b-Q4_0.gguf
       [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type Q4_0 --out "$m" 2>&1 | tail -1

@@ -112,11 +112,11 @@ class AttentionRange : public ::testing::TestWithParam<DType> {};
 TEST_P(AttentionRange, WholeAttentionMatchesFloat64AndSplitsMergeExactly) {
   std::mt19937 rng(std::random_device{}());
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  // q8_0 rows are 32-element blocks: head sizes of 32 and 64 there. f16 heads of 64 and 128
-  // take the AVX-512 loops (llama3's shape: 4 query heads per KV head).
+  // q8_0 rows are 32-element blocks: head sizes of 32, 64 and 128 there. f16 and q8_0 heads of
+  // 64 and 128 take the AVX-512 loops (llama3's shape: 4 query heads per KV head).
   const std::vector<AttentionShape> shapes =
       GetParam() == DType::kQ8_0
-          ? std::vector<AttentionShape>{{4, 2, 32}, {8, 1, 64}, {6, 6, 32}}
+          ? std::vector<AttentionShape>{{4, 2, 32}, {8, 1, 64}, {6, 6, 32}, {8, 2, 128}, {3, 3, 64}}
           : std::vector<AttentionShape>{{4, 2, 8}, {8, 1, 16}, {6, 6, 32}, {8, 2, 128}, {3, 3, 64}};
   for (const AttentionShape s : shapes) {
     const int64_t tokens = 40 + static_cast<int64_t>(rng() % 60), bt = 4 + rng() % 13;
@@ -179,11 +179,12 @@ TEST_P(AttentionRange, LongKeyRangesSplitAcrossThreadsMatchFloat64) {
   std::mt19937 rng(std::random_device{}());
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const int64_t hd = GetParam() == DType::kQ8_0 ? 32 : 16;
-  // Then heads of 64 and 128 (f16 takes the AVX-512 loops there), an even group of 8 and an odd
-  // one of 3 (the pair loops' lone last head); several 64-key chunks per piece exercise the
+  // Then heads of 64 and 128 (f16 and q8_0 take the AVX-512 loops there), an even group of 8 and an
+  // odd one of 3 (the pair loops' lone last head); several 64-key chunks per piece exercise the
   // running max and sum.
-  for (const AttentionShape s : {AttentionShape{4, 1, hd}, AttentionShape{4, 2, hd},
-                                 AttentionShape{16, 2, 64}, AttentionShape{12, 4, 128}}) {
+  for (const AttentionShape s :
+       {AttentionShape{4, 1, hd}, AttentionShape{4, 2, hd}, AttentionShape{16, 2, 64},
+        AttentionShape{12, 4, 128}, AttentionShape{8, 2, 128}}) {
     for (const int64_t tokens : {600, 2100}) {
       SCOPED_TRACE(std::to_string(s.n_head_kv) + " KV heads, " + std::to_string(tokens));
       const Paged p = make_paged(rng, s, GetParam(), tokens, 16);
