@@ -1,5 +1,6 @@
 #include "offload/exec/gpu_executor.h"
 
+#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,11 +11,13 @@
 #include <functional>
 
 #include "cpu_backend/attention.h"
+#include "cpu_backend/thread_placement.h"
 #include "gpu_backend/cuda_device_allocator.h"
 #include "gpu_backend/cuda_host_pinner.h"
 #include "gpu_backend/device_probe.h"
 #include "gpu_backend/elementwise.h"
 #include "gpu_backend/gemv.h"
+#include "gpu_backend/host_flag.h"
 #include "memory/kv_slab_allocator.h"
 #include "offload/core/dequantize.h"
 
@@ -731,6 +734,12 @@ Status GpuExecutor::init_cold_attention() {
   cold_lse_device_ = static_cast<const float*>(lse_dev);
   STRATA_ASSIGN_OR_RETURN(gpu_lse_, arena_->allocate(rows * 4, DeviceMemoryTag::kActivations));
   STRATA_ASSIGN_OR_RETURN(cold_q_ready_, cuda::Event::create(cuda::EventTiming::kDisabled));
+  STRATA_ASSIGN_OR_RETURN(cold_done_, cuda::PinnedHostBuffer::allocate(8));
+  *static_cast<int64_t*>(cold_done_.data()) = 0;
+  cold_done_count_ = 0;
+  STRATA_ASSIGN_OR_RETURN(void* done_dev, cuda::device_pointer_of_host(cold_done_.data()));
+  cold_done_device_ = static_cast<const int64_t*>(done_dev);
+  cpu_threads_ = omp_get_max_threads();
   cold_scratch_.resize(static_cast<size_t>(
       cpu::attention_scratch_floats(base.max_context > 0 ? base.max_context : hp.n_ctx_train,
                                     cpu::AttentionShape{hp.n_head, hp.n_head_kv, hp.head_dim})));
@@ -898,6 +907,10 @@ Status GpuExecutor::split_attention(const Segment& s, int64_t layer, const float
   const int64_t q_floats = s.n * hp.q_dim();
   const int64_t rows = s.n * hp.n_head;
   auto* lse = static_cast<float*>(gpu_lse_.data());
+  // The previous layer's (or segment's) CPU part first: its job waits on cold_q_ready_, recorded
+  // again below, and it writes cold_out_ and cold_lse_. By the time it is done the GPU has this
+  // layer's work up to here queued, so the wait costs the GPU nothing.
+  STRATA_RETURN_IF_ERROR(attender_.wait());
   // q goes down by a kernel writing the pinned buffer (a copy would queue behind the copy
   // stream's weight prefetch), before the wait for this layer's staged blocks: the CPU's part
   // needs none of them, and waiting there made the CPU start each layer only once the link had
@@ -910,36 +923,47 @@ Status GpuExecutor::split_attention(const Segment& s, int64_t layer, const float
   STRATA_RETURN_IF_ERROR(
       attention_->run_decode_partial(q, s.n, s.pos0, s.hot_kv, layer, out, lse, stream_));
   if (staging) STRATA_RETURN_IF_ERROR(stage_free_[layer & 1].record(stream_));
-  const Clock::time_point wait0 = Clock::now();
-  STRATA_RETURN_IF_ERROR(cold_q_ready_.synchronize());
-  cold_split_.add_cpu_wait(seconds_since(wait0));
-  // The CPU part over the cold ranges, where the blocks lie (pinned host memory). cold_out_ and
-  // cold_lse_ are free to write: the previous layer's merge ran before this layer's q arrived.
-  const auto* host_q = static_cast<const float*>(cold_q_.data());
-  auto* cpu_out = static_cast<float*>(cold_out_.data());
-  auto* cpu_lse = static_cast<float*>(cold_lse_.data());
-  std::vector<int32_t> positions(static_cast<size_t>(s.n));
-  for (int64_t i = 0; i < s.n; ++i)
-    positions[static_cast<size_t>(i)] = static_cast<int32_t>(s.pos0 + i);
-  const KvLayerView view = kv_->layer_view(s.seq, layer);
-  const cpu::AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
-  // The later layer's staging copies are queued by the worker thread while the CPU attends
-  // (HostWorker): the call took the host ~0.7 ms a layer at 128k. No other CUDA call is made
-  // until it is waited for, and the stage_free event it waits on is recorded above.
-  if (stage_layer >= 0) {
-    stager_.start([this, stage_layer] {
-      STRATA_RETURN_IF_ERROR(cuda::set_device(options_.device));  // a thread's own current device
-      return queue_stage_copy(stage_layer);
-    });
-  }
-  const Clock::time_point t0 = Clock::now();
-  cpu::attention_ranges(host_q, s.n, positions.data(), view, shape, s.cold_ranges, cpu_out, cpu_lse,
-                        cold_scratch_.data());
-  int64_t keys = 0;
-  for (const auto& [begin, end] : s.cold_ranges) keys += end - begin;
-  cold_split_.add_cpu(static_cast<double>(2 * keys * kv_bytes(view.dtype, view.kv_dim)),
-                      seconds_since(t0));
-  STRATA_RETURN_IF_ERROR(stager_.wait());
+
+  // The CPU part over the cold ranges, where the blocks lie (pinned host memory), on the
+  // attender: meanwhile this thread queues the later layer's staging copies (~0.7 ms of host time
+  // a layer at 128k), then the merge behind a wait for the CPU's flag, then (the caller) the rest
+  // of this layer and the next one's work up to its attention. Queued after the CPU's part, those
+  // launches (~0.3 ms a layer) were in series with it. cold_out_ and cold_lse_ are free to
+  // write once q has arrived: the previous merge is queued before this layer's q.
+  const int64_t done = ++cold_done_count_;
+  attender_.start(
+      [this, n = s.n, pos0 = s.pos0, seq = s.seq, ranges = s.cold_ranges, layer, done]() -> Status {
+        // The stream waits for the flag: raised on every path, errors too.
+        struct Raise {
+          int64_t* counter;
+          int64_t value;
+          ~Raise() { gpu::release_host_flag(counter, value); }
+        } raise{static_cast<int64_t*>(cold_done_.data()), done};
+        if (!attender_placed_) {  // this thread's OpenMP team: as many threads, pinned alike
+          (void)apply_thread_placement(cpu_threads_);
+          attender_placed_ = true;
+        }
+        const HyperParams& hp = spec_.hp;
+        const Clock::time_point wait0 = Clock::now();
+        STRATA_RETURN_IF_ERROR(cold_q_ready_.synchronize());
+        cold_split_.add_cpu_wait(seconds_since(wait0));
+        std::vector<int32_t> positions(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i)
+          positions[static_cast<size_t>(i)] = static_cast<int32_t>(pos0 + i);
+        const KvLayerView view = kv_->layer_view(seq, layer);
+        const cpu::AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
+        const Clock::time_point t0 = Clock::now();
+        cpu::attention_ranges(static_cast<const float*>(cold_q_.data()), n, positions.data(), view,
+                              shape, ranges, static_cast<float*>(cold_out_.data()),
+                              static_cast<float*>(cold_lse_.data()), cold_scratch_.data());
+        int64_t keys = 0;
+        for (const auto& [begin, end] : ranges) keys += end - begin;
+        cold_split_.add_cpu(static_cast<double>(2 * keys * kv_bytes(view.dtype, view.kv_dim)),
+                            seconds_since(t0));
+        return Status::ok();
+      });
+  if (stage_layer >= 0) STRATA_RETURN_IF_ERROR(queue_stage_copy(stage_layer));
+  STRATA_RETURN_IF_ERROR(gpu::wait_host_flag(cold_done_device_, done, stream_));
   return gpu::merge_attention_parts(out, lse, cold_out_device_, cold_lse_device_, rows, hp.head_dim,
                                     stream_);
 }
@@ -1237,7 +1261,9 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     STRATA_RETURN_IF_ERROR(mark(kMatmul));
     if (streamed) STRATA_RETURN_IF_ERROR(weight_stream_->release());  // its kernels are queued
   }
-  if (head_rows == 0) return Status::ok();
+  // The last layer's CPU part (split_attention): after the head is queued, and before the step's
+  // counters are read.
+  if (head_rows == 0) return attender_.wait();
 
   // Final norm and the output head of the last head_rows tokens: logits_ [head_rows][n_vocab].
   const int64_t r0 = n - head_rows;
@@ -1245,7 +1271,8 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
   const Operand head[1] = {operand(output_, phase, nullptr)};
   float* const logits[1] = {act(logits_)};
   STRATA_RETURN_IF_ERROR(matmuls(head, xb, head_rows, logits));
-  return mark(kLogits);
+  STRATA_RETURN_IF_ERROR(mark(kLogits));
+  return attender_.wait();
 }
 
 }  // namespace strata

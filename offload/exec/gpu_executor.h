@@ -392,6 +392,13 @@ class GpuExecutor final : public Engine {
   DeviceBuffer gpu_lse_;
   cuda::Event cold_q_ready_;
   std::vector<float> cold_scratch_;
+  // The CPU's part is done: a counter in pinned memory the stream waits on before the merge
+  // (gpu::wait_host_flag), raised by the attender's job; the last value queued.
+  cuda::PinnedHostBuffer cold_done_;
+  const int64_t* cold_done_device_ = nullptr;
+  int64_t cold_done_count_ = 0;
+  int cpu_threads_ = 0;           // the OpenMP threads of the creating thread's team
+  bool attender_placed_ = false;  // the attender's team is sized and pinned (its first job)
 
   // cold_stage_blocks: two slots of [K: cap][V: cap] layer blocks, the chunk's table with
   // staged entries and its mirror, the staged blocks' indices of this chunk (empty: no staging),
@@ -409,7 +416,10 @@ class GpuExecutor final : public Engine {
   // layer's staging copy start and end (timed events) of the last step and the bytes it copied.
   ColdSplit cold_split_{1.0};
   HostTimes host_times_;
-  HostWorker stager_;  // queues staging copies during the CPU's attention (split_attention)
+  // Runs the CPU's part of each layer's split attention (split_attention) while this thread
+  // queues the layer's remaining GPU work and the next layer's behind a wait for it. Declared
+  // after the buffers its jobs use, so it is gone (its job waited for) before they are.
+  HostWorker attender_;
   std::vector<cuda::Event> stage_copy_start_, stage_copy_end_;
   int64_t stage_copy_layers_ = 0;
   double stage_copy_bytes_ = 0;

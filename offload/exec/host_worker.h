@@ -1,10 +1,12 @@
 // HostWorker: one host thread that runs a job while the calling thread does something else.
 //
-// The GPU executor's cpu cold split runs the CPU's attention on the calling thread (it leads the
-// OpenMP team) and must also queue the next staging copies, one cudaMemcpyBatchAsync of ~250
-// runs per layer at 128k that took the host ~0.7 ms: in series with the CPU's attention that
-// was ~22 ms of a 200 ms step on the H200. Handed to this worker, the call runs while the CPU
-// attends. The worker is started once and reused: a thread per layer would cost its start.
+// The GPU executor's cpu cold split (split_attention) runs the CPU's share of each layer's
+// attention on it, with its own OpenMP team (pinned as the caller's), while the calling thread
+// queues the layer's staging copies (one cudaMemcpyBatchAsync of ~250 runs per layer at 128k,
+// ~0.7 ms of host time) and the rest of the layer's GPU work behind a wait for the job's flag
+// (gpu_backend/host_flag.h). On the calling thread, both were in series with the CPU's attention:
+// ~22 ms and ~10 ms of a ~200 ms step on the H200. The worker is started once and reused: a
+// thread per layer would cost its start, and its OpenMP team is kept between jobs.
 #pragma once
 
 #include <condition_variable>
