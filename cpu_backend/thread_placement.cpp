@@ -62,7 +62,7 @@ int default_thread_count() {
   return cores > 0 ? cores : 1;
 }
 
-ThreadPlacement apply_thread_placement(int num_threads) {
+ThreadPlacement apply_thread_placement(int num_threads, int first_core) {
   ThreadPlacement placement;
   Topology topology;
   int cores = 0;
@@ -83,7 +83,8 @@ ThreadPlacement apply_thread_placement(int num_threads) {
 #pragma omp parallel num_threads(num_threads)
   {
     const int thread = omp_get_thread_num();
-    hwloc_obj_t core = hwloc_get_obj_by_type(topology.get(), HWLOC_OBJ_CORE, thread % cores);
+    hwloc_obj_t core = hwloc_get_obj_by_type(topology.get(), HWLOC_OBJ_CORE,
+                                             static_cast<unsigned>((first_core + thread) % cores));
     // Bind to the whole core (all its hardware threads): the OS may pick the idle sibling.
     if (core == nullptr || core->cpuset == nullptr ||
         hwloc_set_cpubind(topology.get(), core->cpuset, HWLOC_CPUBIND_THREAD) != 0) {

@@ -39,7 +39,10 @@ struct ThreadPlacement {
   std::string warning;  // empty, or why the threads are not pinned
 };
 
-// Sets OpenMP to `num_threads` threads (0: default_thread_count()) and pins them, one per core.
-ThreadPlacement apply_thread_placement(int num_threads);
+// Sets OpenMP to `num_threads` threads (0: default_thread_count()) and pins them, one per core:
+// the calling thread's team, thread i on core (first_core + i) mod cores. A second team, led by
+// another host thread, can be placed beside the first with first_core > 0 (the GPU executor's
+// cold attention leaves core 0 to the thread that queues the GPU's work).
+ThreadPlacement apply_thread_placement(int num_threads, int first_core = 0);
 
 }  // namespace strata

@@ -939,8 +939,12 @@ Status GpuExecutor::split_attention(const Segment& s, int64_t layer, const float
           int64_t value;
           ~Raise() { gpu::release_host_flag(counter, value); }
         } raise{static_cast<int64_t*>(cold_done_.data()), done};
-        if (!attender_placed_) {  // this thread's OpenMP team: as many threads, pinned alike
-          (void)apply_thread_placement(cpu_threads_);
+        if (!attender_placed_) {
+          // This thread's OpenMP team: one thread per core but core 0, where the creating
+          // thread (pinned there as its team's thread 0) queues the GPU's work meanwhile.
+          // Sharing it, each of those bursts (~0.3-1 ms a layer) would hold the team's barrier
+          // behind thread 0.
+          (void)apply_thread_placement(std::max(1, cpu_threads_ - 1), cpu_threads_ > 1 ? 1 : 0);
           attender_placed_ = true;
         }
         const HyperParams& hp = spec_.hp;

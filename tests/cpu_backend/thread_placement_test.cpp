@@ -27,6 +27,10 @@ TEST(ThreadPlacement, ApplySetsThreadCountAndPinsOrWarns) {
     seen += 1;
     EXPECT_EQ(seen, threads);
   }
+  // A team placed from core 1 on (as the GPU executor's cold attention places its own).
+  const ThreadPlacement shifted = apply_thread_placement(2, /*first_core=*/1);
+  EXPECT_EQ(shifted.num_threads, 2);
+  EXPECT_EQ(shifted.pinned, shifted.warning.empty()) << shifted.warning;
   const ThreadPlacement by_default = apply_thread_placement(0);
   EXPECT_EQ(by_default.num_threads, default_thread_count());
   omp_set_num_threads(saved);
