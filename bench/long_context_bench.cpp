@@ -92,6 +92,11 @@ int main(int argc, char** argv) {
                  "With --cold-attention cpu: a fixed share of cold blocks the CPU attends, the "
                  "rest staged for the GPU meanwhile (default: start at (S - P) / S from the "
                  "limits measured here, then balance on the rates measured per step)");
+  int cold_worker_threads = -1;
+  app.add_option("--cold-worker-threads", cold_worker_threads,
+                 "With --cold-attention cpu: -1 attends the CPU's share on this thread's team; "
+                 ">= 0 on a worker thread's own team of that many threads (0: cores - 1) while "
+                 "this thread queues the GPU's work (GpuExecutorOptions::cold_worker_threads)");
   std::string kv_type_name = "f16";
   app.add_option("--kv-type", kv_type_name, "KV element type in both tiers")
       ->check(CLI::IsMember({"f16", "q8_0"}));
@@ -158,6 +163,7 @@ int main(int argc, char** argv) {
   o.placements = plan.tensors;
   o.cold_attention_on_cpu = cold_attention == "cpu";
   o.host_huge_pages = host_pages == "huge";
+  o.cold_worker_threads = cold_worker_threads;
   // A slot holds one layer's cold blocks at max_context (as strata run sizes it).
   if (cold_attention != "in-place") o.cold_stage_blocks = policy.cold_kv_blocks();
   // cpu: the share starts at (S - P) / S and follows the measured rates (ColdSplit), unless
@@ -205,6 +211,7 @@ int main(int argc, char** argv) {
     r["trained_context"] = hp.n_ctx_train;
     r["cold_attention"] = cold_attention;
     r["kv_type"] = kv_type_name;
+    r["cold_worker_threads"] = cold_worker_threads;
     r["host_huge_pages"] = o.host_huge_pages;
     r["anon_huge_page_bytes"] = anon_huge_page_bytes();
     if (o.cold_attention_on_cpu) {

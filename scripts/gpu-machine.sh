@@ -24,7 +24,8 @@
 #                each STRATA_CTX_MODES (cold attention: prefetch into VRAM staging, cpu = prefetch
 #                plus a CPU share of decode attention; in-place = read over PCIe where they lie;
 #                MODE-small: the same with --host-pages small, cudaMallocHost's 4 KiB pages;
-#                MODE:q8_0: a q8_0 KV cache instead of f16, e.g. STRATA_CTX_MODES="cpu cpu:q8_0")
+#                MODE:q8_0: a q8_0 KV cache instead of f16, e.g. STRATA_CTX_MODES="cpu cpu:q8_0";
+#                MODE:KV:N: the cold worker's threads, --cold-worker-threads N)
 #     cpu-attn   bench/cpu_attention_bench (cpu::attention_range over f16 KV vs C; ctx runs it too)
 #     attn-ab    the same with the carried .ab/ files in place of the tree's (a kernel's A/B)
 #     gemv       bench/gemv_bench (CPU decode GEMV vs measured read bandwidth)
@@ -200,15 +201,17 @@ PY
       attn_runs
       m=/tmp/llama3-8b-Q4_0.gguf
       [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type Q4_0 --out "$m" 2>&1 | tail -1
-      # A mode may carry the KV type after a colon (cpu:q8_0); f16 without one.
+      # A mode may carry the KV type after a colon (cpu:q8_0; f16 without one) and, after a
+      # second, the cold worker's threads (cpu:f16:0; long_context_bench --cold-worker-threads).
       for mode in ${STRATA_CTX_MODES:-prefetch cpu}; do
-        kv=f16; [[ $mode == *:* ]] && kv=${mode#*:} && mode=${mode%%:*}
+        IFS=: read -r mode kv workers <<< "$mode"
+        kv=${kv:-f16}; workers=${workers:--1}
         pages=huge; [[ $mode == *-small ]] && pages=small && mode=${mode%-small}
-        echo "== ctx $mode, $pages pages, $kv KV"
+        echo "== ctx $mode, $pages pages, $kv KV, cold worker threads $workers"
         timeout "${STRATA_BENCH_TIMEOUT:-300}" build-gpu/bench/long_context_bench -m "$m" --model-name llama3-8b \
           --vram-budget 8GiB --contexts "${STRATA_CTX_CONTEXTS:-4096,32768,131072}" \
           --hot-window "${STRATA_CTX_WINDOW:-4096}" --prefill-context "${STRATA_CTX_PREFILL:-32768}" \
-          --cold-attention "$mode" --host-pages "$pages" --kv-type "$kv" --json-out "$jsonl" --commit "$commit" 2>&1 | grep -v '^{' | tail -16 || true
+          --cold-attention "$mode" --host-pages "$pages" --kv-type "$kv" --cold-worker-threads "$workers" --json-out "$jsonl" --commit "$commit" 2>&1 | grep -v '^{' | tail -16 || true
       done ;;
     gemv)
       build-gpu/bench/gemv_bench --read-gib 8 --json "$jsonl" --commit "$commit" 2>&1 | tail -12 ;;
@@ -243,7 +246,8 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     if 'phase' not in r: continue
     mode = r.get('cold_attention', '') + ('' if r.get('host_huge_pages', True) else '-small')
-    if r.get('kv_type', 'f16') != 'f16': mode += ':' + r['kv_type']
+    if r.get('kv_type', 'f16') != 'f16' or r.get('cold_worker_threads', -1) >= 0: mode += ':' + r.get('kv_type', 'f16')
+    if r.get('cold_worker_threads', -1) >= 0: mode += ':' + str(r['cold_worker_threads'])
     print(f"{r['scenario']:8} {r['type']:5} {r['phase']:8} {r.get('context', 0):6} {mode:14} {r['tokens_per_s']:9.2f} {r['roofline_tokens_per_s']:9.2f} {r['ratio_to_roofline']:6.3f}")
 PY
 [ -n "$train_pid" ] || python3 bench/plot.py "$jsonl" -o "$out/bench.png" 2>/dev/null || echo "(no plot)"

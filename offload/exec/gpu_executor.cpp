@@ -924,49 +924,65 @@ Status GpuExecutor::split_attention(const Segment& s, int64_t layer, const float
       attention_->run_decode_partial(q, s.n, s.pos0, s.hot_kv, layer, out, lse, stream_));
   if (staging) STRATA_RETURN_IF_ERROR(stage_free_[layer & 1].record(stream_));
 
-  // The CPU part over the cold ranges, where the blocks lie (pinned host memory), on the
-  // attender: meanwhile this thread queues the later layer's staging copies (~0.7 ms of host time
-  // a layer at 128k), then the merge behind a wait for the CPU's flag, then (the caller) the rest
-  // of this layer and the next one's work up to its attention. Queued after the CPU's part, those
-  // launches (~0.3 ms a layer) were in series with it. cold_out_ and cold_lse_ are free to
-  // write once q has arrived: the previous merge is queued before this layer's q.
+  // The CPU part over the cold ranges, where the blocks lie (pinned host memory). cold_out_ and
+  // cold_lse_ are free to write once q has arrived: the previous merge is queued before it. It
+  // raises the flag the merge waits for on every path, errors too.
   const int64_t done = ++cold_done_count_;
-  attender_.start(
-      [this, n = s.n, pos0 = s.pos0, seq = s.seq, ranges = s.cold_ranges, layer, done]() -> Status {
-        // The stream waits for the flag: raised on every path, errors too.
-        struct Raise {
-          int64_t* counter;
-          int64_t value;
-          ~Raise() { gpu::release_host_flag(counter, value); }
-        } raise{static_cast<int64_t*>(cold_done_.data()), done};
-        if (!attender_placed_) {
-          // This thread's OpenMP team: one thread per core but core 0, where the creating
-          // thread (pinned there as its team's thread 0) queues the GPU's work meanwhile.
-          // Sharing it, each of those bursts (~0.3-1 ms a layer) would hold the team's barrier
-          // behind thread 0.
-          (void)apply_thread_placement(std::max(1, cpu_threads_ - 1), cpu_threads_ > 1 ? 1 : 0);
-          attender_placed_ = true;
-        }
-        const HyperParams& hp = spec_.hp;
-        const Clock::time_point wait0 = Clock::now();
-        STRATA_RETURN_IF_ERROR(cold_q_ready_.synchronize());
-        cold_split_.add_cpu_wait(seconds_since(wait0));
-        std::vector<int32_t> positions(static_cast<size_t>(n));
-        for (int64_t i = 0; i < n; ++i)
-          positions[static_cast<size_t>(i)] = static_cast<int32_t>(pos0 + i);
-        const KvLayerView view = kv_->layer_view(seq, layer);
-        const cpu::AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
-        const Clock::time_point t0 = Clock::now();
-        cpu::attention_ranges(static_cast<const float*>(cold_q_.data()), n, positions.data(), view,
-                              shape, ranges, static_cast<float*>(cold_out_.data()),
-                              static_cast<float*>(cold_lse_.data()), cold_scratch_.data());
-        int64_t keys = 0;
-        for (const auto& [begin, end] : ranges) keys += end - begin;
-        cold_split_.add_cpu(static_cast<double>(2 * keys * kv_bytes(view.dtype, view.kv_dim)),
-                            seconds_since(t0));
-        return Status::ok();
+  auto cpu_part = [this, n = s.n, pos0 = s.pos0, seq = s.seq, ranges = s.cold_ranges, layer,
+                   done]() -> Status {
+    struct Raise {
+      int64_t* counter;
+      int64_t value;
+      ~Raise() { gpu::release_host_flag(counter, value); }
+    } raise{static_cast<int64_t*>(cold_done_.data()), done};
+    const HyperParams& hp = spec_.hp;
+    const Clock::time_point wait0 = Clock::now();
+    STRATA_RETURN_IF_ERROR(cold_q_ready_.synchronize());
+    cold_split_.add_cpu_wait(seconds_since(wait0));
+    std::vector<int32_t> positions(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i)
+      positions[static_cast<size_t>(i)] = static_cast<int32_t>(pos0 + i);
+    const KvLayerView view = kv_->layer_view(seq, layer);
+    const cpu::AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
+    const Clock::time_point t0 = Clock::now();
+    cpu::attention_ranges(static_cast<const float*>(cold_q_.data()), n, positions.data(), view,
+                          shape, ranges, static_cast<float*>(cold_out_.data()),
+                          static_cast<float*>(cold_lse_.data()), cold_scratch_.data());
+    int64_t keys = 0;
+    for (const auto& [begin, end] : ranges) keys += end - begin;
+    cold_split_.add_cpu(static_cast<double>(2 * keys * kv_bytes(view.dtype, view.kv_dim)),
+                        seconds_since(t0));
+    return Status::ok();
+  };
+  if (options_.cold_worker_threads >= 0) {
+    // On the attender: meanwhile this thread queues the later layer's staging copies (~0.7 ms
+    // of host time a layer at 128k), the merge behind the CPU's flag, then (the caller) the rest
+    // of this layer and the next one's work up to its attention, which otherwise wait for the
+    // CPU's part (~0.3 ms of launches a layer).
+    attender_.start([this, cpu_part = std::move(cpu_part)]() -> Status {
+      if (!attender_placed_) {
+        // Its own OpenMP team, on the last cores (see cold_worker_threads).
+        const int threads = options_.cold_worker_threads > 0
+                                ? std::min(options_.cold_worker_threads, cpu_threads_)
+                                : std::max(1, cpu_threads_ - 1);
+        (void)apply_thread_placement(threads, cpu_threads_ - threads);
+        attender_placed_ = true;
+      }
+      return cpu_part();
+    });
+    if (stage_layer >= 0) STRATA_RETURN_IF_ERROR(queue_stage_copy(stage_layer));
+  } else {
+    // On this thread's team; the attender queues the staging copies meanwhile.
+    if (stage_layer >= 0) {
+      attender_.start([this, stage_layer] {
+        STRATA_RETURN_IF_ERROR(cuda::set_device(options_.device));  // a thread's own device
+        return queue_stage_copy(stage_layer);
       });
-  if (stage_layer >= 0) STRATA_RETURN_IF_ERROR(queue_stage_copy(stage_layer));
+    }
+    const Status cpu = cpu_part();
+    STRATA_RETURN_IF_ERROR(attender_.wait());
+    STRATA_RETURN_IF_ERROR(cpu);
+  }
   STRATA_RETURN_IF_ERROR(gpu::wait_host_flag(cold_done_device_, done, stream_));
   return gpu::merge_attention_parts(out, lse, cold_out_device_, cold_lse_device_, rows, hp.head_dim,
                                     stream_);

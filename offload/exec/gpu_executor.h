@@ -122,6 +122,12 @@ struct GpuExecutorOptions {
   // attention time, the staging copies' event times), so that both end together (ColdSplit,
   // cold_split.h). The CPU's attention rate is not C: on the H200's host it ran at half of it.
   bool balance_cold_split = false;
+  // With cold_attention_on_cpu: which threads attend the CPU's share of each layer. >= 0: a
+  // worker thread with an OpenMP team of its own, this many threads (0: one per core but one)
+  // pinned to the last cores, while the calling thread queues the GPU's work behind a flag
+  // (gpu_backend/host_flag.h); -1: the calling thread's team, the GPU's work queued after it.
+  // The default is what measured faster on the H200 (bench/NOTES.md, 2026-12-03).
+  int cold_worker_threads = -1;
 
   static constexpr int64_t kDefaultVramMarginBytes = int64_t{1} << 30;
 };

@@ -31,6 +31,7 @@ struct EngineChoice {
   bool cold_on_cpu = false;       // GpuExecutorOptions::cold_attention_on_cpu
   int64_t cold_stage_blocks = 0;  // > 0: cold blocks prefetched into VRAM staging
   double cold_cpu_fraction = 1.0;
+  int cold_worker_threads = -1;  // GpuExecutorOptions::cold_worker_threads
 };
 
 class KvTypeTest : public ::testing::Test {
@@ -75,6 +76,7 @@ class KvTypeTest : public ::testing::Test {
     o.cold_cpu_fraction = engine.cold_cpu_fraction;
     o.cold_deal_blocks = 1;
     o.cold_stage_blocks = engine.cold_stage_blocks;
+    o.cold_worker_threads = engine.cold_worker_threads;
     auto exec = GpuExecutor::create(model_->spec, o);
     EXPECT_TRUE(exec.is_ok()) << exec.status().to_string();
     return exec.is_ok() ? std::move(exec).value() : nullptr;
@@ -217,9 +219,19 @@ TEST_F(KvTypeTest, GpuTieredEqualsAllInVramForEveryTypeAndColdMode) {
   const Mode modes[] = {
       {"in place over PCIe", {.gpu = true}, 1e-6},
       {"on the CPU", {.gpu = true, .cold_on_cpu = true}, 1e-5},
+      {"on the CPU, by a worker's team",
+       {.gpu = true, .cold_on_cpu = true, .cold_worker_threads = 0},
+       1e-5},
       {"staged", {.gpu = true, .cold_stage_blocks = 2}, 1e-6},
       {"staged, half on the CPU",
        {.gpu = true, .cold_on_cpu = true, .cold_stage_blocks = 2, .cold_cpu_fraction = 0.5},
+       1e-5},
+      {"staged, half on the CPU, by a worker's team",
+       {.gpu = true,
+        .cold_on_cpu = true,
+        .cold_stage_blocks = 2,
+        .cold_cpu_fraction = 0.5,
+        .cold_worker_threads = 0},
        1e-5},
   };
   for (DType type : {DType::kF32, DType::kF16, DType::kQ8_0}) {
