@@ -151,6 +151,55 @@ int main(int argc, char** argv) {
       return static_cast<double>(layer_bytes) * layers / (ms[ms.size() / 2] * 1e-3);
     };
     const double separate = run(false), fused = run(true);
+    // Every matrix of every layer through `gemv_one`, separately: bytes/s.
+    auto run_each = [&](auto&& gemv_one) -> double {
+      std::vector<double> ms;
+      for (int r = -2; r < repeats; ++r) {
+        check(start.record(stream), "record");
+        for (const LayerMats& m : mats) {
+          for (const Matrix* mm : {&m.q, &m.k, &m.v, &m.o, &m.gate, &m.up, &m.down}) {
+            check(gemv_one(mm->w), "gemv");
+          }
+        }
+        check(end.record(stream), "record");
+        check(end.synchronize(), "sync");
+        if (r >= 0) ms.push_back(check(cuda::elapsed_ms(start, end), "elapsed"));
+      }
+      std::sort(ms.begin(), ms.end());
+      return static_cast<double>(layer_bytes) * layers / (ms[ms.size() / 2] * 1e-3);
+    };
+    // Q8_0 and Q4_0 decode on the tensor cores; the SIMT kernel they used before, in the same run.
+    double simt = 0;
+    const bool has_mma = type == DType::kQ8_0 || type == DType::kQ4_0;
+    if (has_mma) {
+      const gpu::GemvShape def = gpu::gemv_default_shape(type);
+      simt = run_each(
+          [&](const gpu::GpuWeight& w) { return gpu::gemv_with_shape(w, xf, yf, def, stream); });
+    }
+    if (tune && has_mma) {
+      std::fprintf(stderr, "tune %s tensor cores (tiles, stages):", type_name.c_str());
+      nlohmann::json t;
+      t["bench"] = "gpu_gemv_mma_tune";
+      t["type"] = type_name;
+      for (const auto& [tiles, stages] :
+           std::vector<std::pair<int, int>>{{2, 3}, {2, 4}, {2, 6}, {2, 8}, {4, 3}, {4, 4}}) {
+        const Status probe_call =
+            gpu::gemv_mma_with_shape(mats[0].q.w, xf, yf, tiles, stages, stream);
+        if (!probe_call.is_ok()) {
+          std::fprintf(stderr, "  T%d S%d: %s", tiles, stages, probe_call.to_string().c_str());
+          continue;
+        }
+        const double bps = run_each([&](const gpu::GpuWeight& w) {
+          return gpu::gemv_mma_with_shape(w, xf, yf, tiles, stages, stream);
+        });
+        std::fprintf(stderr, "  T%d S%d %.3f", tiles, stages, bps / H);
+        t["shapes"].push_back({{"tiles", tiles}, {"stages", stages}, {"ratio_to_hbm", bps / H}});
+      }
+      std::fprintf(stderr, "\n");
+      t["hbm_bytes_per_s"] = H;
+      t["commit"] = commit;
+      records.push_back(t);
+    }
     if (tune && (type == DType::kF16 || type == DType::kQ8_0 || type == DType::kQ4_0)) {
       struct Result {
         gpu::GemvShape shape;
@@ -230,6 +279,10 @@ int main(int argc, char** argv) {
     r["ratio_to_hbm"] = separate / H;
     r["fused_ratio_to_hbm"] = fused / H;
     r["dequant_f16_bytes_per_s"] = dequant;
+    if (has_mma) {
+      r["simt_weight_bytes_per_s"] = simt;
+      r["simt_ratio_to_hbm"] = simt / H;
+    }
     r["device"] = probe.caps.name;
     r["commit"] = commit;
     std::printf("%s\n", r.dump().c_str());
@@ -241,15 +294,16 @@ int main(int argc, char** argv) {
     std::ofstream out(json_out, std::ios::app);
     for (const auto& r : records) out << r.dump() << "\n";
   }
-  std::fprintf(stderr, "\n%-6s %12s %7s %12s %7s %12s  (H = %.0f GB/s)\n", "type", "GB/s", "ratio",
-               "fused GB/s", "ratio", "deq GB/s", H / 1e9);
+  std::fprintf(stderr, "\n%-6s %12s %7s %12s %7s %12s %10s  (H = %.0f GB/s)\n", "type", "GB/s",
+               "ratio", "fused GB/s", "ratio", "deq GB/s", "SIMT ratio", H / 1e9);
   for (const auto& r : records) {
     if (r["bench"] != "gpu_gemv") continue;
-    std::fprintf(stderr, "%-6s %12.0f %7.3f %12.0f %7.3f %12.0f\n",
+    std::fprintf(stderr, "%-6s %12.0f %7.3f %12.0f %7.3f %12.0f %10.3f\n",
                  r["type"].get<std::string>().c_str(), r["weight_bytes_per_s"].get<double>() / 1e9,
                  r["ratio_to_hbm"].get<double>(), r["fused_weight_bytes_per_s"].get<double>() / 1e9,
                  r["fused_ratio_to_hbm"].get<double>(),
-                 r["dequant_f16_bytes_per_s"].get<double>() / 1e9);
+                 r["dequant_f16_bytes_per_s"].get<double>() / 1e9,
+                 r.contains("simt_ratio_to_hbm") ? r["simt_ratio_to_hbm"].get<double>() : 0.0);
   }
   return 0;
 }

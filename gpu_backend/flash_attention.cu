@@ -54,6 +54,7 @@
 #include <string>
 
 #include "gpu_backend/flash_attention.h"
+#include "gpu_backend/mma_sm80.cuh"
 
 namespace strata::gpu {
 namespace {
@@ -69,59 +70,6 @@ constexpr unsigned kFullMask = 0xffffffffu;
 static_assert(kThreads == 2 * kKeyRows, "one thread per (K or V, key row) resolves row_src");
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// ---- PTX wrappers (sm_80 and newer).
-
-__device__ __forceinline__ uint32_t shared_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared without passing through registers; .cg skips L1 (each tile is
-// read once per CTA; the other heads of the group find it in L2).
-__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(shared_addr(smem)), "l"(gmem)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-// Waits for every cp.async this thread has issued; a __syncthreads must follow before other
-// threads read the data.
-__device__ __forceinline__ void cp_async_wait_all() {
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-}
-
-// Four 8x8 b16 matrices; lanes 8i .. 8i + 7 give the row addresses of matrix i, and register i
-// of lane 4 g + t receives row g, columns 2t, 2t + 1 of matrix i (transposed with .trans:
-// rows 2t, 2t + 1 of column g).
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_addr(smem)));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_addr(smem)));
-}
-
-// c (16x8 f32) += a (16x16 f16, row) * b (16x8 f16, col).
-__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                          uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats as f16x2 (round to nearest even); `lo` is the lower column / address.
-__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
-  const __half2 h = __floats2half2_rn(lo, hi);
-  uint32_t bits;
-  memcpy(&bits, &h, sizeof(bits));
-  return bits;
-}
 
 // 2^x in one MUFU.EX2 (exp2f without fast math adds range fix-ups); exp2(-inf) = 0.
 __device__ __forceinline__ float exp2_approx(float x) {

@@ -24,6 +24,7 @@
 
 #include "gpu_backend/dependent_launch.cuh"
 #include "gpu_backend/gemv.h"
+#include "gpu_backend/gemv_mma.h"
 #include "gpu_backend/gemv_tuning.h"
 #include "offload/core/quant_blocks.h"
 
@@ -555,9 +556,29 @@ Status check_tokens(const Params& p) {
   return Status::ok();
 }
 
+mma_gemv::Call mma_call(const Params& p) {
+  mma_gemv::Call c;
+  for (int j = 0; j < p.num_jobs; ++j) {
+    c.jobs[j] = {p.jobs[j].payload, p.jobs[j].scales, p.jobs[j].y, p.jobs[j].rows};
+  }
+  c.num_jobs = p.num_jobs;
+  c.x = p.x;
+  c.cols = p.cols;
+  c.scale_row_elems = p.scale_row_elems;
+  c.epilogue = p.mode == Mode::kStore        ? mma_gemv::Epilogue::kStore
+               : p.mode == Mode::kAccumulate ? mma_gemv::Epilogue::kAccumulate
+                                             : mma_gemv::Epilogue::kSwiGLU;
+  return c;
+}
+
 Status launch(DType type, Params p, const cuda::Stream& stream) {
   STRATA_RETURN_IF_ERROR(check_tokens(p));
   cudaStream_t s = stream.native();
+  if (p.n_tokens == 1 && mma_gemv::reads(type)) {
+    // One token of Q8_0 / Q4_0: the tensor-core kernel (gemv_mma.cu says why).
+    const mma_gemv::Call c = mma_call(p);
+    return mma_gemv::launch(type, c, mma_gemv::default_shape(type, c.epilogue), s);
+  }
   if (!for_type(type, [&]<DType T>() { launch_type<T>(p, s); })) {
     return Status::invalid_argument(std::string("GPU GEMV of ") + dtype_name_or_id(type));
   }
@@ -673,6 +694,18 @@ Status gemv_with_shape(const GpuWeight& w, const float* x, float* y, const GemvS
   }
   if (!launched) return Status::invalid_argument("gemv_with_shape: no such type or shape");
   return cuda::check_last_launch("gemv_with_shape");
+}
+
+Status gemv_mma_with_shape(const GpuWeight& w, const float* x, float* y, int tiles, int stages,
+                           const cuda::Stream& stream) {
+  Params p;
+  STRATA_RETURN_IF_ERROR(fill_layout(w, &p));
+  p.jobs[0] = job_of(w, y);
+  p.num_jobs = 1;
+  p.x = x;
+  p.n_tokens = 1;
+  p.mode = Mode::kStore;
+  return mma_gemv::launch(w.type, mma_call(p), mma_gemv::Shape{tiles, stages}, stream.native());
 }
 
 GemvShape gemv_default_shape(DType type) {

@@ -15,12 +15,18 @@ struct GemvShape {
   int min_units_per_lane = 2;  // a row is split over more warps while each lane keeps this many
 };
 
-// y [w.rows] = W x for one token with `shape`. Types F16, Q8_0 and Q4_0 only;
+// y [w.rows] = W x for one token with the SIMT kernel of `shape`. Types F16, Q8_0 and Q4_0 only;
 // invalid_argument otherwise.
 Status gemv_with_shape(const GpuWeight& w, const float* x, float* y, const GemvShape& shape,
                        const cuda::Stream& stream);
 
-// The shape gemv() uses for `type`.
+// y [w.rows] = W x for one token with the tensor-core kernel (gemv_mma.h) of `tiles` m16 tiles
+// per CTA and `stages` cp.async stages per warp. Q8_0 and Q4_0 only; invalid_argument for
+// another type or a shape not built.
+Status gemv_mma_with_shape(const GpuWeight& w, const float* x, float* y, int tiles, int stages,
+                           const cuda::Stream& stream);
+
+// The SIMT shape gemv() uses for `type` (Q8_0 and Q4_0 at one token take the tensor-core kernel).
 GemvShape gemv_default_shape(DType type);
 
 }  // namespace strata::gpu

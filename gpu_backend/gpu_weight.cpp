@@ -31,6 +31,11 @@ BlockSplit block_split(DType type) {
   }
 }
 
+// f16 scales per row in the scale plane: nb rounded up to even, so that every row's scales start
+// 4-byte aligned and a pair of blocks' scales is one 4-byte copy (gemv_mma.cu). The padding half
+// is zero.
+int64_t scale_stride(int64_t nb) { return round_up(nb, 2); }
+
 }  // namespace
 
 bool gpu_supports(DType type) {
@@ -68,7 +73,7 @@ StatusOr<GpuWeightLayout> gpu_weight_layout(DType type, int64_t rows, int64_t co
   const int64_t nb = cols / t.block_elems;
   GpuWeightLayout layout;
   layout.payload_row_bytes = nb * split.payload_bytes;
-  layout.scale_row_elems = split.has_scale ? nb : 0;
+  layout.scale_row_elems = split.has_scale ? scale_stride(nb) : 0;
   layout.payload_bytes = rows * layout.payload_row_bytes;
   layout.scale_offset_bytes = round_up(layout.payload_bytes, kDeviceArenaAlignmentBytes);
   layout.total_bytes =
@@ -90,7 +95,8 @@ void repack_rows(DType type, int64_t cols, const uint8_t* src, int64_t n_rows, u
   for (int64_t r = 0; r < n_rows; ++r) {
     const uint8_t* s = src + r * src_row;
     uint8_t* p = payload_dst + r * nb * split.payload_bytes;
-    uint16_t* d = scale_dst + r * nb;
+    uint16_t* d = scale_dst + r * scale_stride(nb);
+    if (scale_stride(nb) != nb) d[nb] = 0;
     for (int64_t b = 0; b < nb; ++b) {
       if (type == DType::kQ6_K) {
         const auto* blk = reinterpret_cast<const BlockQ6_K*>(s) + b;
@@ -117,7 +123,7 @@ void unpack_rows(DType type, int64_t cols, const uint8_t* payload, const uint16_
   }
   for (int64_t r = 0; r < n_rows; ++r) {
     const uint8_t* p = payload + r * nb * split.payload_bytes;
-    const uint16_t* d = scales + r * nb;
+    const uint16_t* d = scales + r * scale_stride(nb);
     uint8_t* out = dst + r * dst_row;
     for (int64_t b = 0; b < nb; ++b) {
       if (type == DType::kQ6_K) {

@@ -10,6 +10,8 @@
 //                    (byte i: element i in the low nibble, element i + 16 in the high one)
 //   Q4_K             payload [rows][nb][144] GGUF blocks as stored (144 is a multiple of 16)
 //   Q6_K             payload [rows][nb][208] ql, qh, scales;  scales [rows][nb] f16 d
+// Scale rows hold nb rounded up to even halves (the padding one is zero), so that each row's
+// scales start 4-byte aligned.
 // The payload plane starts at a 256-byte boundary (the arena's alignment), the scale plane right
 // after it, rounded up to 256 bytes; both live in one DeviceBuffer.
 //

@@ -59,7 +59,9 @@ TEST_F(GpuGemvTest, MatchesFloat64OverExactWeightsForEveryTypeAndTokenCount) {
   };
   // Odd row counts leave partial row groups; 4096 and 14336 are llama3-8b's widths (the row is
   // split over several warps there).
-  const Shape shapes[] = {{37, 256}, {64, 4096}, {24, 14336}, {1, 512}};
+  // 96 and 8224 columns are odd block counts (the tensor-core kernel's last chunk is half a
+  // chunk); 8224 and 14336 take more than one 4096-column segment of x there.
+  const Shape shapes[] = {{37, 256}, {64, 4096}, {24, 14336}, {1, 512}, {19, 96}, {40, 8224}};
   for (DType type : kTypes) {
     for (const Shape& s : shapes) {
       const HostMatrix m = random_matrix(type, s.rows, s.cols, rng_);
@@ -82,42 +84,80 @@ TEST_F(GpuGemvTest, MatchesFloat64OverExactWeightsForEveryTypeAndTokenCount) {
   }
 }
 
+// The tensor-core kernel scales each 32-element block of x by its own power of two before it
+// splits x into f16 parts: blocks 2^-40 .. 2^40 apart must each keep float32 precision.
+TEST_F(GpuGemvTest, KeepsPrecisionWhenBlocksOfXDifferInScale) {
+  for (DType type : {DType::kQ8_0, DType::kQ4_0, DType::kF16}) {
+    SCOPED_TRACE(dtype_name(type));
+    const HostMatrix m = random_matrix(type, 48, 2048, rng_);
+    const gpu::GpuWeight w = upload(m);
+    std::vector<float> x = random_floats(m.cols);
+    std::uniform_int_distribution<int> exponent(-40, 40);
+    for (int64_t b = 0; b < m.cols / 32; ++b) {
+      const float scale = std::ldexp(1.0f, exponent(rng_));
+      for (int64_t i = 0; i < 32; ++i) x[b * 32 + i] *= scale;
+    }
+    float* dy = device_output(m.rows);
+    ASSERT_TRUE(gpu::gemv(w, upload(x), 1, dy, gpu::GemvOutput::kStore, stream()).is_ok());
+    EXPECT_LT(backward_err(m, x, 1, download(dy, m.rows)), 1e-6);
+  }
+}
+
+// Decode steps replay as CUDA graphs and must equal direct launches bit for bit: the GEMV may
+// not depend on timing (no atomics in its reductions).
+TEST_F(GpuGemvTest, RepeatsBitForBit) {
+  for (DType type : {DType::kQ8_0, DType::kQ4_0}) {
+    SCOPED_TRACE(dtype_name(type));
+    const HostMatrix m = random_matrix(type, 4096, 4096, rng_);
+    const gpu::GpuWeight w = upload(m);
+    const float* dx = upload(random_floats(m.cols));
+    float* a = device_output(m.rows);
+    float* b = device_output(m.rows);
+    ASSERT_TRUE(gpu::gemv(w, dx, 1, a, gpu::GemvOutput::kStore, stream()).is_ok());
+    ASSERT_TRUE(gpu::gemv(w, dx, 1, b, gpu::GemvOutput::kStore, stream()).is_ok());
+    EXPECT_EQ(download(a, m.rows), download(b, m.rows));
+  }
+}
+
 TEST_F(GpuGemvTest, AccumulatesIntoTheOutput) {
-  const HostMatrix m = random_matrix(DType::kQ8_0, 40, 1024, rng_);
-  const gpu::GpuWeight w = upload(m);
-  const int64_t n = 2;
-  const std::vector<float> x = random_floats(n * m.cols);
-  const std::vector<float> y0 = random_floats(n * m.rows);
-  float* dy = upload(y0);
-  ASSERT_TRUE(gpu::gemv(w, upload(x), n, dy, gpu::GemvOutput::kAccumulate, stream()).is_ok());
-  std::vector<double> want = reference(m, x, n);
-  for (size_t i = 0; i < want.size(); ++i) want[i] += y0[i];
-  EXPECT_LT(rel_err(download(dy, n * m.rows), want), 2e-6);
+  for (int64_t n : {1, 2}) {
+    const HostMatrix m = random_matrix(DType::kQ8_0, 40, 1024, rng_);
+    const gpu::GpuWeight w = upload(m);
+    const std::vector<float> x = random_floats(n * m.cols);
+    const std::vector<float> y0 = random_floats(n * m.rows);
+    float* dy = upload(y0);
+    ASSERT_TRUE(gpu::gemv(w, upload(x), n, dy, gpu::GemvOutput::kAccumulate, stream()).is_ok());
+    std::vector<double> want = reference(m, x, n);
+    for (size_t i = 0; i < want.size(); ++i) want[i] += y0[i];
+    EXPECT_LT(rel_err(download(dy, n * m.rows), want), 2e-6);
+  }
 }
 
 TEST_F(GpuGemvTest, MultiAndSwiGLUMatchSeparateProducts) {
-  for (DType type : {DType::kF16, DType::kQ4_0, DType::kQ6_K}) {
-    SCOPED_TRACE(dtype_name(type));
-    const int64_t cols = 512, n = 3;
-    const HostMatrix a = random_matrix(type, 48, cols, rng_);
-    const HostMatrix b = random_matrix(type, 16, cols, rng_);
-    const HostMatrix c = random_matrix(type, 20, cols, rng_);
-    const gpu::GpuWeight ws[3] = {upload(a), upload(b), upload(c)};
-    const std::vector<float> x = random_floats(n * cols);
-    const float* dx = upload(x);
-    float* ys[3] = {device_output(n * 48), device_output(n * 16), device_output(n * 20)};
-    ASSERT_TRUE(gpu::gemv_multi(ws, dx, n, ys, stream()).is_ok());
-    EXPECT_LT(rel_err(download(ys[0], n * 48), reference(a, x, n)), 2e-6);
-    EXPECT_LT(rel_err(download(ys[1], n * 16), reference(b, x, n)), 2e-6);
-    EXPECT_LT(rel_err(download(ys[2], n * 20), reference(c, x, n)), 2e-6);
+  for (DType type : {DType::kF16, DType::kQ4_0, DType::kQ8_0, DType::kQ6_K}) {
+    for (int64_t n : {1, 3}) {
+      SCOPED_TRACE(std::string(dtype_name(type)) + " tokens " + std::to_string(n));
+      const int64_t cols = 512;
+      const HostMatrix a = random_matrix(type, 48, cols, rng_);
+      const HostMatrix b = random_matrix(type, 16, cols, rng_);
+      const HostMatrix c = random_matrix(type, 20, cols, rng_);
+      const gpu::GpuWeight ws[3] = {upload(a), upload(b), upload(c)};
+      const std::vector<float> x = random_floats(n * cols);
+      const float* dx = upload(x);
+      float* ys[3] = {device_output(n * 48), device_output(n * 16), device_output(n * 20)};
+      ASSERT_TRUE(gpu::gemv_multi(ws, dx, n, ys, stream()).is_ok());
+      EXPECT_LT(rel_err(download(ys[0], n * 48), reference(a, x, n)), 2e-6);
+      EXPECT_LT(rel_err(download(ys[1], n * 16), reference(b, x, n)), 2e-6);
+      EXPECT_LT(rel_err(download(ys[2], n * 20), reference(c, x, n)), 2e-6);
 
-    const HostMatrix up = random_matrix(type, 48, cols, rng_);
-    float* h = device_output(n * 48);
-    ASSERT_TRUE(gpu::gemv_swiglu(ws[0], upload(up), dx, n, h, stream()).is_ok());
-    const std::vector<double> g = reference(a, x, n), u = reference(up, x, n);
-    std::vector<double> want(g.size());
-    for (size_t i = 0; i < g.size(); ++i) want[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
-    EXPECT_LT(rel_err(download(h, n * 48), want), 4e-6);
+      const HostMatrix up = random_matrix(type, 48, cols, rng_);
+      float* h = device_output(n * 48);
+      ASSERT_TRUE(gpu::gemv_swiglu(ws[0], upload(up), dx, n, h, stream()).is_ok());
+      const std::vector<double> g = reference(a, x, n), u = reference(up, x, n);
+      std::vector<double> want(g.size());
+      for (size_t i = 0; i < g.size(); ++i) want[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
+      EXPECT_LT(rel_err(download(h, n * 48), want), 4e-6);
+    }
   }
 }
 

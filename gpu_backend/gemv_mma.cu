@@ -1,0 +1,420 @@
+// The tensor-core decode GEMV for Q8_0 and Q4_0 at one token (gemv_mma.h).
+//
+// Why: the SIMT kernel (gemv.cu) spends ~3.4 instructions per quantized weight (a byte permute,
+// a subtraction and an FMA on float32 activations) and needs ~100 registers, so it runs at a
+// quarter occupancy with too few bytes in flight: Q4_0 reached 0.40 of HBM, Q8_0 0.70. Here each
+// weight costs ~1 instruction (one LOP3 or PRMT makes two f16 integers, one HSUB2 removes the
+// offset) and the multiply-adds go to the tensor cores, while cp.async keeps several kilobytes per
+// warp in flight without holding them in registers.
+//
+// Exactness (the golden `exact` tier): x is scaled per 32-element block by a power of two s so
+// that the block's largest |x| lies in [2^14, 2^15), then split into three f16 parts,
+// x s = x1 + x2 + x3 exactly (11 + 11 + 11 bits cover float32's 24; only parts of elements
+// 2^-38 below the block's largest underflow). The weights' integers (Q4_0 n - 8, Q8_0 q) are exact
+// in f16, so every product the tensor core forms is exact and it sums them in f32. The block's
+// sum times d / s is added to a float32 accumulator, as the SIMT kernel adds d * sum.
+//
+// Work: a CTA of 8 warps owns kRows rows (`tiles` m16 tiles; for SwiGLU half are gate rows, half
+// the same up rows) and all columns. Columns go in chunks of 64 (two blocks); chunk c belongs to
+// warp c % 8. Per chunk and tile a warp copies 16 rows x 32 payload bytes (Q8_0: twice) and the
+// 16 x 2 f16 scales into its own ring of `stages` shared-memory stages (cp.async, zero-filled past
+// the last row or block), then ldmatrix gives lane 4g + t bytes 4t .. 4t + 3 of rows g and g + 8
+// of each 16-byte half. Those bytes hold (Q4_0) elements 4t .. 4t + 3 in their low nibbles and
+// 16 + 4t .. 16 + 4t + 3 in their high ones, or (Q8_0) elements 4t .. 4t + 3 of a half-block.
+// The mma's k order is a permutation of the block's elements (the same for A and B), chosen so
+// that the A fragment falls out of one mask per register pair:
+//   Q4_0 k-step 0: k slots (2t, 2t+1, 2t+8, 2t+9) = elements (4t, 4t+2, 4t+1, 4t+3); k-step 1 the
+//        same plus 16. (w & 0x000F000F) | 0x64006400 is the f16 pair 1024 + (nibble of byte 0,
+//        nibble of byte 2); shifts by 4, 8, 12 give the others.
+//   Q8_0 k-step 0: slots = elements (4t, 4t+1, 4t+2, 4t+3); k-step 1 the second half-block.
+// x's parts sit in shared memory in B-fragment order (a segment of 4096 columns at a time, split
+// once per CTA): per block, per t, per part n: the 8 halves lane (g = n, t) loads as its two
+// k-steps' B registers. B's columns 0..2 are the three parts; 3..7 are zero.
+//
+// The epilogue reduces each row over the 4 lanes of its group (shuffles), then over the 8 warps
+// in a fixed order through shared memory: the result is deterministic (no atomics), so a decode
+// step replayed as a CUDA graph is bit-identical to direct launches.
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <string>
+
+#include "gpu_backend/dependent_launch.cuh"
+#include "gpu_backend/gemv_mma.h"
+#include "gpu_backend/mma_sm80.cuh"
+
+namespace strata::gpu::mma_gemv {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kSegChunks = 64;  // 64-column chunks of x split into shared memory at once
+constexpr int kSegBlocks = 2 * kSegChunks;
+constexpr int kBlockPartBytes = 4 * 3 * 16;  // one block of x parts: [t][part][8 halves]
+constexpr int kTileScaleBytes = 16 * 4;      // one tile's scales: [16 rows][2 blocks] f16
+constexpr unsigned kFullMask = 0xffffffffu;
+static_assert(kSegChunks % kWarps == 0, "every warp meets each segment barrier");
+
+struct Params {
+  Job jobs[3];
+  const float* x;
+  int64_t cols;
+  int64_t payload_row_bytes;
+  int64_t scale_row_elems;
+  int nb;       // blocks per row
+  int nchunks;  // ceil(nb / 2)
+  Epilogue epilogue;
+};
+
+// 512-byte units (16 rows x 32 bytes) per tile and chunk: Q4_0's 32 bytes are two blocks' nibbles,
+// Q8_0 needs one unit per block.
+template <DType T>
+constexpr int kUnits = T == DType::kQ8_0 ? 2 : 1;
+
+template <DType T>
+constexpr int kTileBytes = kUnits<T> * 512 + kTileScaleBytes;
+
+template <DType T, int kTiles, int kStages>
+constexpr int smem_bytes() {
+  return kWarps * kStages * kTiles * kTileBytes<T> + kSegBlocks * (kBlockPartBytes + 4) +
+         kWarps * kTiles * 16 * 4;
+}
+
+__device__ __forceinline__ uint32_t half_bits(__half h) { return __half_as_ushort(h); }
+
+__device__ __forceinline__ float h2f(uint32_t bits) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(bits & 0xFFFFu)));
+}
+
+__device__ __forceinline__ uint32_t hsub2_bits(uint32_t a, uint32_t b) {
+  const __half2 r =
+      __hsub2(*reinterpret_cast<const __half2*>(&a), *reinterpret_cast<const __half2*>(&b));
+  return *reinterpret_cast<const uint32_t*>(&r);
+}
+
+// Q4_0: the nibbles at bits sh..sh+3 and 16+sh..19+sh of w as the f16 pair (n - 8) exactly.
+__device__ __forceinline__ uint32_t q4_pair(uint32_t w, int sh) {
+  return hsub2_bits(((w >> sh) & 0x000F000Fu) | 0x64006400u, 0x64086408u);  // 1024 + n - 1032
+}
+
+// Q8_0: int8 bytes lo_sel (0x4140: bytes 0, 1; 0x4342: bytes 2, 3) of w as the f16 pair q.
+__device__ __forceinline__ uint32_t q8_pair(uint32_t w, uint32_t sel) {
+  // (b ^ 0x80) = q + 128 in the low mantissa byte of 1024: 1024 + q + 128 - 1152 = q exactly.
+  return hsub2_bits(__byte_perm(w ^ 0x80808080u, 0x64646464u, sel), 0x64806480u);
+}
+
+// Splits x's segment `seg` (columns 4096 seg ..) into parts (block lb at parts + lb * 192) and
+// each block's 1 / s into inv[lb]. Columns past cols are zero.
+template <DType T>
+__device__ void split_x(const float* x, int64_t cols, int seg, uint8_t* parts, float* inv) {
+  // Which of the 4 elements a lane holds goes to halves 0..3 of its group of 8 (see the top).
+  constexpr int kOrder[4] = {0, T == DType::kQ4_0 ? 2 : 1, T == DType::kQ4_0 ? 1 : 2, 3};
+  for (int q = static_cast<int>(threadIdx.x); q < kSegBlocks * 8; q += kThreads) {
+    const int lb = q >> 3, quad = q & 7;  // the 8 lanes of a block are neighbours
+    const int64_t e0 = (static_cast<int64_t>(seg) * kSegBlocks + lb) * 32 + quad * 4;
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (e0 < cols) v = __ldg(reinterpret_cast<const float4*>(x + e0));
+    float m = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+    m = fmaxf(m, __shfl_xor_sync(kFullMask, m, 1));
+    m = fmaxf(m, __shfl_xor_sync(kFullMask, m, 2));
+    m = fmaxf(m, __shfl_xor_sync(kFullMask, m, 4));
+    // m in [2^(eb-127), 2^(eb-126)): s = 2^(141 - eb) puts it in [2^14, 2^15). The clamp keeps s
+    // and 1 / s normal floats (zero and tiny blocks; inf and NaN propagate through the parts).
+    const int eb = min(max((__float_as_int(m) >> 23) & 0xFF, 15), 254);
+    const float s = __int_as_float((268 - eb) << 23);
+    if (quad == 0) inv[lb] = __int_as_float((eb - 14) << 23);
+    float rem[4] = {v.x * s, v.y * s, v.z * s, v.w * s};
+    uint8_t* dst = parts + lb * kBlockPartBytes + (quad & 3) * 48 + (quad >> 2) * 8;
+#pragma unroll
+    for (int n = 0; n < 3; ++n) {
+      uint32_t h[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const __half part = __float2half_rn(rem[j]);
+        rem[j] -= __half2float(part);  // exact: the rounding error of a float to f16
+        h[j] = half_bits(part);
+      }
+      uint2 packed;
+      packed.x = h[kOrder[0]] | (h[kOrder[1]] << 16);
+      packed.y = h[kOrder[2]] | (h[kOrder[3]] << 16);
+      *reinterpret_cast<uint2*>(dst + n * 16) = packed;
+    }
+  }
+}
+
+// Row 16-tile `tile` of the CTA: which job and its first row.
+template <int kTiles, bool kPair>
+__device__ __forceinline__ int tile_job(int tile, int job0) {
+  return kPair ? (tile < kTiles / 2 ? 0 : 1) : job0;
+}
+template <int kTiles, bool kPair>
+__device__ __forceinline__ int64_t tile_row(int tile, int64_t row0) {
+  return row0 + 16 * (kPair ? tile % (kTiles / 2) : tile);
+}
+
+// Queues one chunk's copies (every tile's payload and scales) into a stage. Lane (r, h): row r of
+// the tile, 16-byte half h; halves are swapped on rows 4..7 mod 8 so that an ldmatrix phase's 8
+// rows hit 8 different 16-byte bank groups.
+template <DType T, int kTiles, bool kPair>
+__device__ void copy_chunk(const Params& p, int job0, int64_t row0, int chunk, uint8_t* stage,
+                           int lane) {
+  const int r = lane >> 1, h = lane & 1;
+  const int dst_off = r * 32 + ((h ^ ((r >> 2) & 1)) << 4);
+#pragma unroll
+  for (int tile = 0; tile < kTiles; ++tile) {
+    const Job& jb = p.jobs[tile_job<kTiles, kPair>(tile, job0)];
+    const int64_t base = tile_row<kTiles, kPair>(tile, row0);
+    const bool row_ok = base + r < jb.rows;
+    const uint8_t* row = jb.payload + (row_ok ? base + r : 0) * p.payload_row_bytes;
+    uint8_t* dst = stage + tile * kTileBytes<T>;
+#pragma unroll
+    for (int u = 0; u < kUnits<T>; ++u) {
+      const int blk = 2 * chunk + (T == DType::kQ4_0 ? h : u);
+      const bool ok = row_ok && blk < p.nb;
+      const int64_t off = T == DType::kQ4_0 ? blk * 16 : blk * 32 + h * 16;
+      cp_async_16_zfill(dst + u * 512 + dst_off, row + (ok ? off : 0), ok ? 16 : 0);
+    }
+    if (lane < 16) {
+      const bool ok = base + lane < jb.rows;  // the odd block's padding scale is zero
+      cp_async_4_zfill(dst + kUnits<T> * 512 + lane * 4,
+                       jb.scales + (ok ? base + lane : 0) * p.scale_row_elems + 2 * chunk,
+                       ok ? 4 : 0);
+    }
+  }
+}
+
+// acc[tile] += this chunk's products; lb0 = the chunk's first block within the x segment.
+template <DType T, int kTiles>
+__device__ __forceinline__ void compute_chunk(const uint8_t* stage, const uint8_t* parts,
+                                              const float* inv, int lb0, int lane,
+                                              float (&acc)[kTiles][4]) {
+  const int g = lane >> 2, t = lane & 3;
+  const int mi = lane >> 3, lrow = (lane & 7) + 8 * (mi & 1), lhalf = mi >> 1;
+  const int lm_off = lrow * 32 + ((lhalf ^ ((lrow >> 2) & 1)) << 4);
+  uint32_t a[kTiles][kUnits<T>][4];
+  uint32_t sc[kTiles][2];
+#pragma unroll
+  for (int tile = 0; tile < kTiles; ++tile) {
+    const uint8_t* ts = stage + tile * kTileBytes<T>;
+#pragma unroll
+    for (int u = 0; u < kUnits<T>; ++u) ldmatrix_x4(a[tile][u], ts + u * 512 + lm_off);
+    sc[tile][0] = *reinterpret_cast<const uint32_t*>(ts + kUnits<T> * 512 + g * 4);
+    sc[tile][1] = *reinterpret_cast<const uint32_t*>(ts + kUnits<T> * 512 + (g + 8) * 4);
+  }
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    uint4 b = make_uint4(0u, 0u, 0u, 0u);
+    if (g < 3)
+      b = *reinterpret_cast<const uint4*>(parts + (lb0 + j) * kBlockPartBytes + t * 48 + g * 16);
+    const float s_inv = inv[lb0 + j];
+#pragma unroll
+    for (int tile = 0; tile < kTiles; ++tile) {
+      uint32_t a0[4], a1[4];
+      if constexpr (T == DType::kQ4_0) {
+        const uint32_t wg = a[tile][0][2 * j], wg8 = a[tile][0][2 * j + 1];
+        a0[0] = q4_pair(wg, 0), a0[1] = q4_pair(wg8, 0);
+        a0[2] = q4_pair(wg, 8), a0[3] = q4_pair(wg8, 8);
+        a1[0] = q4_pair(wg, 4), a1[1] = q4_pair(wg8, 4);
+        a1[2] = q4_pair(wg, 12), a1[3] = q4_pair(wg8, 12);
+      } else {
+        const uint32_t(&m)[4] = a[tile][j];
+        a0[0] = q8_pair(m[0], 0x4140u), a0[1] = q8_pair(m[1], 0x4140u);
+        a0[2] = q8_pair(m[0], 0x4342u), a0[3] = q8_pair(m[1], 0x4342u);
+        a1[0] = q8_pair(m[2], 0x4140u), a1[1] = q8_pair(m[3], 0x4140u);
+        a1[2] = q8_pair(m[2], 0x4342u), a1[3] = q8_pair(m[3], 0x4342u);
+      }
+      float cb[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      mma_16816(cb, a0, b.x, b.y);
+      mma_16816(cb, a1, b.z, b.w);
+      const float dg = h2f(sc[tile][0] >> (16 * j)) * s_inv;
+      const float dg8 = h2f(sc[tile][1] >> (16 * j)) * s_inv;
+      acc[tile][0] = fmaf(dg, cb[0], acc[tile][0]);
+      acc[tile][1] = fmaf(dg, cb[1], acc[tile][1]);
+      acc[tile][2] = fmaf(dg8, cb[2], acc[tile][2]);
+      acc[tile][3] = fmaf(dg8, cb[3], acc[tile][3]);
+    }
+  }
+}
+
+template <DType T, int kTiles, int kStages, bool kPair>
+__global__ void __launch_bounds__(kThreads) gemv_mma_kernel(const Params p) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  constexpr int kStageBytes = kTiles * kTileBytes<T>;
+  constexpr int kRows = 16 * (kPair ? kTiles / 2 : kTiles);
+  const int warp = static_cast<int>(threadIdx.x) >> 5, lane = static_cast<int>(threadIdx.x) & 31;
+  uint8_t* ring = smem + warp * kStages * kStageBytes;
+  uint8_t* parts = smem + kWarps * kStages * kStageBytes;
+  float* inv = reinterpret_cast<float*>(parts + kSegBlocks * kBlockPartBytes);
+  float* partial = inv + kSegBlocks;  // [kWarps][kTiles * 16]
+  const int job0 = kPair ? 0 : static_cast<int>(blockIdx.y);
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  allow_dependent_launch();
+  if (row0 >= p.jobs[job0].rows) return;  // the whole CTA (a shorter job of gemv_multi)
+
+  const int rounds = (p.nchunks + kWarps - 1) / kWarps;
+  auto issue = [&](int i) {
+    const int chunk = i * kWarps + warp;
+    if (i < rounds && chunk < p.nchunks) {
+      copy_chunk<T, kTiles, kPair>(p, job0, row0, chunk, ring + (i % kStages) * kStageBytes, lane);
+    }
+    cp_async_commit();  // empty groups keep the wait count uniform
+  };
+  // Weights first: nothing before us writes them, so they may load while the kernel that writes
+  // x finishes (dependent_launch.cuh).
+  for (int i = 0; i < kStages - 1; ++i) issue(i);
+  grid_dependency_wait();
+
+  float acc[kTiles][4];
+#pragma unroll
+  for (int tile = 0; tile < kTiles; ++tile)
+    acc[tile][0] = acc[tile][1] = acc[tile][2] = acc[tile][3] = 0.0f;
+  int seg = -1;
+  for (int i = 0; i < rounds; ++i) {
+    const int s = i * kWarps / kSegChunks;
+    if (s != seg) {
+      if (seg >= 0) __syncthreads();  // every warp is done with the previous segment
+      split_x<T>(p.x, p.cols, s, parts, inv);
+      __syncthreads();
+      seg = s;
+    }
+    cp_async_wait<kStages - 2>();  // this lane's copies of round i
+    __syncwarp();                  // everyone's, and round i - 1's stage is free
+    issue(i + kStages - 1);
+    const int chunk = i * kWarps + warp;
+    if (chunk < p.nchunks) {
+      compute_chunk<T, kTiles>(ring + (i % kStages) * kStageBytes, parts, inv,
+                               2 * (chunk - s * kSegChunks), lane, acc);
+    }
+  }
+  cp_async_wait<0>();
+
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int tile = 0; tile < kTiles; ++tile) {
+    // Columns 0, 1 (lane t = 0) and 2 (t = 1) are the parts; the rest are zero.
+    float vg = acc[tile][0] + acc[tile][1], vg8 = acc[tile][2] + acc[tile][3];
+    vg += __shfl_xor_sync(kFullMask, vg, 1);
+    vg8 += __shfl_xor_sync(kFullMask, vg8, 1);
+    vg += __shfl_xor_sync(kFullMask, vg, 2);
+    vg8 += __shfl_xor_sync(kFullMask, vg8, 2);
+    if (t == 0) {
+      partial[(warp * kTiles + tile) * 16 + g] = vg;
+      partial[(warp * kTiles + tile) * 16 + g + 8] = vg8;
+    }
+  }
+  __syncthreads();
+  for (int idx = static_cast<int>(threadIdx.x); idx < kRows; idx += kThreads) {
+    const int tile = idx / 16, r = idx % 16;
+    float v0 = 0.0f, v1 = 0.0f;
+    for (int w = 0; w < kWarps; ++w) {
+      v0 += partial[(w * kTiles + tile) * 16 + r];
+      if constexpr (kPair) v1 += partial[(w * kTiles + tile + kTiles / 2) * 16 + r];
+    }
+    const Job& jb = p.jobs[job0];
+    const int64_t row = row0 + idx;
+    if (row >= jb.rows) continue;
+    float* y = jb.y + row;
+    switch (p.epilogue) {
+      case Epilogue::kStore:
+        *y = v0;
+        break;
+      case Epilogue::kAccumulate:
+        *y += v0;
+        break;
+      case Epilogue::kSwiGLU:
+        *y = v0 / (1.0f + expf(-v0)) * v1;
+        break;
+    }
+  }
+}
+
+template <DType T, int kTiles, int kStages, bool kPair>
+Status launch_kernel(const Params& p, int num_jobs, cudaStream_t stream) {
+  constexpr int kRows = 16 * (kPair ? kTiles / 2 : kTiles);
+  constexpr int kBytes = smem_bytes<T, kTiles, kStages>();
+  auto* kernel = gemv_mma_kernel<T, kTiles, kStages, kPair>;
+  const std::string name = std::string("gemv_mma<") + dtype_name(T) + ", tiles " +
+                           std::to_string(kTiles) + ", stages " + std::to_string(kStages) + ">";
+  const cudaError_t set =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+  if (set != cudaSuccess) {
+    (void)cudaGetLastError();
+    return Status::invalid_argument(name + ": " + std::to_string(kBytes) +
+                                    " bytes of shared memory: " + cudaGetErrorString(set));
+  }
+  int64_t max_rows = 0;
+  for (int j = 0; j < num_jobs; ++j) max_rows = std::max(max_rows, p.jobs[j].rows);
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>((max_rows + kRows - 1) / kRows),
+                        static_cast<unsigned>(kPair ? 1 : num_jobs));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = kBytes;
+  config.stream = stream;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  (void)cudaLaunchKernelEx(&config, kernel, p);
+  return cuda::check_last_launch(name);
+}
+
+// The shapes built: tiles x stages. Each is a kernel per (type, SwiGLU or not).
+template <DType T, bool kPair>
+Status launch_shape(const Params& p, int num_jobs, const Shape& shape, cudaStream_t stream) {
+#define STRATA_GEMV_MMA_SHAPE(TILES, STAGES)                            \
+  if (shape.tiles == TILES && shape.stages == STAGES) {                 \
+    return launch_kernel<T, TILES, STAGES, kPair>(p, num_jobs, stream); \
+  }
+  // clang-format off
+  STRATA_GEMV_MMA_SHAPE(2, 3)
+  STRATA_GEMV_MMA_SHAPE(2, 4)
+  STRATA_GEMV_MMA_SHAPE(2, 6)
+  STRATA_GEMV_MMA_SHAPE(2, 8)
+  STRATA_GEMV_MMA_SHAPE(4, 3)
+  STRATA_GEMV_MMA_SHAPE(4, 4)
+  // clang-format on
+#undef STRATA_GEMV_MMA_SHAPE
+  return Status::invalid_argument("gemv_mma: no kernel built for tiles " +
+                                  std::to_string(shape.tiles) + ", stages " +
+                                  std::to_string(shape.stages));
+}
+
+}  // namespace
+
+bool reads(DType type) { return type == DType::kQ8_0 || type == DType::kQ4_0; }
+
+Shape default_shape(DType type, Epilogue epilogue) {
+  (void)epilogue;
+  // Shared memory per CTA stays under the 99 KiB that sm_86 / sm_89 allow one CTA.
+  return type == DType::kQ8_0 ? Shape{2, 4} : Shape{2, 6};
+}
+
+Status launch(DType type, const Call& call, const Shape& shape, cudaStream_t stream) {
+  if (!reads(type)) {
+    return Status::invalid_argument(std::string("gemv_mma of ") + dtype_name_or_id(type));
+  }
+  const int block = 32;
+  if (call.cols <= 0 || call.cols % block != 0 || call.num_jobs < 1 || call.num_jobs > 3 ||
+      (call.epilogue == Epilogue::kSwiGLU && call.num_jobs != 2)) {
+    return Status::invalid_argument("gemv_mma: bad call");
+  }
+  Params p{};
+  for (int j = 0; j < call.num_jobs; ++j) p.jobs[j] = call.jobs[j];
+  p.x = call.x;
+  p.cols = call.cols;
+  p.nb = static_cast<int>(call.cols / block);
+  p.nchunks = (p.nb + 1) / 2;
+  p.payload_row_bytes = p.nb * (type == DType::kQ8_0 ? 32 : 16);
+  p.scale_row_elems = call.scale_row_elems;
+  p.epilogue = call.epilogue;
+  const bool pair = call.epilogue == Epilogue::kSwiGLU;
+  if (type == DType::kQ8_0) {
+    return pair ? launch_shape<DType::kQ8_0, true>(p, call.num_jobs, shape, stream)
+                : launch_shape<DType::kQ8_0, false>(p, call.num_jobs, shape, stream);
+  }
+  return pair ? launch_shape<DType::kQ4_0, true>(p, call.num_jobs, shape, stream)
+              : launch_shape<DType::kQ4_0, false>(p, call.num_jobs, shape, stream);
+}
+
+}  // namespace strata::gpu::mma_gemv
