@@ -14,15 +14,17 @@
 // in f16, so every product the tensor core forms is exact and it sums them in f32. The block's
 // sum times d / s is added to a float32 accumulator, as the SIMT kernel adds d * sum.
 //
-// Work: a CTA of 8 warps owns kRows rows (`tiles` m16 tiles; for SwiGLU half are gate rows, half
-// the same up rows) and all columns. Columns go in chunks of 64 (two blocks); chunk c belongs to
-// warp c % 8. Per chunk and tile a warp copies 16 rows x 32 payload bytes (Q8_0: twice) and the
-// 16 x 2 f16 scales into its own ring of `stages` shared-memory stages (cp.async, zero-filled past
-// the last row or block), then ldmatrix gives lane 4g + t bytes 4t .. 4t + 3 of rows g and g + 8
-// of each 16-byte half. Those bytes hold (Q4_0) elements 4t .. 4t + 3 in their low nibbles and
-// 16 + 4t .. 16 + 4t + 3 in their high ones, or (Q8_0) elements 4t .. 4t + 3 of a half-block.
-// The mma's k order is a permutation of the block's elements (the same for A and B), chosen so
-// that the A fragment falls out of one mask per register pair:
+// Work: rows go in groups of kRows (`tiles` m16 tiles; for SwiGLU half are gate rows, half the
+// same up rows), each over all columns; a CTA of 8 warps takes every (2 x SMs)-th group
+// (persistent CTAs: x is split once per CTA, and the copy pipeline runs on across groups). Columns
+// go in chunks of 64 (two blocks); chunk c belongs to warp c % 8. Per chunk and tile a warp copies
+// 16 rows x 32 payload bytes (Q8_0: twice) and the 16 x 2 f16 scales into its own ring of `stages`
+// shared-memory stages (cp.async, zero-filled past the last row or block), then ldmatrix gives lane
+// 4g + t bytes 4t .. 4t + 3 of rows g and g + 8 of each 16-byte half. Those bytes hold (Q4_0)
+// elements 4t .. 4t + 3 in their low nibbles and 16 + 4t .. 16 + 4t + 3 in their high ones, or
+// (Q8_0) elements 4t .. 4t + 3 of a half-block. The mma's k order is a permutation of the block's
+// elements (the same for A and B), chosen so that the A fragment falls out of one mask per register
+// pair:
 //   Q4_0 k-step 0: k slots (2t, 2t+1, 2t+8, 2t+9) = elements (4t, 4t+2, 4t+1, 4t+3); k-step 1 the
 //        same plus 16. (w & 0x000F000F) | 0x64006400 is the f16 pair 1024 + (nibble of byte 0,
 //        nibble of byte 2); shifts by 4, 8, 12 give the others.
@@ -80,8 +82,6 @@ constexpr int smem_bytes() {
          kWarps * kTiles * 16 * 4;
 }
 
-__device__ __forceinline__ uint32_t half_bits(__half h) { return __half_as_ushort(h); }
-
 __device__ __forceinline__ float h2f(uint32_t bits) {
   return __half2float(__ushort_as_half(static_cast<unsigned short>(bits & 0xFFFFu)));
 }
@@ -104,17 +104,26 @@ __device__ __forceinline__ uint32_t q8_pair(uint32_t w, uint32_t sel) {
 }
 
 // Splits x's segment `seg` (columns 4096 seg ..) into parts (block lb at parts + lb * 192) and
-// each block's 1 / s into inv[lb]. Columns past cols are zero.
+// each block's 1 / s into inv[lb]. Columns past cols are zero. Each thread takes 4 groups of 4
+// columns and loads them all before it computes: the split costs one L2 round trip, which the
+// weight copies already in flight cover.
 template <DType T>
 __device__ void split_x(const float* x, int64_t cols, int seg, uint8_t* parts, float* inv) {
-  // Which of the 4 elements a lane holds goes to halves 0..3 of its group of 8 (see the top).
-  constexpr int kOrder[4] = {0, T == DType::kQ4_0 ? 2 : 1, T == DType::kQ4_0 ? 1 : 2, 3};
-  for (int q = static_cast<int>(threadIdx.x); q < kSegBlocks * 8; q += kThreads) {
+  constexpr int kPerThread = kSegBlocks * 8 / kThreads;
+  static_assert(kSegBlocks * 8 % kThreads == 0, "whole passes");
+  float4 v[kPerThread];
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int q = static_cast<int>(threadIdx.x) + k * kThreads;
+    const int64_t e0 = (static_cast<int64_t>(seg) * kSegBlocks + (q >> 3)) * 32 + (q & 7) * 4;
+    v[k] = e0 < cols ? __ldg(reinterpret_cast<const float4*>(x + e0))
+                     : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int q = static_cast<int>(threadIdx.x) + k * kThreads;
     const int lb = q >> 3, quad = q & 7;  // the 8 lanes of a block are neighbours
-    const int64_t e0 = (static_cast<int64_t>(seg) * kSegBlocks + lb) * 32 + quad * 4;
-    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (e0 < cols) v = __ldg(reinterpret_cast<const float4*>(x + e0));
-    float m = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+    float m = fmaxf(fmaxf(fabsf(v[k].x), fabsf(v[k].y)), fmaxf(fabsf(v[k].z), fabsf(v[k].w)));
     m = fmaxf(m, __shfl_xor_sync(kFullMask, m, 1));
     m = fmaxf(m, __shfl_xor_sync(kFullMask, m, 2));
     m = fmaxf(m, __shfl_xor_sync(kFullMask, m, 4));
@@ -123,20 +132,20 @@ __device__ void split_x(const float* x, int64_t cols, int seg, uint8_t* parts, f
     const int eb = min(max((__float_as_int(m) >> 23) & 0xFF, 15), 254);
     const float s = __int_as_float((268 - eb) << 23);
     if (quad == 0) inv[lb] = __int_as_float((eb - 14) << 23);
-    float rem[4] = {v.x * s, v.y * s, v.z * s, v.w * s};
+    // The pairs in the order the fragments want them (see the top): Q4_0 (0, 2), (1, 3).
+    float2 lo = T == DType::kQ4_0 ? make_float2(v[k].x * s, v[k].z * s)
+                                  : make_float2(v[k].x * s, v[k].y * s);
+    float2 hi = T == DType::kQ4_0 ? make_float2(v[k].y * s, v[k].w * s)
+                                  : make_float2(v[k].z * s, v[k].w * s);
     uint8_t* dst = parts + lb * kBlockPartBytes + (quad & 3) * 48 + (quad >> 2) * 8;
 #pragma unroll
     for (int n = 0; n < 3; ++n) {
-      uint32_t h[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const __half part = __float2half_rn(rem[j]);
-        rem[j] -= __half2float(part);  // exact: the rounding error of a float to f16
-        h[j] = half_bits(part);
-      }
+      const __half2 plo = __float22half2_rn(lo), phi = __float22half2_rn(hi);
+      const float2 flo = __half22float2(plo), fhi = __half22float2(phi);
+      lo.x -= flo.x, lo.y -= flo.y, hi.x -= fhi.x, hi.y -= fhi.y;  // exact: f16 rounding errors
       uint2 packed;
-      packed.x = h[kOrder[0]] | (h[kOrder[1]] << 16);
-      packed.y = h[kOrder[2]] | (h[kOrder[3]] << 16);
+      packed.x = *reinterpret_cast<const uint32_t*>(&plo);
+      packed.y = *reinterpret_cast<const uint32_t*>(&phi);
       *reinterpret_cast<uint2*>(dst + n * 16) = packed;
     }
   }
@@ -236,6 +245,9 @@ __device__ __forceinline__ void compute_chunk(const uint8_t* stage, const uint8_
   }
 }
 
+// The CTA's row groups are blockIdx.x, + gridDim.x, ...; its warps walk (group, chunk) rounds in
+// one pipeline, so copies for the next group are in flight while this one's epilogue runs, and x
+// is split once per CTA when it fits one segment.
 template <DType T, int kTiles, int kStages, bool kPair>
 __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(const Params p) {
   extern __shared__ __align__(16) uint8_t smem[];
@@ -247,85 +259,105 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(const Params p) {
   float* inv = reinterpret_cast<float*>(parts + kSegBlocks * kBlockPartBytes);
   float* partial = inv + kSegBlocks;  // [kWarps][kTiles * 16]
   const int job0 = kPair ? 0 : static_cast<int>(blockIdx.y);
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  const Job& job = p.jobs[job0];
+  const int64_t groups = (job.rows + kRows - 1) / kRows;
   allow_dependent_launch();
-  if (row0 >= p.jobs[job0].rows) return;  // the whole CTA (a shorter job of gemv_multi)
+  if (static_cast<int64_t>(blockIdx.x) >= groups) return;  // a shorter job of gemv_multi
 
   const int rounds = (p.nchunks + kWarps - 1) / kWarps;
-  auto issue = [&](int i) {
-    const int chunk = i * kWarps + warp;
-    if (i < rounds && chunk < p.nchunks) {
-      copy_chunk<T, kTiles, kPair>(p, job0, row0, chunk, ring + (i % kStages) * kStageBytes, lane);
+  const int64_t my_groups = (groups - blockIdx.x + gridDim.x - 1) / gridDim.x;
+  const int64_t total = my_groups * rounds;
+  const int64_t group_step = static_cast<int64_t>(gridDim.x) * kRows;
+  // The copy side of the pipeline runs kStages - 1 rounds ahead of the compute side; each keeps
+  // its round's chunk, group and stage as counters (no divisions in the loop).
+  int64_t issued = 0, issue_row0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  int issue_i = 0, issue_stage = 0;
+  auto issue = [&]() {
+    const int chunk = issue_i * kWarps + warp;
+    if (issued < total && chunk < p.nchunks) {
+      copy_chunk<T, kTiles, kPair>(p, job0, issue_row0, chunk, ring + issue_stage * kStageBytes,
+                                   lane);
     }
     cp_async_commit();  // empty groups keep the wait count uniform
+    ++issued;
+    issue_stage = issue_stage + 1 == kStages ? 0 : issue_stage + 1;
+    if (++issue_i == rounds) issue_i = 0, issue_row0 += group_step;
   };
   // Weights first: nothing before us writes them, so they may load while the kernel that writes
   // x finishes (dependent_launch.cuh).
-  for (int i = 0; i < kStages - 1; ++i) issue(i);
+  for (int i = 0; i < kStages - 1; ++i) issue();
   grid_dependency_wait();
 
+  const int g = lane >> 2, t = lane & 3;
   float acc[kTiles][4];
 #pragma unroll
-  for (int tile = 0; tile < kTiles; ++tile)
+  for (int tile = 0; tile < kTiles; ++tile) {
     acc[tile][0] = acc[tile][1] = acc[tile][2] = acc[tile][3] = 0.0f;
-  int seg = -1;
-  for (int i = 0; i < rounds; ++i) {
+  }
+  int seg = -1, i = 0, stage = 0;
+  int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  for (int64_t round = 0; round < total; ++round) {
     const int s = i * kWarps / kSegChunks;
-    if (s != seg) {
+    if (s != seg) {  // once per CTA when x is one segment; per segment and group otherwise
       if (seg >= 0) __syncthreads();  // every warp is done with the previous segment
       split_x<T>(p.x, p.cols, s, parts, inv);
       __syncthreads();
       seg = s;
     }
-    cp_async_wait<kStages - 2>();  // this lane's copies of round i
-    __syncwarp();                  // everyone's, and round i - 1's stage is free
-    issue(i + kStages - 1);
+    cp_async_wait<kStages - 2>();  // this lane's copies of this round
+    __syncwarp();                  // everyone's, and the previous round's stage is free
+    issue();
     const int chunk = i * kWarps + warp;
     if (chunk < p.nchunks) {
-      compute_chunk<T, kTiles>(ring + (i % kStages) * kStageBytes, parts, inv,
-                               2 * (chunk - s * kSegChunks), lane, acc);
+      compute_chunk<T, kTiles>(ring + stage * kStageBytes, parts, inv, 2 * (chunk - s * kSegChunks),
+                               lane, acc);
     }
+    stage = stage + 1 == kStages ? 0 : stage + 1;
+    if (++i != rounds) continue;
+    i = 0;
+
+    // The group's epilogue: rows over the 4 lanes of a group (columns 0, 1 at t = 0 and 2 at
+    // t = 1 are the parts; the rest are zero), then over the warps in a fixed order.
+#pragma unroll
+    for (int tile = 0; tile < kTiles; ++tile) {
+      float vg = acc[tile][0] + acc[tile][1], vg8 = acc[tile][2] + acc[tile][3];
+      vg += __shfl_xor_sync(kFullMask, vg, 1);
+      vg8 += __shfl_xor_sync(kFullMask, vg8, 1);
+      vg += __shfl_xor_sync(kFullMask, vg, 2);
+      vg8 += __shfl_xor_sync(kFullMask, vg8, 2);
+      if (t == 0) {
+        partial[(warp * kTiles + tile) * 16 + g] = vg;
+        partial[(warp * kTiles + tile) * 16 + g + 8] = vg8;
+      }
+      acc[tile][0] = acc[tile][1] = acc[tile][2] = acc[tile][3] = 0.0f;
+    }
+    __syncthreads();
+    for (int idx = static_cast<int>(threadIdx.x); idx < kRows; idx += kThreads) {
+      const int tile = idx / 16, r = idx % 16;
+      float v0 = 0.0f, v1 = 0.0f;
+      for (int w = 0; w < kWarps; ++w) {
+        v0 += partial[(w * kTiles + tile) * 16 + r];
+        if constexpr (kPair) v1 += partial[(w * kTiles + tile + kTiles / 2) * 16 + r];
+      }
+      const int64_t row = row0 + idx;
+      if (row >= job.rows) continue;
+      float* y = job.y + row;
+      switch (p.epilogue) {
+        case Epilogue::kStore:
+          *y = v0;
+          break;
+        case Epilogue::kAccumulate:
+          *y += v0;
+          break;
+        case Epilogue::kSwiGLU:
+          *y = v0 / (1.0f + expf(-v0)) * v1;
+          break;
+      }
+    }
+    __syncthreads();  // partial is free for the next group
+    row0 += group_step;
   }
   cp_async_wait<0>();
-
-  const int g = lane >> 2, t = lane & 3;
-#pragma unroll
-  for (int tile = 0; tile < kTiles; ++tile) {
-    // Columns 0, 1 (lane t = 0) and 2 (t = 1) are the parts; the rest are zero.
-    float vg = acc[tile][0] + acc[tile][1], vg8 = acc[tile][2] + acc[tile][3];
-    vg += __shfl_xor_sync(kFullMask, vg, 1);
-    vg8 += __shfl_xor_sync(kFullMask, vg8, 1);
-    vg += __shfl_xor_sync(kFullMask, vg, 2);
-    vg8 += __shfl_xor_sync(kFullMask, vg8, 2);
-    if (t == 0) {
-      partial[(warp * kTiles + tile) * 16 + g] = vg;
-      partial[(warp * kTiles + tile) * 16 + g + 8] = vg8;
-    }
-  }
-  __syncthreads();
-  for (int idx = static_cast<int>(threadIdx.x); idx < kRows; idx += kThreads) {
-    const int tile = idx / 16, r = idx % 16;
-    float v0 = 0.0f, v1 = 0.0f;
-    for (int w = 0; w < kWarps; ++w) {
-      v0 += partial[(w * kTiles + tile) * 16 + r];
-      if constexpr (kPair) v1 += partial[(w * kTiles + tile + kTiles / 2) * 16 + r];
-    }
-    const Job& jb = p.jobs[job0];
-    const int64_t row = row0 + idx;
-    if (row >= jb.rows) continue;
-    float* y = jb.y + row;
-    switch (p.epilogue) {
-      case Epilogue::kStore:
-        *y = v0;
-        break;
-      case Epilogue::kAccumulate:
-        *y += v0;
-        break;
-      case Epilogue::kSwiGLU:
-        *y = v0 / (1.0f + expf(-v0)) * v1;
-        break;
-    }
-  }
 }
 
 template <DType T, int kTiles, int kStages, bool kPair>
@@ -345,7 +377,20 @@ Status launch_kernel(const Params& p, int num_jobs, cudaStream_t stream) {
   int64_t max_rows = 0;
   for (int j = 0; j < num_jobs; ++j) max_rows = std::max(max_rows, p.jobs[j].rows);
   cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>((max_rows + kRows - 1) / kRows),
+  // Persistent CTAs: two per SM (what the shared memory of the default shapes allows on sm_80 and
+  // sm_90; sm_86 / sm_89 run them in two waves), each over several row groups.
+  int device = 0, sms = 0;
+  cudaError_t attr = cudaGetDevice(&device);
+  if (attr == cudaSuccess) {
+    attr = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  }
+  if (attr != cudaSuccess || sms <= 0) {
+    (void)cudaGetLastError();
+    return Status::device_error(
+        name + ": cudaDeviceGetAttribute(multiprocessors): " + cudaGetErrorString(attr));
+  }
+  const int64_t groups = (max_rows + kRows - 1) / kRows;
+  config.gridDim = dim3(static_cast<unsigned>(std::min<int64_t>(groups, 2 * sms)),
                         static_cast<unsigned>(kPair ? 1 : num_jobs));
   config.blockDim = dim3(kThreads);
   config.dynamicSmemBytes = kBytes;

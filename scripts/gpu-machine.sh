@@ -140,12 +140,12 @@ PY
     ncu)
       # Nsight Compute on the decode GEMV of one layer (the second, warm pass) per type.
       for t in ${STRATA_NCU_TYPES:-F16 Q8_0 Q4_0}; do
-        ncu --clock-control none --launch-skip 7 --launch-count 7 -k regex:gemv_kernel \
+        ncu --clock-control none --launch-skip 7 --launch-count 7 -k regex:"gemv_(mma_)?kernel" \
           --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
           --section MemoryWorkloadAnalysis --section SchedulerStats \
           build-gpu/bench/gpu_gemv_bench --types "$t" --layers 1 --repeats 1 > "$out/ncu-$t.txt" 2>&1 || true
         echo "== ncu $t"
-        grep -E "^  [a-z_]*gemv_kernel|DRAM Throughput|Duration|Achieved Occupancy|Registers Per Thread|Warp Cycles Per Issued|Issued Warp Per Scheduler|No Eligible|L1/TEX Hit|Mem Busy|Max Bandwidth" "$out/ncu-$t.txt" | head -80 || true
+        grep -E "gemv_(mma_)?kernel<|DRAM Throughput|Duration|Achieved Occupancy|Registers Per Thread|Warp Cycles Per Issued|Issued Warp Per Scheduler|No Eligible|L1/TEX Hit|Mem Busy|Max Bandwidth" "$out/ncu-$t.txt" | head -80 || true
       done ;;
     gpu-gemv)
       build-gpu/bench/gpu_gemv_bench --json "$jsonl" --commit "$commit" ${STRATA_GEMV_FLAGS:-} 2>&1 \

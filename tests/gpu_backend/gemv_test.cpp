@@ -64,6 +64,7 @@ TEST_F(GpuGemvTest, MatchesFloat64OverExactWeightsForEveryTypeAndTokenCount) {
   const Shape shapes[] = {{37, 256}, {64, 4096}, {24, 14336}, {1, 512}, {19, 96}, {40, 8224}};
   for (DType type : kTypes) {
     for (const Shape& s : shapes) {
+      if (s.cols % traits(type).block_elems != 0) continue;  // Q4_K, Q6_K: 256-element blocks
       const HostMatrix m = random_matrix(type, s.rows, s.cols, rng_);
       const gpu::GpuWeight w = upload(m);
       for (int64_t n : {1, 2, 3, 5, 8}) {
