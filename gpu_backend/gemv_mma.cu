@@ -432,7 +432,7 @@ bool reads(DType type) { return type == DType::kQ8_0 || type == DType::kQ4_0; }
 Shape default_shape(DType type, Epilogue epilogue) {
   (void)epilogue;
   // Shared memory per CTA stays under the 99 KiB that sm_86 / sm_89 allow one CTA.
-  return type == DType::kQ8_0 ? Shape{2, 4} : Shape{2, 6};
+  return type == DType::kQ8_0 ? Shape{2, 4} : Shape{2, 8};
 }
 
 Status launch(DType type, const Call& call, const Shape& shape, cudaStream_t stream) {
