@@ -181,8 +181,8 @@ int main(int argc, char** argv) {
       nlohmann::json t;
       t["bench"] = "gpu_gemv_mma_tune";
       t["type"] = type_name;
-      for (const auto& [tiles, stages] :
-           std::vector<std::pair<int, int>>{{2, 3}, {2, 4}, {2, 6}, {2, 8}, {4, 3}, {4, 4}}) {
+      for (const auto& [tiles, stages] : std::vector<std::pair<int, int>>{
+               {1, 4}, {1, 8}, {2, 3}, {2, 4}, {2, 6}, {2, 8}, {4, 3}, {4, 4}}) {
         const Status probe_call =
             gpu::gemv_mma_with_shape(mats[0].q.w, xf, yf, tiles, stages, stream);
         if (!probe_call.is_ok()) {

@@ -78,7 +78,7 @@ constexpr int kTileBytes = kUnits<T> * 512 + kTileScaleBytes;
 
 template <DType T, int kTiles, int kStages>
 constexpr int smem_bytes() {
-  return kWarps * kStages * kTiles * kTileBytes<T> + kSegBlocks * (kBlockPartBytes + 4) +
+  return kWarps * kStages * kTiles * kTileBytes<T> + kSegBlocks * kBlockPartBytes + kWarps * 4 +
          kWarps * kTiles * 16 * 4;
 }
 
@@ -92,9 +92,17 @@ __device__ __forceinline__ uint32_t hsub2_bits(uint32_t a, uint32_t b) {
   return *reinterpret_cast<const uint32_t*>(&r);
 }
 
-// Q4_0: the nibbles at bits sh..sh+3 and 16+sh..19+sh of w as the f16 pair (n - 8) exactly.
-__device__ __forceinline__ uint32_t q4_pair(uint32_t w, int sh) {
-  return hsub2_bits(((w >> sh) & 0x000F000Fu) | 0x64006400u, 0x64086408u);  // 1024 + n - 1032
+// Q4_0: the low nibbles of bytes 0 and 2 of w as the f16 pair (n - 8) exactly: 1024 + n - 1032.
+__device__ __forceinline__ uint32_t q4_lo(uint32_t w) {
+  return hsub2_bits((w & 0x000F000Fu) | 0x64006400u, 0x64086408u);
+}
+// Their high nibbles, without a shift: 1024 + 16 n, times 1/16, minus 72 (one HFMA2).
+__device__ __forceinline__ uint32_t q4_hi(uint32_t w) {
+  const uint32_t v = (w & 0x00F000F0u) | 0x64006400u;
+  const __half2 r = __hfma2(*reinterpret_cast<const __half2*>(&v),
+                            __halves2half2(__ushort_as_half(0x2C00), __ushort_as_half(0x2C00)),
+                            __halves2half2(__ushort_as_half(0xD480), __ushort_as_half(0xD480)));
+  return *reinterpret_cast<const uint32_t*>(&r);
 }
 
 // Q8_0: int8 bytes lo_sel (0x4140: bytes 0, 1; 0x4342: bytes 2, 3) of w as the f16 pair q.
@@ -104,14 +112,18 @@ __device__ __forceinline__ uint32_t q8_pair(uint32_t w, uint32_t sel) {
 }
 
 // Splits x's segment `seg` (columns 4096 seg ..) into parts (block lb at parts + lb * 192) and
-// each block's 1 / s into inv[lb]. Columns past cols are zero. Each thread takes 4 groups of 4
+// returns 1 / s, the segment's scale. Columns past cols are zero. Each thread takes 4 groups of 4
 // columns and loads them all before it computes: the split costs one L2 round trip, which the
-// weight copies already in flight cover.
+// weight copies already in flight cover. One scale per segment (not per block) lets the block
+// sums go into one accumulator unscaled; elements more than 2^-17 below the segment's largest
+// lose low bits of their third part only (absolute error < 2^-39 of the largest), far below
+// float32's rounding of the sum. `red` is kWarps floats of scratch.
 template <DType T>
-__device__ void split_x(const float* x, int64_t cols, int seg, uint8_t* parts, float* inv) {
+__device__ float split_x(const float* x, int64_t cols, int seg, uint8_t* parts, float* red) {
   constexpr int kPerThread = kSegBlocks * 8 / kThreads;
   static_assert(kSegBlocks * 8 % kThreads == 0, "whole passes");
   float4 v[kPerThread];
+  float m = 0.0f;
 #pragma unroll
   for (int k = 0; k < kPerThread; ++k) {
     const int q = static_cast<int>(threadIdx.x) + k * kThreads;
@@ -121,17 +133,23 @@ __device__ void split_x(const float* x, int64_t cols, int seg, uint8_t* parts, f
   }
 #pragma unroll
   for (int k = 0; k < kPerThread; ++k) {
+    m = fmaxf(m, fmaxf(fmaxf(fabsf(v[k].x), fabsf(v[k].y)), fmaxf(fabsf(v[k].z), fabsf(v[k].w))));
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(kFullMask, m, off));
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
+  __syncthreads();
+  m = red[0];
+#pragma unroll
+  for (int w = 1; w < kWarps; ++w) m = fmaxf(m, red[w]);
+  // m in [2^(eb-127), 2^(eb-126)): s = 2^(141 - eb) puts it in [2^14, 2^15). The clamp keeps s
+  // and 1 / s normal floats (zero and tiny segments; inf and NaN propagate through the parts).
+  const int eb = min(max((__float_as_int(m) >> 23) & 0xFF, 15), 254);
+  const float s = __int_as_float((268 - eb) << 23);
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
     const int q = static_cast<int>(threadIdx.x) + k * kThreads;
-    const int lb = q >> 3, quad = q & 7;  // the 8 lanes of a block are neighbours
-    float m = fmaxf(fmaxf(fabsf(v[k].x), fabsf(v[k].y)), fmaxf(fabsf(v[k].z), fabsf(v[k].w)));
-    m = fmaxf(m, __shfl_xor_sync(kFullMask, m, 1));
-    m = fmaxf(m, __shfl_xor_sync(kFullMask, m, 2));
-    m = fmaxf(m, __shfl_xor_sync(kFullMask, m, 4));
-    // m in [2^(eb-127), 2^(eb-126)): s = 2^(141 - eb) puts it in [2^14, 2^15). The clamp keeps s
-    // and 1 / s normal floats (zero and tiny blocks; inf and NaN propagate through the parts).
-    const int eb = min(max((__float_as_int(m) >> 23) & 0xFF, 15), 254);
-    const float s = __int_as_float((268 - eb) << 23);
-    if (quad == 0) inv[lb] = __int_as_float((eb - 14) << 23);
+    const int lb = q >> 3, quad = q & 7;
     // The pairs in the order the fragments want them (see the top): Q4_0 (0, 2), (1, 3).
     float2 lo = T == DType::kQ4_0 ? make_float2(v[k].x * s, v[k].z * s)
                                   : make_float2(v[k].x * s, v[k].y * s);
@@ -149,54 +167,61 @@ __device__ void split_x(const float* x, int64_t cols, int seg, uint8_t* parts, f
       *reinterpret_cast<uint2*>(dst + n * 16) = packed;
     }
   }
+  return __int_as_float((eb - 14) << 23);
 }
 
-// Row 16-tile `tile` of the CTA: which job and its first row.
-template <int kTiles, bool kPair>
-__device__ __forceinline__ int tile_job(int tile, int job0) {
-  return kPair ? (tile < kTiles / 2 ? 0 : 1) : job0;
-}
-template <int kTiles, bool kPair>
-__device__ __forceinline__ int64_t tile_row(int tile, int64_t row0) {
-  return row0 + 16 * (kPair ? tile % (kTiles / 2) : tile);
-}
-
-// Queues one chunk's copies (every tile's payload and scales) into a stage. Lane (r, h): row r of
-// the tile, 16-byte half h; halves are swapped on rows 4..7 mod 8 so that an ldmatrix phase's 8
-// rows hit 8 different 16-byte bank groups.
+// Where lane (r, h) copies from for each tile of one row group: row r of the tile, 16-byte half
+// h. Set once per group, so that a chunk's copies are a few adds (the group changes rarely).
 template <DType T, int kTiles, bool kPair>
-__device__ void copy_chunk(const Params& p, int job0, int64_t row0, int chunk, uint8_t* stage,
-                           int lane) {
+struct CopySource {
+  const uint8_t* payload[kTiles];  // the lane's row (row 0 when past the job's rows)
+  const uint16_t* scales[kTiles];  // lanes 0..15: row `lane`'s scales
+  bool payload_ok[kTiles];
+  bool scales_ok[kTiles];
+
+  __device__ void set(const Params& p, int job0, int64_t row0, int lane) {
+    const int r = lane >> 1;
+#pragma unroll
+    for (int tile = 0; tile < kTiles; ++tile) {
+      const Job& jb = p.jobs[kPair ? (tile < kTiles / 2 ? 0 : 1) : job0];
+      const int64_t base = row0 + 16 * (kPair ? tile % (kTiles / 2) : tile);
+      payload_ok[tile] = base + r < jb.rows;
+      payload[tile] = jb.payload + (payload_ok[tile] ? base + r : 0) * p.payload_row_bytes;
+      scales_ok[tile] = lane < 16 && base + lane < jb.rows;
+      scales[tile] = jb.scales + (scales_ok[tile] ? base + lane : 0) * p.scale_row_elems;
+    }
+  }
+};
+
+// Queues one chunk's copies (every tile's payload and scales) into a stage. Halves are swapped on
+// rows 4..7 mod 8 so that an ldmatrix phase's 8 rows hit 8 different 16-byte bank groups. Past
+// the last row or block the stage is zero-filled (the odd block's padding scale is zero).
+template <DType T, int kTiles, bool kPair>
+__device__ __forceinline__ void copy_chunk(const CopySource<T, kTiles, kPair>& src, int nb,
+                                           int chunk, uint8_t* stage, int lane) {
   const int r = lane >> 1, h = lane & 1;
   const int dst_off = r * 32 + ((h ^ ((r >> 2) & 1)) << 4);
 #pragma unroll
   for (int tile = 0; tile < kTiles; ++tile) {
-    const Job& jb = p.jobs[tile_job<kTiles, kPair>(tile, job0)];
-    const int64_t base = tile_row<kTiles, kPair>(tile, row0);
-    const bool row_ok = base + r < jb.rows;
-    const uint8_t* row = jb.payload + (row_ok ? base + r : 0) * p.payload_row_bytes;
     uint8_t* dst = stage + tile * kTileBytes<T>;
 #pragma unroll
     for (int u = 0; u < kUnits<T>; ++u) {
       const int blk = 2 * chunk + (T == DType::kQ4_0 ? h : u);
-      const bool ok = row_ok && blk < p.nb;
-      const int64_t off = T == DType::kQ4_0 ? blk * 16 : blk * 32 + h * 16;
-      cp_async_16_zfill(dst + u * 512 + dst_off, row + (ok ? off : 0), ok ? 16 : 0);
+      const bool ok = src.payload_ok[tile] && blk < nb;
+      const int off = T == DType::kQ4_0 ? blk * 16 : blk * 32 + h * 16;
+      cp_async_16_zfill(dst + u * 512 + dst_off, src.payload[tile] + (ok ? off : 0), ok ? 16 : 0);
     }
     if (lane < 16) {
-      const bool ok = base + lane < jb.rows;  // the odd block's padding scale is zero
-      cp_async_4_zfill(dst + kUnits<T> * 512 + lane * 4,
-                       jb.scales + (ok ? base + lane : 0) * p.scale_row_elems + 2 * chunk,
-                       ok ? 4 : 0);
+      cp_async_4_zfill(dst + kUnits<T> * 512 + lane * 4, src.scales[tile] + 2 * chunk,
+                       src.scales_ok[tile] ? 4 : 0);
     }
   }
 }
 
 // acc[tile] += this chunk's products; lb0 = the chunk's first block within the x segment.
 template <DType T, int kTiles>
-__device__ __forceinline__ void compute_chunk(const uint8_t* stage, const uint8_t* parts,
-                                              const float* inv, int lb0, int lane,
-                                              float (&acc)[kTiles][4]) {
+__device__ __forceinline__ void compute_chunk(const uint8_t* stage, const uint8_t* parts, int lb0,
+                                              int lane, float (&acc)[kTiles][4]) {
   const int g = lane >> 2, t = lane & 3;
   const int mi = lane >> 3, lrow = (lane & 7) + 8 * (mi & 1), lhalf = mi >> 1;
   const int lm_off = lrow * 32 + ((lhalf ^ ((lrow >> 2) & 1)) << 4);
@@ -215,16 +240,16 @@ __device__ __forceinline__ void compute_chunk(const uint8_t* stage, const uint8_
     uint4 b = make_uint4(0u, 0u, 0u, 0u);
     if (g < 3)
       b = *reinterpret_cast<const uint4*>(parts + (lb0 + j) * kBlockPartBytes + t * 48 + g * 16);
-    const float s_inv = inv[lb0 + j];
 #pragma unroll
     for (int tile = 0; tile < kTiles; ++tile) {
       uint32_t a0[4], a1[4];
       if constexpr (T == DType::kQ4_0) {
+        // Bytes 0 / 2 give elements (4t, 4t + 2) and, high nibbles, (16 + 4t, 18 + 4t); bytes 1 / 3
+        // (one shift) the odd ones.
         const uint32_t wg = a[tile][0][2 * j], wg8 = a[tile][0][2 * j + 1];
-        a0[0] = q4_pair(wg, 0), a0[1] = q4_pair(wg8, 0);
-        a0[2] = q4_pair(wg, 8), a0[3] = q4_pair(wg8, 8);
-        a1[0] = q4_pair(wg, 4), a1[1] = q4_pair(wg8, 4);
-        a1[2] = q4_pair(wg, 12), a1[3] = q4_pair(wg8, 12);
+        const uint32_t wg_s = wg >> 8, wg8_s = wg8 >> 8;
+        a0[0] = q4_lo(wg), a0[1] = q4_lo(wg8), a0[2] = q4_lo(wg_s), a0[3] = q4_lo(wg8_s);
+        a1[0] = q4_hi(wg), a1[1] = q4_hi(wg8), a1[2] = q4_hi(wg_s), a1[3] = q4_hi(wg8_s);
       } else {
         const uint32_t(&m)[4] = a[tile][j];
         a0[0] = q8_pair(m[0], 0x4140u), a0[1] = q8_pair(m[1], 0x4140u);
@@ -232,11 +257,11 @@ __device__ __forceinline__ void compute_chunk(const uint8_t* stage, const uint8_
         a1[0] = q8_pair(m[2], 0x4140u), a1[1] = q8_pair(m[3], 0x4140u);
         a1[2] = q8_pair(m[2], 0x4342u), a1[3] = q8_pair(m[3], 0x4342u);
       }
-      float cb[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      mma_16816(cb, a0, b.x, b.y);
+      float cb[4];
+      mma_16816_from_zero(cb, a0, b.x, b.y);
       mma_16816(cb, a1, b.z, b.w);
-      const float dg = h2f(sc[tile][0] >> (16 * j)) * s_inv;
-      const float dg8 = h2f(sc[tile][1] >> (16 * j)) * s_inv;
+      const float dg = h2f(sc[tile][0] >> (16 * j));
+      const float dg8 = h2f(sc[tile][1] >> (16 * j));
       acc[tile][0] = fmaf(dg, cb[0], acc[tile][0]);
       acc[tile][1] = fmaf(dg, cb[1], acc[tile][1]);
       acc[tile][2] = fmaf(dg8, cb[2], acc[tile][2]);
@@ -256,8 +281,8 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(const Params p) {
   const int warp = static_cast<int>(threadIdx.x) >> 5, lane = static_cast<int>(threadIdx.x) & 31;
   uint8_t* ring = smem + warp * kStages * kStageBytes;
   uint8_t* parts = smem + kWarps * kStages * kStageBytes;
-  float* inv = reinterpret_cast<float*>(parts + kSegBlocks * kBlockPartBytes);
-  float* partial = inv + kSegBlocks;  // [kWarps][kTiles * 16]
+  float* red = reinterpret_cast<float*>(parts + kSegBlocks * kBlockPartBytes);  // [kWarps]
+  float* partial = red + kWarps;  // [kWarps][kTiles * 16]
   const int job0 = kPair ? 0 : static_cast<int>(blockIdx.y);
   const Job& job = p.jobs[job0];
   const int64_t groups = (job.rows + kRows - 1) / kRows;
@@ -272,16 +297,21 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(const Params p) {
   // its round's chunk, group and stage as counters (no divisions in the loop).
   int64_t issued = 0, issue_row0 = static_cast<int64_t>(blockIdx.x) * kRows;
   int issue_i = 0, issue_stage = 0;
+  CopySource<T, kTiles, kPair> src;
+  src.set(p, job0, issue_row0, lane);
   auto issue = [&]() {
     const int chunk = issue_i * kWarps + warp;
     if (issued < total && chunk < p.nchunks) {
-      copy_chunk<T, kTiles, kPair>(p, job0, issue_row0, chunk, ring + issue_stage * kStageBytes,
-                                   lane);
+      copy_chunk<T, kTiles, kPair>(src, p.nb, chunk, ring + issue_stage * kStageBytes, lane);
     }
     cp_async_commit();  // empty groups keep the wait count uniform
     ++issued;
     issue_stage = issue_stage + 1 == kStages ? 0 : issue_stage + 1;
-    if (++issue_i == rounds) issue_i = 0, issue_row0 += group_step;
+    if (++issue_i == rounds) {
+      issue_i = 0;
+      issue_row0 += group_step;
+      if (issued < total) src.set(p, job0, issue_row0, lane);
+    }
   };
   // Weights first: nothing before us writes them, so they may load while the kernel that writes
   // x finishes (dependent_launch.cuh).
@@ -289,18 +319,29 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(const Params p) {
   grid_dependency_wait();
 
   const int g = lane >> 2, t = lane & 3;
-  float acc[kTiles][4];
+  float acc[kTiles][4], sum[kTiles][4];  // acc: this segment's, in units of its scale
 #pragma unroll
-  for (int tile = 0; tile < kTiles; ++tile) {
-    acc[tile][0] = acc[tile][1] = acc[tile][2] = acc[tile][3] = 0.0f;
-  }
+  for (int tile = 0; tile < kTiles; ++tile)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) acc[tile][c] = sum[tile][c] = 0.0f;
+  auto fold = [&](float inv) {
+#pragma unroll
+    for (int tile = 0; tile < kTiles; ++tile)
+#pragma unroll
+      for (int c = 0; c < 4; ++c)
+        sum[tile][c] = fmaf(acc[tile][c], inv, sum[tile][c]), acc[tile][c] = 0.0f;
+  };
   int seg = -1, i = 0, stage = 0;
+  float inv = 1.0f;
   int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
   for (int64_t round = 0; round < total; ++round) {
     const int s = i * kWarps / kSegChunks;
     if (s != seg) {  // once per CTA when x is one segment; per segment and group otherwise
-      if (seg >= 0) __syncthreads();  // every warp is done with the previous segment
-      split_x<T>(p.x, p.cols, s, parts, inv);
+      if (seg >= 0) {
+        fold(inv);
+        __syncthreads();  // every warp is done with the previous segment
+      }
+      inv = split_x<T>(p.x, p.cols, s, parts, red);
       __syncthreads();
       seg = s;
     }
@@ -309,18 +350,19 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(const Params p) {
     issue();
     const int chunk = i * kWarps + warp;
     if (chunk < p.nchunks) {
-      compute_chunk<T, kTiles>(ring + stage * kStageBytes, parts, inv, 2 * (chunk - s * kSegChunks),
+      compute_chunk<T, kTiles>(ring + stage * kStageBytes, parts, 2 * (chunk - s * kSegChunks),
                                lane, acc);
     }
     stage = stage + 1 == kStages ? 0 : stage + 1;
     if (++i != rounds) continue;
     i = 0;
+    fold(inv);
 
     // The group's epilogue: rows over the 4 lanes of a group (columns 0, 1 at t = 0 and 2 at
     // t = 1 are the parts; the rest are zero), then over the warps in a fixed order.
 #pragma unroll
     for (int tile = 0; tile < kTiles; ++tile) {
-      float vg = acc[tile][0] + acc[tile][1], vg8 = acc[tile][2] + acc[tile][3];
+      float vg = sum[tile][0] + sum[tile][1], vg8 = sum[tile][2] + sum[tile][3];
       vg += __shfl_xor_sync(kFullMask, vg, 1);
       vg8 += __shfl_xor_sync(kFullMask, vg8, 1);
       vg += __shfl_xor_sync(kFullMask, vg, 2);
@@ -329,7 +371,8 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(const Params p) {
         partial[(warp * kTiles + tile) * 16 + g] = vg;
         partial[(warp * kTiles + tile) * 16 + g + 8] = vg8;
       }
-      acc[tile][0] = acc[tile][1] = acc[tile][2] = acc[tile][3] = 0.0f;
+#pragma unroll
+      for (int c = 0; c < 4; ++c) sum[tile][c] = 0.0f;
     }
     __syncthreads();
     for (int idx = static_cast<int>(threadIdx.x); idx < kRows; idx += kThreads) {
@@ -412,6 +455,10 @@ Status launch_shape(const Params& p, int num_jobs, const Shape& shape, cudaStrea
     return launch_kernel<T, TILES, STAGES, kPair>(p, num_jobs, stream); \
   }
   // clang-format off
+  if constexpr (!kPair) {  // SwiGLU tiles come in gate / up pairs
+    STRATA_GEMV_MMA_SHAPE(1, 4)
+    STRATA_GEMV_MMA_SHAPE(1, 8)
+  }
   STRATA_GEMV_MMA_SHAPE(2, 3)
   STRATA_GEMV_MMA_SHAPE(2, 4)
   STRATA_GEMV_MMA_SHAPE(2, 6)
