@@ -7,12 +7,13 @@
 // offset) and the multiply-adds go to the tensor cores, while cp.async keeps several kilobytes per
 // warp in flight without holding them in registers.
 //
-// Exactness (the golden `exact` tier): x is scaled per 32-element block by a power of two s so
-// that the block's largest |x| lies in [2^14, 2^15), then split into three f16 parts,
-// x s = x1 + x2 + x3 exactly (11 + 11 + 11 bits cover float32's 24; only parts of elements
-// 2^-38 below the block's largest underflow). The weights' integers (Q4_0 n - 8, Q8_0 q) are exact
-// in f16, so every product the tensor core forms is exact and it sums them in f32. The block's
-// sum times d / s is added to a float32 accumulator, as the SIMT kernel adds d * sum.
+// Exactness (the golden `exact` tier): x is scaled by a power of two s per 4096-column segment so
+// that its largest |x| lies in [2^14, 2^15), then split into three f16 parts, x s = x1 + x2 + x3
+// exactly (11 + 11 + 11 bits cover float32's 24) except for the third part of elements far below
+// the segment's largest (see split_x). The weights' integers (Q4_0 n - 8, Q8_0 q) are exact in
+// f16, so every product the tensor core forms is exact and it sums them in f32. Each block's sum
+// times d goes into a float32 accumulator (as the SIMT kernel adds d * sum), times 1 / s at the
+// segment's end.
 //
 // Work: rows go in groups of kRows (`tiles` m16 tiles; for SwiGLU half are gate rows, half the
 // same up rows), each over all columns; a CTA of 8 warps takes every (2 x SMs)-th group
