@@ -556,6 +556,11 @@ Status check_tokens(const Params& p) {
   return Status::ok();
 }
 
+// Whether one-token Q8_0 / Q4_0 GEMVs take the tensor-core kernel (gemv_mma.h). Off: on the H200
+// it has not yet beaten the SIMT kernel (bench/NOTES.md, "Eighth session": 0.38 / 0.24 of HBM
+// against 0.64 / 0.37). gpu_gemv_bench measures both in one run; gemv_mma_with_shape reaches it.
+constexpr bool kTensorCoreDecode = false;
+
 mma_gemv::Call mma_call(const Params& p) {
   mma_gemv::Call c;
   for (int j = 0; j < p.num_jobs; ++j) {
@@ -574,7 +579,7 @@ mma_gemv::Call mma_call(const Params& p) {
 Status launch(DType type, Params p, const cuda::Stream& stream) {
   STRATA_RETURN_IF_ERROR(check_tokens(p));
   cudaStream_t s = stream.native();
-  if (p.n_tokens == 1 && mma_gemv::reads(type)) {
+  if (kTensorCoreDecode && p.n_tokens == 1 && mma_gemv::reads(type)) {
     // One token of Q8_0 / Q4_0: the tensor-core kernel (gemv_mma.cu says why).
     const mma_gemv::Call c = mma_call(p);
     return mma_gemv::launch(type, c, mma_gemv::default_shape(type, c.epilogue), s);

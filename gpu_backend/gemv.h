@@ -2,8 +2,8 @@
 // the weights as they sit in VRAM in their stored type (GpuWeight). Each weight is dequantized in
 // registers and used once per token; activations and accumulation are float32, so the result is
 // float32 arithmetic over the exactly dequantized weights (the golden `exact` tier) in another
-// summation order. Q8_0 and Q4_0 at one token run on the tensor cores (gemv_mma.h) with x split
-// exactly into three f16 parts: float32 arithmetic over the exact weights there too.
+// summation order. (A tensor-core kernel for Q8_0 and Q4_0 at one token, gemv_mma.h, exists
+// beside this one; gemv.cu's kTensorCoreDecode says whether it is used.)
 //
 // This is the bandwidth-bound kernel of the GPU decode step: one pass over each weight byte per
 // call, 16-byte loads, several loads in flight per lane, split over the row when a row is long so

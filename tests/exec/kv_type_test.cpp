@@ -205,7 +205,9 @@ TEST_F(KvTypeTest, GpuCachesOfEveryTypeMatchTheCpu) {
 
 // Tiered on the GPU, every cold-attention mode, against the same GPU executor with every block
 // in VRAM, for each KV type: blocks move as stored, so reading them in place or staged gives the
-// same arithmetic; the CPU's part (cold_attention = cpu) only changes the summation order.
+// same arithmetic; the CPU's part (cold_attention = cpu) only changes the summation order, which a
+// q8_0 cache can amplify where a later layer's K or V lands on the other side of a quantization
+// step (2.3e-5 seen on the H200), hence that case's looser bound, as in the test above.
 TEST_F(KvTypeTest, GpuTieredEqualsAllInVramForEveryTypeAndColdMode) {
   std::string reason;
   if (!gpu_usable(&reason)) GTEST_SKIP() << "no usable GPU: " << reason;
@@ -243,7 +245,8 @@ TEST_F(KvTypeTest, GpuTieredEqualsAllInVramForEveryTypeAndColdMode) {
       const std::vector<float> tiered = run(type, &bytes, /*hot_window=*/16, 24, &cold, m.engine);
       ASSERT_EQ(tiered.size(), vram.size());
       EXPECT_GE(cold, 3);
-      EXPECT_LE(rel_l2(tiered, vram), m.bound);
+      const bool reordered = m.bound > 1e-6;
+      EXPECT_LE(rel_l2(tiered, vram), type == DType::kQ8_0 && reordered ? 1e-3 : m.bound);
     }
   }
 }

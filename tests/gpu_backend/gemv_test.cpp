@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "gpu_backend/gemv_tuning.h"
 #include "gpu_backend/gpu_weight.h"
 #include "tests/gpu_backend/gpu_weight_fixture.h"
 
@@ -85,8 +86,37 @@ TEST_F(GpuGemvTest, MatchesFloat64OverExactWeightsForEveryTypeAndTokenCount) {
   }
 }
 
-// The tensor-core kernel scales each 32-element block of x by its own power of two before it
-// splits x into f16 parts: blocks 2^-40 .. 2^40 apart must each keep float32 precision.
+// The tensor-core kernel (gemv_mma.h) directly, in every shape it is built for: float32
+// arithmetic over the exact weights, like the SIMT kernel.
+TEST_F(GpuGemvTest, TensorCoreKernelMatchesFloat64) {
+  struct Shape {
+    int64_t rows, cols;
+  };
+  const Shape shapes[] = {{37, 256}, {64, 4096}, {24, 14336}, {1, 512}, {19, 96}, {40, 8224}};
+  const std::pair<int, int> kernels[] = {{1, 4}, {1, 8}, {2, 3}, {2, 4},
+                                         {2, 6}, {2, 8}, {4, 3}, {4, 4}};
+  for (DType type : {DType::kQ8_0, DType::kQ4_0}) {
+    for (const Shape& s : shapes) {
+      const HostMatrix m = random_matrix(type, s.rows, s.cols, rng_);
+      const gpu::GpuWeight w = upload(m);
+      const std::vector<float> x = random_floats(s.cols);
+      const float* dx = upload(x);
+      for (const auto& [tiles, stages] : kernels) {
+        SCOPED_TRACE(std::string(dtype_name(type)) + " " + std::to_string(s.rows) + "x" +
+                     std::to_string(s.cols) + " tiles " + std::to_string(tiles) + " stages " +
+                     std::to_string(stages));
+        float* dy = device_output(s.rows);
+        const Status st = gpu::gemv_mma_with_shape(w, dx, dy, tiles, stages, stream());
+        if (st.code() == StatusCode::kInvalidArgument) continue;  // over this GPU's shared memory
+        ASSERT_TRUE(st.is_ok()) << st.to_string();
+        EXPECT_LT(backward_err(m, x, 1, download(dy, s.rows)), 1e-6);
+      }
+    }
+  }
+}
+
+// Blocks of x 2^-40 .. 2^40 apart (the tensor-core kernel scales x by a power of two before it
+// splits it into f16 parts) must each keep float32 precision.
 TEST_F(GpuGemvTest, KeepsPrecisionWhenBlocksOfXDifferInScale) {
   for (DType type : {DType::kQ8_0, DType::kQ4_0, DType::kF16}) {
     SCOPED_TRACE(dtype_name(type));
@@ -98,9 +128,15 @@ TEST_F(GpuGemvTest, KeepsPrecisionWhenBlocksOfXDifferInScale) {
       const float scale = std::ldexp(1.0f, exponent(rng_));
       for (int64_t i = 0; i < 32; ++i) x[b * 32 + i] *= scale;
     }
+    const float* dx = upload(x);
     float* dy = device_output(m.rows);
-    ASSERT_TRUE(gpu::gemv(w, upload(x), 1, dy, gpu::GemvOutput::kStore, stream()).is_ok());
+    ASSERT_TRUE(gpu::gemv(w, dx, 1, dy, gpu::GemvOutput::kStore, stream()).is_ok());
     EXPECT_LT(backward_err(m, x, 1, download(dy, m.rows)), 1e-6);
+    if (type != DType::kF16) {
+      float* dz = device_output(m.rows);
+      ASSERT_TRUE(gpu::gemv_mma_with_shape(w, dx, dz, 2, 4, stream()).is_ok());
+      EXPECT_LT(backward_err(m, x, 1, download(dz, m.rows)), 1e-6) << "tensor cores";
+    }
   }
 }
 
@@ -117,6 +153,9 @@ TEST_F(GpuGemvTest, RepeatsBitForBit) {
     ASSERT_TRUE(gpu::gemv(w, dx, 1, a, gpu::GemvOutput::kStore, stream()).is_ok());
     ASSERT_TRUE(gpu::gemv(w, dx, 1, b, gpu::GemvOutput::kStore, stream()).is_ok());
     EXPECT_EQ(download(a, m.rows), download(b, m.rows));
+    ASSERT_TRUE(gpu::gemv_mma_with_shape(w, dx, a, 2, 4, stream()).is_ok());
+    ASSERT_TRUE(gpu::gemv_mma_with_shape(w, dx, b, 2, 4, stream()).is_ok());
+    EXPECT_EQ(download(a, m.rows), download(b, m.rows)) << "tensor cores";
   }
 }
 
