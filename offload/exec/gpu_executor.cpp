@@ -497,24 +497,22 @@ Status GpuExecutor::add_sequence(SeqId seq) {
   STRATA_RETURN_IF_ERROR(kv_->add_sequence(seq));
   const KvLayout& layout = kv_->layout();
   const int64_t entries = layout.blocks_for_tokens(options_.base.max_context) * layout.n_layer * 2;
-  SequenceTable table;
-  StatusOr<DeviceBuffer> buffer =
-      arena_->allocate(entries * static_cast<int64_t>(sizeof(void*)), DeviceMemoryTag::kKv);
-  if (!buffer.is_ok()) {
-    (void)kv_->remove_sequence(seq);
-    return buffer.status();
-  }
-  table.table = std::move(buffer).value();
-  table.host.resize(static_cast<size_t>(entries), nullptr);
-  if (cold_max_tokens_ > 0) {
-    StatusOr<DeviceBuffer> hot =
+  // One block table in VRAM and its host mirror (every entry null until synced).
+  auto allocate_table = [&](DeviceBuffer* device, std::vector<void*>* host) -> Status {
+    StatusOr<DeviceBuffer> buffer =
         arena_->allocate(entries * static_cast<int64_t>(sizeof(void*)), DeviceMemoryTag::kKv);
-    if (!hot.is_ok()) {
-      (void)kv_->remove_sequence(seq);
-      return hot.status();
-    }
-    table.hot_table = std::move(hot).value();
-    table.hot_host.resize(static_cast<size_t>(entries), nullptr);
+    if (!buffer.is_ok()) return buffer.status();
+    *device = std::move(buffer).value();
+    host->assign(static_cast<size_t>(entries), nullptr);
+    return Status::ok();
+  };
+  SequenceTable table;
+  Status st = allocate_table(&table.table, &table.host);
+  // The hot table: the same entries with the CPU's cold blocks left out (split_attention).
+  if (st.is_ok() && cold_max_tokens_ > 0) st = allocate_table(&table.hot_table, &table.hot_host);
+  if (!st.is_ok()) {
+    (void)kv_->remove_sequence(seq);
+    return st;
   }
   tables_[seq] = std::move(table);
   return Status::ok();
