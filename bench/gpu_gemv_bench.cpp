@@ -124,33 +124,6 @@ int main(int argc, char** argv) {
     }
     auto start = check(cuda::Event::create(cuda::EventTiming::kEnabled), "event");
     auto end = check(cuda::Event::create(cuda::EventTiming::kEnabled), "event");
-    // Separate: seven launches a layer. Fused: QKV, o, gate+up SwiGLU, down (four launches).
-    auto run = [&](bool fused) -> double {
-      std::vector<double> ms;
-      for (int r = -2; r < repeats; ++r) {
-        check(start.record(stream), "record");
-        for (const LayerMats& m : mats) {
-          if (fused) {
-            const gpu::GpuWeight qkv[3] = {m.q.w, m.k.w, m.v.w};
-            float* const outs[3] = {yf, y2f, y3f};
-            check(gpu::gemv_multi(qkv, xf, 1, outs, stream), "multi");
-            check(gpu::gemv(m.o.w, xf, 1, yf, gpu::GemvOutput::kAccumulate, stream), "o");
-            check(gpu::gemv_swiglu(m.gate.w, m.up.w, xf, 1, y2f, stream), "swiglu");
-            check(gpu::gemv(m.down.w, xf, 1, yf, gpu::GemvOutput::kAccumulate, stream), "down");
-          } else {
-            for (const Matrix* mm : {&m.q, &m.k, &m.v, &m.o, &m.gate, &m.up, &m.down}) {
-              check(gpu::gemv(mm->w, xf, 1, yf, gpu::GemvOutput::kStore, stream), "gemv");
-            }
-          }
-        }
-        check(end.record(stream), "record");
-        check(end.synchronize(), "sync");
-        if (r >= 0) ms.push_back(check(cuda::elapsed_ms(start, end), "elapsed"));
-      }
-      std::sort(ms.begin(), ms.end());
-      return static_cast<double>(layer_bytes) * layers / (ms[ms.size() / 2] * 1e-3);
-    };
-    const double separate = run(false), fused = run(true);
     // Every matrix of every layer through `gemv_one`, separately: bytes/s.
     auto run_each = [&](auto&& gemv_one) -> double {
       std::vector<double> ms;
@@ -168,6 +141,30 @@ int main(int argc, char** argv) {
       std::sort(ms.begin(), ms.end());
       return static_cast<double>(layer_bytes) * layers / (ms[ms.size() / 2] * 1e-3);
     };
+    // Fused as the executor runs them: QKV, o, gate+up SwiGLU, down (four launches a layer).
+    auto run_fused = [&]() -> double {
+      std::vector<double> ms;
+      for (int r = -2; r < repeats; ++r) {
+        check(start.record(stream), "record");
+        for (const LayerMats& m : mats) {
+          const gpu::GpuWeight qkv[3] = {m.q.w, m.k.w, m.v.w};
+          float* const outs[3] = {yf, y2f, y3f};
+          check(gpu::gemv_multi(qkv, xf, 1, outs, stream), "multi");
+          check(gpu::gemv(m.o.w, xf, 1, yf, gpu::GemvOutput::kAccumulate, stream), "o");
+          check(gpu::gemv_swiglu(m.gate.w, m.up.w, xf, 1, y2f, stream), "swiglu");
+          check(gpu::gemv(m.down.w, xf, 1, yf, gpu::GemvOutput::kAccumulate, stream), "down");
+        }
+        check(end.record(stream), "record");
+        check(end.synchronize(), "sync");
+        if (r >= 0) ms.push_back(check(cuda::elapsed_ms(start, end), "elapsed"));
+      }
+      std::sort(ms.begin(), ms.end());
+      return static_cast<double>(layer_bytes) * layers / (ms[ms.size() / 2] * 1e-3);
+    };
+    const double separate = run_each([&](const gpu::GpuWeight& w) {
+      return gpu::gemv(w, xf, 1, yf, gpu::GemvOutput::kStore, stream);
+    });
+    const double fused = run_fused();
     // Q8_0 and Q4_0 decode on the tensor cores; the SIMT kernel they used before, in the same run.
     double simt = 0;
     const bool has_mma = type == DType::kQ8_0 || type == DType::kQ4_0;

@@ -1,6 +1,7 @@
 // cuda_api with the CUDA runtime: the only includer of cuda_runtime.h (see cuda_api.h).
 #include "gpu_backend/cuda_api.h"
 
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 #include <sys/mman.h>
 
@@ -397,5 +398,8 @@ Status check_last_launch(const std::string& what) {
   if (error == cudaSuccess) return Status::ok();
   return Status::device_error("launch of " + what + ": " + cudaGetErrorString(error));
 }
+
+Status profiler_start() { return cuda_status(cudaProfilerStart(), "cudaProfilerStart"); }
+Status profiler_stop() { return cuda_status(cudaProfilerStop(), "cudaProfilerStop"); }
 
 }  // namespace strata::cuda

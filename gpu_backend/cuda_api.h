@@ -248,4 +248,9 @@ Status memset_async(void* device_ptr, int value, int64_t size_bytes, const Strea
 // CUDA's message. It also clears a non-sticky error so the next check does not report it again.
 Status check_last_launch(const std::string& what);
 
+// Brackets the region a profiler run with --profile-from-start off records (Nsight Compute on one
+// decode step: gpu-machine.sh's ncu-step).
+Status profiler_start();
+Status profiler_stop();
+
 }  // namespace strata::cuda

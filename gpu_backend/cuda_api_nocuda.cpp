@@ -105,5 +105,7 @@ StatusOr<Graph> Graph::end_capture(const Stream&) { return no_cuda("cudaStreamEn
 Status Graph::launch(const Stream&) const { return no_cuda("cudaGraphLaunch"); }
 
 Status check_last_launch(const std::string& what) { return no_cuda("launch of " + what); }
+Status profiler_start() { return no_cuda("cudaProfilerStart"); }
+Status profiler_stop() { return no_cuda("cudaProfilerStop"); }
 
 }  // namespace strata::cuda

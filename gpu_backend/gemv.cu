@@ -623,6 +623,18 @@ Job job_of(const GpuWeight& w, float* y) {
   return Job{static_cast<const uint8_t*>(w.data), w.scales, y, w.rows};
 }
 
+// The Params of y = W x for one token (the tuning entry points).
+StatusOr<Params> one_token_store(const GpuWeight& w, const float* x, float* y) {
+  Params p;
+  STRATA_RETURN_IF_ERROR(fill_layout(w, &p));
+  p.jobs[0] = job_of(w, y);
+  p.num_jobs = 1;
+  p.x = x;
+  p.n_tokens = 1;
+  p.mode = Mode::kStore;
+  return p;
+}
+
 }  // namespace
 
 Status gemv(const GpuWeight& w, const float* x, int64_t n_tokens, float* y, GemvOutput output,
@@ -675,13 +687,7 @@ Status gemv_swiglu(const GpuWeight& gate, const GpuWeight& up, const float* x, i
 
 Status gemv_with_shape(const GpuWeight& w, const float* x, float* y, const GemvShape& shape,
                        const cuda::Stream& stream) {
-  Params p;
-  STRATA_RETURN_IF_ERROR(fill_layout(w, &p));
-  p.jobs[0] = job_of(w, y);
-  p.num_jobs = 1;
-  p.x = x;
-  p.n_tokens = 1;
-  p.mode = Mode::kStore;
+  STRATA_ASSIGN_OR_RETURN(const Params p, one_token_store(w, x, y));
   bool launched = false;
   const int r = shape.rows_per_warp, u = shape.units_in_flight, m = shape.min_units_per_lane;
   switch (w.type) {
@@ -703,13 +709,7 @@ Status gemv_with_shape(const GpuWeight& w, const float* x, float* y, const GemvS
 
 Status gemv_mma_with_shape(const GpuWeight& w, const float* x, float* y, int tiles, int stages,
                            const cuda::Stream& stream) {
-  Params p;
-  STRATA_RETURN_IF_ERROR(fill_layout(w, &p));
-  p.jobs[0] = job_of(w, y);
-  p.num_jobs = 1;
-  p.x = x;
-  p.n_tokens = 1;
-  p.mode = Mode::kStore;
+  STRATA_ASSIGN_OR_RETURN(const Params p, one_token_store(w, x, y));
   return mma_gemv::launch(w.type, mma_call(p), mma_gemv::Shape{tiles, stages}, stream.native());
 }
 

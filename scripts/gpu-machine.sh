@@ -11,6 +11,8 @@
 #     gpu-tests  only the GPU suites: gpu_backend kernels and the golden forward tests (exec)
 #     gpu-cli    strata run on the default model with --device gpu and --device cpu, greedy: the
 #                generated ids must be the same
+#     ncu-step   Nsight Compute durations of every kernel of one llama3-8b decode step
+#                (STRATA_NCU_STEP_TYPES, default "F16 Q4_0"), summed per kernel name
 #     gpu-gemv   bench/gpu_gemv_bench (GPU decode GEMV vs measured HBM read bandwidth)
 #     gpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/gpu_e2e_bench on each (decode 64 +
 #                prefill 2048 in VRAM vs B/H and FLOPs/G)
@@ -146,6 +148,19 @@ PY
           build-gpu/bench/gpu_gemv_bench --types "$t" --layers 1 --repeats 1 > "$out/ncu-$t.txt" 2>&1 || true
         echo "== ncu $t"
         grep -E "gemv_(mma_)?kernel<|DRAM Throughput|Duration|Achieved Occupancy|Registers Per Thread|Warp Cycles Per Issued|Issued Warp Per Scheduler|No Eligible|L1/TEX Hit|Mem Busy|Max Bandwidth" "$out/ncu-$t.txt" | head -80 || true
+      done ;;
+    ncu-step)
+      # Nsight Compute on every kernel of one warm decode step (graph replay) of llama3-8b per
+      # type: each kernel's own duration, summed per kernel name. Keeps the model for gpu-8b.
+      for t in ${STRATA_NCU_STEP_TYPES:-F16 Q4_0}; do
+        m=/tmp/llama3-8b-$t.gguf
+        [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type "$t" --out "$m" 2>&1 | tail -1
+        ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum \
+          --csv --page raw --print-units base --log-file "$out/ncu-step-$t.csv" \
+          build-gpu/bench/gpu_e2e_bench -m "$m" --prefill 0 --decode 4 --read-gib 1 --ncu-step \
+          > /dev/null 2>&1 || true
+        echo "== ncu-step $t"
+        python3 scripts/ncu_step_summary.py "$out/ncu-step-$t.csv" || true
       done ;;
     gpu-gemv)
       build-gpu/bench/gpu_gemv_bench --json "$jsonl" --commit "$commit" ${STRATA_GEMV_FLAGS:-} 2>&1 \
