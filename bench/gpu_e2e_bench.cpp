@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
   int decode_tokens = 64, prefill_tokens = 2048, batch = 2048;
   bool profile = false;
   bool ncu_step = false;
+  bool fold_norms = true;
+  bool fuse_rope_store = true;
   double read_gib = 4.0;
   app.add_option("-m,--model", model_path, "GGUF model (e.g. from strata synth)")->required();
   app.add_option("--model-name", model_name, "Name for the record (default: general.name)");
@@ -51,6 +53,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"f16", "f32"}));
   app.add_option("--read-gib", read_gib, "Buffer for the HBM read-bandwidth measurement");
   app.add_option("--json-out", json_out, "Append JSON lines here");
+  app.add_option("--fold-norms", fold_norms,
+                 "Fold RMSNorm into the decode GEMVs (GpuExecutorOptions::fold_norms)");
+  app.add_option("--fuse-rope-store", fuse_rope_store,
+                 "RoPE and the KV store in the QKV GEMV (GpuExecutorOptions::fuse_rope_store)");
   app.add_flag("--ncu-step", ncu_step,
                "Bracket one warm decode step with cudaProfilerStart/Stop (for ncu "
                "--profile-from-start off)");
@@ -120,6 +126,8 @@ int main(int argc, char** argv) {
   opts.base.attention_tile_tokens = 1024;
   opts.gemm_precision = precision == "f16" ? gpu::GemmPrecision::kF16 : gpu::GemmPrecision::kF32;
   opts.profile = profile;
+  opts.fold_norms = fold_norms;
+  opts.fuse_rope_store = fuse_rope_store;
   const double t_load = now_s();
   auto exec = check(GpuExecutor::create(spec, opts), "GpuExecutor");
   std::fprintf(stderr, "loaded %s (%s) into VRAM in %.1f s\n", model_name.c_str(),
@@ -148,6 +156,8 @@ int main(int argc, char** argv) {
     r["type"] = type_name;
     r["phase"] = phase;
     r["policy"] = "gpu";
+    r["fold_norms"] = fold_norms;
+    r["fuse_rope_store"] = fuse_rope_store;
     r["vram_budget_bytes"] = exec->device_stats()->budget_bytes;
     r["batch"] = 1;
     r["context"] = context;

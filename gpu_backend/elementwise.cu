@@ -40,7 +40,8 @@ Status negative(const char* caller) {
 // ---- rms_norm: one block per token row.
 
 __global__ void __launch_bounds__(kThreads)
-    rms_norm_kernel(const float* x, const float* weight, float* y, int64_t n, float eps) {
+    rms_norm_kernel(const float* x, const float* weight, float* y, int64_t n, float eps,
+                    float* unapplied_scale) {
   allow_dependent_launch();  // the GEMV after it may start loading its weights (it waits for y)
   const float* xr = x + static_cast<int64_t>(blockIdx.x) * n;
   float* yr = y + static_cast<int64_t>(blockIdx.x) * n;
@@ -64,6 +65,11 @@ __global__ void __launch_bounds__(kThreads)
   for (int w = 0; w < kThreads / 32; ++w) total += warp_sums[w];
   const float scale =
       static_cast<float>(1.0 / sqrt(total / static_cast<double>(n) + static_cast<double>(eps)));
+  if (unapplied_scale != nullptr) {  // rms_norm_unapplied: x o weight, and the scale apart
+    for (int64_t i = threadIdx.x; i < n; i += kThreads) yr[i] = __fmul_rn(xr[i], weight[i]);
+    if (threadIdx.x == 0) unapplied_scale[blockIdx.x] = scale;
+    return;
+  }
   for (int64_t i = threadIdx.x; i < n; i += kThreads) {
     yr[i] = __fmul_rn(__fmul_rn(xr[i], scale), weight[i]);
   }
@@ -160,9 +166,22 @@ Status rms_norm(const float* x, const float* weight, float* y, int64_t n_tokens,
   if (n_tokens > std::numeric_limits<int32_t>::max()) {
     return Status::invalid_argument("rms_norm: more than 2^31 - 1 rows");
   }
-  rms_norm_kernel<<<static_cast<unsigned>(n_tokens), kThreads, 0, stream.native()>>>(x, weight, y,
-                                                                                     n, eps);
+  rms_norm_kernel<<<static_cast<unsigned>(n_tokens), kThreads, 0, stream.native()>>>(
+      x, weight, y, n, eps, nullptr);
   return cuda::check_last_launch("rms_norm_kernel");
+}
+
+Status rms_norm_unapplied(const float* x, const float* weight, float* xg, float* scale,
+                          int64_t n_tokens, int64_t n, float eps, const cuda::Stream& stream) {
+  if (n_tokens < 0 || n < 0) return negative("rms_norm_unapplied");
+  if (scale == nullptr) return Status::invalid_argument("rms_norm_unapplied: null scale");
+  if (n_tokens == 0 || n == 0) return Status::ok();
+  if (n_tokens > std::numeric_limits<int32_t>::max()) {
+    return Status::invalid_argument("rms_norm_unapplied: more than 2^31 - 1 rows");
+  }
+  rms_norm_kernel<<<static_cast<unsigned>(n_tokens), kThreads, 0, stream.native()>>>(
+      x, weight, xg, n, eps, scale);
+  return cuda::check_last_launch("rms_norm_kernel (unapplied)");
 }
 
 Status rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t rope_dims,

@@ -18,6 +18,11 @@ namespace strata::gpu {
 Status rms_norm(const float* x, const float* weight, float* y, int64_t n_tokens, int64_t n,
                 float eps, const cuda::Stream& stream);
 
+// The same norm left unapplied, for GEMVs that fold it in (gemv.h, GemvNorm): xg[t] = x[t] o
+// weight and scale[t] = 1 / sqrt(mean(x[t]^2) + eps), the scale rms_norm applies.
+Status rms_norm_unapplied(const float* x, const float* weight, float* xg, float* scale,
+                          int64_t n_tokens, int64_t n, float eps, const cuda::Stream& stream);
+
 // Rotates the first rope_dims of every head of x [n_tokens][n_heads * head_dim] in place by the
 // angle positions[t] * theta^(-2i/rope_dims) of pair i (adjacent pairs or NEOX halves).
 // `positions` is a device array [n_tokens].

@@ -24,6 +24,7 @@
 
 #include "gpu_backend/dependent_launch.cuh"
 #include "gpu_backend/gemv.h"
+#include "gpu_backend/half_bits.cuh"
 #include "gpu_backend/gemv_mma.h"
 #include "gpu_backend/gemv_tuning.h"
 #include "offload/core/quant_blocks.h"
@@ -55,7 +56,29 @@ struct Params {
   int n_tokens = 0;
   int ksplit = 1;
   Mode mode = Mode::kStore;
+  GemvNorm norm;  // gemv.h: the folded RMSNorm's scale in, or the next one's inputs out
+  // gemv_qkv_rope_store: jobs q, k, v; q rotated into its y, k rotated and v into the cache.
+  bool rope_store = false;
+  const float2* rope_table = nullptr;  // [n_tokens][rope_half] (cos, sin)
+  int rope_half = 0;
+  int head_dim = 0;
+  GpuKvView kv;
+  int64_t layer = 0;
 };
+
+// Where row `row` (element of the K or V row) of token t goes in the paged cache.
+__device__ __forceinline__ void store_kv(const Params& p, int t, int64_t row, bool is_v,
+                                         float value) {
+  const int64_t pos = p.kv.positions[t];
+  const int64_t block = pos / p.kv.block_tokens;
+  void* rows = p.kv.block_table[(block * p.kv.n_layer + p.layer) * 2 + (is_v ? 1 : 0)];
+  const int64_t index = (pos - block * p.kv.block_tokens) * p.kv.kv_dim + row;
+  if (p.kv.dtype == DType::kF16) {
+    static_cast<uint16_t*>(rows)[index] = f32_to_f16_bits(value);
+  } else {
+    static_cast<float*>(rows)[index] = value;
+  }
+}
 
 __device__ __forceinline__ float magic_byte(uint32_t word, int k) {
   // 0x4B0000bb: byte k of `word` in the low mantissa byte of 2^23.
@@ -318,6 +341,54 @@ __device__ __forceinline__ float dot_unit(const Loaded& l, int64_t u, const floa
   }
 }
 
+// The folded RMSNorm's scale from the blocks' sums of squares (GemvNorm): every block writes its
+// sum per token, and the last block to finish adds them all up, in block order whichever block
+// that is (the result does not depend on the schedule), writes the scales and resets the counter
+// for the next call.
+template <int R, int NT>
+__device__ void norm_scale_tail(const Params& p, const double (&squares)[kWarps][R][NT],
+                                int groups_per_block) {
+  __shared__ bool last;
+  __shared__ double warp_sums[kWarps];
+  __syncthreads();  // squares complete
+  const int ksplit = p.ksplit;
+  double* partials = p.norm.scratch.partials;
+  if (threadIdx.x < kGpuGemvMaxTokens) {
+    const int t = static_cast<int>(threadIdx.x);
+    double sum = 0.0;
+    if (t < p.n_tokens) {
+      for (int g = 0; g < groups_per_block; ++g)
+        for (int r = 0; r < R; ++r) sum += squares[g * ksplit][r][t < NT ? t : 0];
+    }
+    partials[static_cast<int64_t>(blockIdx.x) * kGpuGemvMaxTokens + t] = sum;
+    __threadfence();  // the sums are visible before the count says so
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(p.norm.scratch.counter, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
+  for (int t = 0; t < p.n_tokens; ++t) {
+    double sum = 0.0;
+    for (int64_t b = threadIdx.x; b < gridDim.x; b += kThreads)
+      sum += __ldcg(partials + b * kGpuGemvMaxTokens + t);
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
+    if (lane == 0) warp_sums[warp] = sum;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      double total = 0.0;
+      for (int w = 0; w < kWarps; ++w) total += warp_sums[w];
+      const double rows = static_cast<double>(p.jobs[0].rows);
+      p.norm.out_scale[t] =
+          static_cast<float>(1.0 / sqrt(total / rows + static_cast<double>(p.norm.out_eps)));
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *p.norm.scratch.counter = 0u;
+}
+
 // R rows per warp share each x load; every lane loads U units of each row before it computes.
 template <DType T, int NT, int R, int U>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(Params p) {
@@ -400,30 +471,79 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Params p) {
   __syncthreads();
 
   // The first warp of each group: lane (r, t) sums the ksplit slices and writes the epilogue.
-  if (slice != 0) return;
-  for (int idx = lane; idx < R * NT; idx += 32) {
-    const int r = idx / NT;
-    const int t = idx % NT;
-    const int64_t row = row0 + r;
-    if (t >= p.n_tokens || row >= job.rows) continue;
-    float v0 = 0.0f, v1 = 0.0f;
-    for (int s = 0; s < ksplit; ++s) {
-      v0 += partial[warp + s][0][r][t];
-      if (num_passes == 2) v1 += partial[warp + s][1][r][t];
-    }
-    float* y = job.y + t * job.rows + row;
-    switch (p.mode) {
-      case Mode::kStore:
-        *y = v0;
-        break;
-      case Mode::kAccumulate:
-        *y += v0;
-        break;
-      case Mode::kSwiGLU:
-        *y = v0 / (1.0f + expf(-v0)) * v1;
-        break;
+  // With norm.out_weight (kAccumulate, one job) it also leaves xg and each (r, t)'s square of the
+  // updated y, and the block's sum goes into the folded RMSNorm's scale below.
+  const bool norm_out = p.norm.out_weight != nullptr;
+  __shared__ double squares[kWarps][R][NT];
+  static_assert(R * NT <= 32, "one epilogue lane per (row, token)");
+  if (slice == 0) {
+    {
+      const int idx = lane;
+      const int r = idx / NT;
+      const int t = idx % NT;
+      const int64_t row = row0 + r;
+      const bool live = idx < R * NT && t < p.n_tokens && row < job.rows;
+      double square = 0.0;
+      float v0 = 0.0f, v1 = 0.0f;
+      if (live) {
+        for (int s = 0; s < ksplit; ++s) {
+          v0 += partial[warp + s][0][r][t];
+          if (num_passes == 2) v1 += partial[warp + s][1][r][t];
+        }
+        if (p.norm.in_scale != nullptr) {
+          const float scale = p.norm.in_scale[t];
+          v0 *= scale;
+          v1 *= scale;
+        }
+      }
+      if (p.rope_store) {
+        // Adjacent pairs: rows 2i and 2i + 1 of a head are rows r and r ^ 1 of this group (R is
+        // even and row0 a multiple of R), i.e. lane idx ^ NT. Rotated as rope_store_kv does.
+        const float other = __shfl_xor_sync(0xFFFFFFFFu, v0, NT);
+        const int job_index = static_cast<int>(blockIdx.y);  // 0 q, 1 k, 2 v
+        if (live) {
+          float value = v0;
+          const int d = static_cast<int>(row % p.head_dim);
+          if (job_index < 2 && d < 2 * p.rope_half) {
+            const float2 cs = p.rope_table[t * p.rope_half + d / 2];
+            const bool even = (d & 1) == 0;
+            const float x0 = even ? v0 : other, x1 = even ? other : v0;
+            value = even ? __fsub_rn(__fmul_rn(x0, cs.x), __fmul_rn(x1, cs.y))
+                         : __fadd_rn(__fmul_rn(x0, cs.y), __fmul_rn(x1, cs.x));
+          }
+          if (job_index == 0) {
+            job.y[t * job.rows + row] = value;
+          } else {
+            store_kv(p, t, row, job_index == 2, value);
+          }
+        }
+        return;
+      }
+      if (live) {
+        float* y = job.y + t * job.rows + row;
+        switch (p.mode) {
+          case Mode::kStore:
+            *y = v0;
+            break;
+          case Mode::kAccumulate: {
+            const float updated = *y + v0;
+            *y = updated;
+            if (norm_out) {
+              p.norm.out_xg[t * job.rows + row] = __fmul_rn(updated, p.norm.out_weight[row]);
+              square = __dmul_rn(static_cast<double>(updated), static_cast<double>(updated));
+            }
+            break;
+          }
+          case Mode::kSwiGLU:
+            *y = v0 / (1.0f + expf(-v0)) * v1;
+            break;
+        }
+      }
+      if (norm_out && idx < R * NT) squares[warp][r][t] = square;
     }
   }
+  if (!norm_out) return;
+  norm_scale_tail<R, NT>(p, squares, groups_per_block);
 }
 
 // Calls f.template operator()<T>() for the weight type T the GPU reads; false for any other.
@@ -541,11 +661,22 @@ dim3 plan(DType type, int rows, int min_units_per_lane, Params* p) {
               static_cast<unsigned>(jobs));
 }
 
+// The folded norm's output needs one partial per block and a single job.
+bool norm_fits(const Params& p, const dim3& grid) {
+  if (p.norm.out_weight == nullptr) return true;
+  return p.mode == Mode::kAccumulate && p.num_jobs == 1 && p.norm.out_xg != nullptr &&
+         p.norm.out_scale != nullptr && p.norm.scratch.partials != nullptr &&
+         p.norm.scratch.counter != nullptr && grid.x <= p.norm.scratch.max_blocks;
+}
+
 template <DType T>
-void launch_type(Params p, cudaStream_t s) {
+bool launch_type(Params p, cudaStream_t s) {
   constexpr Config c = config_of<T>();
+  static_assert(c.rows % 2 == 0, "gemv_qkv_rope_store: a RoPE pair in one row group");
   const dim3 grid = plan(T, c.rows, c.min_units_per_lane, &p);
+  if (!norm_fits(p, grid)) return false;
   launch_shape<T, c.rows, c.unroll>(p, grid, s);
+  return true;
 }
 
 Status check_tokens(const Params& p) {
@@ -579,13 +710,21 @@ mma_gemv::Call mma_call(const Params& p) {
 Status launch(DType type, Params p, const cuda::Stream& stream) {
   STRATA_RETURN_IF_ERROR(check_tokens(p));
   cudaStream_t s = stream.native();
-  if (kTensorCoreDecode && p.n_tokens == 1 && mma_gemv::reads(type)) {
+  const bool folded =
+      p.norm.in_scale != nullptr || p.norm.out_weight != nullptr || p.rope_store;
+  if (kTensorCoreDecode && !folded && p.n_tokens == 1 && mma_gemv::reads(type)) {
     // One token of Q8_0 / Q4_0: the tensor-core kernel (gemv_mma.cu says why).
     const mma_gemv::Call c = mma_call(p);
     return mma_gemv::launch(type, c, mma_gemv::default_shape(type, c.epilogue), s);
   }
-  if (!for_type(type, [&]<DType T>() { launch_type<T>(p, s); })) {
+  bool fits = true;
+  if (!for_type(type, [&]<DType T>() { fits = launch_type<T>(p, s); })) {
     return Status::invalid_argument(std::string("GPU GEMV of ") + dtype_name_or_id(type));
+  }
+  if (!fits) {
+    return Status::invalid_argument(
+        "GPU GEMV: a folded RMSNorm output needs an accumulating single-matrix call, its "
+        "buffers, and scratch for every block");
   }
   return cuda::check_last_launch(std::string("gemv<") + dtype_name(type) + ">");
 }
@@ -637,8 +776,22 @@ StatusOr<Params> one_token_store(const GpuWeight& w, const float* x, float* y) {
 
 }  // namespace
 
+int64_t gemv_norm_scratch_bytes(int64_t rows) {
+  // The most blocks: 4 rows a block (R = 4, a row split over all 8 warps); the counter after.
+  const int64_t blocks = (rows + 3) / 4;
+  return blocks * kGpuGemvMaxTokens * static_cast<int64_t>(sizeof(double)) + 16;
+}
+
+GemvNormScratch gemv_norm_scratch_at(void* device_bytes, int64_t rows) {
+  GemvNormScratch s;
+  s.max_blocks = (rows + 3) / 4;
+  s.partials = static_cast<double*>(device_bytes);
+  s.counter = reinterpret_cast<unsigned*>(s.partials + s.max_blocks * kGpuGemvMaxTokens);
+  return s;
+}
+
 Status gemv(const GpuWeight& w, const float* x, int64_t n_tokens, float* y, GemvOutput output,
-            const cuda::Stream& stream) {
+            const cuda::Stream& stream, const GemvNorm& norm) {
   Params p;
   STRATA_RETURN_IF_ERROR(fill_layout(w, &p));
   p.jobs[0] = job_of(w, y);
@@ -646,11 +799,12 @@ Status gemv(const GpuWeight& w, const float* x, int64_t n_tokens, float* y, Gemv
   p.x = x;
   p.n_tokens = static_cast<int>(n_tokens);
   p.mode = output == GemvOutput::kStore ? Mode::kStore : Mode::kAccumulate;
+  p.norm = norm;
   return launch(w.type, p, stream);
 }
 
 Status gemv_multi(std::span<const GpuWeight> ws, const float* x, int64_t n_tokens,
-                  std::span<float* const> ys, const cuda::Stream& stream) {
+                  std::span<float* const> ys, const cuda::Stream& stream, const GemvNorm& norm) {
   if (ws.empty() || ws.size() > kMaxJobs || ws.size() != ys.size()) {
     return Status::invalid_argument("gemv_multi takes 1 to 3 matrices, one output each");
   }
@@ -666,11 +820,54 @@ Status gemv_multi(std::span<const GpuWeight> ws, const float* x, int64_t n_token
   p.x = x;
   p.n_tokens = static_cast<int>(n_tokens);
   p.mode = Mode::kStore;
+  p.norm.in_scale = norm.in_scale;  // an output norm needs an accumulating call
+  if (norm.out_weight != nullptr) return Status::invalid_argument("gemv_multi: a norm output");
   return launch(ws[0].type, p, stream);
 }
 
+Status gemv_qkv_rope_store(const GpuWeight& wq, const GpuWeight& wk, const GpuWeight& wv,
+                           const float* x, int64_t n_tokens, float* q, const float* rope_table,
+                           int64_t rope_dims, int64_t head_dim, const GpuKvView& kv,
+                           int64_t layer, const cuda::Stream& stream, const GemvNorm& norm) {
+  const char* where = "gemv_qkv_rope_store: ";
+  if (wq.type != wk.type || wq.type != wv.type || wq.cols != wk.cols || wq.cols != wv.cols) {
+    return Status::invalid_argument(std::string(where) + "matrices of different types or widths");
+  }
+  if (kv.dtype != DType::kF32 && kv.dtype != DType::kF16) {
+    return Status::invalid_argument(std::string(where) + "an F32 or F16 cache only");
+  }
+  if (kv.positions == nullptr || kv.block_table == nullptr || layer < 0 || layer >= kv.n_layer) {
+    return Status::invalid_argument(std::string(where) + "no positions, block table or layer");
+  }
+  if (head_dim <= 0 || head_dim % 2 != 0 || rope_dims % 2 != 0 || rope_dims > head_dim ||
+      wk.rows != kv.kv_dim || wv.rows != kv.kv_dim || wq.rows % head_dim != 0 ||
+      kv.kv_dim % head_dim != 0) {
+    return Status::invalid_argument(std::string(where) + "shapes do not match the cache");
+  }
+  if (norm.out_weight != nullptr) {
+    return Status::invalid_argument(std::string(where) + "a norm output");
+  }
+  Params p;
+  STRATA_RETURN_IF_ERROR(fill_layout(wq, &p));
+  p.jobs[0] = job_of(wq, q);
+  p.jobs[1] = job_of(wk, nullptr);
+  p.jobs[2] = job_of(wv, nullptr);
+  p.num_jobs = 3;
+  p.x = x;
+  p.n_tokens = static_cast<int>(n_tokens);
+  p.mode = Mode::kStore;
+  p.norm.in_scale = norm.in_scale;
+  p.rope_store = true;
+  p.rope_table = reinterpret_cast<const float2*>(rope_table);
+  p.rope_half = static_cast<int>(rope_dims / 2);
+  p.head_dim = static_cast<int>(head_dim);
+  p.kv = kv;
+  p.layer = layer;
+  return launch(wq.type, p, stream);
+}
+
 Status gemv_swiglu(const GpuWeight& gate, const GpuWeight& up, const float* x, int64_t n_tokens,
-                   float* y, const cuda::Stream& stream) {
+                   float* y, const cuda::Stream& stream, const GemvNorm& norm) {
   if (gate.type != up.type || gate.rows != up.rows || gate.cols != up.cols) {
     return Status::invalid_argument("gemv_swiglu: gate and up differ in type or shape");
   }
@@ -682,6 +879,8 @@ Status gemv_swiglu(const GpuWeight& gate, const GpuWeight& up, const float* x, i
   p.x = x;
   p.n_tokens = static_cast<int>(n_tokens);
   p.mode = Mode::kSwiGLU;
+  if (norm.out_weight != nullptr) return Status::invalid_argument("gemv_swiglu: a norm output");
+  p.norm.in_scale = norm.in_scale;
   return launch(gate.type, p, stream);
 }
 

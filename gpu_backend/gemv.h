@@ -21,6 +21,7 @@
 #include <span>
 
 #include "gpu_backend/cuda_api.h"
+#include "gpu_backend/gpu_kv_view.h"
 #include "gpu_backend/gpu_weight.h"
 #include "offload/core/status.h"
 
@@ -34,19 +35,56 @@ enum class GemvOutput {
   kAccumulate,  // y += W x (the residual add)
 };
 
+// RMSNorm folded into the GEMVs on either side of it, so that a decode step has no norm kernels:
+// RMSNorm(x) = s x o g with one scale s = 1 / sqrt(mean(x^2) + eps) per token, and
+// W (s x o g) = s W (x o g). A GEMV that accumulates into the residual x leaves the next norm's
+// xg = x o g and s (`out_*`); the GEMV after it reads xg and multiplies its sums by s
+// (`in_scale`). s is summed in double, as rms_norm does; the products round differently from
+// rms_norm's (x s) g, by an ulp or so: the `exact` tier still holds.
+struct GemvNormScratch {
+  double* partials = nullptr;  // [max_blocks][kGpuGemvMaxTokens]: each block's sum of squares
+  int64_t max_blocks = 0;
+  unsigned* counter = nullptr;  // zero between calls (the last block to finish resets it)
+};
+
+// Device bytes of a GemvNormScratch for GEMVs with up to `rows` rows, and its layout in them.
+int64_t gemv_norm_scratch_bytes(int64_t rows);
+GemvNormScratch gemv_norm_scratch_at(void* device_bytes, int64_t rows);
+
+struct GemvNorm {
+  const float* in_scale = nullptr;  // [n_tokens]: y = in_scale[t] * (W x), x being an xg
+  // kAccumulate only: from the updated y, the next RMSNorm's xg and scale (weight g [w.rows]).
+  const float* out_weight = nullptr;
+  float out_eps = 0.0f;
+  float* out_xg = nullptr;     // [n_tokens][w.rows]
+  float* out_scale = nullptr;  // [n_tokens]
+  GemvNormScratch scratch;     // REQUIRES with out_weight: zeroed counter
+};
+
 // y [n_tokens][w.rows] (=|+=) x [n_tokens][w.cols] W^T. REQUIRES: 1 <= n_tokens <=
 // kGpuGemvMaxTokens; x and y are device arrays that do not overlap, 16-byte aligned.
 Status gemv(const GpuWeight& w, const float* x, int64_t n_tokens, float* y, GemvOutput output,
-            const cuda::Stream& stream);
+            const cuda::Stream& stream, const GemvNorm& norm = {});
 
 // Up to 3 matrices with the same cols over the same x in one launch: ys[i] [n_tokens][ws[i].rows]
-// = x ws[i]^T (the Q, K and V projections).
+// = x ws[i]^T (the Q, K and V projections). norm: in_scale only.
 Status gemv_multi(std::span<const GpuWeight> ws, const float* x, int64_t n_tokens,
-                  std::span<float* const> ys, const cuda::Stream& stream);
+                  std::span<float* const> ys, const cuda::Stream& stream,
+                  const GemvNorm& norm = {});
+
+// The Q, K and V products of a decode step with rope_store_kv (elementwise.h) in the epilogue,
+// for adjacent-pair RoPE and an F32 or F16 cache: q [n_tokens][wq.rows] = rotated x wq^T; k
+// rotated and v go straight into the cache `kv` of `layer` at kv.positions (device). Bit for bit
+// what gemv_multi and then rope_store_kv give. `rope_table` as rope_table() writes it for these
+// tokens. REQUIRES: wk and wv have kv.kv_dim rows, head_dim and rope_dims even; norm: in_scale.
+Status gemv_qkv_rope_store(const GpuWeight& wq, const GpuWeight& wk, const GpuWeight& wv,
+                           const float* x, int64_t n_tokens, float* q, const float* rope_table,
+                           int64_t rope_dims, int64_t head_dim, const GpuKvView& kv,
+                           int64_t layer, const cuda::Stream& stream, const GemvNorm& norm = {});
 
 // y [n_tokens][gate.rows] = silu(x gate^T) * (x up^T). REQUIRES: gate and up have the same shape
-// and type.
+// and type. norm: in_scale only (both products are scaled before the SwiGLU).
 Status gemv_swiglu(const GpuWeight& gate, const GpuWeight& up, const float* x, int64_t n_tokens,
-                   float* y, const cuda::Stream& stream);
+                   float* y, const cuda::Stream& stream, const GemvNorm& norm = {});
 
 }  // namespace strata::gpu

@@ -214,6 +214,11 @@ Status GpuExecutor::init() {
   STRATA_RETURN_IF_ERROR(activations(n * 4, &positions_));
   STRATA_RETURN_IF_ERROR(activations(std::max<int64_t>(1, n * hp.rope_dims * 4), &rope_table_));
   STRATA_RETURN_IF_ERROR(activations(kLogitRows * hp.n_vocab * 4, &logits_));
+  STRATA_RETURN_IF_ERROR(activations(gpu::kGpuGemvMaxTokens * 4, &norm_scale_));
+  // The accumulating GEMVs that leave a folded norm's inputs write the residual: n_embd rows.
+  STRATA_RETURN_IF_ERROR(activations(gpu::gemv_norm_scratch_bytes(hp.n_embd), &norm_scratch_));
+  STRATA_RETURN_IF_ERROR(cuda::memset_async(norm_scratch_.data(), 0, norm_scratch_.size_bytes(),
+                                            stream_));  // the counter starts at zero
   STRATA_ASSIGN_OR_RETURN(step_inputs_, cuda::PinnedHostBuffer::allocate(2 * n * 4));
   if (StatusOr<void*> mapped = cuda::device_pointer_of_host(step_inputs_.data()); mapped.is_ok()) {
     step_inputs_device_ = static_cast<const int32_t*>(*mapped);
@@ -678,6 +683,16 @@ Status GpuExecutor::matmuls(std::span<const Operand> ops, const float* x, int64_
   }
   offload_times_.cpu_s += std::chrono::duration<double>(Clock::now() - t1).count();
   return Status::ok();
+}
+
+bool GpuExecutor::all_on_gpu(Phase phase) const {
+  if (output_.where[phase] == Placement::kCpu) return false;
+  for (const Layer& l : layers_) {
+    for (const Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+      if (m->where[phase] == Placement::kCpu) return false;
+    }
+  }
+  return true;
 }
 
 Status GpuExecutor::embed_on_host(std::span<const int32_t> tokens) {
@@ -1181,6 +1196,33 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
   STRATA_RETURN_IF_ERROR(
       gpu::rope_table(positions, n, hp.rope_dims, hp.rope_theta, rope_table, stream_));
 
+  // RMSNorm folded into the GEMVs (fold_norms): xb holds x o g rather than the normed x, and
+  // norm_scale the per-token scale the GEMV reading it applies. Only where every product of the
+  // step is a GPU GEMV, since the accumulating GEMV of each sub-layer prepares the next norm.
+  const bool fold = decode && options_.fold_norms && all_on_gpu(phase);
+  auto* norm_scale = static_cast<float*>(norm_scale_.data());
+  auto folded_in = [&](int64_t row0) {
+    gpu::GemvNorm f;
+    if (fold) f.in_scale = norm_scale + row0;
+    return f;
+  };
+  auto folded_out = [&](const float* next_weight) {
+    gpu::GemvNorm f;
+    f.out_weight = next_weight;
+    f.out_eps = eps;
+    f.out_xg = xb;
+    f.out_scale = norm_scale;
+    f.scratch = gpu::gemv_norm_scratch_at(norm_scratch_.data(), E);
+    return f;
+  };
+
+  // RoPE and the KV store in the QKV GEMV's epilogue (fuse_rope_store): one sequence, adjacent
+  // pairs, no biases between the product and the rotation, a cache the epilogue writes.
+  const bool rope_in_epilogue =
+      decode && options_.fuse_rope_store && segments.size() == 1 && segments[0].row0 == 0 &&
+      segments[0].n == n && hp.rope_style == RopeStyle::kAdjacentPairs && !hp.qkv_bias &&
+      (segments[0].kv.dtype == DType::kF32 || segments[0].kv.dtype == DType::kF16);
+
   const bool staging = !staged_blocks_.empty();
   const bool cpu_split = std::any_of(segments.begin(), segments.end(),
                                      [](const Segment& s) { return !s.cold_ranges.empty(); });
@@ -1216,13 +1258,24 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
                   w_gate = operand(w.w_gate, phase, slot), w_up = operand(w.w_up, phase, slot),
                   w_down = operand(w.w_down, phase, slot);
 
-    // Attention block.
-    STRATA_RETURN_IF_ERROR(gpu::rms_norm(x, w.attn_norm, xb, n, E, eps, stream_));
+    // Attention block. Folded, the layer before left xb = x o attn_norm and its scale.
+    if (!fold) {
+      STRATA_RETURN_IF_ERROR(gpu::rms_norm(x, w.attn_norm, xb, n, E, eps, stream_));
+    } else if (l == 0) {
+      STRATA_RETURN_IF_ERROR(
+          gpu::rms_norm_unapplied(x, w.attn_norm, xb, norm_scale, n, E, eps, stream_));
+    }
     STRATA_RETURN_IF_ERROR(mark(kOther));
-    if (decode && !wq.cpu && !wk.cpu && !wv.cpu) {  // q [n][Q], k [n][K], v [n][K] in one pass
+    const bool qkv_on_gpu = decode && !wq.cpu && !wk.cpu && !wv.cpu;
+    const bool rope_in_gemv = qkv_on_gpu && rope_in_epilogue;
+    if (rope_in_gemv) {  // q [n][Q] rotated; k rotated and v into the cache
+      STRATA_RETURN_IF_ERROR(gpu::gemv_qkv_rope_store(
+          wq.gpu, wk.gpu, wv.gpu, xb, n, q, rope_table, hp.rope_dims, hp.head_dim,
+          segments[0].kv, l, stream_, folded_in(0)));
+    } else if (qkv_on_gpu) {  // q [n][Q], k [n][K], v [n][K] in one pass
       const gpu::GpuWeight qkv[3] = {wq.gpu, wk.gpu, wv.gpu};
       float* const outs[3] = {q, k, v};
-      STRATA_RETURN_IF_ERROR(gpu::gemv_multi(qkv, xb, n, outs, stream_));
+      STRATA_RETURN_IF_ERROR(gpu::gemv_multi(qkv, xb, n, outs, stream_, folded_in(0)));
     } else {
       const Operand qkv[3] = {wq, wk, wv};
       float* const outs[3] = {q, k, v};
@@ -1236,9 +1289,12 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     }
     for (const Segment& s : segments) {
       // q rotated in place; k rotated and v stored into the segment's cache at its positions.
-      STRATA_RETURN_IF_ERROR(gpu::rope_store_kv(q + s.row0 * Q, k + s.row0 * K, v + s.row0 * K, s.n,
-                                                rope_table + s.row0 * hp.rope_dims, shape,
-                                                hp.rope_dims, hp.rope_style, s.kv, l, stream_));
+      if (!rope_in_gemv) {
+        STRATA_RETURN_IF_ERROR(gpu::rope_store_kv(
+            q + s.row0 * Q, k + s.row0 * K, v + s.row0 * K, s.n,
+            rope_table + s.row0 * hp.rope_dims, shape, hp.rope_dims, hp.rope_style, s.kv, l,
+            stream_));
+      }
       STRATA_RETURN_IF_ERROR(mark(kOther));
       if (!s.cold_ranges.empty()) {  // cold blocks attended by the CPU
         STRATA_RETURN_IF_ERROR(
@@ -1253,7 +1309,10 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
       STRATA_RETURN_IF_ERROR(mark(kAttention));
     }
     if (stage_next >= 0) STRATA_RETURN_IF_ERROR(queue_stage_copy(stage_next));
-    {
+    if (fold) {  // x += Wo att, leaving xb = x o ffn_norm and its scale
+      STRATA_RETURN_IF_ERROR(gpu::gemv(wo.gpu, att, n, x, GemvOutput::kAccumulate, stream_,
+                                       folded_out(w.ffn_norm)));
+    } else {
       const Operand ops[1] = {wo};
       float* const outs[1] = {x};
       STRATA_RETURN_IF_ERROR(matmuls(ops, att, n, outs, GemvOutput::kAccumulate));  // x += Wo att
@@ -1261,17 +1320,23 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     STRATA_RETURN_IF_ERROR(mark(kMatmul));
 
     // Feed-forward block (SwiGLU).
-    STRATA_RETURN_IF_ERROR(gpu::rms_norm(x, w.ffn_norm, xb, n, E, eps, stream_));
+    if (!fold) STRATA_RETURN_IF_ERROR(gpu::rms_norm(x, w.ffn_norm, xb, n, E, eps, stream_));
     STRATA_RETURN_IF_ERROR(mark(kOther));
     if (decode && !w_gate.cpu && !w_up.cpu) {  // gate [n][F] = silu(W_gate xb) * (W_up xb)
-      STRATA_RETURN_IF_ERROR(gpu::gemv_swiglu(w_gate.gpu, w_up.gpu, xb, n, gate, stream_));
+      STRATA_RETURN_IF_ERROR(
+          gpu::gemv_swiglu(w_gate.gpu, w_up.gpu, xb, n, gate, stream_, folded_in(0)));
     } else {
       const Operand ops[2] = {w_gate, w_up};
       float* const outs[2] = {gate, up};
       STRATA_RETURN_IF_ERROR(matmuls(ops, xb, n, outs));
       STRATA_RETURN_IF_ERROR(gpu::swiglu(gate, up, gate, n * F, stream_));
     }
-    {
+    if (fold) {  // x += W h, leaving the next norm's inputs (the output norm after the last)
+      const float* next_norm =
+          l + 1 < hp.n_layer ? layers_[static_cast<size_t>(l + 1)].attn_norm : output_norm_;
+      STRATA_RETURN_IF_ERROR(gpu::gemv(w_down.gpu, gate, n, x, GemvOutput::kAccumulate, stream_,
+                                       folded_out(next_norm)));
+    } else {
       const Operand ops[1] = {w_down};
       float* const outs[1] = {x};
       STRATA_RETURN_IF_ERROR(matmuls(ops, gate, n, outs, GemvOutput::kAccumulate));  // x += W h
@@ -1285,10 +1350,16 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
 
   // Final norm and the output head of the last head_rows tokens: logits_ [head_rows][n_vocab].
   const int64_t r0 = n - head_rows;
-  STRATA_RETURN_IF_ERROR(gpu::rms_norm(x + r0 * E, output_norm_, xb, head_rows, E, eps, stream_));
   const Operand head[1] = {operand(output_, phase, nullptr)};
   float* const logits[1] = {act(logits_)};
-  STRATA_RETURN_IF_ERROR(matmuls(head, xb, head_rows, logits));
+  if (fold) {  // the last down GEMV left xb = x o output_norm for every row
+    STRATA_RETURN_IF_ERROR(gpu::gemv(head[0].gpu, xb + r0 * E, head_rows, logits[0],
+                                     GemvOutput::kStore, stream_, folded_in(r0)));
+  } else {
+    STRATA_RETURN_IF_ERROR(
+        gpu::rms_norm(x + r0 * E, output_norm_, xb, head_rows, E, eps, stream_));
+    STRATA_RETURN_IF_ERROR(matmuls(head, xb, head_rows, logits));
+  }
   STRATA_RETURN_IF_ERROR(mark(kLogits));
   return attender_.wait();
 }

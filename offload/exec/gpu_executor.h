@@ -78,6 +78,14 @@ struct GpuExecutorOptions {
   // Decode steps (chunks of at most kGpuGemvMaxTokens tokens) are captured once per shape as a
   // CUDA graph and replayed: one launch per step instead of a few hundred.
   bool cuda_graphs = true;
+  // Decode steps whose matrices all run on the GPU fold every RMSNorm into the GEMVs around it
+  // (gemv.h, GemvNorm): the residual's accumulating GEMV leaves the next norm's inputs, the GEMV
+  // after it applies the scale; two kernels a layer fewer. Off: rms_norm kernels, as prefill.
+  bool fold_norms = true;
+  // Decode steps of one sequence with adjacent-pair RoPE, no q/k/v biases and an F32 or F16
+  // cache rotate q and k and store k and v in the QKV GEMV's epilogue (gemv_qkv_rope_store)
+  // instead of a rope_store_kv kernel per layer.
+  bool fuse_rope_store = true;
   // Where each weight tensor lives and runs, by name (Plan::tensors); empty: all resident.
   // Tensors it does not name are resident; norms and biases are resident whatever it says (a few
   // KiB per layer). Only layer matrices may stream (a staging slot holds one layer).
@@ -262,6 +270,8 @@ class GpuExecutor final : public Engine {
   bool phase_on_gpu(Phase phase) const;  // every layer matrix and the head resident
   // The operand of `m` in `phase`; `slot` is the layer's staging slot when it streams.
   Operand operand(const Matrix& m, Phase phase, const uint8_t* slot) const;
+  // Whether every weight product of `phase` runs on the GPU (none is CPU-run).
+  bool all_on_gpu(Phase phase) const;
   // Y = W X for several weights over the same x: GPU operands are queued first (they run while
   // the CPU works), then x goes down once for the CPU operands and their outputs come up.
   // kAccumulate adds into outs (CPU results go through xb_, which must be dead here).
@@ -365,6 +375,8 @@ class GpuExecutor final : public Engine {
 
   // Activations [max_batch_tokens][width] (device), allocated once.
   DeviceBuffer x_, xb_, q_, k_, v_, att_, gate_, up_;
+  // Folded RMSNorms (fold_norms): each token's scale, and the GEMVs' scratch for making it.
+  DeviceBuffer norm_scale_, norm_scratch_;
   DeviceBuffer ids_, positions_;  // int32 [max_batch_tokens]
   DeviceBuffer rope_table_;       // (cos, sin) [max_batch_tokens][rope_dims / 2][2]
   DeviceBuffer logits_;           // [kLogitRows][n_vocab]

@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "gpu_backend/elementwise.h"
 #include "gpu_backend/gemv_tuning.h"
 #include "gpu_backend/gpu_weight.h"
 #include "tests/gpu_backend/gpu_weight_fixture.h"
@@ -199,6 +200,186 @@ TEST_F(GpuGemvTest, MultiAndSwiGLUMatchSeparateProducts) {
       EXPECT_LT(rel_err(download(h, n * 48), want), 4e-6);
     }
   }
+}
+
+// RMSNorm folded into the GEMVs (GemvNorm): the accumulating GEMV leaves xg = y o g and the
+// scale 1 / sqrt(mean(y^2) + eps) of the updated y, the next GEMV multiplies by that scale; the
+// pair must equal the unfolded norm and products (the `exact` tier: float64 reference of the
+// normed x), and the norm's scratch must be reusable call after call (the counter resets).
+TEST_F(GpuGemvTest, FoldedNormMatchesNormThenProduct) {
+  for (DType type : {DType::kF16, DType::kQ8_0, DType::kQ4_0}) {
+    for (int64_t n : {1, 3}) {
+      SCOPED_TRACE(std::string(dtype_name(type)) + " tokens " + std::to_string(n));
+      const int64_t E = 1024, F = 2048;
+      const HostMatrix down = random_matrix(type, E, F, rng_);  // writes the residual
+      const HostMatrix next = random_matrix(type, 3 * 64, E, rng_);
+      const gpu::GpuWeight wd = upload(down), wn = upload(next);
+      const std::vector<float> h = random_floats(n * F), y0 = random_floats(n * E);
+      std::vector<float> g = random_floats(E);
+      const float eps = 1e-5f;
+      float* dy = upload(y0);
+      float* xg = device_output(n * E);
+      float* scale = device_output(n);
+      void* scratch_bytes =
+          upload(std::vector<uint8_t>(static_cast<size_t>(gpu::gemv_norm_scratch_bytes(E)), 0));
+      gpu::GemvNorm out;
+      out.out_weight = upload(g);
+      out.out_eps = eps;
+      out.out_xg = xg;
+      out.out_scale = scale;
+      out.scratch = gpu::gemv_norm_scratch_at(scratch_bytes, E);
+      for (int call = 0; call < 3; ++call) {  // the same scratch each time
+        SCOPED_TRACE("call " + std::to_string(call));
+        ASSERT_TRUE(cuda::memcpy_async(dy, y0.data(), n * E * 4, cuda::CopyKind::kHostToDevice,
+                                       stream())
+                        .is_ok());
+        ASSERT_TRUE(
+            gpu::gemv(wd, upload(h), n, dy, gpu::GemvOutput::kAccumulate, stream(), out).is_ok());
+        const std::vector<float> y = download(dy, n * E);
+        const std::vector<float> got_xg = download(xg, n * E);
+        const std::vector<float> got_scale = download(scale, n);
+        // The updated residual as an unfolded accumulate gives it, and xg from it exactly.
+        std::vector<double> want_y = reference(down, h, n);
+        for (size_t i = 0; i < want_y.size(); ++i) want_y[i] += y0[i];
+        EXPECT_LT(rel_err(y, want_y), 2e-6);
+        std::vector<double> want_normed(static_cast<size_t>(n * E));
+        for (int64_t t = 0; t < n; ++t) {
+          double ss = 0;
+          for (int64_t i = 0; i < E; ++i) {
+            const size_t k = static_cast<size_t>(t * E + i);
+            ASSERT_EQ(got_xg[k], y[k] * g[static_cast<size_t>(i)]) << "xg at " << k;
+            ss += static_cast<double>(y[k]) * y[k];
+          }
+          const double s = 1.0 / std::sqrt(ss / E + eps);
+          EXPECT_NEAR(got_scale[static_cast<size_t>(t)], s, 2e-7 * s) << "token " << t;
+          for (int64_t i = 0; i < E; ++i) {
+            const size_t k = static_cast<size_t>(t * E + i);
+            want_normed[k] = static_cast<double>(y[k]) * s * g[static_cast<size_t>(i)];
+          }
+        }
+        // The next product over xg with the scale: the product over the normed x.
+        std::vector<float> normed(want_normed.begin(), want_normed.end());
+        const std::vector<double> want_next = reference(next, normed, n);
+        gpu::GemvNorm in;
+        in.in_scale = scale;
+        float* yn = device_output(n * next.rows);
+        ASSERT_TRUE(gpu::gemv(wn, xg, n, yn, gpu::GemvOutput::kStore, stream(), in).is_ok());
+        EXPECT_LT(rel_err(download(yn, n * next.rows), want_next), 2e-6);
+        float* ys[1] = {device_output(n * next.rows)};
+        const gpu::GpuWeight one[1] = {wn};
+        ASSERT_TRUE(gpu::gemv_multi(one, xg, n, ys, stream(), in).is_ok());
+        EXPECT_LT(rel_err(download(ys[0], n * next.rows), want_next), 2e-6);
+        float* sw = device_output(n * next.rows);
+        ASSERT_TRUE(gpu::gemv_swiglu(wn, wn, xg, n, sw, stream(), in).is_ok());
+        std::vector<double> want_sw(want_next.size());
+        for (size_t i = 0; i < want_sw.size(); ++i)
+          want_sw[i] = want_next[i] / (1.0 + std::exp(-want_next[i])) * want_next[i];
+        EXPECT_LT(rel_err(download(sw, n * next.rows), want_sw), 4e-6);
+      }
+    }
+  }
+}
+
+TEST_F(GpuGemvTest, FoldedNormOutputNeedsAnAccumulatingCallWithScratch) {
+  const HostMatrix m = random_matrix(DType::kF16, 64, 256, rng_);
+  const gpu::GpuWeight w = upload(m);
+  gpu::GemvNorm out;
+  out.out_weight = device_output(64);
+  out.out_xg = device_output(64);
+  out.out_scale = device_output(1);  // no scratch
+  const float* x = upload(random_floats(256));
+  EXPECT_EQ(gpu::gemv(w, x, 1, device_output(64), gpu::GemvOutput::kAccumulate, stream(), out)
+                .code(),
+            StatusCode::kInvalidArgument);
+  void* scratch_bytes =
+      upload(std::vector<uint8_t>(static_cast<size_t>(gpu::gemv_norm_scratch_bytes(64)), 0));
+  out.scratch = gpu::gemv_norm_scratch_at(scratch_bytes, 64);
+  EXPECT_EQ(gpu::gemv(w, x, 1, device_output(64), gpu::GemvOutput::kStore, stream(), out).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_TRUE(
+      gpu::gemv(w, x, 1, device_output(64), gpu::GemvOutput::kAccumulate, stream(), out).is_ok());
+}
+
+// The QKV GEMV with RoPE and the KV store in its epilogue against gemv_multi then
+// rope_store_kv: q and every byte of both caches bit for bit (partial rotation, f32 and f16
+// caches, one and several tokens, with a folded norm's scale).
+TEST_F(GpuGemvTest, QkvRopeStoreEqualsProductsThenRopeStore) {
+  struct Case {
+    DType type;
+    int64_t rope_dims;
+    DType kv_type;
+    int64_t n;
+  };
+  const Case cases[] = {{DType::kF16, 64, DType::kF16, 1},
+                        {DType::kQ4_0, 64, DType::kF32, 3},
+                        {DType::kQ8_0, 32, DType::kF16, 2},
+                        {DType::kQ4_0, 64, DType::kF16, 1}};
+  const gpu::AttentionShape shape{8, 2, 64};
+  const int64_t E = 512, Q = 512, K = 128, block_tokens = 16, n_layer = 2, layer = 1, pos0 = 37;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::string(dtype_name(c.type)) + " rope_dims " + std::to_string(c.rope_dims) +
+                 " tokens " + std::to_string(c.n));
+    const HostMatrix mq = random_matrix(c.type, Q, E, rng_), mk = random_matrix(c.type, K, E, rng_),
+                     mv = random_matrix(c.type, K, E, rng_);
+    const gpu::GpuWeight wq = upload(mq), wk = upload(mk), wv = upload(mv);
+    const int64_t n = c.n, blocks = (pos0 + n + block_tokens - 1) / block_tokens;
+    const int64_t block_bytes = block_tokens * K * (c.kv_type == DType::kF16 ? 2 : 4);
+    const int64_t entries = blocks * n_layer * 2;
+    std::vector<int32_t> pos(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(pos0 + i);
+    const int32_t* dpos = upload(pos);
+    auto* pool_a = static_cast<uint8_t*>(device_alloc(entries * block_bytes));
+    auto* pool_b = static_cast<uint8_t*>(device_alloc(entries * block_bytes));
+    auto view_of = [&](uint8_t* pool) {
+      std::vector<void*> table(static_cast<size_t>(entries));
+      for (int64_t e = 0; e < entries; ++e) table[static_cast<size_t>(e)] = pool + e * block_bytes;
+      gpu::GpuKvView v;
+      v.block_table = upload(table);
+      v.n_layer = n_layer;
+      v.num_tokens = pos0 + n;
+      v.block_tokens = block_tokens;
+      v.kv_dim = K;
+      v.dtype = c.kv_type;
+      v.positions = dpos;
+      return v;
+    };
+    const gpu::GpuKvView view_a = view_of(pool_a), view_b = view_of(pool_b);
+    float* table = device_output(n * c.rope_dims);
+    ASSERT_TRUE(gpu::rope_table(dpos, n, c.rope_dims, 5e5, table, stream()).is_ok());
+    const float* x = upload(random_floats(n * E));
+    std::vector<float> scale_host = random_floats(n);
+    for (float& v : scale_host) v = 0.5f + std::abs(v);
+    gpu::GemvNorm in;
+    in.in_scale = upload(scale_host);
+
+    float *qa = device_output(n * Q), *ka = device_output(n * K), *va = device_output(n * K);
+    const gpu::GpuWeight ws[3] = {wq, wk, wv};
+    float* outs[3] = {qa, ka, va};
+    ASSERT_TRUE(gpu::gemv_multi(ws, x, n, outs, stream(), in).is_ok());
+    ASSERT_TRUE(gpu::rope_store_kv(qa, ka, va, n, table, shape, c.rope_dims,
+                                   RopeStyle::kAdjacentPairs, view_a, layer, stream())
+                    .is_ok());
+    float* qb = device_output(n * Q);
+    ASSERT_TRUE(gpu::gemv_qkv_rope_store(wq, wk, wv, x, n, qb, table, c.rope_dims,
+                                         shape.head_dim, view_b, layer, stream(), in)
+                    .is_ok());
+    const std::vector<float> got_q = download(qb, n * Q);
+    for (float v : got_q) ASSERT_TRUE(std::isfinite(v));
+    EXPECT_EQ(download(qa, n * Q), got_q);
+    EXPECT_EQ(download(pool_a, entries * block_bytes), download(pool_b, entries * block_bytes));
+  }
+}
+
+TEST_F(GpuGemvTest, QkvRopeStoreRejectsAQ8_0Cache) {
+  const HostMatrix m = random_matrix(DType::kF16, 64, 64, rng_);
+  const gpu::GpuWeight w = upload(m);
+  gpu::GpuKvView kv;
+  kv.dtype = DType::kQ8_0;
+  kv.kv_dim = 64;
+  EXPECT_EQ(gpu::gemv_qkv_rope_store(w, w, w, device_output(64), 1, device_output(64),
+                                     device_output(64), 64, 64, kv, 0, stream())
+                .code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST_F(GpuGemvTest, RejectsTooManyTokens) {
