@@ -179,8 +179,8 @@ Status rms_norm_unapplied(const float* x, const float* weight, float* xg, float*
   if (n_tokens > std::numeric_limits<int32_t>::max()) {
     return Status::invalid_argument("rms_norm_unapplied: more than 2^31 - 1 rows");
   }
-  rms_norm_kernel<<<static_cast<unsigned>(n_tokens), kThreads, 0, stream.native()>>>(
-      x, weight, xg, n, eps, scale);
+  rms_norm_kernel<<<static_cast<unsigned>(n_tokens), kThreads, 0, stream.native()>>>(x, weight, xg,
+                                                                                     n, eps, scale);
   return cuda::check_last_launch("rms_norm_kernel (unapplied)");
 }
 

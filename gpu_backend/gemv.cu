@@ -24,9 +24,9 @@
 
 #include "gpu_backend/dependent_launch.cuh"
 #include "gpu_backend/gemv.h"
-#include "gpu_backend/half_bits.cuh"
 #include "gpu_backend/gemv_mma.h"
 #include "gpu_backend/gemv_tuning.h"
+#include "gpu_backend/half_bits.cuh"
 #include "offload/core/quant_blocks.h"
 
 namespace strata::gpu {
@@ -710,8 +710,7 @@ mma_gemv::Call mma_call(const Params& p) {
 Status launch(DType type, Params p, const cuda::Stream& stream) {
   STRATA_RETURN_IF_ERROR(check_tokens(p));
   cudaStream_t s = stream.native();
-  const bool folded =
-      p.norm.in_scale != nullptr || p.norm.out_weight != nullptr || p.rope_store;
+  const bool folded = p.norm.in_scale != nullptr || p.norm.out_weight != nullptr || p.rope_store;
   if (kTensorCoreDecode && !folded && p.n_tokens == 1 && mma_gemv::reads(type)) {
     // One token of Q8_0 / Q4_0: the tensor-core kernel (gemv_mma.cu says why).
     const mma_gemv::Call c = mma_call(p);
@@ -827,8 +826,8 @@ Status gemv_multi(std::span<const GpuWeight> ws, const float* x, int64_t n_token
 
 Status gemv_qkv_rope_store(const GpuWeight& wq, const GpuWeight& wk, const GpuWeight& wv,
                            const float* x, int64_t n_tokens, float* q, const float* rope_table,
-                           int64_t rope_dims, int64_t head_dim, const GpuKvView& kv,
-                           int64_t layer, const cuda::Stream& stream, const GemvNorm& norm) {
+                           int64_t rope_dims, int64_t head_dim, const GpuKvView& kv, int64_t layer,
+                           const cuda::Stream& stream, const GemvNorm& norm) {
   const char* where = "gemv_qkv_rope_store: ";
   if (wq.type != wk.type || wq.type != wv.type || wq.cols != wk.cols || wq.cols != wv.cols) {
     return Status::invalid_argument(std::string(where) + "matrices of different types or widths");

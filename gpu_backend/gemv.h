@@ -79,8 +79,8 @@ Status gemv_multi(std::span<const GpuWeight> ws, const float* x, int64_t n_token
 // tokens. REQUIRES: wk and wv have kv.kv_dim rows, head_dim and rope_dims even; norm: in_scale.
 Status gemv_qkv_rope_store(const GpuWeight& wq, const GpuWeight& wk, const GpuWeight& wv,
                            const float* x, int64_t n_tokens, float* q, const float* rope_table,
-                           int64_t rope_dims, int64_t head_dim, const GpuKvView& kv,
-                           int64_t layer, const cuda::Stream& stream, const GemvNorm& norm = {});
+                           int64_t rope_dims, int64_t head_dim, const GpuKvView& kv, int64_t layer,
+                           const cuda::Stream& stream, const GemvNorm& norm = {});
 
 // y [n_tokens][gate.rows] = silu(x gate^T) * (x up^T). REQUIRES: gate and up have the same shape
 // and type. norm: in_scale only (both products are scaled before the SwiGLU).

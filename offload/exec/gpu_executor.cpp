@@ -1269,9 +1269,9 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     const bool qkv_on_gpu = decode && !wq.cpu && !wk.cpu && !wv.cpu;
     const bool rope_in_gemv = qkv_on_gpu && rope_in_epilogue;
     if (rope_in_gemv) {  // q [n][Q] rotated; k rotated and v into the cache
-      STRATA_RETURN_IF_ERROR(gpu::gemv_qkv_rope_store(
-          wq.gpu, wk.gpu, wv.gpu, xb, n, q, rope_table, hp.rope_dims, hp.head_dim,
-          segments[0].kv, l, stream_, folded_in(0)));
+      STRATA_RETURN_IF_ERROR(gpu::gemv_qkv_rope_store(wq.gpu, wk.gpu, wv.gpu, xb, n, q, rope_table,
+                                                      hp.rope_dims, hp.head_dim, segments[0].kv, l,
+                                                      stream_, folded_in(0)));
     } else if (qkv_on_gpu) {  // q [n][Q], k [n][K], v [n][K] in one pass
       const gpu::GpuWeight qkv[3] = {wq.gpu, wk.gpu, wv.gpu};
       float* const outs[3] = {q, k, v};
@@ -1290,10 +1290,9 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     for (const Segment& s : segments) {
       // q rotated in place; k rotated and v stored into the segment's cache at its positions.
       if (!rope_in_gemv) {
-        STRATA_RETURN_IF_ERROR(gpu::rope_store_kv(
-            q + s.row0 * Q, k + s.row0 * K, v + s.row0 * K, s.n,
-            rope_table + s.row0 * hp.rope_dims, shape, hp.rope_dims, hp.rope_style, s.kv, l,
-            stream_));
+        STRATA_RETURN_IF_ERROR(gpu::rope_store_kv(q + s.row0 * Q, k + s.row0 * K, v + s.row0 * K,
+                                                  s.n, rope_table + s.row0 * hp.rope_dims, shape,
+                                                  hp.rope_dims, hp.rope_style, s.kv, l, stream_));
       }
       STRATA_RETURN_IF_ERROR(mark(kOther));
       if (!s.cold_ranges.empty()) {  // cold blocks attended by the CPU
@@ -1310,8 +1309,8 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     }
     if (stage_next >= 0) STRATA_RETURN_IF_ERROR(queue_stage_copy(stage_next));
     if (fold) {  // x += Wo att, leaving xb = x o ffn_norm and its scale
-      STRATA_RETURN_IF_ERROR(gpu::gemv(wo.gpu, att, n, x, GemvOutput::kAccumulate, stream_,
-                                       folded_out(w.ffn_norm)));
+      STRATA_RETURN_IF_ERROR(
+          gpu::gemv(wo.gpu, att, n, x, GemvOutput::kAccumulate, stream_, folded_out(w.ffn_norm)));
     } else {
       const Operand ops[1] = {wo};
       float* const outs[1] = {x};
@@ -1356,8 +1355,7 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     STRATA_RETURN_IF_ERROR(gpu::gemv(head[0].gpu, xb + r0 * E, head_rows, logits[0],
                                      GemvOutput::kStore, stream_, folded_in(r0)));
   } else {
-    STRATA_RETURN_IF_ERROR(
-        gpu::rms_norm(x + r0 * E, output_norm_, xb, head_rows, E, eps, stream_));
+    STRATA_RETURN_IF_ERROR(gpu::rms_norm(x + r0 * E, output_norm_, xb, head_rows, E, eps, stream_));
     STRATA_RETURN_IF_ERROR(matmuls(head, xb, head_rows, logits));
   }
   STRATA_RETURN_IF_ERROR(mark(kLogits));

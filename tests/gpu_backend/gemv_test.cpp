@@ -230,9 +230,9 @@ TEST_F(GpuGemvTest, FoldedNormMatchesNormThenProduct) {
       out.scratch = gpu::gemv_norm_scratch_at(scratch_bytes, E);
       for (int call = 0; call < 3; ++call) {  // the same scratch each time
         SCOPED_TRACE("call " + std::to_string(call));
-        ASSERT_TRUE(cuda::memcpy_async(dy, y0.data(), n * E * 4, cuda::CopyKind::kHostToDevice,
-                                       stream())
-                        .is_ok());
+        ASSERT_TRUE(
+            cuda::memcpy_async(dy, y0.data(), n * E * 4, cuda::CopyKind::kHostToDevice, stream())
+                .is_ok());
         ASSERT_TRUE(
             gpu::gemv(wd, upload(h), n, dy, gpu::GemvOutput::kAccumulate, stream(), out).is_ok());
         const std::vector<float> y = download(dy, n * E);
@@ -288,9 +288,9 @@ TEST_F(GpuGemvTest, FoldedNormOutputNeedsAnAccumulatingCallWithScratch) {
   out.out_xg = device_output(64);
   out.out_scale = device_output(1);  // no scratch
   const float* x = upload(random_floats(256));
-  EXPECT_EQ(gpu::gemv(w, x, 1, device_output(64), gpu::GemvOutput::kAccumulate, stream(), out)
-                .code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      gpu::gemv(w, x, 1, device_output(64), gpu::GemvOutput::kAccumulate, stream(), out).code(),
+      StatusCode::kInvalidArgument);
   void* scratch_bytes =
       upload(std::vector<uint8_t>(static_cast<size_t>(gpu::gemv_norm_scratch_bytes(64)), 0));
   out.scratch = gpu::gemv_norm_scratch_at(scratch_bytes, 64);
@@ -360,8 +360,8 @@ TEST_F(GpuGemvTest, QkvRopeStoreEqualsProductsThenRopeStore) {
                                    RopeStyle::kAdjacentPairs, view_a, layer, stream())
                     .is_ok());
     float* qb = device_output(n * Q);
-    ASSERT_TRUE(gpu::gemv_qkv_rope_store(wq, wk, wv, x, n, qb, table, c.rope_dims,
-                                         shape.head_dim, view_b, layer, stream(), in)
+    ASSERT_TRUE(gpu::gemv_qkv_rope_store(wq, wk, wv, x, n, qb, table, c.rope_dims, shape.head_dim,
+                                         view_b, layer, stream(), in)
                     .is_ok());
     const std::vector<float> got_q = download(qb, n * Q);
     for (float v : got_q) ASSERT_TRUE(std::isfinite(v));
