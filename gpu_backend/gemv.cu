@@ -21,6 +21,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <span>
+#include <string>
 
 #include "gpu_backend/dependent_launch.cuh"
 #include "gpu_backend/gemv.h"
@@ -500,8 +502,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Params p) {
         // Adjacent pairs: rows 2i and 2i + 1 of a head are rows r and r ^ 1 of this group (R is
         // even and row0 a multiple of R), i.e. lane idx ^ NT. Rotated as rope_store_kv does.
         const float other = __shfl_xor_sync(0xFFFFFFFFu, v0, NT);
-        const int job_index = static_cast<int>(blockIdx.y);  // 0 q, 1 k, 2 v
-        if (live) {
+        if (live) {  // job_index: 0 q, 1 k, 2 v
           float value = v0;
           const int d = static_cast<int>(row % p.head_dim);
           if (job_index < 2 && d < 2 * p.rope_half) {
@@ -761,16 +762,29 @@ Job job_of(const GpuWeight& w, float* y) {
   return Job{static_cast<const uint8_t*>(w.data), w.scales, y, w.rows};
 }
 
+// The Params of the jobs ws[i] -> ys[i] over the same x, which all the entry points build;
+// `caller` names the entry point in the error for matrices of different types or widths.
+StatusOr<Params> params_of(std::span<const GpuWeight> ws, std::span<float* const> ys,
+                           const float* x, int64_t n_tokens, Mode mode, const char* caller) {
+  Params p;
+  STRATA_RETURN_IF_ERROR(fill_layout(ws[0], &p));
+  for (size_t i = 0; i < ws.size(); ++i) {
+    if (ws[i].type != ws[0].type || ws[i].cols != ws[0].cols) {
+      return Status::invalid_argument(std::string(caller) +
+                                      ": matrices of different types or widths");
+    }
+    p.jobs[i] = job_of(ws[i], ys[i]);
+  }
+  p.num_jobs = static_cast<int>(ws.size());
+  p.x = x;
+  p.n_tokens = static_cast<int>(n_tokens);
+  p.mode = mode;
+  return p;
+}
+
 // The Params of y = W x for one token (the tuning entry points).
 StatusOr<Params> one_token_store(const GpuWeight& w, const float* x, float* y) {
-  Params p;
-  STRATA_RETURN_IF_ERROR(fill_layout(w, &p));
-  p.jobs[0] = job_of(w, y);
-  p.num_jobs = 1;
-  p.x = x;
-  p.n_tokens = 1;
-  p.mode = Mode::kStore;
-  return p;
+  return params_of(std::span(&w, 1), std::span(&y, 1), x, 1, Mode::kStore, "gemv");
 }
 
 }  // namespace
@@ -791,13 +805,9 @@ GemvNormScratch gemv_norm_scratch_at(void* device_bytes, int64_t rows) {
 
 Status gemv(const GpuWeight& w, const float* x, int64_t n_tokens, float* y, GemvOutput output,
             const cuda::Stream& stream, const GemvNorm& norm) {
-  Params p;
-  STRATA_RETURN_IF_ERROR(fill_layout(w, &p));
-  p.jobs[0] = job_of(w, y);
-  p.num_jobs = 1;
-  p.x = x;
-  p.n_tokens = static_cast<int>(n_tokens);
-  p.mode = output == GemvOutput::kStore ? Mode::kStore : Mode::kAccumulate;
+  const Mode mode = output == GemvOutput::kStore ? Mode::kStore : Mode::kAccumulate;
+  STRATA_ASSIGN_OR_RETURN(Params p,
+                          params_of(std::span(&w, 1), std::span(&y, 1), x, n_tokens, mode, "gemv"));
   p.norm = norm;
   return launch(w.type, p, stream);
 }
@@ -807,20 +817,10 @@ Status gemv_multi(std::span<const GpuWeight> ws, const float* x, int64_t n_token
   if (ws.empty() || ws.size() > kMaxJobs || ws.size() != ys.size()) {
     return Status::invalid_argument("gemv_multi takes 1 to 3 matrices, one output each");
   }
-  Params p;
-  STRATA_RETURN_IF_ERROR(fill_layout(ws[0], &p));
-  for (size_t i = 0; i < ws.size(); ++i) {
-    if (ws[i].type != ws[0].type || ws[i].cols != ws[0].cols) {
-      return Status::invalid_argument("gemv_multi: matrices of different types or widths");
-    }
-    p.jobs[i] = job_of(ws[i], ys[i]);
-  }
-  p.num_jobs = static_cast<int>(ws.size());
-  p.x = x;
-  p.n_tokens = static_cast<int>(n_tokens);
-  p.mode = Mode::kStore;
-  p.norm.in_scale = norm.in_scale;  // an output norm needs an accumulating call
+  // An output norm needs an accumulating call.
   if (norm.out_weight != nullptr) return Status::invalid_argument("gemv_multi: a norm output");
+  STRATA_ASSIGN_OR_RETURN(Params p, params_of(ws, ys, x, n_tokens, Mode::kStore, "gemv_multi"));
+  p.norm.in_scale = norm.in_scale;
   return launch(ws[0].type, p, stream);
 }
 
@@ -829,9 +829,6 @@ Status gemv_qkv_rope_store(const GpuWeight& wq, const GpuWeight& wk, const GpuWe
                            int64_t rope_dims, int64_t head_dim, const GpuKvView& kv, int64_t layer,
                            const cuda::Stream& stream, const GemvNorm& norm) {
   const char* where = "gemv_qkv_rope_store: ";
-  if (wq.type != wk.type || wq.type != wv.type || wq.cols != wk.cols || wq.cols != wv.cols) {
-    return Status::invalid_argument(std::string(where) + "matrices of different types or widths");
-  }
   if (kv.dtype != DType::kF32 && kv.dtype != DType::kF16) {
     return Status::invalid_argument(std::string(where) + "an F32 or F16 cache only");
   }
@@ -846,15 +843,10 @@ Status gemv_qkv_rope_store(const GpuWeight& wq, const GpuWeight& wk, const GpuWe
   if (norm.out_weight != nullptr) {
     return Status::invalid_argument(std::string(where) + "a norm output");
   }
-  Params p;
-  STRATA_RETURN_IF_ERROR(fill_layout(wq, &p));
-  p.jobs[0] = job_of(wq, q);
-  p.jobs[1] = job_of(wk, nullptr);
-  p.jobs[2] = job_of(wv, nullptr);
-  p.num_jobs = 3;
-  p.x = x;
-  p.n_tokens = static_cast<int>(n_tokens);
-  p.mode = Mode::kStore;
+  const GpuWeight ws[3] = {wq, wk, wv};
+  float* const ys[3] = {q, nullptr, nullptr};  // k and v go to the cache
+  STRATA_ASSIGN_OR_RETURN(Params p,
+                          params_of(ws, ys, x, n_tokens, Mode::kStore, "gemv_qkv_rope_store"));
   p.norm.in_scale = norm.in_scale;
   p.rope_store = true;
   p.rope_table = reinterpret_cast<const float2*>(rope_table);
@@ -870,15 +862,10 @@ Status gemv_swiglu(const GpuWeight& gate, const GpuWeight& up, const float* x, i
   if (gate.type != up.type || gate.rows != up.rows || gate.cols != up.cols) {
     return Status::invalid_argument("gemv_swiglu: gate and up differ in type or shape");
   }
-  Params p;
-  STRATA_RETURN_IF_ERROR(fill_layout(gate, &p));
-  p.jobs[0] = job_of(gate, y);
-  p.jobs[1] = job_of(up, y);
-  p.num_jobs = 2;
-  p.x = x;
-  p.n_tokens = static_cast<int>(n_tokens);
-  p.mode = Mode::kSwiGLU;
   if (norm.out_weight != nullptr) return Status::invalid_argument("gemv_swiglu: a norm output");
+  const GpuWeight ws[2] = {gate, up};
+  float* const ys[2] = {y, y};  // the epilogue writes jobs[0].y
+  STRATA_ASSIGN_OR_RETURN(Params p, params_of(ws, ys, x, n_tokens, Mode::kSwiGLU, "gemv_swiglu"));
   p.norm.in_scale = norm.in_scale;
   return launch(gate.type, p, stream);
 }
