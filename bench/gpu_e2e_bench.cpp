@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   bool ncu_step = false;
   bool fold_norms = true;
   bool fuse_rope_store = true;
+  bool int8_activations = false;
   double read_gib = 4.0;
   app.add_option("-m,--model", model_path, "GGUF model (e.g. from strata synth)")->required();
   app.add_option("--model-name", model_name, "Name for the record (default: general.name)");
@@ -57,6 +58,9 @@ int main(int argc, char** argv) {
                  "Fold RMSNorm into the decode GEMVs (GpuExecutorOptions::fold_norms)");
   app.add_option("--fuse-rope-store", fuse_rope_store,
                  "RoPE and the KV store in the QKV GEMV (GpuExecutorOptions::fuse_rope_store)");
+  app.add_option("--int8-activations", int8_activations,
+                 "Q8_0/Q4_0 decode GEMVs over 8-bit activations, dp4a "
+                 "(GpuExecutorOptions::int8_activations)");
   app.add_flag("--ncu-step", ncu_step,
                "Bracket one warm decode step with cudaProfilerStart/Stop (for ncu "
                "--profile-from-start off)");
@@ -128,6 +132,7 @@ int main(int argc, char** argv) {
   opts.profile = profile;
   opts.fold_norms = fold_norms;
   opts.fuse_rope_store = fuse_rope_store;
+  opts.int8_activations = int8_activations;
   const double t_load = now_s();
   auto exec = check(GpuExecutor::create(spec, opts), "GpuExecutor");
   std::fprintf(stderr, "loaded %s (%s) into VRAM in %.1f s\n", model_name.c_str(),
@@ -158,6 +163,7 @@ int main(int argc, char** argv) {
     r["policy"] = "gpu";
     r["fold_norms"] = fold_norms;
     r["fuse_rope_store"] = fuse_rope_store;
+    r["int8_activations"] = int8_activations;
     r["vram_budget_bytes"] = exec->device_stats()->budget_bytes;
     r["batch"] = 1;
     r["context"] = context;

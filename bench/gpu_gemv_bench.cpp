@@ -96,6 +96,16 @@ int main(int argc, char** argv) {
   auto* yf = static_cast<float*>(y.data());
   auto* y2f = static_cast<float*>(y2.data());
   auto* y3f = static_cast<float*>(y3.data());
+  // x quantized to 8 bits (activation_q8.h) for the integer path, for both widths of a layer.
+  DeviceBuffer x8a = check(
+      arena->allocate(gpu::activations_q8_bytes(1, 4096), DeviceMemoryTag::kActivations), "x8");
+  DeviceBuffer x8b = check(
+      arena->allocate(gpu::activations_q8_bytes(1, 14336), DeviceMemoryTag::kActivations), "x8");
+  const gpu::ActivationsQ8 x8_4096 = gpu::activations_q8_at(x8a.data(), 1, 4096);
+  const gpu::ActivationsQ8 x8_14336 = gpu::activations_q8_at(x8b.data(), 1, 14336);
+  check(gpu::quantize_activations_q8(xf, 1, x8_4096, stream), "quantize");
+  check(gpu::quantize_activations_q8(xf, 1, x8_14336, stream), "quantize");
+  auto x8_for = [&](const gpu::GpuWeight& w) { return w.cols == 4096 ? &x8_4096 : &x8_14336; };
 
   std::vector<nlohmann::json> records;
   std::stringstream types_in(types_arg);
@@ -142,17 +152,27 @@ int main(int argc, char** argv) {
       return static_cast<double>(layer_bytes) * layers / (ms[ms.size() / 2] * 1e-3);
     };
     // Fused as the executor runs them: QKV, o, gate+up SwiGLU, down (four launches a layer).
-    auto run_fused = [&]() -> double {
+    // int8: the integer path, each input quantized just before its GEMV as the executor does
+    // (the quantize kernels' time counts against the weight bytes/s).
+    auto run_fused = [&](bool int8) -> double {
       std::vector<double> ms;
+      auto in = [&](const gpu::ActivationsQ8* a) -> const gpu::ActivationsQ8* {
+        if (!int8) return nullptr;
+        check(gpu::quantize_activations_q8(xf, 1, *a, stream), "quantize");
+        return a;
+      };
       for (int r = -2; r < repeats; ++r) {
         check(start.record(stream), "record");
         for (const LayerMats& m : mats) {
           const gpu::GpuWeight qkv[3] = {m.q.w, m.k.w, m.v.w};
           float* const outs[3] = {yf, y2f, y3f};
-          check(gpu::gemv_multi(qkv, xf, 1, outs, stream), "multi");
-          check(gpu::gemv(m.o.w, xf, 1, yf, gpu::GemvOutput::kAccumulate, stream), "o");
-          check(gpu::gemv_swiglu(m.gate.w, m.up.w, xf, 1, y2f, stream), "swiglu");
-          check(gpu::gemv(m.down.w, xf, 1, yf, gpu::GemvOutput::kAccumulate, stream), "down");
+          check(gpu::gemv_multi(qkv, xf, 1, outs, stream, {}, in(&x8_4096)), "multi");
+          check(gpu::gemv(m.o.w, xf, 1, yf, gpu::GemvOutput::kAccumulate, stream, {}, in(&x8_4096)),
+                "o");
+          check(gpu::gemv_swiglu(m.gate.w, m.up.w, xf, 1, y2f, stream, {}, in(&x8_4096)), "swiglu");
+          check(gpu::gemv(m.down.w, xf, 1, yf, gpu::GemvOutput::kAccumulate, stream, {},
+                          in(&x8_14336)),
+                "down");
         }
         check(end.record(stream), "record");
         check(end.synchronize(), "sync");
@@ -164,14 +184,19 @@ int main(int argc, char** argv) {
     const double separate = run_each([&](const gpu::GpuWeight& w) {
       return gpu::gemv(w, xf, 1, yf, gpu::GemvOutput::kStore, stream);
     });
-    const double fused = run_fused();
+    const double fused = run_fused(false);
     // Q8_0 and Q4_0 decode on the tensor cores; the SIMT kernel they used before, in the same run.
-    double simt = 0;
+    // And the integer path over 8-bit activations (activation_q8.h), separate and fused.
+    double simt = 0, int8 = 0, int8_fused = 0;
     const bool has_mma = type == DType::kQ8_0 || type == DType::kQ4_0;
     if (has_mma) {
       const gpu::GemvShape def = gpu::gemv_default_shape(type);
       simt = run_each(
           [&](const gpu::GpuWeight& w) { return gpu::gemv_with_shape(w, xf, yf, def, stream); });
+      int8 = run_each([&](const gpu::GpuWeight& w) {
+        return gpu::gemv(w, xf, 1, yf, gpu::GemvOutput::kStore, stream, {}, x8_for(w));
+      });
+      int8_fused = run_fused(true);
     }
     if (tune && has_mma) {
       std::fprintf(stderr, "tune %s tensor cores (tiles, stages):", type_name.c_str());
@@ -202,50 +227,57 @@ int main(int argc, char** argv) {
         gpu::GemvShape shape;
         double bytes_per_s;
       };
-      std::vector<Result> results;
-      for (int rows : {2, 4, 8})
-        for (int units : {1, 2})
-          for (int min_units : {1, 2, 4, 8, 1 << 20}) {
-            const gpu::GemvShape shape{rows, units, min_units};
-            std::vector<double> ms;
-            for (int r = -2; r < repeats; ++r) {
-              check(start.record(stream), "record");
-              for (const LayerMats& m : mats) {
-                for (const Matrix* mm : {&m.q, &m.k, &m.v, &m.o, &m.gate, &m.up, &m.down}) {
-                  check(gpu::gemv_with_shape(mm->w, xf, yf, shape, stream), "gemv shape");
+      for (const bool q8x : {false, true}) {
+        if (q8x && !has_mma) continue;
+        std::vector<Result> results;
+        for (int rows : {2, 4, 8})
+          for (int units : {1, 2})
+            for (int min_units : {1, 2, 4, 8, 1 << 20}) {
+              const gpu::GemvShape shape{rows, units, min_units};
+              std::vector<double> ms;
+              for (int r = -2; r < repeats; ++r) {
+                check(start.record(stream), "record");
+                for (const LayerMats& m : mats) {
+                  for (const Matrix* mm : {&m.q, &m.k, &m.v, &m.o, &m.gate, &m.up, &m.down}) {
+                    check(gpu::gemv_with_shape(mm->w, xf, yf, shape, stream,
+                                               q8x ? x8_for(mm->w) : nullptr),
+                          "gemv shape");
+                  }
                 }
+                check(end.record(stream), "record");
+                check(end.synchronize(), "sync");
+                if (r >= 0) ms.push_back(check(cuda::elapsed_ms(start, end), "elapsed"));
               }
-              check(end.record(stream), "record");
-              check(end.synchronize(), "sync");
-              if (r >= 0) ms.push_back(check(cuda::elapsed_ms(start, end), "elapsed"));
+              std::sort(ms.begin(), ms.end());
+              results.push_back(
+                  {shape, static_cast<double>(layer_bytes) * layers / (ms[ms.size() / 2] * 1e-3)});
             }
-            std::sort(ms.begin(), ms.end());
-            results.push_back(
-                {shape, static_cast<double>(layer_bytes) * layers / (ms[ms.size() / 2] * 1e-3)});
-          }
-      std::sort(results.begin(), results.end(),
-                [](const Result& a, const Result& b) { return a.bytes_per_s > b.bytes_per_s; });
-      const gpu::GemvShape def = gpu::gemv_default_shape(type);
-      std::fprintf(stderr, "tune %s (default R%d U%d M%d):", type_name.c_str(), def.rows_per_warp,
-                   def.units_in_flight, def.min_units_per_lane);
-      for (size_t i = 0; i < std::min<size_t>(6, results.size()); ++i) {
-        std::fprintf(stderr, "  R%d U%d M%d %.3f", results[i].shape.rows_per_warp,
-                     results[i].shape.units_in_flight, results[i].shape.min_units_per_lane,
-                     results[i].bytes_per_s / H);
+        std::sort(results.begin(), results.end(),
+                  [](const Result& a, const Result& b) { return a.bytes_per_s > b.bytes_per_s; });
+        const gpu::GemvShape def = gpu::gemv_default_shape(type, q8x);
+        std::fprintf(stderr, "tune %s%s (default R%d U%d M%d):", type_name.c_str(),
+                     q8x ? " int8" : "", def.rows_per_warp, def.units_in_flight,
+                     def.min_units_per_lane);
+        for (size_t i = 0; i < std::min<size_t>(6, results.size()); ++i) {
+          std::fprintf(stderr, "  R%d U%d M%d %.3f", results[i].shape.rows_per_warp,
+                       results[i].shape.units_in_flight, results[i].shape.min_units_per_lane,
+                       results[i].bytes_per_s / H);
+        }
+        std::fprintf(stderr, "\n");
+        nlohmann::json t;
+        t["bench"] = "gpu_gemv_tune";
+        t["type"] = type_name;
+        t["int8_activations"] = q8x;
+        for (const Result& res : results) {
+          t["shapes"].push_back({{"rows_per_warp", res.shape.rows_per_warp},
+                                 {"units_in_flight", res.shape.units_in_flight},
+                                 {"min_units_per_lane", res.shape.min_units_per_lane},
+                                 {"ratio_to_hbm", res.bytes_per_s / H}});
+        }
+        t["hbm_bytes_per_s"] = H;
+        t["commit"] = commit;
+        records.push_back(t);
       }
-      std::fprintf(stderr, "\n");
-      nlohmann::json t;
-      t["bench"] = "gpu_gemv_tune";
-      t["type"] = type_name;
-      for (const Result& res : results) {
-        t["shapes"].push_back({{"rows_per_warp", res.shape.rows_per_warp},
-                               {"units_in_flight", res.shape.units_in_flight},
-                               {"min_units_per_lane", res.shape.min_units_per_lane},
-                               {"ratio_to_hbm", res.bytes_per_s / H}});
-      }
-      t["hbm_bytes_per_s"] = H;
-      t["commit"] = commit;
-      records.push_back(t);
     }
     // The prefill path's tile: the gate matrix dequantized to f16, bytes read + written per s.
     double dequant = 0;
@@ -279,6 +311,9 @@ int main(int argc, char** argv) {
     if (has_mma) {
       r["simt_weight_bytes_per_s"] = simt;
       r["simt_ratio_to_hbm"] = simt / H;
+      r["int8_weight_bytes_per_s"] = int8;
+      r["int8_ratio_to_hbm"] = int8 / H;
+      r["int8_fused_ratio_to_hbm"] = int8_fused / H;
     }
     r["device"] = probe.caps.name;
     r["commit"] = commit;
@@ -291,16 +326,19 @@ int main(int argc, char** argv) {
     std::ofstream out(json_out, std::ios::app);
     for (const auto& r : records) out << r.dump() << "\n";
   }
-  std::fprintf(stderr, "\n%-6s %12s %7s %12s %7s %12s %10s  (H = %.0f GB/s)\n", "type", "GB/s",
-               "ratio", "fused GB/s", "ratio", "deq GB/s", "SIMT ratio", H / 1e9);
+  std::fprintf(stderr, "\n%-6s %12s %7s %12s %7s %12s %10s %10s %10s  (H = %.0f GB/s)\n", "type",
+               "GB/s", "ratio", "fused GB/s", "ratio", "deq GB/s", "SIMT ratio", "int8 ratio",
+               "int8 fused", H / 1e9);
   for (const auto& r : records) {
     if (r["bench"] != "gpu_gemv") continue;
-    std::fprintf(stderr, "%-6s %12.0f %7.3f %12.0f %7.3f %12.0f %10.3f\n",
-                 r["type"].get<std::string>().c_str(), r["weight_bytes_per_s"].get<double>() / 1e9,
-                 r["ratio_to_hbm"].get<double>(), r["fused_weight_bytes_per_s"].get<double>() / 1e9,
-                 r["fused_ratio_to_hbm"].get<double>(),
-                 r["dequant_f16_bytes_per_s"].get<double>() / 1e9,
-                 r.contains("simt_ratio_to_hbm") ? r["simt_ratio_to_hbm"].get<double>() : 0.0);
+    std::fprintf(
+        stderr, "%-6s %12.0f %7.3f %12.0f %7.3f %12.0f %10.3f %10.3f %10.3f\n",
+        r["type"].get<std::string>().c_str(), r["weight_bytes_per_s"].get<double>() / 1e9,
+        r["ratio_to_hbm"].get<double>(), r["fused_weight_bytes_per_s"].get<double>() / 1e9,
+        r["fused_ratio_to_hbm"].get<double>(), r["dequant_f16_bytes_per_s"].get<double>() / 1e9,
+        r.contains("simt_ratio_to_hbm") ? r["simt_ratio_to_hbm"].get<double>() : 0.0,
+        r.contains("int8_ratio_to_hbm") ? r["int8_ratio_to_hbm"].get<double>() : 0.0,
+        r.contains("int8_fused_ratio_to_hbm") ? r["int8_fused_ratio_to_hbm"].get<double>() : 0.0);
   }
   return 0;
 }

@@ -7,7 +7,28 @@
 // kernel be scheduled. On older GPUs both are no-ops and launches are ordered as usual.
 #pragma once
 
+#include <cuda_runtime.h>
+
+#include <utility>
+
 namespace strata::gpu {
+
+// Launches kernel<<<grid, threads, 0, s>>>(args...) with programmatic stream serialization. An
+// error is left in the runtime's last-error slot for cuda::check_last_launch.
+template <typename... Params, typename... Args>
+void launch_dependent(void (*kernel)(Params...), dim3 grid, int threads, cudaStream_t s,
+                      Args&&... args) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(threads);
+  config.stream = s;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  (void)cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
 
 __device__ __forceinline__ void grid_dependency_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

@@ -24,6 +24,7 @@
 #include <span>
 #include <string>
 
+#include "gpu_backend/activation_q8.h"
 #include "gpu_backend/dependent_launch.cuh"
 #include "gpu_backend/gemv.h"
 #include "gpu_backend/gemv_mma.h"
@@ -51,6 +52,9 @@ struct Params {
   Job jobs[kMaxJobs];
   int num_jobs = 0;
   const float* x = nullptr;
+  // The integer path (activation_q8.h, Q8_0 and Q4_0 only): x quantized, read instead of x.
+  const int8_t* xq = nullptr;
+  const ActivationBlockQ8* xblocks = nullptr;
   int64_t cols = 0;
   int64_t units_per_row = 0;
   int64_t payload_row_bytes = 0;
@@ -250,10 +254,13 @@ struct Loaded {
   uint32_t q6[4];  // Q6_K: ql word, ql word + 32, qh word, the 4 sub-block scales
 };
 
-template <DType T>
+template <DType T, bool Q8X>
 __device__ __forceinline__ void load_unit(const uint8_t* row, const uint16_t* scales, int64_t u,
                                           Loaded* l) {
-  if constexpr (T == DType::kQ4_K) {
+  if constexpr (Q8X && T == DType::kQ4_0) {  // a whole block: 32 weights in 16 bytes
+    l->w = __ldcs(reinterpret_cast<const uint4*>(row) + u);
+    l->d = h2f(__ldcs(scales + u));
+  } else if constexpr (T == DType::kQ4_K) {
     const uint8_t* sb = row + (u / 16) * sizeof(BlockQ4_K);
     l->head = __ldcs(reinterpret_cast<const uint4*>(sb));
     l->w = __ldcs(reinterpret_cast<const uint4*>(sb + 16) + (u / 2) % 8);
@@ -343,6 +350,63 @@ __device__ __forceinline__ float dot_unit(const Loaded& l, int64_t u, const floa
   }
 }
 
+// ---- The integer path: weights times activations quantized to 8 bits (activation_q8.h). A Q8_0
+// unit stays half a block (16 weights, 4 dp4a); a Q4_0 unit is a whole block (32 weights: the low
+// nibbles against the block's first 16 activations, the high ones against the last 16).
+
+// The activations of unit u of token t: 16 (Q8_0) or 32 (Q4_0) int8 values and their block.
+struct XQ8 {
+  uint4 lo, hi;
+  float d;
+  int sum;
+};
+
+template <DType T>
+__device__ __forceinline__ void load_xq(const Params& p, int t, int64_t u, XQ8* x) {
+  const uint4* row = reinterpret_cast<const uint4*>(p.xq + t * p.cols);
+  const int2* blocks = reinterpret_cast<const int2*>(p.xblocks + t * (p.cols / kActivationBlock));
+  if constexpr (T == DType::kQ8_0) {
+    x->lo = __ldg(row + u);
+    x->d = __int_as_float(__ldg(blocks + u / 2).x);
+  } else {
+    x->lo = __ldg(row + 2 * u);
+    x->hi = __ldg(row + 2 * u + 1);
+    const int2 b = __ldg(blocks + u);
+    x->d = __int_as_float(b.x);
+    x->sum = b.y;
+  }
+}
+
+// Four products of unsigned bytes a and signed bytes b, added to c: PTX's mixed-sign dp4a (the
+// CUDA intrinsic has only both signed or both unsigned).
+__device__ __forceinline__ int dp4a_us(uint32_t a, uint32_t b, int c) {
+  int d;
+  asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+
+template <DType T>
+__device__ __forceinline__ float dot_q8x(const Loaded& l, const XQ8& x) {
+  const uint32_t w[4] = {l.w.x, l.w.y, l.w.z, l.w.w};
+  const uint32_t lo[4] = {x.lo.x, x.lo.y, x.lo.z, x.lo.w};
+  if constexpr (T == DType::kQ8_0) {
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) s = __dp4a(static_cast<int>(w[i]), static_cast<int>(lo[i]), s);
+    return l.d * x.d * static_cast<float>(s);
+  } else {
+    // High nibbles masked in place are 16 n: their sum is exactly 16 times the one wanted.
+    const uint32_t hi[4] = {x.hi.x, x.hi.y, x.hi.z, x.hi.w};
+    int s_lo = 0, s_hi = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      s_lo = dp4a_us(w[i] & 0x0F0F0F0Fu, lo[i], s_lo);
+      s_hi = dp4a_us(w[i] & 0xF0F0F0F0u, hi[i], s_hi);
+    }
+    return l.d * x.d * static_cast<float>(s_lo + (s_hi >> 4) - 8 * x.sum);
+  }
+}
+
 // The folded RMSNorm's scale from the blocks' sums of squares (GemvNorm): every block writes its
 // sum per token, and the last block to finish adds them all up, in block order whichever block
 // that is (the result does not depend on the schedule), writes the scales and resets the counter
@@ -392,7 +456,8 @@ __device__ void norm_scale_tail(const Params& p, const double (&squares)[kWarps]
 }
 
 // R rows per warp share each x load; every lane loads U units of each row before it computes.
-template <DType T, int NT, int R, int U>
+// Q8X: the integer path (x read as p.xq; Q8_0 and Q4_0 only).
+template <DType T, bool Q8X, int NT, int R, int U>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(Params p) {
   constexpr int kUnroll = U;
   constexpr int E = Unit<T>::kElems;
@@ -438,7 +503,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Params p) {
         const int64_t u = base + k * step;
         if (u < p.units_per_row) {
 #pragma unroll
-          for (int r = 0; r < R; ++r) load_unit<T>(rows[r], srows[r], u, &loaded[k][r]);
+          for (int r = 0; r < R; ++r) load_unit<T, Q8X>(rows[r], srows[r], u, &loaded[k][r]);
         }
       }
       // x is written by the kernel before this one; the weights above were not (see
@@ -451,10 +516,17 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Params p) {
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
           if (t >= p.n_tokens) break;
-          float xr[E];
-          load_x<T>(p.x + t * p.cols, u, xr);
+          if constexpr (Q8X) {
+            XQ8 xr;
+            load_xq<T>(p, t, u, &xr);
 #pragma unroll
-          for (int r = 0; r < R; ++r) acc[r][t] += dot_unit<T>(loaded[k][r], u, xr);
+            for (int r = 0; r < R; ++r) acc[r][t] += dot_q8x<T>(loaded[k][r], xr);
+          } else {
+            float xr[E];
+            load_x<T>(p.x + t * p.cols, u, xr);
+#pragma unroll
+            for (int r = 0; r < R; ++r) acc[r][t] += dot_unit<T>(loaded[k][r], u, xr);
+          }
         }
       }
     }
@@ -577,7 +649,13 @@ bool for_type(DType type, F&& f) {
   }
 }
 
-int64_t units_per_row(DType type, int64_t cols) {
+// Whether a call of `type` takes the integer path: x quantized given, and a type with one.
+bool reads_q8x(DType type, const Params& p) {
+  return p.xq != nullptr && (type == DType::kQ8_0 || type == DType::kQ4_0);
+}
+
+int64_t units_per_row(DType type, int64_t cols, bool q8x) {
+  if (q8x && type == DType::kQ4_0) return cols / 32;  // a whole block per unit
   switch (type) {
     case DType::kF32:
       return cols / 4;
@@ -606,48 +684,35 @@ struct Config {
   int min_units_per_lane;
 };
 
-template <DType T>
+template <DType T, bool Q8X = false>
 constexpr Config config_of() {
   // Sweep of 2026-12-01 (R in 1,2,4; U in 1,2,4): R4 U1 M2 was best for F16, Q8_0 and Q4_0.
   if constexpr (T == DType::kF32 || T == DType::kF16 || T == DType::kBF16) return {4, 1, 2};
   if constexpr (T == DType::kQ8_0) return {4, 1, 2};
+  if constexpr (T == DType::kQ4_0 && Q8X) return {4, 2, 2};  // not yet swept (a guess)
+  if constexpr (T == DType::kQ8_0 && Q8X) return {4, 1, 2};  // not yet swept (a guess)
   if constexpr (T == DType::kQ4_0) return {4, 1, 2};
   return {4, 1, 2};  // Q4_K, Q6_K
 }
 
 // Launches with programmatic stream serialization (dependent_launch.cuh): the kernel may start
 // before its predecessor in the stream ends and waits for it where it reads x.
-template <typename Kernel>
-void launch_dependent(Kernel kernel, dim3 grid, cudaStream_t s, const Params& p) {
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = dim3(kThreads);
-  config.stream = s;
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  // An error here is left in the runtime's last-error slot for check_last_launch.
-  (void)cudaLaunchKernelEx(&config, kernel, p);
-}
-
-template <DType T, int R, int U>
+template <DType T, bool Q8X, int R, int U>
 void launch_shape(const Params& p, dim3 grid, cudaStream_t s) {
   if (p.n_tokens == 1) {
-    launch_dependent(gemv_kernel<T, 1, R, U>, grid, s, p);
+    launch_dependent(gemv_kernel<T, Q8X, 1, R, U>, grid, kThreads, s, p);
   } else if (p.n_tokens == 2) {
-    launch_dependent(gemv_kernel<T, 2, R, U>, grid, s, p);
+    launch_dependent(gemv_kernel<T, Q8X, 2, R, U>, grid, kThreads, s, p);
   } else if (p.n_tokens <= 4) {
-    launch_dependent(gemv_kernel<T, 4, R, U>, grid, s, p);
+    launch_dependent(gemv_kernel<T, Q8X, 4, R, U>, grid, kThreads, s, p);
   } else {
-    launch_dependent(gemv_kernel<T, 8, R, U>, grid, s, p);
+    launch_dependent(gemv_kernel<T, Q8X, 8, R, U>, grid, kThreads, s, p);
   }
 }
 
 // Fills in the row split and the grid for `rows` rows per warp.
 dim3 plan(DType type, int rows, int min_units_per_lane, Params* p) {
-  p->units_per_row = units_per_row(type, p->cols);
+  p->units_per_row = units_per_row(type, p->cols, reads_q8x(type, *p));
   // Split a row over up to 8 warps while every lane still gets min_units_per_lane units.
   p->ksplit = 1;
   while (p->ksplit < kWarps &&
@@ -670,14 +735,23 @@ bool norm_fits(const Params& p, const dim3& grid) {
          p.norm.scratch.counter != nullptr && grid.x <= p.norm.scratch.max_blocks;
 }
 
-template <DType T>
-bool launch_type(Params p, cudaStream_t s) {
-  constexpr Config c = config_of<T>();
+template <DType T, bool Q8X>
+bool launch_path(Params p, cudaStream_t s) {
+  constexpr Config c = config_of<T, Q8X>();
   static_assert(c.rows % 2 == 0, "gemv_qkv_rope_store: a RoPE pair in one row group");
   const dim3 grid = plan(T, c.rows, c.min_units_per_lane, &p);
   if (!norm_fits(p, grid)) return false;
-  launch_shape<T, c.rows, c.unroll>(p, grid, s);
+  launch_shape<T, Q8X, c.rows, c.unroll>(p, grid, s);
   return true;
+}
+
+template <DType T>
+bool launch_type(Params p, cudaStream_t s) {
+  if constexpr (T == DType::kQ8_0 || T == DType::kQ4_0) {
+    if (reads_q8x(T, p)) return launch_path<T, true>(p, s);
+  }
+  p.xq = nullptr;  // the float path of every other type
+  return launch_path<T, false>(p, s);
 }
 
 Status check_tokens(const Params& p) {
@@ -712,7 +786,7 @@ Status launch(DType type, Params p, const cuda::Stream& stream) {
   STRATA_RETURN_IF_ERROR(check_tokens(p));
   cudaStream_t s = stream.native();
   const bool folded = p.norm.in_scale != nullptr || p.norm.out_weight != nullptr || p.rope_store;
-  if (kTensorCoreDecode && !folded && p.n_tokens == 1 && mma_gemv::reads(type)) {
+  if (kTensorCoreDecode && !folded && p.xq == nullptr && p.n_tokens == 1 && mma_gemv::reads(type)) {
     // One token of Q8_0 / Q4_0: the tensor-core kernel (gemv_mma.cu says why).
     const mma_gemv::Call c = mma_call(p);
     return mma_gemv::launch(type, c, mma_gemv::default_shape(type, c.epilogue), s);
@@ -730,13 +804,13 @@ Status launch(DType type, Params p, const cuda::Stream& stream) {
 }
 
 // The tuning space for one token: R in {2, 4, 8}, U in {1, 2}.
-template <DType T>
+template <DType T, bool Q8X>
 bool launch_tuning(Params p, int rows, int unroll, int min_units, cudaStream_t s) {
   const dim3 grid = plan(T, rows, min_units, &p);
-#define STRATA_GEMV_TUNE(R, U)                             \
-  if (rows == R && unroll == U) {                          \
-    launch_dependent(gemv_kernel<T, 1, R, U>, grid, s, p); \
-    return true;                                           \
+#define STRATA_GEMV_TUNE(R, U)                                            \
+  if (rows == R && unroll == U) {                                         \
+    launch_dependent(gemv_kernel<T, Q8X, 1, R, U>, grid, kThreads, s, p); \
+    return true;                                                          \
   }
   // clang-format off (it cannot tell that each macro use is a statement)
   STRATA_GEMV_TUNE(2, 1)
@@ -765,7 +839,8 @@ Job job_of(const GpuWeight& w, float* y) {
 // The Params of the jobs ws[i] -> ys[i] over the same x, which all the entry points build;
 // `caller` names the entry point in the error for matrices of different types or widths.
 StatusOr<Params> params_of(std::span<const GpuWeight> ws, std::span<float* const> ys,
-                           const float* x, int64_t n_tokens, Mode mode, const char* caller) {
+                           const float* x, int64_t n_tokens, Mode mode, const char* caller,
+                           const ActivationsQ8* x8 = nullptr) {
   Params p;
   STRATA_RETURN_IF_ERROR(fill_layout(ws[0], &p));
   for (size_t i = 0; i < ws.size(); ++i) {
@@ -779,12 +854,24 @@ StatusOr<Params> params_of(std::span<const GpuWeight> ws, std::span<float* const
   p.x = x;
   p.n_tokens = static_cast<int>(n_tokens);
   p.mode = mode;
+  if (x8 != nullptr && (ws[0].type == DType::kQ8_0 || ws[0].type == DType::kQ4_0)) {
+    if (x8->q == nullptr || x8->blocks == nullptr || x8->cols != ws[0].cols ||
+        x8->n_tokens < n_tokens) {
+      return Status::invalid_argument(
+          std::string(caller) + ": quantized x of " + std::to_string(x8->n_tokens) + " x " +
+          std::to_string(x8->cols) + " for " + std::to_string(n_tokens) + " x " +
+          std::to_string(ws[0].cols));
+    }
+    p.xq = x8->q;
+    p.xblocks = x8->blocks;
+  }
   return p;
 }
 
 // The Params of y = W x for one token (the tuning entry points).
-StatusOr<Params> one_token_store(const GpuWeight& w, const float* x, float* y) {
-  return params_of(std::span(&w, 1), std::span(&y, 1), x, 1, Mode::kStore, "gemv");
+StatusOr<Params> one_token_store(const GpuWeight& w, const float* x, float* y,
+                                 const ActivationsQ8* x8 = nullptr) {
+  return params_of(std::span(&w, 1), std::span(&y, 1), x, 1, Mode::kStore, "gemv", x8);
 }
 
 }  // namespace
@@ -804,22 +891,23 @@ GemvNormScratch gemv_norm_scratch_at(void* device_bytes, int64_t rows) {
 }
 
 Status gemv(const GpuWeight& w, const float* x, int64_t n_tokens, float* y, GemvOutput output,
-            const cuda::Stream& stream, const GemvNorm& norm) {
+            const cuda::Stream& stream, const GemvNorm& norm, const ActivationsQ8* x8) {
   const Mode mode = output == GemvOutput::kStore ? Mode::kStore : Mode::kAccumulate;
-  STRATA_ASSIGN_OR_RETURN(Params p,
-                          params_of(std::span(&w, 1), std::span(&y, 1), x, n_tokens, mode, "gemv"));
+  STRATA_ASSIGN_OR_RETURN(
+      Params p, params_of(std::span(&w, 1), std::span(&y, 1), x, n_tokens, mode, "gemv", x8));
   p.norm = norm;
   return launch(w.type, p, stream);
 }
 
 Status gemv_multi(std::span<const GpuWeight> ws, const float* x, int64_t n_tokens,
-                  std::span<float* const> ys, const cuda::Stream& stream, const GemvNorm& norm) {
+                  std::span<float* const> ys, const cuda::Stream& stream, const GemvNorm& norm,
+                  const ActivationsQ8* x8) {
   if (ws.empty() || ws.size() > kMaxJobs || ws.size() != ys.size()) {
     return Status::invalid_argument("gemv_multi takes 1 to 3 matrices, one output each");
   }
   // An output norm needs an accumulating call.
   if (norm.out_weight != nullptr) return Status::invalid_argument("gemv_multi: a norm output");
-  STRATA_ASSIGN_OR_RETURN(Params p, params_of(ws, ys, x, n_tokens, Mode::kStore, "gemv_multi"));
+  STRATA_ASSIGN_OR_RETURN(Params p, params_of(ws, ys, x, n_tokens, Mode::kStore, "gemv_multi", x8));
   p.norm.in_scale = norm.in_scale;
   return launch(ws[0].type, p, stream);
 }
@@ -827,7 +915,8 @@ Status gemv_multi(std::span<const GpuWeight> ws, const float* x, int64_t n_token
 Status gemv_qkv_rope_store(const GpuWeight& wq, const GpuWeight& wk, const GpuWeight& wv,
                            const float* x, int64_t n_tokens, float* q, const float* rope_table,
                            int64_t rope_dims, int64_t head_dim, const GpuKvView& kv, int64_t layer,
-                           const cuda::Stream& stream, const GemvNorm& norm) {
+                           const cuda::Stream& stream, const GemvNorm& norm,
+                           const ActivationsQ8* x8) {
   const char* where = "gemv_qkv_rope_store: ";
   if (kv.dtype != DType::kF32 && kv.dtype != DType::kF16) {
     return Status::invalid_argument(std::string(where) + "an F32 or F16 cache only");
@@ -846,7 +935,7 @@ Status gemv_qkv_rope_store(const GpuWeight& wq, const GpuWeight& wk, const GpuWe
   const GpuWeight ws[3] = {wq, wk, wv};
   float* const ys[3] = {q, nullptr, nullptr};  // k and v go to the cache
   STRATA_ASSIGN_OR_RETURN(Params p,
-                          params_of(ws, ys, x, n_tokens, Mode::kStore, "gemv_qkv_rope_store"));
+                          params_of(ws, ys, x, n_tokens, Mode::kStore, "gemv_qkv_rope_store", x8));
   p.norm.in_scale = norm.in_scale;
   p.rope_store = true;
   p.rope_table = reinterpret_cast<const float2*>(rope_table);
@@ -858,32 +947,37 @@ Status gemv_qkv_rope_store(const GpuWeight& wq, const GpuWeight& wk, const GpuWe
 }
 
 Status gemv_swiglu(const GpuWeight& gate, const GpuWeight& up, const float* x, int64_t n_tokens,
-                   float* y, const cuda::Stream& stream, const GemvNorm& norm) {
+                   float* y, const cuda::Stream& stream, const GemvNorm& norm,
+                   const ActivationsQ8* x8) {
   if (gate.type != up.type || gate.rows != up.rows || gate.cols != up.cols) {
     return Status::invalid_argument("gemv_swiglu: gate and up differ in type or shape");
   }
   if (norm.out_weight != nullptr) return Status::invalid_argument("gemv_swiglu: a norm output");
   const GpuWeight ws[2] = {gate, up};
   float* const ys[2] = {y, y};  // the epilogue writes jobs[0].y
-  STRATA_ASSIGN_OR_RETURN(Params p, params_of(ws, ys, x, n_tokens, Mode::kSwiGLU, "gemv_swiglu"));
+  STRATA_ASSIGN_OR_RETURN(Params p,
+                          params_of(ws, ys, x, n_tokens, Mode::kSwiGLU, "gemv_swiglu", x8));
   p.norm.in_scale = norm.in_scale;
   return launch(gate.type, p, stream);
 }
 
 Status gemv_with_shape(const GpuWeight& w, const float* x, float* y, const GemvShape& shape,
-                       const cuda::Stream& stream) {
-  STRATA_ASSIGN_OR_RETURN(const Params p, one_token_store(w, x, y));
+                       const cuda::Stream& stream, const ActivationsQ8* x8) {
+  STRATA_ASSIGN_OR_RETURN(const Params p, one_token_store(w, x, y, x8));
+  const bool q8x = reads_q8x(w.type, p);
   bool launched = false;
   const int r = shape.rows_per_warp, u = shape.units_in_flight, m = shape.min_units_per_lane;
   switch (w.type) {
     case DType::kF16:
-      launched = launch_tuning<DType::kF16>(p, r, u, m, stream.native());
+      launched = launch_tuning<DType::kF16, false>(p, r, u, m, stream.native());
       break;
     case DType::kQ8_0:
-      launched = launch_tuning<DType::kQ8_0>(p, r, u, m, stream.native());
+      launched = q8x ? launch_tuning<DType::kQ8_0, true>(p, r, u, m, stream.native())
+                     : launch_tuning<DType::kQ8_0, false>(p, r, u, m, stream.native());
       break;
     case DType::kQ4_0:
-      launched = launch_tuning<DType::kQ4_0>(p, r, u, m, stream.native());
+      launched = q8x ? launch_tuning<DType::kQ4_0, true>(p, r, u, m, stream.native())
+                     : launch_tuning<DType::kQ4_0, false>(p, r, u, m, stream.native());
       break;
     default:
       break;
@@ -898,9 +992,11 @@ Status gemv_mma_with_shape(const GpuWeight& w, const float* x, float* y, int til
   return mma_gemv::launch(w.type, mma_call(p), mma_gemv::Shape{tiles, stages}, stream.native());
 }
 
-GemvShape gemv_default_shape(DType type) {
+GemvShape gemv_default_shape(DType type, bool int8_activations) {
   Config c = config_of<DType::kF32>();
   for_type(type, [&]<DType T>() { c = config_of<T>(); });
+  if (int8_activations && type == DType::kQ8_0) c = config_of<DType::kQ8_0, true>();
+  if (int8_activations && type == DType::kQ4_0) c = config_of<DType::kQ4_0, true>();
   return GemvShape{c.rows, c.unroll, c.min_units_per_lane};
 }
 

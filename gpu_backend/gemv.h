@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <span>
 
+#include "gpu_backend/activation_q8.h"
 #include "gpu_backend/cuda_api.h"
 #include "gpu_backend/gpu_kv_view.h"
 #include "gpu_backend/gpu_weight.h"
@@ -61,16 +62,22 @@ struct GemvNorm {
   GemvNormScratch scratch;     // REQUIRES with out_weight: zeroed counter
 };
 
+// Every entry point takes an optional x8: the same x quantized to 8 bits (activation_q8.h, for
+// w.cols columns and at least n_tokens rows). Q8_0 and Q4_0 weights then take the integer path,
+// llama.cpp's arithmetic (the `like_llama_cpp` tier): dp4a over the weights as stored, ~4x fewer
+// instructions per weight than dequantizing to float. Other types ignore it and read x.
+
 // y [n_tokens][w.rows] (=|+=) x [n_tokens][w.cols] W^T. REQUIRES: 1 <= n_tokens <=
 // kGpuGemvMaxTokens; x and y are device arrays that do not overlap, 16-byte aligned.
 Status gemv(const GpuWeight& w, const float* x, int64_t n_tokens, float* y, GemvOutput output,
-            const cuda::Stream& stream, const GemvNorm& norm = {});
+            const cuda::Stream& stream, const GemvNorm& norm = {},
+            const ActivationsQ8* x8 = nullptr);
 
 // Up to 3 matrices with the same cols over the same x in one launch: ys[i] [n_tokens][ws[i].rows]
 // = x ws[i]^T (the Q, K and V projections). norm: in_scale only.
 Status gemv_multi(std::span<const GpuWeight> ws, const float* x, int64_t n_tokens,
-                  std::span<float* const> ys, const cuda::Stream& stream,
-                  const GemvNorm& norm = {});
+                  std::span<float* const> ys, const cuda::Stream& stream, const GemvNorm& norm = {},
+                  const ActivationsQ8* x8 = nullptr);
 
 // The Q, K and V products of a decode step with rope_store_kv (elementwise.h) in the epilogue,
 // for adjacent-pair RoPE and an F32 or F16 cache: q [n_tokens][wq.rows] = rotated x wq^T; k
@@ -80,11 +87,13 @@ Status gemv_multi(std::span<const GpuWeight> ws, const float* x, int64_t n_token
 Status gemv_qkv_rope_store(const GpuWeight& wq, const GpuWeight& wk, const GpuWeight& wv,
                            const float* x, int64_t n_tokens, float* q, const float* rope_table,
                            int64_t rope_dims, int64_t head_dim, const GpuKvView& kv, int64_t layer,
-                           const cuda::Stream& stream, const GemvNorm& norm = {});
+                           const cuda::Stream& stream, const GemvNorm& norm = {},
+                           const ActivationsQ8* x8 = nullptr);
 
 // y [n_tokens][gate.rows] = silu(x gate^T) * (x up^T). REQUIRES: gate and up have the same shape
 // and type. norm: in_scale only (both products are scaled before the SwiGLU).
 Status gemv_swiglu(const GpuWeight& gate, const GpuWeight& up, const float* x, int64_t n_tokens,
-                   float* y, const cuda::Stream& stream, const GemvNorm& norm = {});
+                   float* y, const cuda::Stream& stream, const GemvNorm& norm = {},
+                   const ActivationsQ8* x8 = nullptr);
 
 }  // namespace strata::gpu

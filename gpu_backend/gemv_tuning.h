@@ -3,6 +3,7 @@
 // guesses. Not for the forward pass.
 #pragma once
 
+#include "gpu_backend/activation_q8.h"
 #include "gpu_backend/cuda_api.h"
 #include "gpu_backend/gpu_weight.h"
 #include "offload/core/status.h"
@@ -16,9 +17,9 @@ struct GemvShape {
 };
 
 // y [w.rows] = W x for one token with the SIMT kernel of `shape`. Types F16, Q8_0 and Q4_0 only;
-// invalid_argument otherwise.
+// invalid_argument otherwise. x8 (Q8_0, Q4_0): the integer path over x quantized (gemv.h).
 Status gemv_with_shape(const GpuWeight& w, const float* x, float* y, const GemvShape& shape,
-                       const cuda::Stream& stream);
+                       const cuda::Stream& stream, const ActivationsQ8* x8 = nullptr);
 
 // y [w.rows] = W x for one token with the tensor-core kernel (gemv_mma.h) of `tiles` m16 tiles
 // per CTA and `stages` cp.async stages per warp. Q8_0 and Q4_0 only; invalid_argument for
@@ -27,6 +28,6 @@ Status gemv_mma_with_shape(const GpuWeight& w, const float* x, float* y, int til
                            const cuda::Stream& stream);
 
 // The SIMT shape gemv() uses for `type` (Q8_0 and Q4_0 at one token take the tensor-core kernel).
-GemvShape gemv_default_shape(DType type);
+GemvShape gemv_default_shape(DType type, bool int8_activations = false);
 
 }  // namespace strata::gpu

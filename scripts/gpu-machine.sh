@@ -12,7 +12,7 @@
 #     gpu-cli    strata run on the default model with --device gpu and --device cpu, greedy: the
 #                generated ids must be the same
 #     ncu-step   Nsight Compute durations of every kernel of one llama3-8b decode step
-#                (STRATA_NCU_STEP_TYPES, default "F16 Q4_0"), summed per kernel name
+#                (STRATA_NCU_STEP_TYPES, default "F16 Q4_0"; STRATA_NCU_STEP_FLAGS: bench flags), summed per kernel name
 #     gpu-gemv   bench/gpu_gemv_bench (GPU decode GEMV vs measured HBM read bandwidth)
 #     gpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/gpu_e2e_bench on each (decode 64 +
 #                prefill 2048 in VRAM vs B/H and FLOPs/G); STRATA_GPU8B_AB="flags": decode again
@@ -158,7 +158,7 @@ PY
         [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type "$t" --out "$m" 2>&1 | tail -1
         ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum \
           --csv --page raw --print-units base --log-file "$out/ncu-step-$t.csv" \
-          build-gpu/bench/gpu_e2e_bench -m "$m" --prefill 0 --decode 4 --read-gib 1 --ncu-step \
+          build-gpu/bench/gpu_e2e_bench -m "$m" --prefill 0 --decode 4 --read-gib 1 --ncu-step ${STRATA_NCU_STEP_FLAGS:-} \
           > /dev/null 2>&1 || true
         echo "== ncu-step $t"
         python3 scripts/ncu_step_summary.py "$out/ncu-step-$t.csv" || true

@@ -46,6 +46,10 @@ void RuntimeFlags::add_to(CLI::App* cmd) {
                   "Prefill matmul inputs: f32 (exact), bf16 (CPU AMX) or f16 (GPU tensor cores); "
                   "auto = f32 on the CPU, f16 on the GPU (default auto)")
       ->check(CLI::IsMember({"auto", "f32", "bf16", "f16"}));
+  cmd->add_option("--decode-activations", decode_activations,
+                  "GPU decode GEMV inputs for Q8_0/Q4_0 weights: f32 (exact) or int8 (8 bits per "
+                  "32 values and dp4a, llama.cpp's arithmetic; faster) (default f32)")
+      ->check(CLI::IsMember({"f32", "int8"}));
   cmd->add_option("--vram-budget", vram_budget,
                   "Hard cap on the VRAM Strata uses, e.g. 8GiB (default: free VRAM minus 1 GiB)");
   cmd->add_option("--config", config, "Offload policy file (TOML; policies/examples/)");
@@ -187,6 +191,7 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
     gpu.prefetch_depth = static_cast<int>(prefetch_depth);
     gpu.gemm_precision =
         flags.prefill_precision == "f32" ? gpu::GemmPrecision::kF32 : gpu::GemmPrecision::kF16;
+    gpu.int8_activations = flags.decode_activations == "int8";
     gpu.show_progress = true;
     STRATA_ASSIGN_OR_RETURN(rt.exec, GpuExecutor::create(rt.model->spec, gpu));
     return rt;

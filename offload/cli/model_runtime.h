@@ -28,6 +28,7 @@ struct RuntimeFlags {
   KvTierFlags kv_tiers;         // unset: the file's values, else the policy defaults
   // auto: f32 on the CPU (exact), f16 on the GPU (tensor cores); f32 | bf16 | f16.
   std::string prefill_precision = "auto";
+  std::string decode_activations = "f32";
   std::string vram_budget;  // --vram-budget; empty: free VRAM minus 1 GiB
   // The offload policy (policies/policy.h): a TOML file and the flags over it. The plan budgets
   // KV for --ctx tokens (the file's `context` when --ctx is not given), prefill chunks of -b

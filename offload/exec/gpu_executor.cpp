@@ -219,6 +219,11 @@ Status GpuExecutor::init() {
   STRATA_RETURN_IF_ERROR(activations(gpu::gemv_norm_scratch_bytes(hp.n_embd), &norm_scratch_));
   STRATA_RETURN_IF_ERROR(cuda::memset_async(norm_scratch_.data(), 0, norm_scratch_.size_bytes(),
                                             stream_));  // the counter starts at zero
+  if (options_.int8_activations) {
+    const int64_t widest = std::max({hp.n_embd, hp.q_dim(), hp.n_ff});
+    STRATA_RETURN_IF_ERROR(
+        activations(gpu::activations_q8_bytes(gpu::kGpuGemvMaxTokens, widest), &x8_));
+  }
   STRATA_ASSIGN_OR_RETURN(step_inputs_, cuda::PinnedHostBuffer::allocate(2 * n * 4));
   if (StatusOr<void*> mapped = cuda::device_pointer_of_host(step_inputs_.data()); mapped.is_ok()) {
     step_inputs_device_ = static_cast<const int32_t*>(*mapped);
@@ -1216,6 +1221,20 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     return f;
   };
 
+  // The integer GEMV path (int8_activations): a Q8_0 / Q4_0 GEMV's input quantized just before
+  // it, into one buffer: each GEMV that reads it ends before the next quantize writes it
+  // (quantize_activations_q8 waits for the kernel before it).
+  gpu::ActivationsQ8 x8_view;
+  auto int8_input = [&](DType type, const float* in, int64_t rows,
+                        int64_t cols) -> StatusOr<const gpu::ActivationsQ8*> {
+    if (!decode || !options_.int8_activations || (type != DType::kQ8_0 && type != DType::kQ4_0)) {
+      return static_cast<const gpu::ActivationsQ8*>(nullptr);
+    }
+    x8_view = gpu::activations_q8_at(x8_.data(), rows, cols);
+    STRATA_RETURN_IF_ERROR(gpu::quantize_activations_q8(in, rows, x8_view, stream_));
+    return static_cast<const gpu::ActivationsQ8*>(&x8_view);
+  };
+
   // RoPE and the KV store in the QKV GEMV's epilogue (fuse_rope_store): one sequence, adjacent
   // pairs, no biases between the product and the rotation, a cache the epilogue writes.
   const bool rope_in_epilogue =
@@ -1269,13 +1288,15 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     const bool qkv_on_gpu = decode && !wq.cpu && !wk.cpu && !wv.cpu;
     const bool rope_in_gemv = qkv_on_gpu && rope_in_epilogue;
     if (rope_in_gemv) {  // q [n][Q] rotated; k rotated and v into the cache
+      STRATA_ASSIGN_OR_RETURN(const gpu::ActivationsQ8* x8, int8_input(wq.gpu.type, xb, n, E));
       STRATA_RETURN_IF_ERROR(gpu::gemv_qkv_rope_store(wq.gpu, wk.gpu, wv.gpu, xb, n, q, rope_table,
                                                       hp.rope_dims, hp.head_dim, segments[0].kv, l,
-                                                      stream_, folded_in(0)));
+                                                      stream_, folded_in(0), x8));
     } else if (qkv_on_gpu) {  // q [n][Q], k [n][K], v [n][K] in one pass
       const gpu::GpuWeight qkv[3] = {wq.gpu, wk.gpu, wv.gpu};
       float* const outs[3] = {q, k, v};
-      STRATA_RETURN_IF_ERROR(gpu::gemv_multi(qkv, xb, n, outs, stream_, folded_in(0)));
+      STRATA_ASSIGN_OR_RETURN(const gpu::ActivationsQ8* x8, int8_input(wq.gpu.type, xb, n, E));
+      STRATA_RETURN_IF_ERROR(gpu::gemv_multi(qkv, xb, n, outs, stream_, folded_in(0), x8));
     } else {
       const Operand qkv[3] = {wq, wk, wv};
       float* const outs[3] = {q, k, v};
@@ -1309,8 +1330,9 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     }
     if (stage_next >= 0) STRATA_RETURN_IF_ERROR(queue_stage_copy(stage_next));
     if (fold) {  // x += Wo att, leaving xb = x o ffn_norm and its scale
-      STRATA_RETURN_IF_ERROR(
-          gpu::gemv(wo.gpu, att, n, x, GemvOutput::kAccumulate, stream_, folded_out(w.ffn_norm)));
+      STRATA_ASSIGN_OR_RETURN(const gpu::ActivationsQ8* x8, int8_input(wo.gpu.type, att, n, Q));
+      STRATA_RETURN_IF_ERROR(gpu::gemv(wo.gpu, att, n, x, GemvOutput::kAccumulate, stream_,
+                                       folded_out(w.ffn_norm), x8));
     } else {
       const Operand ops[1] = {wo};
       float* const outs[1] = {x};
@@ -1322,8 +1344,9 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     if (!fold) STRATA_RETURN_IF_ERROR(gpu::rms_norm(x, w.ffn_norm, xb, n, E, eps, stream_));
     STRATA_RETURN_IF_ERROR(mark(kOther));
     if (decode && !w_gate.cpu && !w_up.cpu) {  // gate [n][F] = silu(W_gate xb) * (W_up xb)
+      STRATA_ASSIGN_OR_RETURN(const gpu::ActivationsQ8* x8, int8_input(w_gate.gpu.type, xb, n, E));
       STRATA_RETURN_IF_ERROR(
-          gpu::gemv_swiglu(w_gate.gpu, w_up.gpu, xb, n, gate, stream_, folded_in(0)));
+          gpu::gemv_swiglu(w_gate.gpu, w_up.gpu, xb, n, gate, stream_, folded_in(0), x8));
     } else {
       const Operand ops[2] = {w_gate, w_up};
       float* const outs[2] = {gate, up};
@@ -1333,8 +1356,10 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     if (fold) {  // x += W h, leaving the next norm's inputs (the output norm after the last)
       const float* next_norm =
           l + 1 < hp.n_layer ? layers_[static_cast<size_t>(l + 1)].attn_norm : output_norm_;
+      STRATA_ASSIGN_OR_RETURN(const gpu::ActivationsQ8* x8,
+                              int8_input(w_down.gpu.type, gate, n, F));
       STRATA_RETURN_IF_ERROR(gpu::gemv(w_down.gpu, gate, n, x, GemvOutput::kAccumulate, stream_,
-                                       folded_out(next_norm)));
+                                       folded_out(next_norm), x8));
     } else {
       const Operand ops[1] = {w_down};
       float* const outs[1] = {x};
@@ -1352,8 +1377,10 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
   const Operand head[1] = {operand(output_, phase, nullptr)};
   float* const logits[1] = {act(logits_)};
   if (fold) {  // the last down GEMV left xb = x o output_norm for every row
+    STRATA_ASSIGN_OR_RETURN(const gpu::ActivationsQ8* x8,
+                            int8_input(head[0].gpu.type, xb + r0 * E, head_rows, E));
     STRATA_RETURN_IF_ERROR(gpu::gemv(head[0].gpu, xb + r0 * E, head_rows, logits[0],
-                                     GemvOutput::kStore, stream_, folded_in(r0)));
+                                     GemvOutput::kStore, stream_, folded_in(r0), x8));
   } else {
     STRATA_RETURN_IF_ERROR(gpu::rms_norm(x + r0 * E, output_norm_, xb, head_rows, E, eps, stream_));
     STRATA_RETURN_IF_ERROR(matmuls(head, xb, head_rows, logits));

@@ -86,6 +86,11 @@ struct GpuExecutorOptions {
   // cache rotate q and k and store k and v in the QKV GEMV's epilogue (gemv_qkv_rope_store)
   // instead of a rope_store_kv kernel per layer.
   bool fuse_rope_store = true;
+  // Decode GEMVs of Q8_0 and Q4_0 weights read their input quantized to 8 bits per block of 32
+  // (activation_q8.h: one small kernel per input) and multiply by dp4a: llama.cpp's arithmetic,
+  // so decode logits meet the golden `like_llama_cpp` tier instead of `exact`. Off: float32
+  // activations, the exact path.
+  bool int8_activations = false;
   // Where each weight tensor lives and runs, by name (Plan::tensors); empty: all resident.
   // Tensors it does not name are resident; norms and biases are resident whatever it says (a few
   // KiB per layer). Only layer matrices may stream (a staging slot holds one layer).
@@ -377,6 +382,8 @@ class GpuExecutor final : public Engine {
   DeviceBuffer x_, xb_, q_, k_, v_, att_, gate_, up_;
   // Folded RMSNorms (fold_norms): each token's scale, and the GEMVs' scratch for making it.
   DeviceBuffer norm_scale_, norm_scratch_;
+  // int8_activations: the current GEMV input quantized (kGpuGemvMaxTokens rows of the widest).
+  DeviceBuffer x8_;
   DeviceBuffer ids_, positions_;  // int32 [max_batch_tokens]
   DeviceBuffer rope_table_;       // (cos, sin) [max_batch_tokens][rope_dims / 2][2]
   DeviceBuffer logits_;           // [kLogitRows][n_vocab]

@@ -108,6 +108,7 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
       gpu_opts.cold_cpu_fraction = cold_cpu_fraction_;
       gpu_opts.cold_deal_blocks = 1;  // the tiny sequences' few cold blocks go both ways
       gpu_opts.cold_stage_blocks = cold_stage_blocks_;
+      gpu_opts.int8_activations = int8_activations_;
       auto exec = GpuExecutor::create(model_->spec, gpu_opts);
       EXPECT_TRUE(exec.is_ok()) << exec.status().to_string();
       if (!exec.is_ok()) return nullptr;
@@ -188,6 +189,7 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
   bool cold_attention_on_cpu_ = false;  // GPU engines: cold KV attended by the CPU
   double cold_cpu_fraction_ = 1.0;      // ... this share of it; the GPU reads the rest in place
   int64_t cold_stage_blocks_ = 0;       // GPU engines: cold blocks staged in VRAM per layer
+  bool int8_activations_ = false;       // GPU engines: Q8_0/Q4_0 decode GEMVs over int8 x
   std::string dir_;
   nlohmann::json manifest_, variant_;
   std::unique_ptr<LoadedModel> model_;
@@ -530,6 +532,25 @@ TEST_P(TensorCoreGolden, PrefillMeetsTheLlamaCppTier) {
   std::vector<float> logits;
   ASSERT_TRUE(exec->forward(0, prompt_, true, &logits).is_ok());
   expect_like_llama_cpp(logits, "tensor-core prefill");
+}
+
+// Decode GEMVs over 8-bit activations (GpuExecutorOptions::int8_activations, dp4a for Q8_0 and
+// Q4_0; other types keep float32): llama.cpp's arithmetic, so the llama.cpp tier, token by token
+// (one-token GEMVs in CUDA graphs) and in chunks of 3 (the multi-token GEMV).
+TEST_P(TensorCoreGolden, Int8ActivationDecodeMeetsTheLlamaCppTier) {
+  int8_activations_ = true;
+  for (int64_t chunk : {1, 3}) {
+    auto exec = make_executor(4, 8);
+    ASSERT_NE(exec, nullptr);
+    std::vector<float> all(prompt_.size() * n_vocab_), step;
+    for (size_t i = 0; i < prompt_.size(); i += static_cast<size_t>(chunk)) {
+      const size_t len = std::min(prompt_.size() - i, static_cast<size_t>(chunk));
+      ASSERT_TRUE(exec->forward(0, std::span(&prompt_[i], len), true, &step).is_ok());
+      ASSERT_EQ(step.size(), len * n_vocab_);
+      std::copy(step.begin(), step.end(), all.begin() + i * n_vocab_);
+    }
+    expect_like_llama_cpp(all, "int8-activation decode, chunks of " + std::to_string(chunk));
+  }
 }
 
 TEST_P(TensorCoreGolden, GraphReplayEqualsDirectLaunches) {
