@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   bool fold_norms = true;
   bool fuse_rope_store = true;
   bool int8_activations = false;
+  bool int8_quantize_in_gemv = true;
   double read_gib = 4.0;
   app.add_option("-m,--model", model_path, "GGUF model (e.g. from strata synth)")->required();
   app.add_option("--model-name", model_name, "Name for the record (default: general.name)");
@@ -61,6 +62,9 @@ int main(int argc, char** argv) {
   app.add_option("--int8-activations", int8_activations,
                  "Q8_0/Q4_0 decode GEMVs over 8-bit activations, dp4a "
                  "(GpuExecutorOptions::int8_activations)");
+  app.add_option("--int8-quantize-in-gemv", int8_quantize_in_gemv,
+                 "With --int8-activations: each GEMV quantizes its output for the next "
+                 "(GpuExecutorOptions::int8_quantize_in_gemv); 0: a quantize kernel per GEMV");
   app.add_flag("--ncu-step", ncu_step,
                "Bracket one warm decode step with cudaProfilerStart/Stop (for ncu "
                "--profile-from-start off)");
@@ -133,6 +137,7 @@ int main(int argc, char** argv) {
   opts.fold_norms = fold_norms;
   opts.fuse_rope_store = fuse_rope_store;
   opts.int8_activations = int8_activations;
+  opts.int8_quantize_in_gemv = int8_quantize_in_gemv;
   const double t_load = now_s();
   auto exec = check(GpuExecutor::create(spec, opts), "GpuExecutor");
   std::fprintf(stderr, "loaded %s (%s) into VRAM in %.1f s\n", model_name.c_str(),
@@ -164,6 +169,7 @@ int main(int argc, char** argv) {
     r["fold_norms"] = fold_norms;
     r["fuse_rope_store"] = fuse_rope_store;
     r["int8_activations"] = int8_activations;
+    r["int8_quantize_in_gemv"] = int8_quantize_in_gemv;
     r["vram_budget_bytes"] = exec->device_stats()->budget_bytes;
     r["batch"] = 1;
     r["context"] = context;

@@ -166,12 +166,14 @@ int main(int argc, char** argv) {
         for (const LayerMats& m : mats) {
           const gpu::GpuWeight qkv[3] = {m.q.w, m.k.w, m.v.w};
           float* const outs[3] = {yf, y2f, y3f};
-          check(gpu::gemv_multi(qkv, xf, 1, outs, stream, {}, in(&x8_4096)), "multi");
-          check(gpu::gemv(m.o.w, xf, 1, yf, gpu::GemvOutput::kAccumulate, stream, {}, in(&x8_4096)),
-                "o");
-          check(gpu::gemv_swiglu(m.gate.w, m.up.w, xf, 1, y2f, stream, {}, in(&x8_4096)), "swiglu");
+          check(gpu::gemv_multi(qkv, xf, 1, outs, stream, {}, {in(&x8_4096)}), "multi");
+          check(
+              gpu::gemv(m.o.w, xf, 1, yf, gpu::GemvOutput::kAccumulate, stream, {}, {in(&x8_4096)}),
+              "o");
+          check(gpu::gemv_swiglu(m.gate.w, m.up.w, xf, 1, y2f, stream, {}, {in(&x8_4096)}),
+                "swiglu");
           check(gpu::gemv(m.down.w, xf, 1, yf, gpu::GemvOutput::kAccumulate, stream, {},
-                          in(&x8_14336)),
+                          {in(&x8_14336)}),
                 "down");
         }
         check(end.record(stream), "record");
@@ -194,7 +196,7 @@ int main(int argc, char** argv) {
       simt = run_each(
           [&](const gpu::GpuWeight& w) { return gpu::gemv_with_shape(w, xf, yf, def, stream); });
       int8 = run_each([&](const gpu::GpuWeight& w) {
-        return gpu::gemv(w, xf, 1, yf, gpu::GemvOutput::kStore, stream, {}, x8_for(w));
+        return gpu::gemv(w, xf, 1, yf, gpu::GemvOutput::kStore, stream, {}, {x8_for(w)});
       });
       int8_fused = run_fused(true);
     }

@@ -1,10 +1,10 @@
-// quantize_activations_q8 (activation_q8.h): one warp per block of 32 values, a value per lane;
-// max |x| and the sum of the q by warp shuffles. The rounding is llama.cpp's quantize_q8_1's:
-// d = amax / 127, q = roundf(x * (1 / d)), so that a GEMV over these blocks computes what
-// llama.cpp computes.
+// quantize_activations_q8 (activation_q8.h): one warp per block of 32 values
+// (quantize_block_q8 in activation_q8.cuh: llama.cpp's rounding, so that a GEMV over these
+// blocks computes what llama.cpp computes).
 #include <cstdint>
 #include <string>
 
+#include "gpu_backend/activation_q8.cuh"
 #include "gpu_backend/activation_q8.h"
 #include "gpu_backend/dependent_launch.cuh"
 
@@ -20,18 +20,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int64_t b = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   grid_dependency_wait();  // x is the previous kernel's output; q may still be read by it
   if (b >= num_blocks) return;
-  const float v = x[b * kActivationBlock + lane];  // row-major rows of whole blocks
-  float amax = fabsf(v);
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
-  const float d = amax / 127.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  const int qi = static_cast<int>(roundf(v * id));
-  q[b * kActivationBlock + lane] = static_cast<int8_t>(qi);
-  int sum = qi;
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
-  if (lane == 0) blocks[b] = ActivationBlockQ8{d, sum};
+  quantize_block_q8(x[b * kActivationBlock + lane], lane, q + b * kActivationBlock + lane,
+                    blocks + b);  // row-major rows of whole blocks
 }
 
 int64_t q_bytes(int64_t n_tokens, int64_t cols) { return (n_tokens * cols + 15) / 16 * 16; }

@@ -24,7 +24,7 @@
 #include <span>
 #include <string>
 
-#include "gpu_backend/activation_q8.h"
+#include "gpu_backend/activation_q8.cuh"
 #include "gpu_backend/dependent_launch.cuh"
 #include "gpu_backend/gemv.h"
 #include "gpu_backend/gemv_mma.h"
@@ -55,6 +55,10 @@ struct Params {
   // The integer path (activation_q8.h, Q8_0 and Q4_0 only): x quantized, read instead of x.
   const int8_t* xq = nullptr;
   const ActivationBlockQ8* xblocks = nullptr;
+  // GemvInt8::out8: the values left for the next GEMV, quantized here.
+  int8_t* out8_q = nullptr;
+  ActivationBlockQ8* out8_blocks = nullptr;
+  unsigned* out8_counters = nullptr;
   int64_t cols = 0;
   int64_t units_per_row = 0;
   int64_t payload_row_bytes = 0;
@@ -455,6 +459,38 @@ __device__ void norm_scale_tail(const Params& p, const double (&squares)[kWarps]
   if (threadIdx.x == 0) *p.norm.scratch.counter = 0u;
 }
 
+// GemvInt8::out8: the block's values quantized in blocks of 32 rows. A CUDA block of 32 rows or
+// more quantizes its own; smaller ones count per group of 32 rows, and the one that finishes the
+// group quantizes it (its values read from L2, after the fences that make the others' visible).
+__device__ void quantize_out_tail(const Params& p, const Job& job, int64_t block_row0,
+                                  int rows_per_block) {
+  __shared__ bool last;
+  const float* src = p.norm.out_weight != nullptr ? p.norm.out_xg : job.y;
+  const int64_t rows = job.rows;
+  __threadfence();  // this thread's values, before the count says they are there
+  __syncthreads();
+  int64_t g0 = block_row0 / 32, g1 = min(block_row0 + rows_per_block, rows) / 32;
+  if (rows_per_block < 32) {
+    if (threadIdx.x == 0) {
+      const unsigned blocks_per_group = 32u / static_cast<unsigned>(rows_per_block);
+      last = atomicAdd(p.out8_counters + g0, 1u) == blocks_per_group - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (threadIdx.x == 0) p.out8_counters[g0] = 0u;  // for the next call
+    g1 = g0 + 1;
+  }
+  const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
+  const int64_t groups = rows / 32;
+  for (int64_t i = warp; i < (g1 - g0) * p.n_tokens; i += kWarps) {
+    const int64_t g = g0 + i / p.n_tokens;
+    const int64_t t = i % p.n_tokens;
+    const int64_t e = t * rows + g * 32 + lane;
+    quantize_block_q8(__ldcg(src + e), lane, p.out8_q + e, p.out8_blocks + t * groups + g);
+  }
+}
+
 // R rows per warp share each x load; every lane loads U units of each row before it computes.
 // Q8X: the integer path (x read as p.xq; Q8_0 and Q4_0 only).
 template <DType T, bool Q8X, int NT, int R, int U>
@@ -615,8 +651,11 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(Params p) {
       if (norm_out && idx < R * NT) squares[warp][r][t] = square;
     }
   }
-  if (!norm_out) return;
-  norm_scale_tail<R, NT>(p, squares, groups_per_block);
+  if (norm_out) norm_scale_tail<R, NT>(p, squares, groups_per_block);
+  if (p.out8_q != nullptr) {
+    quantize_out_tail(p, job, static_cast<int64_t>(blockIdx.x) * groups_per_block * R,
+                      groups_per_block * R);
+  }
 }
 
 // Calls f.template operator()<T>() for the weight type T the GPU reads; false for any other.
@@ -689,8 +728,10 @@ constexpr Config config_of() {
   // Sweep of 2026-12-01 (R in 1,2,4; U in 1,2,4): R4 U1 M2 was best for F16, Q8_0 and Q4_0.
   if constexpr (T == DType::kF32 || T == DType::kF16 || T == DType::kBF16) return {4, 1, 2};
   if constexpr (T == DType::kQ8_0) return {4, 1, 2};
-  if constexpr (T == DType::kQ4_0 && Q8X) return {4, 2, 2};  // not yet swept (a guess)
-  if constexpr (T == DType::kQ8_0 && Q8X) return {4, 1, 2};  // not yet swept (a guess)
+  // Integer path, sweep of 2026-12-03 (H200, 13640cf): Q4_0 R4 U1 M1 0.602 of H (R4 U2 M2
+  // 0.569), Q8_0 R4 U1 M2 0.744.
+  if constexpr (T == DType::kQ4_0 && Q8X) return {4, 1, 1};
+  if constexpr (T == DType::kQ8_0 && Q8X) return {4, 1, 2};
   if constexpr (T == DType::kQ4_0) return {4, 1, 2};
   return {4, 1, 2};  // Q4_K, Q6_K
 }
@@ -785,7 +826,8 @@ mma_gemv::Call mma_call(const Params& p) {
 Status launch(DType type, Params p, const cuda::Stream& stream) {
   STRATA_RETURN_IF_ERROR(check_tokens(p));
   cudaStream_t s = stream.native();
-  const bool folded = p.norm.in_scale != nullptr || p.norm.out_weight != nullptr || p.rope_store;
+  const bool folded = p.norm.in_scale != nullptr || p.norm.out_weight != nullptr || p.rope_store ||
+                      p.out8_q != nullptr;
   if (kTensorCoreDecode && !folded && p.xq == nullptr && p.n_tokens == 1 && mma_gemv::reads(type)) {
     // One token of Q8_0 / Q4_0: the tensor-core kernel (gemv_mma.cu says why).
     const mma_gemv::Call c = mma_call(p);
@@ -840,7 +882,8 @@ Job job_of(const GpuWeight& w, float* y) {
 // `caller` names the entry point in the error for matrices of different types or widths.
 StatusOr<Params> params_of(std::span<const GpuWeight> ws, std::span<float* const> ys,
                            const float* x, int64_t n_tokens, Mode mode, const char* caller,
-                           const ActivationsQ8* x8 = nullptr) {
+                           const GemvInt8& int8 = {}) {
+  const ActivationsQ8* x8 = int8.x8;
   Params p;
   STRATA_RETURN_IF_ERROR(fill_layout(ws[0], &p));
   for (size_t i = 0; i < ws.size(); ++i) {
@@ -865,16 +908,33 @@ StatusOr<Params> params_of(std::span<const GpuWeight> ws, std::span<float* const
     p.xq = x8->q;
     p.xblocks = x8->blocks;
   }
+  if (const ActivationsQ8& o = int8.out8; o.q != nullptr) {
+    const int64_t rows = ws[0].rows;
+    if ((ws.size() != 1 && mode != Mode::kSwiGLU) || rows % 32 != 0 || o.cols != rows ||
+        o.n_tokens < n_tokens || o.blocks == nullptr || int8.out8_counters == nullptr ||
+        (x8 != nullptr && o.q == x8->q)) {
+      return Status::invalid_argument(std::string(caller) +
+                                      ": a quantized output needs one matrix of whole blocks of "
+                                      "32 rows, a view of them apart from x8, and counters");
+    }
+    p.out8_q = o.q;
+    p.out8_blocks = o.blocks;
+    p.out8_counters = int8.out8_counters;
+  }
   return p;
 }
 
 // The Params of y = W x for one token (the tuning entry points).
 StatusOr<Params> one_token_store(const GpuWeight& w, const float* x, float* y,
                                  const ActivationsQ8* x8 = nullptr) {
-  return params_of(std::span(&w, 1), std::span(&y, 1), x, 1, Mode::kStore, "gemv", x8);
+  return params_of(std::span(&w, 1), std::span(&y, 1), x, 1, Mode::kStore, "gemv", {x8});
 }
 
 }  // namespace
+
+int64_t gemv_out8_counter_bytes(int64_t rows) {
+  return std::max<int64_t>(1, rows / 32) * static_cast<int64_t>(sizeof(unsigned));
+}
 
 int64_t gemv_norm_scratch_bytes(int64_t rows) {
   // The most blocks: 4 rows a block (R = 4, a row split over all 8 warps); the counter after.
@@ -891,23 +951,24 @@ GemvNormScratch gemv_norm_scratch_at(void* device_bytes, int64_t rows) {
 }
 
 Status gemv(const GpuWeight& w, const float* x, int64_t n_tokens, float* y, GemvOutput output,
-            const cuda::Stream& stream, const GemvNorm& norm, const ActivationsQ8* x8) {
+            const cuda::Stream& stream, const GemvNorm& norm, const GemvInt8& int8) {
   const Mode mode = output == GemvOutput::kStore ? Mode::kStore : Mode::kAccumulate;
   STRATA_ASSIGN_OR_RETURN(
-      Params p, params_of(std::span(&w, 1), std::span(&y, 1), x, n_tokens, mode, "gemv", x8));
+      Params p, params_of(std::span(&w, 1), std::span(&y, 1), x, n_tokens, mode, "gemv", int8));
   p.norm = norm;
   return launch(w.type, p, stream);
 }
 
 Status gemv_multi(std::span<const GpuWeight> ws, const float* x, int64_t n_tokens,
                   std::span<float* const> ys, const cuda::Stream& stream, const GemvNorm& norm,
-                  const ActivationsQ8* x8) {
+                  const GemvInt8& int8) {
   if (ws.empty() || ws.size() > kMaxJobs || ws.size() != ys.size()) {
     return Status::invalid_argument("gemv_multi takes 1 to 3 matrices, one output each");
   }
   // An output norm needs an accumulating call.
   if (norm.out_weight != nullptr) return Status::invalid_argument("gemv_multi: a norm output");
-  STRATA_ASSIGN_OR_RETURN(Params p, params_of(ws, ys, x, n_tokens, Mode::kStore, "gemv_multi", x8));
+  STRATA_ASSIGN_OR_RETURN(Params p,
+                          params_of(ws, ys, x, n_tokens, Mode::kStore, "gemv_multi", int8));
   p.norm.in_scale = norm.in_scale;
   return launch(ws[0].type, p, stream);
 }
@@ -915,8 +976,7 @@ Status gemv_multi(std::span<const GpuWeight> ws, const float* x, int64_t n_token
 Status gemv_qkv_rope_store(const GpuWeight& wq, const GpuWeight& wk, const GpuWeight& wv,
                            const float* x, int64_t n_tokens, float* q, const float* rope_table,
                            int64_t rope_dims, int64_t head_dim, const GpuKvView& kv, int64_t layer,
-                           const cuda::Stream& stream, const GemvNorm& norm,
-                           const ActivationsQ8* x8) {
+                           const cuda::Stream& stream, const GemvNorm& norm, const GemvInt8& int8) {
   const char* where = "gemv_qkv_rope_store: ";
   if (kv.dtype != DType::kF32 && kv.dtype != DType::kF16) {
     return Status::invalid_argument(std::string(where) + "an F32 or F16 cache only");
@@ -929,13 +989,13 @@ Status gemv_qkv_rope_store(const GpuWeight& wq, const GpuWeight& wk, const GpuWe
       kv.kv_dim % head_dim != 0) {
     return Status::invalid_argument(std::string(where) + "shapes do not match the cache");
   }
-  if (norm.out_weight != nullptr) {
-    return Status::invalid_argument(std::string(where) + "a norm output");
+  if (norm.out_weight != nullptr || int8.out8.q != nullptr) {
+    return Status::invalid_argument(std::string(where) + "a norm or quantized output");
   }
   const GpuWeight ws[3] = {wq, wk, wv};
   float* const ys[3] = {q, nullptr, nullptr};  // k and v go to the cache
-  STRATA_ASSIGN_OR_RETURN(Params p,
-                          params_of(ws, ys, x, n_tokens, Mode::kStore, "gemv_qkv_rope_store", x8));
+  STRATA_ASSIGN_OR_RETURN(
+      Params p, params_of(ws, ys, x, n_tokens, Mode::kStore, "gemv_qkv_rope_store", int8));
   p.norm.in_scale = norm.in_scale;
   p.rope_store = true;
   p.rope_table = reinterpret_cast<const float2*>(rope_table);
@@ -948,7 +1008,7 @@ Status gemv_qkv_rope_store(const GpuWeight& wq, const GpuWeight& wk, const GpuWe
 
 Status gemv_swiglu(const GpuWeight& gate, const GpuWeight& up, const float* x, int64_t n_tokens,
                    float* y, const cuda::Stream& stream, const GemvNorm& norm,
-                   const ActivationsQ8* x8) {
+                   const GemvInt8& int8) {
   if (gate.type != up.type || gate.rows != up.rows || gate.cols != up.cols) {
     return Status::invalid_argument("gemv_swiglu: gate and up differ in type or shape");
   }
@@ -956,7 +1016,7 @@ Status gemv_swiglu(const GpuWeight& gate, const GpuWeight& up, const float* x, i
   const GpuWeight ws[2] = {gate, up};
   float* const ys[2] = {y, y};  // the epilogue writes jobs[0].y
   STRATA_ASSIGN_OR_RETURN(Params p,
-                          params_of(ws, ys, x, n_tokens, Mode::kSwiGLU, "gemv_swiglu", x8));
+                          params_of(ws, ys, x, n_tokens, Mode::kSwiGLU, "gemv_swiglu", int8));
   p.norm.in_scale = norm.in_scale;
   return launch(gate.type, p, stream);
 }

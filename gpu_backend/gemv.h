@@ -62,22 +62,36 @@ struct GemvNorm {
   GemvNormScratch scratch;     // REQUIRES with out_weight: zeroed counter
 };
 
-// Every entry point takes an optional x8: the same x quantized to 8 bits (activation_q8.h, for
-// w.cols columns and at least n_tokens rows). Q8_0 and Q4_0 weights then take the integer path,
-// llama.cpp's arithmetic (the `like_llama_cpp` tier): dp4a over the weights as stored, ~4x fewer
-// instructions per weight than dequantizing to float. Other types ignore it and read x.
+// The integer path (activation_q8.h) of a call, llama.cpp's arithmetic (the `like_llama_cpp`
+// tier): dp4a over the weights as stored, ~4x fewer instructions per weight than dequantizing to
+// float.
+struct GemvInt8 {
+  // The same x quantized (w.cols columns, at least n_tokens rows): Q8_0 and Q4_0 weights read it
+  // instead of x; other types ignore it and read x.
+  const ActivationsQ8* x8 = nullptr;
+  // Or null q: the values this call leaves for the next GEMV, quantized by this call, so that no
+  // quantize kernel runs between the two: y (kStore, SwiGLU's h), the updated y (kAccumulate) or,
+  // with a folded norm's output, xg. Each block of 32 rows is quantized by the CUDA block that
+  // finishes it (out8_counters says which: [rows / 32], zero between calls, each reset by the
+  // block that used it). REQUIRES: one matrix (or gemv_swiglu), rows a multiple of 32, out8 for
+  // those rows and at least n_tokens, apart from x8.
+  ActivationsQ8 out8;
+  unsigned* out8_counters = nullptr;
+};
+
+// Device bytes of out8_counters for GEMVs with up to `rows` rows.
+int64_t gemv_out8_counter_bytes(int64_t rows);
 
 // y [n_tokens][w.rows] (=|+=) x [n_tokens][w.cols] W^T. REQUIRES: 1 <= n_tokens <=
 // kGpuGemvMaxTokens; x and y are device arrays that do not overlap, 16-byte aligned.
 Status gemv(const GpuWeight& w, const float* x, int64_t n_tokens, float* y, GemvOutput output,
-            const cuda::Stream& stream, const GemvNorm& norm = {},
-            const ActivationsQ8* x8 = nullptr);
+            const cuda::Stream& stream, const GemvNorm& norm = {}, const GemvInt8& int8 = {});
 
 // Up to 3 matrices with the same cols over the same x in one launch: ys[i] [n_tokens][ws[i].rows]
 // = x ws[i]^T (the Q, K and V projections). norm: in_scale only.
 Status gemv_multi(std::span<const GpuWeight> ws, const float* x, int64_t n_tokens,
                   std::span<float* const> ys, const cuda::Stream& stream, const GemvNorm& norm = {},
-                  const ActivationsQ8* x8 = nullptr);
+                  const GemvInt8& int8 = {});
 
 // The Q, K and V products of a decode step with rope_store_kv (elementwise.h) in the epilogue,
 // for adjacent-pair RoPE and an F32 or F16 cache: q [n_tokens][wq.rows] = rotated x wq^T; k
@@ -88,12 +102,12 @@ Status gemv_qkv_rope_store(const GpuWeight& wq, const GpuWeight& wk, const GpuWe
                            const float* x, int64_t n_tokens, float* q, const float* rope_table,
                            int64_t rope_dims, int64_t head_dim, const GpuKvView& kv, int64_t layer,
                            const cuda::Stream& stream, const GemvNorm& norm = {},
-                           const ActivationsQ8* x8 = nullptr);
+                           const GemvInt8& int8 = {});
 
 // y [n_tokens][gate.rows] = silu(x gate^T) * (x up^T). REQUIRES: gate and up have the same shape
 // and type. norm: in_scale only (both products are scaled before the SwiGLU).
 Status gemv_swiglu(const GpuWeight& gate, const GpuWeight& up, const float* x, int64_t n_tokens,
                    float* y, const cuda::Stream& stream, const GemvNorm& norm = {},
-                   const ActivationsQ8* x8 = nullptr);
+                   const GemvInt8& int8 = {});
 
 }  // namespace strata::gpu

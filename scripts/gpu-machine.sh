@@ -15,7 +15,7 @@
 #                (STRATA_NCU_STEP_TYPES, default "F16 Q4_0"; STRATA_NCU_STEP_FLAGS: bench flags), summed per kernel name
 #     gpu-gemv   bench/gpu_gemv_bench (GPU decode GEMV vs measured HBM read bandwidth)
 #     gpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/gpu_e2e_bench on each (decode 64 +
-#                prefill 2048 in VRAM vs B/H and FLOPs/G); STRATA_GPU8B_AB="flags": decode again
+#                prefill 2048 in VRAM vs B/H and FLOPs/G); STRATA_GPU8B_AB="flags[;flags...]": decode again
 #                with those flags (scenario gpu-8b-ab), e.g. "--fold-norms 0 --fuse-rope-store 0"
 #     offload    synth each case of STRATA_OFFLOAD_CASES ("shape:type:budget[:policies] ...", default the
 #                three of BENCHMARKS.md) and bench/offload_bench on it under every policy
@@ -172,10 +172,12 @@ PY
         [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type "$t" --out "$m" 2>&1 | tail -1
         build-gpu/bench/gpu_e2e_bench -m "$m" --model-name llama3-8b --scenario gpu-8b \
           --prefill 2048 --decode 64 --json-out "$jsonl" --commit "$commit" ${STRATA_GPU8B_FLAGS:-} 2>&1 | tail -4
-        if [ -n "${STRATA_GPU8B_AB:-}" ]; then  # decode again with other executor flags: an A/B
+        # Decode again with other executor flags (an A/B): each ';'-separated set in turn.
+        IFS=';' read -ra ab_sets <<< "${STRATA_GPU8B_AB:-}"
+        for ab in "${ab_sets[@]}"; do
           build-gpu/bench/gpu_e2e_bench -m "$m" --model-name llama3-8b --scenario gpu-8b-ab \
-            --prefill 0 --decode 64 --json-out "$jsonl" --commit "$commit" $STRATA_GPU8B_AB 2>&1 | tail -2
-        fi
+            --prefill 0 --decode 64 --json-out "$jsonl" --commit "$commit" $ab 2>&1 | tail -2
+        done
         rm -f "$m"  # the disk holds one 8B model at a time comfortably
       done ;;
     offload)

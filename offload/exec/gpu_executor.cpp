@@ -220,9 +220,13 @@ Status GpuExecutor::init() {
   STRATA_RETURN_IF_ERROR(cuda::memset_async(norm_scratch_.data(), 0, norm_scratch_.size_bytes(),
                                             stream_));  // the counter starts at zero
   if (options_.int8_activations) {
-    const int64_t widest = std::max({hp.n_embd, hp.q_dim(), hp.n_ff});
-    STRATA_RETURN_IF_ERROR(
-        activations(gpu::activations_q8_bytes(gpu::kGpuGemvMaxTokens, widest), &x8_));
+    const int64_t t = gpu::kGpuGemvMaxTokens;
+    STRATA_RETURN_IF_ERROR(activations(gpu::activations_q8_bytes(t, hp.n_embd), &x8_xb_));
+    STRATA_RETURN_IF_ERROR(activations(gpu::activations_q8_bytes(t, hp.n_ff), &x8_h_));
+    STRATA_RETURN_IF_ERROR(activations(gpu::activations_q8_bytes(t, hp.q_dim()), &x8_att_));
+    const int64_t counters = gpu::gemv_out8_counter_bytes(std::max(hp.n_embd, hp.n_ff));
+    STRATA_RETURN_IF_ERROR(activations(counters, &x8_counters_));
+    STRATA_RETURN_IF_ERROR(cuda::memset_async(x8_counters_.data(), 0, counters, stream_));
   }
   STRATA_ASSIGN_OR_RETURN(step_inputs_, cuda::PinnedHostBuffer::allocate(2 * n * 4));
   if (StatusOr<void*> mapped = cuda::device_pointer_of_host(step_inputs_.data()); mapped.is_ok()) {
@@ -1221,18 +1225,35 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     return f;
   };
 
-  // The integer GEMV path (int8_activations): a Q8_0 / Q4_0 GEMV's input quantized just before
-  // it, into one buffer: each GEMV that reads it ends before the next quantize writes it
-  // (quantize_activations_q8 waits for the kernel before it).
-  gpu::ActivationsQ8 x8_view;
-  auto int8_input = [&](DType type, const float* in, int64_t rows,
-                        int64_t cols) -> StatusOr<const gpu::ActivationsQ8*> {
-    if (!decode || !options_.int8_activations || (type != DType::kQ8_0 && type != DType::kQ4_0)) {
-      return static_cast<const gpu::ActivationsQ8*>(nullptr);
+  // The integer GEMV path (int8_activations) for the decode GEMVs of Q8_0 / Q4_0 weights: xb,
+  // the SwiGLU output h and the attention output quantized into their own buffers (x8_xb / x8_h
+  // / x8_att). A GEMV never reads and writes the same one, and the writers of each wait for the
+  // kernel before them (programmatic launches), so its readers are done.
+  auto integer = [&](const Operand& op) {
+    return decode && options_.int8_activations && op.cpu == nullptr &&
+           (op.gpu.type == DType::kQ8_0 || op.gpu.type == DType::kQ4_0);
+  };
+  const gpu::ActivationsQ8 x8_xb = gpu::activations_q8_at(x8_xb_.data(), n, E);
+  const gpu::ActivationsQ8 x8_h = gpu::activations_q8_at(x8_h_.data(), n, F);
+  const gpu::ActivationsQ8 x8_att = gpu::activations_q8_at(x8_att_.data(), n, Q);
+  bool xb_quantized = false;  // x8_xb holds xb: the GEMV before left it (GemvInt8::out8)
+  bool h_quantized = false;
+  // The GemvInt8 of a GEMV of `op` over `in` (x8: its quantized copy, made now unless `ready`).
+  auto int8_in = [&](const Operand& op, const float* in, const gpu::ActivationsQ8& x8,
+                     bool ready) -> StatusOr<gpu::GemvInt8> {
+    gpu::GemvInt8 g;
+    if (!integer(op)) return g;
+    if (!ready) STRATA_RETURN_IF_ERROR(gpu::quantize_activations_q8(in, x8.n_tokens, x8, stream_));
+    g.x8 = &x8;
+    return g;
+  };
+  // ... and its output quantized into `out8` for `next`, an integer GEMV after it.
+  auto with_out8 = [&](gpu::GemvInt8 g, const Operand& next, const gpu::ActivationsQ8& out8) {
+    if (fold && integer(next) && options_.int8_quantize_in_gemv) {
+      g.out8 = out8;
+      g.out8_counters = static_cast<unsigned*>(x8_counters_.data());
     }
-    x8_view = gpu::activations_q8_at(x8_.data(), rows, cols);
-    STRATA_RETURN_IF_ERROR(gpu::quantize_activations_q8(in, rows, x8_view, stream_));
-    return static_cast<const gpu::ActivationsQ8*>(&x8_view);
+    return g;
   };
 
   // RoPE and the KV store in the QKV GEMV's epilogue (fuse_rope_store): one sequence, adjacent
@@ -1288,15 +1309,15 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     const bool qkv_on_gpu = decode && !wq.cpu && !wk.cpu && !wv.cpu;
     const bool rope_in_gemv = qkv_on_gpu && rope_in_epilogue;
     if (rope_in_gemv) {  // q [n][Q] rotated; k rotated and v into the cache
-      STRATA_ASSIGN_OR_RETURN(const gpu::ActivationsQ8* x8, int8_input(wq.gpu.type, xb, n, E));
+      STRATA_ASSIGN_OR_RETURN(const gpu::GemvInt8 i8, int8_in(wq, xb, x8_xb, xb_quantized));
       STRATA_RETURN_IF_ERROR(gpu::gemv_qkv_rope_store(wq.gpu, wk.gpu, wv.gpu, xb, n, q, rope_table,
                                                       hp.rope_dims, hp.head_dim, segments[0].kv, l,
-                                                      stream_, folded_in(0), x8));
+                                                      stream_, folded_in(0), i8));
     } else if (qkv_on_gpu) {  // q [n][Q], k [n][K], v [n][K] in one pass
       const gpu::GpuWeight qkv[3] = {wq.gpu, wk.gpu, wv.gpu};
       float* const outs[3] = {q, k, v};
-      STRATA_ASSIGN_OR_RETURN(const gpu::ActivationsQ8* x8, int8_input(wq.gpu.type, xb, n, E));
-      STRATA_RETURN_IF_ERROR(gpu::gemv_multi(qkv, xb, n, outs, stream_, folded_in(0), x8));
+      STRATA_ASSIGN_OR_RETURN(const gpu::GemvInt8 i8, int8_in(wq, xb, x8_xb, xb_quantized));
+      STRATA_RETURN_IF_ERROR(gpu::gemv_multi(qkv, xb, n, outs, stream_, folded_in(0), i8));
     } else {
       const Operand qkv[3] = {wq, wk, wv};
       float* const outs[3] = {q, k, v};
@@ -1330,9 +1351,11 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     }
     if (stage_next >= 0) STRATA_RETURN_IF_ERROR(queue_stage_copy(stage_next));
     if (fold) {  // x += Wo att, leaving xb = x o ffn_norm and its scale
-      STRATA_ASSIGN_OR_RETURN(const gpu::ActivationsQ8* x8, int8_input(wo.gpu.type, att, n, Q));
+      STRATA_ASSIGN_OR_RETURN(const gpu::GemvInt8 i8, int8_in(wo, att, x8_att, false));
+      const gpu::GemvInt8 o8 = with_out8(i8, w_gate, x8_xb);  // xb for gate+up
       STRATA_RETURN_IF_ERROR(gpu::gemv(wo.gpu, att, n, x, GemvOutput::kAccumulate, stream_,
-                                       folded_out(w.ffn_norm), x8));
+                                       folded_out(w.ffn_norm), o8));
+      xb_quantized = o8.out8.q != nullptr;
     } else {
       const Operand ops[1] = {wo};
       float* const outs[1] = {x};
@@ -1341,12 +1364,17 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     STRATA_RETURN_IF_ERROR(mark(kMatmul));
 
     // Feed-forward block (SwiGLU).
-    if (!fold) STRATA_RETURN_IF_ERROR(gpu::rms_norm(x, w.ffn_norm, xb, n, E, eps, stream_));
+    if (!fold) {
+      STRATA_RETURN_IF_ERROR(gpu::rms_norm(x, w.ffn_norm, xb, n, E, eps, stream_));
+      xb_quantized = false;
+    }
     STRATA_RETURN_IF_ERROR(mark(kOther));
     if (decode && !w_gate.cpu && !w_up.cpu) {  // gate [n][F] = silu(W_gate xb) * (W_up xb)
-      STRATA_ASSIGN_OR_RETURN(const gpu::ActivationsQ8* x8, int8_input(w_gate.gpu.type, xb, n, E));
+      STRATA_ASSIGN_OR_RETURN(const gpu::GemvInt8 i8, int8_in(w_gate, xb, x8_xb, xb_quantized));
+      const gpu::GemvInt8 o8 = with_out8(i8, w_down, x8_h);  // h for down
       STRATA_RETURN_IF_ERROR(
-          gpu::gemv_swiglu(w_gate.gpu, w_up.gpu, xb, n, gate, stream_, folded_in(0), x8));
+          gpu::gemv_swiglu(w_gate.gpu, w_up.gpu, xb, n, gate, stream_, folded_in(0), o8));
+      h_quantized = o8.out8.q != nullptr;
     } else {
       const Operand ops[2] = {w_gate, w_up};
       float* const outs[2] = {gate, up};
@@ -1356,10 +1384,16 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
     if (fold) {  // x += W h, leaving the next norm's inputs (the output norm after the last)
       const float* next_norm =
           l + 1 < hp.n_layer ? layers_[static_cast<size_t>(l + 1)].attn_norm : output_norm_;
-      STRATA_ASSIGN_OR_RETURN(const gpu::ActivationsQ8* x8,
-                              int8_input(w_down.gpu.type, gate, n, F));
+      // Its xg feeds the next layer's QKV, or the head after the last layer.
+      const Operand next = l + 1 < hp.n_layer
+                               ? operand(layers_[static_cast<size_t>(l + 1)].wq, phase, nullptr)
+                               : operand(output_, phase, nullptr);
+      STRATA_ASSIGN_OR_RETURN(const gpu::GemvInt8 i8, int8_in(w_down, gate, x8_h, h_quantized));
+      const gpu::GemvInt8 o8 = with_out8(i8, next, x8_xb);
       STRATA_RETURN_IF_ERROR(gpu::gemv(w_down.gpu, gate, n, x, GemvOutput::kAccumulate, stream_,
-                                       folded_out(next_norm), x8));
+                                       folded_out(next_norm), o8));
+      xb_quantized = o8.out8.q != nullptr;
+      h_quantized = false;
     } else {
       const Operand ops[1] = {w_down};
       float* const outs[1] = {x};
@@ -1377,10 +1411,18 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
   const Operand head[1] = {operand(output_, phase, nullptr)};
   float* const logits[1] = {act(logits_)};
   if (fold) {  // the last down GEMV left xb = x o output_norm for every row
-    STRATA_ASSIGN_OR_RETURN(const gpu::ActivationsQ8* x8,
-                            int8_input(head[0].gpu.type, xb + r0 * E, head_rows, E));
+    // The head's rows of xb quantized: those of x8_xb if the last down GEMV left them.
+    gpu::ActivationsQ8 head8 = gpu::activations_q8_at(x8_xb_.data(), head_rows, E);
+    if (xb_quantized) {
+      head8 = x8_xb;
+      head8.q += r0 * E;
+      head8.blocks += r0 * (E / gpu::kActivationBlock);
+      head8.n_tokens -= r0;
+    }
+    STRATA_ASSIGN_OR_RETURN(const gpu::GemvInt8 i8,
+                            int8_in(head[0], xb + r0 * E, head8, xb_quantized));
     STRATA_RETURN_IF_ERROR(gpu::gemv(head[0].gpu, xb + r0 * E, head_rows, logits[0],
-                                     GemvOutput::kStore, stream_, folded_in(r0), x8));
+                                     GemvOutput::kStore, stream_, folded_in(r0), i8));
   } else {
     STRATA_RETURN_IF_ERROR(gpu::rms_norm(x + r0 * E, output_norm_, xb, head_rows, E, eps, stream_));
     STRATA_RETURN_IF_ERROR(matmuls(head, xb, head_rows, logits));

@@ -91,6 +91,10 @@ struct GpuExecutorOptions {
   // so decode logits meet the golden `like_llama_cpp` tier instead of `exact`. Off: float32
   // activations, the exact path.
   bool int8_activations = false;
+  // With int8_activations and folded norms: the GEMV before each such GEMV quantizes its own
+  // output (gemv.h, GemvInt8::out8), so only layer 0's QKV input and each attention output take
+  // a quantize kernel. Off: a quantize kernel before every integer GEMV.
+  bool int8_quantize_in_gemv = true;
   // Where each weight tensor lives and runs, by name (Plan::tensors); empty: all resident.
   // Tensors it does not name are resident; norms and biases are resident whatever it says (a few
   // KiB per layer). Only layer matrices may stream (a staging slot holds one layer).
@@ -382,8 +386,9 @@ class GpuExecutor final : public Engine {
   DeviceBuffer x_, xb_, q_, k_, v_, att_, gate_, up_;
   // Folded RMSNorms (fold_norms): each token's scale, and the GEMVs' scratch for making it.
   DeviceBuffer norm_scale_, norm_scratch_;
-  // int8_activations: the current GEMV input quantized (kGpuGemvMaxTokens rows of the widest).
-  DeviceBuffer x8_;
+  // int8_activations: xb, the SwiGLU output and the attention output quantized
+  // (kGpuGemvMaxTokens rows each), and the GEMVs' counters for quantizing their outputs.
+  DeviceBuffer x8_xb_, x8_h_, x8_att_, x8_counters_;
   DeviceBuffer ids_, positions_;  // int32 [max_batch_tokens]
   DeviceBuffer rope_table_;       // (cos, sin) [max_batch_tokens][rope_dims / 2][2]
   DeviceBuffer logits_;           // [kLogitRows][n_vocab]

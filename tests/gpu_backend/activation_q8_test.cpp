@@ -121,7 +121,7 @@ TEST_F(ActivationQ8Test, GemvOverQuantizedXMatchesFloat64OfTheSameArithmetic) {
         const float* dx = upload(x);
         const gpu::ActivationsQ8 xq = quantize(dx, n, s.cols);
         float* dy = device_output(n * s.rows);
-        ASSERT_TRUE(gpu::gemv(w, dx, n, dy, gpu::GemvOutput::kStore, stream(), {}, &xq).is_ok());
+        ASSERT_TRUE(gpu::gemv(w, dx, n, dy, gpu::GemvOutput::kStore, stream(), {}, {&xq}).is_ok());
         const std::vector<float> y = download(dy, n * s.rows);
         EXPECT_LT(backward_err(m, dequantized(quantize_on_host(x)), n, y), 1e-6);
         // And it is the product with x up to the rounding of x (~0.3 % per element here): a
@@ -131,7 +131,8 @@ TEST_F(ActivationQ8Test, GemvOverQuantizedXMatchesFloat64OfTheSameArithmetic) {
         EXPECT_LT(vs_float, 2e-2);
         EXPECT_GT(vs_float, 1e-5);
         float* again = device_output(n * s.rows);
-        ASSERT_TRUE(gpu::gemv(w, dx, n, again, gpu::GemvOutput::kStore, stream(), {}, &xq).is_ok());
+        ASSERT_TRUE(
+            gpu::gemv(w, dx, n, again, gpu::GemvOutput::kStore, stream(), {}, {&xq}).is_ok());
         EXPECT_EQ(download(again, n * s.rows), y) << "not bit-for-bit repeatable";
       }
     }
@@ -153,25 +154,25 @@ TEST_F(ActivationQ8Test, FusedFormsAndShapesEqualThePlainProduct) {
       const gpu::ActivationsQ8 xq = quantize(dx, n, cols);
       float* ya = device_output(n * 96);
       float* yb = device_output(n * 32);
-      ASSERT_TRUE(gpu::gemv(wa, dx, n, ya, gpu::GemvOutput::kStore, stream(), {}, &xq).is_ok());
-      ASSERT_TRUE(gpu::gemv(wb, dx, n, yb, gpu::GemvOutput::kStore, stream(), {}, &xq).is_ok());
+      ASSERT_TRUE(gpu::gemv(wa, dx, n, ya, gpu::GemvOutput::kStore, stream(), {}, {&xq}).is_ok());
+      ASSERT_TRUE(gpu::gemv(wb, dx, n, yb, gpu::GemvOutput::kStore, stream(), {}, {&xq}).is_ok());
       const std::vector<float> plain_a = download(ya, n * 96), plain_b = download(yb, n * 32);
 
       const gpu::GpuWeight ws[2] = {wa, wb};
       float* outs[2] = {device_output(n * 96), device_output(n * 32)};
-      ASSERT_TRUE(gpu::gemv_multi(ws, dx, n, outs, stream(), {}, &xq).is_ok());
+      ASSERT_TRUE(gpu::gemv_multi(ws, dx, n, outs, stream(), {}, {&xq}).is_ok());
       EXPECT_EQ(download(outs[0], n * 96), plain_a);
       EXPECT_EQ(download(outs[1], n * 32), plain_b);
 
       const std::vector<float> y0 = random_floats(n * 96);
       float* acc = upload(y0);
       ASSERT_TRUE(
-          gpu::gemv(wa, dx, n, acc, gpu::GemvOutput::kAccumulate, stream(), {}, &xq).is_ok());
+          gpu::gemv(wa, dx, n, acc, gpu::GemvOutput::kAccumulate, stream(), {}, {&xq}).is_ok());
       const std::vector<float> got_acc = download(acc, n * 96);
       for (size_t i = 0; i < got_acc.size(); ++i) ASSERT_EQ(got_acc[i], y0[i] + plain_a[i]) << i;
 
       float* h = device_output(n * 96);
-      ASSERT_TRUE(gpu::gemv_swiglu(wa, wa, dx, n, h, stream(), {}, &xq).is_ok());
+      ASSERT_TRUE(gpu::gemv_swiglu(wa, wa, dx, n, h, stream(), {}, {&xq}).is_ok());
       const std::vector<float> got_h = download(h, n * 96);
       for (size_t i = 0; i < got_h.size(); ++i) {
         const double g = plain_a[i];
@@ -198,6 +199,111 @@ TEST_F(ActivationQ8Test, FusedFormsAndShapesEqualThePlainProduct) {
   }
 }
 
+// GemvInt8::out8: the GEMV quantizes the values it leaves (y, the updated y, xg, SwiGLU's h)
+// exactly as the quantize kernel would quantize them afterwards, for CUDA blocks of fewer rows
+// than 32 (the counter path) and of 32 or more (each its own), call after call (the counters go
+// back to zero).
+TEST_F(ActivationQ8Test, GemvQuantizesItsOwnOutputAsTheQuantizeKernelWould) {
+  enum class Form { kStore, kAccumulate, kNormOut, kSwiGLU };
+  struct Case {
+    DType type;
+    int64_t cols;
+  };
+  // F16 over 256 columns: 32 rows a CUDA block; 4096 columns: 4 rows a block; Q4_0 with x8 in.
+  const Case cases[] = {{DType::kF16, 256}, {DType::kF16, 4096}, {DType::kQ4_0, 4096}};
+  const int64_t rows = 96;
+  for (const Case& c : cases) {
+    for (Form form : {Form::kStore, Form::kAccumulate, Form::kNormOut, Form::kSwiGLU}) {
+      for (int64_t n : {1, 3}) {
+        SCOPED_TRACE(std::string(dtype_name(c.type)) + " cols " + std::to_string(c.cols) +
+                     " form " + std::to_string(static_cast<int>(form)) + " tokens " +
+                     std::to_string(n));
+        const HostMatrix m = random_matrix(c.type, rows, c.cols, rng_);
+        const gpu::GpuWeight w = upload(m);
+        const float* dx = upload(random_floats(n * c.cols));
+        const gpu::ActivationsQ8 xq = quantize(dx, n, c.cols);
+        unsigned* counters = upload(
+            std::vector<unsigned>(static_cast<size_t>(gpu::gemv_out8_counter_bytes(rows) / 4), 0));
+        void* scratch = upload(
+            std::vector<uint8_t>(static_cast<size_t>(gpu::gemv_norm_scratch_bytes(rows)), 0));
+        const std::vector<float> y0 = random_floats(n * rows);
+        for (int call = 0; call < 3; ++call) {
+          SCOPED_TRACE("call " + std::to_string(call));
+          gpu::GemvInt8 i8;
+          i8.x8 = &xq;
+          i8.out8 =
+              gpu::activations_q8_at(device_alloc(gpu::activations_q8_bytes(n, rows)), n, rows);
+          i8.out8_counters = counters;
+          float* y = upload(y0);
+          float* xg = device_output(n * rows);
+          gpu::GemvNorm norm;
+          Status st;
+          switch (form) {
+            case Form::kStore:
+              st = gpu::gemv(w, dx, n, y, gpu::GemvOutput::kStore, stream(), {}, i8);
+              break;
+            case Form::kAccumulate:
+              st = gpu::gemv(w, dx, n, y, gpu::GemvOutput::kAccumulate, stream(), {}, i8);
+              break;
+            case Form::kNormOut:
+              norm.out_weight = upload(random_floats(rows));
+              norm.out_eps = 1e-5f;
+              norm.out_xg = xg;
+              norm.out_scale = device_output(n);
+              norm.scratch = gpu::gemv_norm_scratch_at(scratch, rows);
+              st = gpu::gemv(w, dx, n, y, gpu::GemvOutput::kAccumulate, stream(), norm, i8);
+              break;
+            case Form::kSwiGLU:
+              st = gpu::gemv_swiglu(w, w, dx, n, y, stream(), {}, i8);
+              break;
+          }
+          ASSERT_TRUE(st.is_ok()) << st.to_string();
+          const std::vector<float> left = download(form == Form::kNormOut ? xg : y, n * rows);
+          for (float v : left) ASSERT_TRUE(std::isfinite(v));
+          const gpu::ActivationsQ8 want = quantize(upload(left), n, rows);
+          EXPECT_EQ(download(i8.out8.q, n * rows), download(want.q, n * rows));
+          const auto got_b = download(i8.out8.blocks, n * rows / 32);
+          const auto want_b = download(want.blocks, n * rows / 32);
+          for (size_t b = 0; b < got_b.size(); ++b) {
+            ASSERT_EQ(std::memcmp(&got_b[b], &want_b[b], sizeof(got_b[b])), 0) << "block " << b;
+          }
+          for (unsigned v : download(counters, rows / 32)) ASSERT_EQ(v, 0u) << "counter left";
+        }
+      }
+    }
+  }
+}
+
+TEST_F(ActivationQ8Test, RejectsAQuantizedOutputItCannotMake) {
+  const HostMatrix m = random_matrix(DType::kQ8_0, 48, 512, rng_);
+  const HostMatrix odd = random_matrix(DType::kQ8_0, 40, 512, rng_);  // not whole blocks of 32
+  const gpu::GpuWeight w = upload(m), wodd = upload(odd);
+  const float* dx = upload(random_floats(512));
+  const gpu::ActivationsQ8 xq = quantize(dx, 1, 512);
+  gpu::GemvInt8 i8;
+  i8.x8 = &xq;
+  i8.out8 = gpu::activations_q8_at(device_alloc(gpu::activations_q8_bytes(1, 48)), 1, 48);
+  i8.out8_counters = upload(std::vector<unsigned>(48 / 32, 0));
+  const gpu::GpuWeight two[2] = {w, w};
+  float* outs[2] = {device_output(48), device_output(48)};
+  EXPECT_EQ(gpu::gemv_multi(two, dx, 1, outs, stream(), {}, i8).code(),
+            StatusCode::kInvalidArgument);  // two matrices
+  gpu::GemvInt8 for_odd = i8;
+  for_odd.out8 = gpu::activations_q8_at(device_alloc(gpu::activations_q8_bytes(1, 40)), 1, 40);
+  EXPECT_EQ(
+      gpu::gemv(wodd, dx, 1, device_output(40), gpu::GemvOutput::kStore, stream(), {}, for_odd)
+          .code(),
+      StatusCode::kInvalidArgument);
+  gpu::GemvInt8 no_counters = i8;
+  no_counters.out8_counters = nullptr;
+  EXPECT_EQ(
+      gpu::gemv(w, dx, 1, device_output(48), gpu::GemvOutput::kStore, stream(), {}, no_counters)
+          .code(),
+      StatusCode::kInvalidArgument);
+  EXPECT_TRUE(
+      gpu::gemv(w, dx, 1, device_output(48), gpu::GemvOutput::kStore, stream(), {}, i8).is_ok());
+}
+
 // Types without an integer path read the float x whatever x8 says.
 TEST_F(ActivationQ8Test, OtherTypesIgnoreQuantizedX) {
   for (DType type : {DType::kF16, DType::kQ6_K}) {
@@ -208,7 +314,7 @@ TEST_F(ActivationQ8Test, OtherTypesIgnoreQuantizedX) {
     float* a = device_output(40);
     float* b = device_output(40);
     ASSERT_TRUE(gpu::gemv(w, dx, 1, a, gpu::GemvOutput::kStore, stream()).is_ok());
-    ASSERT_TRUE(gpu::gemv(w, dx, 1, b, gpu::GemvOutput::kStore, stream(), {}, &xq).is_ok());
+    ASSERT_TRUE(gpu::gemv(w, dx, 1, b, gpu::GemvOutput::kStore, stream(), {}, {&xq}).is_ok());
     EXPECT_EQ(download(a, 40), download(b, 40)) << dtype_name(type);
   }
 }
@@ -218,12 +324,12 @@ TEST_F(ActivationQ8Test, RejectsMismatchedViews) {
   const gpu::GpuWeight w = upload(m);
   const float* dx = upload(random_floats(2 * 512));
   const gpu::ActivationsQ8 narrow = quantize(dx, 2, 256);  // 256 columns, not 512
-  EXPECT_EQ(
-      gpu::gemv(w, dx, 1, device_output(16), gpu::GemvOutput::kStore, stream(), {}, &narrow).code(),
-      StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu::gemv(w, dx, 1, device_output(16), gpu::GemvOutput::kStore, stream(), {}, {&narrow})
+                .code(),
+            StatusCode::kInvalidArgument);
   const gpu::ActivationsQ8 one = quantize(dx, 1, 512);  // one token, two asked for
   EXPECT_EQ(
-      gpu::gemv(w, dx, 2, device_output(32), gpu::GemvOutput::kStore, stream(), {}, &one).code(),
+      gpu::gemv(w, dx, 2, device_output(32), gpu::GemvOutput::kStore, stream(), {}, {&one}).code(),
       StatusCode::kInvalidArgument);
   EXPECT_EQ(gpu::quantize_activations_q8(dx, 2, one, stream()).code(),
             StatusCode::kInvalidArgument);  // more rows than the view
