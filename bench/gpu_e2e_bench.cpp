@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
   bool fold_norms = true;
   bool fuse_rope_store = true;
   bool int8_activations = false;
-  bool int8_quantize_in_gemv = true;
+  bool int8_quantize_in_gemv = false;
   double read_gib = 4.0;
   app.add_option("-m,--model", model_path, "GGUF model (e.g. from strata synth)")->required();
   app.add_option("--model-name", model_name, "Name for the record (default: general.name)");

@@ -93,8 +93,11 @@ struct GpuExecutorOptions {
   bool int8_activations = false;
   // With int8_activations and folded norms: the GEMV before each such GEMV quantizes its own
   // output (gemv.h, GemvInt8::out8), so only layer 0's QKV input and each attention output take
-  // a quantize kernel. Off: a quantize kernel before every integer GEMV.
-  bool int8_quantize_in_gemv = true;
+  // a quantize kernel; off: a quantize kernel before every integer GEMV. Off by default: on the
+  // H200 (e7037a1, same call) it was slower, Q4_0 387.0 against 401.2 tok/s, Q8_0 297.4 against
+  // 310.5: the fence, count and last block's quantization at the end of every short-lived CUDA
+  // block cost more than the 96 quantize kernels it removes (bench/NOTES.md, tenth session).
+  bool int8_quantize_in_gemv = false;
   // Where each weight tensor lives and runs, by name (Plan::tensors); empty: all resident.
   // Tensors it does not name are resident; norms and biases are resident whatever it says (a few
   // KiB per layer). Only layer matrices may stream (a staging slot holds one layer).

@@ -275,17 +275,17 @@ TEST_F(ActivationQ8Test, GemvQuantizesItsOwnOutputAsTheQuantizeKernelWould) {
 }
 
 TEST_F(ActivationQ8Test, RejectsAQuantizedOutputItCannotMake) {
-  const HostMatrix m = random_matrix(DType::kQ8_0, 48, 512, rng_);
+  const HostMatrix m = random_matrix(DType::kQ8_0, 64, 512, rng_);
   const HostMatrix odd = random_matrix(DType::kQ8_0, 40, 512, rng_);  // not whole blocks of 32
   const gpu::GpuWeight w = upload(m), wodd = upload(odd);
   const float* dx = upload(random_floats(512));
   const gpu::ActivationsQ8 xq = quantize(dx, 1, 512);
   gpu::GemvInt8 i8;
   i8.x8 = &xq;
-  i8.out8 = gpu::activations_q8_at(device_alloc(gpu::activations_q8_bytes(1, 48)), 1, 48);
-  i8.out8_counters = upload(std::vector<unsigned>(48 / 32, 0));
+  i8.out8 = gpu::activations_q8_at(device_alloc(gpu::activations_q8_bytes(1, 64)), 1, 64);
+  i8.out8_counters = upload(std::vector<unsigned>(64 / 32, 0));
   const gpu::GpuWeight two[2] = {w, w};
-  float* outs[2] = {device_output(48), device_output(48)};
+  float* outs[2] = {device_output(64), device_output(64)};
   EXPECT_EQ(gpu::gemv_multi(two, dx, 1, outs, stream(), {}, i8).code(),
             StatusCode::kInvalidArgument);  // two matrices
   gpu::GemvInt8 for_odd = i8;
@@ -297,11 +297,12 @@ TEST_F(ActivationQ8Test, RejectsAQuantizedOutputItCannotMake) {
   gpu::GemvInt8 no_counters = i8;
   no_counters.out8_counters = nullptr;
   EXPECT_EQ(
-      gpu::gemv(w, dx, 1, device_output(48), gpu::GemvOutput::kStore, stream(), {}, no_counters)
+      gpu::gemv(w, dx, 1, device_output(64), gpu::GemvOutput::kStore, stream(), {}, no_counters)
           .code(),
       StatusCode::kInvalidArgument);
-  EXPECT_TRUE(
-      gpu::gemv(w, dx, 1, device_output(48), gpu::GemvOutput::kStore, stream(), {}, i8).is_ok());
+  const Status ok =
+      gpu::gemv(w, dx, 1, device_output(64), gpu::GemvOutput::kStore, stream(), {}, i8);
+  EXPECT_TRUE(ok.is_ok()) << ok.to_string();
 }
 
 // Types without an integer path read the float x whatever x8 says.
