@@ -109,6 +109,7 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
       gpu_opts.cold_deal_blocks = 1;  // the tiny sequences' few cold blocks go both ways
       gpu_opts.cold_stage_blocks = cold_stage_blocks_;
       gpu_opts.int8_activations = int8_activations_;
+      gpu_opts.int8_quantize_in_gemv = int8_quantize_in_gemv_;
       auto exec = GpuExecutor::create(model_->spec, gpu_opts);
       EXPECT_TRUE(exec.is_ok()) << exec.status().to_string();
       if (!exec.is_ok()) return nullptr;
@@ -190,6 +191,7 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
   double cold_cpu_fraction_ = 1.0;      // ... this share of it; the GPU reads the rest in place
   int64_t cold_stage_blocks_ = 0;       // GPU engines: cold blocks staged in VRAM per layer
   bool int8_activations_ = false;       // GPU engines: Q8_0/Q4_0 decode GEMVs over int8 x
+  bool int8_quantize_in_gemv_ = false;  // ... quantized by the GEMV before (GemvInt8::out8)
   std::string dir_;
   nlohmann::json manifest_, variant_;
   std::unique_ptr<LoadedModel> model_;
@@ -536,10 +538,13 @@ TEST_P(TensorCoreGolden, PrefillMeetsTheLlamaCppTier) {
 
 // Decode GEMVs over 8-bit activations (GpuExecutorOptions::int8_activations, dp4a for Q8_0 and
 // Q4_0; other types keep float32): llama.cpp's arithmetic, so the llama.cpp tier, token by token
-// (one-token GEMVs in CUDA graphs) and in chunks of 3 (the multi-token GEMV).
+// (one-token GEMVs in CUDA graphs) and in chunks of 3 (the multi-token GEMV), with quantize
+// kernels and with each GEMV quantizing its output for the next.
 TEST_P(TensorCoreGolden, Int8ActivationDecodeMeetsTheLlamaCppTier) {
   int8_activations_ = true;
-  for (int64_t chunk : {1, 3}) {
+  for (int64_t chunk : {1, 3, 101, 103}) {  // 101, 103: the same chunks, outputs quantized
+    int8_quantize_in_gemv_ = chunk > 100;
+    chunk %= 100;
     auto exec = make_executor(4, 8);
     ASSERT_NE(exec, nullptr);
     std::vector<float> all(prompt_.size() * n_vocab_), step;
@@ -549,7 +554,8 @@ TEST_P(TensorCoreGolden, Int8ActivationDecodeMeetsTheLlamaCppTier) {
       ASSERT_EQ(step.size(), len * n_vocab_);
       std::copy(step.begin(), step.end(), all.begin() + i * n_vocab_);
     }
-    expect_like_llama_cpp(all, "int8-activation decode, chunks of " + std::to_string(chunk));
+    expect_like_llama_cpp(all, "int8-activation decode, chunks of " + std::to_string(chunk) +
+                                   (int8_quantize_in_gemv_ ? ", quantized by the GEMVs" : ""));
   }
 }
 
