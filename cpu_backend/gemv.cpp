@@ -2,8 +2,6 @@
 // OpenMP threads. The arithmetic lives in gemv_{scalar,avx2,avx512}.cpp.
 #include "cpu_backend/gemv.h"
 
-#include <omp.h>
-
 #include <string>
 #include <vector>
 
@@ -38,21 +36,8 @@ std::string type_name(DType type) {
   return t ? t->name : "ggml type " + std::to_string(static_cast<uint32_t>(type));
 }
 
-// Each thread takes one contiguous range of rows (a static split): each core then streams one
-// run of memory, which the hardware prefetchers follow best.
 void run_rows(RowKernel kernel, const GemvArgs& args, int64_t rows) {
-  if (omp_in_parallel() || rows < 2) {
-    kernel(args, 0, rows);
-    return;
-  }
-#pragma omp parallel
-  {
-    const int64_t threads = omp_get_num_threads();
-    const int64_t thread = omp_get_thread_num();
-    const int64_t begin = rows * thread / threads;
-    const int64_t end = rows * (thread + 1) / threads;
-    if (begin < end) kernel(args, begin, end);
-  }
+  gemv_detail::for_thread_rows(rows, [&](int64_t begin, int64_t end) { kernel(args, begin, end); });
 }
 
 }  // namespace

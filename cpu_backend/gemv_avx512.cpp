@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <cstring>
 
+#include "cpu_backend/avx512_blocks.h"
 #include "cpu_backend/gemv.h"
 #include "offload/core/quant_blocks.h"
 
@@ -31,57 +32,8 @@
 // (vcvtph2ps, vcvtdq2ps); -Wmaybe-uninitialized then warns inside avx512fintrin.h. False positive.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-#define STRATA_ALWAYS_INLINE inline __attribute__((always_inline))
-
 namespace strata::gemv_detail {
 namespace {
-
-#ifndef STRATA_GEMV_PREFETCH_BYTES
-#define STRATA_GEMV_PREFETCH_BYTES 2048
-#endif
-// Software prefetch distance along the weight stream. The decode work per cache line is long
-// enough that the out-of-order window alone does not keep enough DRAM reads in flight; asking
-// for the line this far ahead overlaps the memory latency with the decode (bench/NOTES.md).
-constexpr int64_t kPrefetchBytes = STRATA_GEMV_PREFETCH_BYTES;
-#ifndef STRATA_GEMV_PREFETCH_HINT
-#define STRATA_GEMV_PREFETCH_HINT _MM_HINT_T0
-#endif
-
-// Prefetches the cache lines kPrefetchBytes ahead of bytes [offset, offset + bytes) of a row that
-// is read in step with R - 1 following rows (R rows of row_bytes each, then the next R). Ahead
-// of the end of the row lies the next row, which another stream of this group is reading
-// already; the line this stream will need then is in its row of the next group, R rows on.
-// Past the end of the matrix this touches nothing: prefetches never fault.
-template <int R>
-STRATA_ALWAYS_INLINE void prefetch_ahead(const uint8_t* row, int64_t offset, int64_t bytes,
-                                         int64_t row_bytes) {
-  if constexpr (kPrefetchBytes > 0) {
-#pragma GCC unroll 8
-    for (int64_t line = 0; line < bytes; line += 64) {
-      int64_t ahead = offset + kPrefetchBytes + line;
-      if (ahead >= row_bytes) ahead += (R - 1) * row_bytes;
-      _mm_prefetch(reinterpret_cast<const char*>(row + ahead), STRATA_GEMV_PREFETCH_HINT);
-    }
-  }
-}
-
-// Broadcasts the f16 scale at p, as float, to 16 lanes. The conversion is a lookup in a table of
-// all 65536 halves, so the broadcast is a plain load (vbroadcastss from memory): converting in
-// registers would cost a vcvtph2ps and a register broadcast, both on port 5, which the decode's
-// shuffles already keep busy (see bench/NOTES.md).
-STRATA_ALWAYS_INLINE __m512 broadcast_half(const float* f16_table, const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return _mm512_set1_ps(f16_table[h]);
-}
-
-// Tells the compiler that `values` must be read back from memory: GCC otherwise keeps a small
-// array it just stored in a register and broadcasts its lanes with vpermps (port 5) instead of
-// broadcast loads (load ports only).
-template <class Array>
-STRATA_ALWAYS_INLINE void force_reload(Array& values) {
-  asm volatile("" : "+m"(values));
-}
 
 // The running sums of R weight rows against M rows of x. Each x vector is loaded once and used
 // for all R weight rows: at batch 1 that halves the x traffic from L2 when x outgrows L1 (K =
@@ -311,26 +263,6 @@ struct Q4_0Row {
 };
 
 struct Q4_KRow {
-  // Per-block scales: dm[j] = d * sc[j], dm[8 + j] = dmin * m[j] for the 8 sub-blocks. The 6-bit
-  // fields are unpacked with ggml's word masks (the same values as q4k_scale_min), then
-  // converted and scaled 16 at a time; stored so that the tables broadcast them from memory.
-  STRATA_ALWAYS_INLINE static void scales(const uint8_t* blk, const float* f16_table, float* dm) {
-    uint32_t u[4];
-    std::memcpy(u, blk + offsetof(BlockQ4_K, scales), kKScaleBytes);
-    constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
-    u[3] = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);  // m[4..7]
-    const uint32_t m_low = u[1] & kLow6;                          // m[0..3]
-    u[1] = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);         // sc[4..7]
-    u[2] = m_low;
-    u[0] &= kLow6;  // sc[0..3]
-    const __m512 d_then_dmin =
-        _mm512_mask_blend_ps(0xFF00, broadcast_half(f16_table, blk + offsetof(BlockQ4_K, d)),
-                             broadcast_half(f16_table, blk + offsetof(BlockQ4_K, dmin)));
-    const __m512 sc_m = _mm512_cvtepi32_ps(
-        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u))));
-    _mm512_store_ps(dm, _mm512_mul_ps(d_then_dmin, sc_m));
-  }
-
   // 64 elements of every row: sub-blocks 2c (low nibbles of 32 bytes) and 2c+1 (high nibbles).
   template <int C, int R, class Acc>
   STRATA_ALWAYS_INLINE static void chunk(const uint8_t* const (&qs)[R], const float (&dm)[R][16],
@@ -372,7 +304,7 @@ struct Q4_KRow {
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = rows[r] + b * kBlockBytes;
         prefetch_ahead<R>(rows[r], b * kBlockBytes, kBlockBytes, blocks * kBlockBytes);
-        scales(blk, f16_table, dm[r]);
+        q4k_scales(blk, f16_table, dm[r]);
         qs[r] = blk + offsetof(BlockQ4_K, qs);
       }
       force_reload(dm);
@@ -393,33 +325,6 @@ struct Q6_KRow {
     const __m512 qf = _mm512_cvtepi32_ps(
         _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(q))));
     return _mm512_fmsub_ps(_mm512_set1_ps(scale), qf, _mm512_set1_ps(scale32));
-  }
-
-  // The 6-bit quants of one half of a block (128 elements from 64 bytes of ql and 32 of qh), as
-  // bytes in element order: q[0..63] from q_a, q[64..127] from q_b.
-  STRATA_ALWAYS_INLINE static void unpack(const uint8_t* ql, const uint8_t* qh, uint8_t* q) {
-    const __m512i low4 = _mm512_set1_epi8(0x0F);
-    const __m512i bits45 = _mm512_set1_epi8(0x30);
-    // qh bits for bytes 0..31 (elements 0..31) and 32..63 (elements 32..63) of q_a: bits 0-1 and
-    // 2-3 of qh moved to bits 4-5 (16-bit lanes shifted left by 4 and 2); for q_b (elements
-    // 64..127): bits 4-5 and 6-7 (shifted right by 0 and 2). Bits that cross into the
-    // neighbouring byte land outside bits 4-5, which the ternary-logic mask drops.
-    const __m512i shift_a = _mm512_set_epi64(
-        0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
-        0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004);
-    const __m512i shift_b = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002,
-                                             0x0002000200020002, 0x0002000200020002, 0, 0, 0, 0);
-    const __m512i l = _mm512_loadu_si512(ql);
-    const __m512i h =
-        _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh)));
-    // (h_shifted & 0x30) | low nibbles, in one vpternlogd (0xEA: (A & B) | C).
-    const __m512i q_a = _mm512_ternarylogic_epi32(_mm512_sllv_epi16(h, shift_a), bits45,
-                                                  _mm512_and_si512(l, low4), 0xEA);
-    const __m512i q_b =
-        _mm512_ternarylogic_epi32(_mm512_srlv_epi16(h, shift_b), bits45,
-                                  _mm512_and_si512(_mm512_srli_epi16(l, 4), low4), 0xEA);
-    _mm512_store_si512(q, q_a);
-    _mm512_store_si512(q + 64, q_b);
   }
 
   template <int R, class Acc>
@@ -446,8 +351,13 @@ struct Q6_KRow {
         _mm512_store_ps(scale32[r], _mm512_mul_ps(s, _mm512_set1_ps(32.0f)));
         const uint8_t* ql = blk + offsetof(BlockQ6_K, ql);
         const uint8_t* qh = blk + offsetof(BlockQ6_K, qh);
-        unpack(ql, qh, q[r][0]);
-        unpack(ql + 64, qh + 32, q[r][1]);
+#pragma GCC unroll 2
+        for (int half = 0; half < 2; ++half) {
+          __m512i lo, hi;
+          q6k_unpack(ql + 64 * half, qh + 32 * half, &lo, &hi);
+          _mm512_store_si512(q[r][half], lo);
+          _mm512_store_si512(q[r][half] + 64, hi);
+        }
       }
       force_reload(scale);
       force_reload(scale32);

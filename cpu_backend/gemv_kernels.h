@@ -6,8 +6,11 @@
 // and accumulating in float32. It runs on the calling thread; gemv.cpp splits rows over threads.
 #pragma once
 
+#include <omp.h>
+
 #include <cstdint>
 
+#include "cpu_backend/activation_q8.h"
 #include "offload/core/dtype.h"
 
 namespace strata::gemv_detail {
@@ -30,6 +33,42 @@ using RowKernel = void (*)(const GemvArgs& args, int64_t row_begin, int64_t row_
 RowKernel scalar_row_kernel(DType type);
 RowKernel avx2_row_kernel(DType type);
 RowKernel avx512_row_kernel(DType type);
+
+// The integer GEMV's kernels (gemv_q8.h): the same contract over activations quantized to 8 bits.
+struct GemvQ8Args {
+  const uint8_t* w = nullptr;  // row n starts at w + n * w_row_bytes
+  int64_t w_row_bytes = 0;
+  int64_t cols = 0;                       // a multiple of the type's block size; == x->cols()
+  const cpu::ActivationsQ8* x = nullptr;  // rows m < batch used
+  float* y = nullptr;                     // [batch][y_stride], rows used
+  int64_t y_stride = 0;
+  int batch = 1;          // 1..kGemvMaxBatch
+  int64_t first_row = 0;  // y row m is x row first_row + m
+};
+
+using Q8RowKernel = void (*)(const GemvQ8Args& args, int64_t row_begin, int64_t row_end);
+
+Q8RowKernel scalar_q8_row_kernel(DType type);
+Q8RowKernel avx512_q8_row_kernel(DType type);  // nullptr without AVX-512 VNNI
+
+// Calls f(begin, end) for one contiguous static chunk of [0, rows) per OpenMP thread, so that
+// each core streams one run of memory, which the hardware prefetchers follow best; on the
+// calling thread alone when already inside a parallel region or for fewer than 2 rows.
+template <class F>
+void for_thread_rows(int64_t rows, F&& f) {
+  if (omp_in_parallel() || rows < 2) {
+    f(int64_t{0}, rows);
+    return;
+  }
+#pragma omp parallel
+  {
+    const int64_t threads = omp_get_num_threads();
+    const int64_t thread = omp_get_thread_num();
+    const int64_t begin = rows * thread / threads;
+    const int64_t end = rows * (thread + 1) / threads;
+    if (begin < end) f(begin, end);
+  }
+}
 
 // f16 -> f32 for all 65536 bit patterns (bit-exact with f16_to_f32), built on first use. The
 // kernels look block scales up here so that a scale broadcast is a memory operand.
