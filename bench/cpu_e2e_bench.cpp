@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
   int threads = 0, decode_tokens = 64, prefill_tokens = 2048;
   double read_gib = 4.0;
   std::string precision = "bf16";
+  std::string activations = "f32";
   app.add_option("-m,--model", model_path, "GGUF model (e.g. from strata synth)")->required();
   app.add_option("--model-name", model_name, "Name for the record (default: general.name)");
   app.add_option("--scenario", scenario, "Scenario id for the record");
@@ -82,6 +83,9 @@ int main(int argc, char** argv) {
   app.add_option("--prefill", prefill_tokens, "Prompt tokens for the prefill phase (0: skip)");
   app.add_option("--prefill-precision", precision, "f32 or bf16")
       ->check(CLI::IsMember({"f32", "bf16"}));
+  app.add_option("--decode-activations", activations,
+                 "f32 (exact) or int8 (the integer GEMV, like_llama_cpp tier)")
+      ->check(CLI::IsMember({"f32", "int8"}));
   app.add_option("--read-gib", read_gib, "Buffer for the read-bandwidth measurement");
   app.add_option("--json-out", json_out, "Append JSON lines here");
   app.add_option("--commit", commit, "Commit id for the record");
@@ -125,6 +129,7 @@ int main(int argc, char** argv) {
   opts.max_batch_tokens = std::max(prefill_tokens, 1);
   opts.prefill_precision =
       precision == "bf16" ? cpu::MatmulPrecision::kBF16 : cpu::MatmulPrecision::kF32;
+  opts.int8_activations = activations == "int8";
   opts.profile = true;
   auto exec_or = Executor::create(spec, opts);
   if (!exec_or.is_ok()) {
@@ -147,6 +152,7 @@ int main(int argc, char** argv) {
       {"model", model_name},
       {"type", type_name},
       {"policy", "cpu"},
+      {"decode_activations", activations},
       {"vram_budget_bytes", 0},
       {"batch", 1},
       {"peak_vram_bytes", 0},

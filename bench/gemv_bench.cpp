@@ -3,8 +3,10 @@
 // In one run it measures C, the all-core read bandwidth (cpu_backend/read_bandwidth.h), then for
 // each weight type times gemv on the llama3-8b decode shapes, rotating over copies of each matrix
 // that together fill a working set far larger than the last-level cache, so every call streams its
-// weights from DRAM as a real decode step does. Per type it prints one JSON line (bytes/s achieved,
-// C, their ratio, per-shape detail) and finishes with a short table. See bench/NOTES.md.
+// weights from DRAM as a real decode step does; with --activations int8 also the integer GEMV
+// (gemv_q8.h, x quantized per 32 as llama.cpp does) for the types that have it. Per type it prints
+// one JSON line (bytes/s achieved, C, their ratio, per-shape detail) and finishes with a short
+// table. See bench/NOTES.md.
 //
 //   gemv_bench --threads 16 --read-gib 8 --working-set-gib 4 --json gemv.jsonl
 #include <omp.h>
@@ -24,7 +26,9 @@
 #include <string>
 #include <vector>
 
+#include "cpu_backend/activation_q8.h"
 #include "cpu_backend/gemv.h"
+#include "cpu_backend/gemv_q8.h"
 #include "cpu_backend/read_bandwidth.h"
 #include "cpu_backend/thread_placement.h"
 #include "offload/core/dtype.h"
@@ -64,6 +68,7 @@ struct Options {
   int repeats = 25;
   std::vector<std::string> types = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K"};
   std::vector<int> batches = {1};
+  std::vector<std::string> activations = {"f32", "int8"};
   std::string isa = "best";
   int x_offset_floats = 0;
   std::string json_path;
@@ -168,8 +173,10 @@ struct Activations {
   float* x_base = nullptr;
 };
 
-ShapeResult time_shape(DType type, const Shape& shape, int batch, GemvIsa isa, const uint8_t* arena,
-                       int64_t arena_bytes, int repeats, int x_offset) {
+// int8: the integer GEMV (gemv_q8.h), its activation quantization timed with it as a decode
+// step pays it before every matrix.
+ShapeResult time_shape(DType type, const Shape& shape, int batch, bool int8, GemvIsa isa,
+                       const uint8_t* arena, int64_t arena_bytes, int repeats, int x_offset) {
   ShapeResult r;
   r.shape = shape;
   r.bytes = shape.rows * row_bytes(type, shape.cols);
@@ -178,12 +185,19 @@ ShapeResult time_shape(DType type, const Shape& shape, int batch, GemvIsa isa, c
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
   for (int64_t i = 0; i < batch * shape.cols; ++i) act.x[i] = uni(rng);
+  cpu::ActivationsQ8 xq;
   std::vector<double> seconds;
   const int warmup = std::min(r.copies, 3);
   for (int call = 0; call < warmup + repeats; ++call) {
     const WeightMatrix w{type, shape.rows, shape.cols, arena + (call % r.copies) * r.bytes};
     const auto start = std::chrono::steady_clock::now();
-    const Status s = gemv_batched(w, act.x, batch, act.y, 0, 0, isa);
+    Status s;
+    if (int8) {
+      s = xq.quantize(act.x, batch, shape.cols);
+      if (s.is_ok()) s = gemv_q8_batched(w, xq, batch, act.y, 0, isa);
+    } else {
+      s = gemv_batched(w, act.x, batch, act.y, 0, 0, isa);
+    }
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (!s.is_ok()) {
@@ -265,9 +279,10 @@ int run(const Options& opt) {
   const std::string device = cpu_model_name() + ", " + std::to_string(placed.num_threads) +
                              " threads" + (placed.pinned ? " pinned" : " unpinned");
 
-  struct Measured {  // one type and batch, before C is known
+  struct Measured {  // one type, batch and activation kind, before C is known
     DType type;
     int batch;
+    std::string activations;
     size_t probe_before;
     int64_t arena_bytes;
     double token_bytes, token_s, token_best_s;
@@ -285,19 +300,23 @@ int run(const Options& opt) {
     }
     fill_weights(type, arena, arena_bytes);
     for (int batch : opt.batches) {
-      Measured m{type, batch, probes.size() - 1, arena_bytes, 0, 0, 0, {}};
-      for (const Shape& shape : kLlama3_8b) {
-        const ShapeResult r = time_shape(type, shape, batch, isa, arena, arena_bytes, opt.repeats,
-                                         opt.x_offset_floats);
-        m.token_bytes += static_cast<double>(r.bytes) * shape.uses_per_token;
-        m.token_s += r.median_s * shape.uses_per_token;
-        m.token_best_s += r.min_s * shape.uses_per_token;
-        m.shapes.push_back(r);
+      for (const std::string& activations : opt.activations) {
+        const bool int8 = activations == "int8";
+        if (int8 && !gemv_q8_supports(type)) continue;
+        Measured m{type, batch, activations, probes.size() - 1, arena_bytes, 0, 0, 0, {}};
+        for (const Shape& shape : kLlama3_8b) {
+          const ShapeResult r = time_shape(type, shape, batch, int8, isa, arena, arena_bytes,
+                                           opt.repeats, opt.x_offset_floats);
+          m.token_bytes += static_cast<double>(r.bytes) * shape.uses_per_token;
+          m.token_s += r.median_s * shape.uses_per_token;
+          m.token_best_s += r.min_s * shape.uses_per_token;
+          m.shapes.push_back(r);
+        }
+        std::fprintf(stderr, "gemv_bench: %s batch %d %s: %.2f GB/s\n", dtype_name(type), batch,
+                     activations.c_str(), m.token_bytes / m.token_s / 1e9);
+        measured.push_back(std::move(m));
+        probes.push_back(probe.measure(2));
       }
-      std::fprintf(stderr, "gemv_bench: %s batch %d: %.2f GB/s\n", dtype_name(type), batch,
-                   m.token_bytes / m.token_s / 1e9);
-      measured.push_back(std::move(m));
-      probes.push_back(probe.measure(2));
     }
     free_huge(arena);
   }
@@ -307,6 +326,7 @@ int run(const Options& opt) {
   struct Row {
     std::string type;
     int batch;
+    std::string activations;
     double bytes_per_s, ratio, local_ratio, best_ratio, worst_shape_ratio;
   };
   std::vector<Row> table;
@@ -342,6 +362,8 @@ int run(const Options& opt) {
                              {"phase", "decode"},
                              {"policy", "cpu-only"},
                              {"batch", m.batch},
+                             {"activations", m.activations},
+                             {"tier", m.activations == "int8" ? "like_llama_cpp" : "exact"},
                              {"threads", placed.num_threads},
                              {"pinned", placed.pinned},
                              {"isa", gemv_isa_name(isa)},
@@ -369,8 +391,8 @@ int run(const Options& opt) {
     const std::string line = record.dump();
     std::cout << line << "\n" << std::flush;
     if (json_file) json_file << line << "\n" << std::flush;
-    table.push_back(
-        {dtype_name(m.type), m.batch, rate, rate / c, rate / c_local, best_rate / c, worst});
+    table.push_back({dtype_name(m.type), m.batch, m.activations, rate, rate / c, rate / c_local,
+                     best_rate / c, worst});
   }
 
   std::printf(
@@ -383,11 +405,12 @@ int run(const Options& opt) {
           })->best_bytes_per_s /
           1e9,
       c / 1e9, device.c_str());
-  std::printf("%-6s %5s %10s %7s %10s %10s %12s\n", "type", "batch", "GEMV GB/s", "ratio",
+  std::printf("%-6s %5s %5s %10s %7s %10s %10s %12s\n", "type", "batch", "x", "GEMV GB/s", "ratio",
               "local-ratio", "best-ratio", "worst shape");
   for (const Row& r : table) {
-    std::printf("%-6s %5d %10.2f %7.3f %10.3f %10.3f %12.3f\n", r.type.c_str(), r.batch,
-                r.bytes_per_s / 1e9, r.ratio, r.local_ratio, r.best_ratio, r.worst_shape_ratio);
+    std::printf("%-6s %5d %5s %10.2f %7.3f %10.3f %10.3f %12.3f\n", r.type.c_str(), r.batch,
+                r.activations.c_str(), r.bytes_per_s / 1e9, r.ratio, r.local_ratio, r.best_ratio,
+                r.worst_shape_ratio);
   }
   std::printf(
       "(GEMV GB/s: weight bytes per token / summed median call times, llama3-8b shapes;\n"
@@ -419,6 +442,12 @@ int main(int argc, char** argv) {
   app.add_option("--types", opt.types, "weight types")->delimiter(',')->capture_default_str();
   app.add_option("--batch", opt.batches, "sequences decoded at once (gemv_batched), e.g. 1,4")
       ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--activations", opt.activations,
+                 "f32 (exact: float x) and/or int8 (x quantized per 32, the integer GEMV of "
+                 "Q8_0/Q4_0/Q4_K/Q6_K; the like_llama_cpp tier)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"f32", "int8"}))
       ->capture_default_str();
   app.add_option("--isa", opt.isa, "kernels: best, avx512, avx2, scalar")
       ->check(CLI::IsMember({"best", "avx512", "avx2", "scalar"}))

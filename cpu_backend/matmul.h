@@ -1,7 +1,8 @@
 // CPU matrix products of the forward pass: Y[t] = W X[t] for t < n_tokens, W stored as in GGUF.
 //
-// Few tokens (decode, a few sequences): the bandwidth-bound GEMV kernels (gemv.h), which read
-// each weight once and never write a dequantized copy. Many tokens (prefill): the weights are
+// Few tokens (decode, a few sequences): the bandwidth-bound GEMV kernels (gemv.h, or gemv_q8.h
+// over 8-bit activations with MatmulOptions::int8_gemv), which read each weight once and never
+// write a dequantized copy. Many tokens (prefill): the weights are
 // dequantized tile by tile (a few MiB of scratch, reused) and multiplied with oneDNN, which is
 // compute-bound there; in kF32 the result is float32 over the exact weights (the golden `exact`
 // tier), in kBF16 the inputs are rounded to bfloat16 for the AMX/AVX512-BF16 units (like
@@ -26,6 +27,9 @@ struct MatmulOptions {
   MatmulPrecision precision = MatmulPrecision::kF32;
   // At or below this many tokens the GEMV kernels run (one weight pass per kGemvMaxBatch).
   int64_t gemv_max_tokens = 2 * kGemvMaxBatch;
+  // The GEMVs of Q8_0, Q4_0, Q4_K and Q6_K weights over x quantized to 8 bits per 32 values
+  // (gemv_q8.h: llama.cpp's arithmetic, the `like_llama_cpp` tier) instead of float32 x (exact).
+  bool int8_gemv = false;
   // Bytes of one dequantized weight tile.
   int64_t tile_bytes = 8ll << 20;
 };

@@ -32,7 +32,8 @@
 #     cpu-attn   bench/cpu_attention_bench (cpu::attention_range over f16 KV vs C; ctx runs it too)
 #     attn-ab    the same with the carried .ab/ files in place of the tree's (a kernel's A/B)
 #     gemv       bench/gemv_bench (CPU decode GEMV vs measured read bandwidth)
-#     cpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/cpu_e2e_bench on each (decode + prefill 2048)
+#     cpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/cpu_e2e_bench on each (decode + prefill 2048;
+#                STRATA_CPU8B_ACTIVATIONS="f32 int8" (default) also decodes with the integer GEMV)
 #     train      (starts first, in the background) trains the default model on the GPU from the
 #                carried .train/ folder (tools/default_model/README.md) into $OUT
 #     diag       CPU flags (AMX?) and oneDNN's choice of kernel for a bf16 matmul
@@ -253,6 +254,12 @@ PY
         build-gpu/bench/cpu_e2e_bench -m "$m" --model-name llama3-8b --scenario cpu-8b \
           --prefill 2048 --decode 64 --read-gib 8 --json-out "$jsonl" --commit "$commit" \
           --device-name "$cpu" 2>&1 | grep -E 'prefill [0-9]|decode [0-9]|^llama3'
+        # The integer GEMV (like_llama_cpp tier): decode only, types that have it.
+        if [[ " ${STRATA_CPU8B_ACTIVATIONS:-f32 int8} " == *" int8 "* && $t != F16 ]]; then
+          build-gpu/bench/cpu_e2e_bench -m "$m" --model-name llama3-8b --scenario cpu-8b \
+            --prefill 0 --decode 64 --decode-activations int8 --read-gib 8 --json-out "$jsonl" \
+            --commit "$commit" --device-name "$cpu" 2>&1 | grep -E 'decode [0-9]|^llama3' | sed 's/^/int8 /'
+        fi
       done ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac

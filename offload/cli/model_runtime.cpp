@@ -47,8 +47,9 @@ void RuntimeFlags::add_to(CLI::App* cmd) {
                   "auto = f32 on the CPU, f16 on the GPU (default auto)")
       ->check(CLI::IsMember({"auto", "f32", "bf16", "f16"}));
   cmd->add_option("--decode-activations", decode_activations,
-                  "GPU decode GEMV inputs for Q8_0/Q4_0 weights: f32 (exact) or int8 (8 bits per "
-                  "32 values and dp4a, llama.cpp's arithmetic; faster) (default f32)")
+                  "Decode GEMV inputs: f32 (exact) or int8 (8 bits per 32 values: llama.cpp's "
+                  "arithmetic, faster; GPU: Q8_0/Q4_0 by dp4a, CPU: Q8_0/Q4_0/Q4_K/Q6_K by "
+                  "VNNI) (default f32)")
       ->check(CLI::IsMember({"f32", "int8"}));
   cmd->add_option("--vram-budget", vram_budget,
                   "Hard cap on the VRAM Strata uses, e.g. 8GiB (default: free VRAM minus 1 GiB)");
@@ -196,6 +197,7 @@ StatusOr<ModelRuntime> ModelRuntime::load(const RuntimeFlags& flags) {
     STRATA_ASSIGN_OR_RETURN(rt.exec, GpuExecutor::create(rt.model->spec, gpu));
     return rt;
   }
+  opts.int8_activations = flags.decode_activations == "int8";
   opts.prefill_precision = flags.prefill_precision == "bf16" || flags.prefill_precision == "f16"
                                ? cpu::MatmulPrecision::kBF16
                                : cpu::MatmulPrecision::kF32;

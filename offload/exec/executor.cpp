@@ -102,6 +102,7 @@ Status Executor::init() {
 
   cpu::MatmulOptions mm;
   mm.precision = options_.prefill_precision;
+  mm.int8_gemv = options_.int8_activations;
   STRATA_ASSIGN_OR_RETURN(matmul_, cpu::CpuMatmul::create(mm));
   STRATA_ASSIGN_OR_RETURN(prefill_attention_,
                           cpu::PrefillAttention::create(options_.attention_tile_tokens));

@@ -47,6 +47,9 @@ struct ExecutorOptions {
   int64_t kv_hot_window_tokens = 0;
   int64_t kv_sink_blocks = 1;
   cpu::MatmulPrecision prefill_precision = cpu::MatmulPrecision::kF32;
+  // GEMVs (chunks of at most 16 tokens) of Q8_0/Q4_0/Q4_K/Q6_K weights over 8-bit activations
+  // (cpu::MatmulOptions::int8_gemv): the `like_llama_cpp` tier; off: float32, the `exact` tier.
+  bool int8_activations = false;
   bool profile = false;  // accumulate per-op wall time (ExecutorProfile)
   // A new sequence whose prompt starts with full KV blocks another live sequence holds shares
   // those blocks and skips computing them (memory/prefix_cache.h); all_logits runs never do.

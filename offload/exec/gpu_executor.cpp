@@ -265,6 +265,7 @@ Status GpuExecutor::init() {
     }
     cpu::MatmulOptions cpu_options;
     cpu_options.precision = base.prefill_precision;
+    cpu_options.int8_gemv = options_.int8_activations;  // the CPU-run layers' GEMVs too
     STRATA_ASSIGN_OR_RETURN(cpu_matmul_, cpu::CpuMatmul::create(cpu_options));
   }
   if (!host_pool_->warning().empty()) {

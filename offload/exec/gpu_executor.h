@@ -89,7 +89,8 @@ struct GpuExecutorOptions {
   // Decode GEMVs of Q8_0 and Q4_0 weights read their input quantized to 8 bits per block of 32
   // (activation_q8.h: one small kernel per input) and multiply by dp4a: llama.cpp's arithmetic,
   // so decode logits meet the golden `like_llama_cpp` tier instead of `exact`. Off: float32
-  // activations, the exact path.
+  // activations, the exact path. CPU-run matrices (placements) then take the CPU's integer GEMV
+  // (cpu::MatmulOptions::int8_gemv) for Q8_0/Q4_0/Q4_K/Q6_K as well.
   bool int8_activations = false;
   // With int8_activations and folded norms: the GEMV before each such GEMV quantizes its own
   // output (gemv.h, GemvInt8::out8), so only layer 0's QKV input and each attention output take

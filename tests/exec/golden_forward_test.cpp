@@ -97,6 +97,7 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
     opts.kv_hot_window_tokens = hot_window_tokens_;
     opts.kv_sink_blocks = 1;
     opts.max_sequences = max_sequences_;
+    opts.int8_activations = int8_activations_;
     std::unique_ptr<Engine> engine;
     if (GetParam().gpu) {
       GpuExecutorOptions gpu_opts;
@@ -190,7 +191,7 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
   bool cold_attention_on_cpu_ = false;  // GPU engines: cold KV attended by the CPU
   double cold_cpu_fraction_ = 1.0;      // ... this share of it; the GPU reads the rest in place
   int64_t cold_stage_blocks_ = 0;       // GPU engines: cold blocks staged in VRAM per layer
-  bool int8_activations_ = false;       // GPU engines: Q8_0/Q4_0 decode GEMVs over int8 x
+  bool int8_activations_ = false;       // decode GEMVs over int8 x (both engines)
   bool int8_quantize_in_gemv_ = false;  // ... quantized by the GEMV before (GemvInt8::out8)
   std::string dir_;
   nlohmann::json manifest_, variant_;
@@ -416,6 +417,34 @@ TEST_P(GoldenForward, TieredKvManySequencesInterleavedMatchOneTier) {
   }
 }
 
+// Decode GEMVs over 8-bit activations: llama.cpp's arithmetic, so the llama.cpp tier. On the CPU
+// (ExecutorOptions::int8_activations: VNNI for Q8_0, Q4_0, Q4_K and Q6_K; other types keep
+// float32) token by token, in chunks of 3 and of 10 (two passes of the batched GEMV). On the GPU
+// (GpuExecutorOptions::int8_activations: dp4a for Q8_0 and Q4_0) token by token (one-token GEMVs
+// in CUDA graphs) and in chunks of 3 (the multi-token GEMV), with quantize kernels and with each
+// GEMV quantizing its output for the next.
+TEST_P(GoldenForward, Int8ActivationDecodeMeetsTheLlamaCppTier) {
+  int8_activations_ = true;
+  const std::vector<std::pair<bool, int64_t>> cases =
+      GetParam().gpu
+          ? std::vector<std::pair<bool, int64_t>>{{false, 1}, {false, 3}, {true, 1}, {true, 3}}
+          : std::vector<std::pair<bool, int64_t>>{{false, 1}, {false, 3}, {false, 10}};
+  for (const auto& [in_gemv, chunk] : cases) {
+    int8_quantize_in_gemv_ = in_gemv;
+    auto exec = make_executor(4, 16);
+    ASSERT_NE(exec, nullptr);
+    std::vector<float> all(prompt_.size() * n_vocab_), step;
+    for (size_t i = 0; i < prompt_.size(); i += static_cast<size_t>(chunk)) {
+      const size_t len = std::min(prompt_.size() - i, static_cast<size_t>(chunk));
+      ASSERT_TRUE(exec->forward(0, std::span(&prompt_[i], len), true, &step).is_ok());
+      ASSERT_EQ(step.size(), len * n_vocab_);
+      std::copy(step.begin(), step.end(), all.begin() + i * n_vocab_);
+    }
+    expect_like_llama_cpp(all, "int8-activation decode, chunks of " + std::to_string(chunk) +
+                                   (int8_quantize_in_gemv_ ? ", quantized by the GEMVs" : ""));
+  }
+}
+
 TEST_P(GoldenForward, GemmAttentionPrefillMatchesReference) {
   // The prefill attention path (GEMMs over query tiles): 6-token tiles, 9-token chunks, so
   // tiles start mid-chunk and chunks start mid-sequence.
@@ -534,29 +563,6 @@ TEST_P(TensorCoreGolden, PrefillMeetsTheLlamaCppTier) {
   std::vector<float> logits;
   ASSERT_TRUE(exec->forward(0, prompt_, true, &logits).is_ok());
   expect_like_llama_cpp(logits, "tensor-core prefill");
-}
-
-// Decode GEMVs over 8-bit activations (GpuExecutorOptions::int8_activations, dp4a for Q8_0 and
-// Q4_0; other types keep float32): llama.cpp's arithmetic, so the llama.cpp tier, token by token
-// (one-token GEMVs in CUDA graphs) and in chunks of 3 (the multi-token GEMV), with quantize
-// kernels and with each GEMV quantizing its output for the next.
-TEST_P(TensorCoreGolden, Int8ActivationDecodeMeetsTheLlamaCppTier) {
-  int8_activations_ = true;
-  for (const auto& [in_gemv, chunk] :
-       {std::pair<bool, int64_t>{false, 1}, {false, 3}, {true, 1}, {true, 3}}) {
-    int8_quantize_in_gemv_ = in_gemv;
-    auto exec = make_executor(4, 8);
-    ASSERT_NE(exec, nullptr);
-    std::vector<float> all(prompt_.size() * n_vocab_), step;
-    for (size_t i = 0; i < prompt_.size(); i += static_cast<size_t>(chunk)) {
-      const size_t len = std::min(prompt_.size() - i, static_cast<size_t>(chunk));
-      ASSERT_TRUE(exec->forward(0, std::span(&prompt_[i], len), true, &step).is_ok());
-      ASSERT_EQ(step.size(), len * n_vocab_);
-      std::copy(step.begin(), step.end(), all.begin() + i * n_vocab_);
-    }
-    expect_like_llama_cpp(all, "int8-activation decode, chunks of " + std::to_string(chunk) +
-                                   (int8_quantize_in_gemv_ ? ", quantized by the GEMVs" : ""));
-  }
 }
 
 TEST_P(TensorCoreGolden, GraphReplayEqualsDirectLaunches) {
