@@ -32,6 +32,8 @@
 #     cpu-attn   bench/cpu_attention_bench (cpu::attention_range over f16 KV vs C; ctx runs it too)
 #     attn-ab    the same with the carried .ab/ files in place of the tree's (a kernel's A/B)
 #     gemv       bench/gemv_bench (CPU decode GEMV vs measured read bandwidth)
+#     cpu-ab     CPU decode f32 vs int8 activations alternated (STRATA_CPUAB_TYPES, _ROUNDS), then
+#                gemv_bench at STRATA_CPUAB_THREADS thread counts
 #     cpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/cpu_e2e_bench on each (decode + prefill 2048;
 #                STRATA_CPU8B_ACTIVATIONS="f32 int8" (default) also decodes with the integer GEMV)
 #     train      (starts first, in the background) trains the default model on the GPU from the
@@ -260,6 +262,27 @@ PY
             --prefill 0 --decode 64 --decode-activations int8 --read-gib 8 --json-out "$jsonl" \
             --commit "$commit" --device-name "$cpu" 2>&1 | grep -E 'decode [0-9]|^llama3' | sed 's/^/int8 /'
         fi
+      done ;;
+    cpu-ab)
+      # CPU decode, f32 against int8 activations, alternated (a shared host's bandwidth drifts
+      # within a call), then gemv_bench at several thread counts: a per-thread rate that stays
+      # flat as threads double says compute per core, a total that stays flat says memory.
+      for t in ${STRATA_CPUAB_TYPES:-Q4_0}; do
+        m=/tmp/llama3-8b-$t.gguf
+        [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type "$t" --out "$m" 2>&1 | tail -1
+        for round in $(seq "${STRATA_CPUAB_ROUNDS:-2}"); do
+          for a in f32 int8; do
+            echo -n "round $round $a: "
+            build-gpu/bench/cpu_e2e_bench -m "$m" --model-name llama3-8b --scenario cpu-ab \
+              --prefill 0 --decode 64 --decode-activations $a --read-gib 4 --json-out "$jsonl" \
+              --commit "$commit" --device-name "$cpu" 2>&1 | grep -E '^llama3' || true
+          done
+        done
+        for n in ${STRATA_CPUAB_THREADS:-8 16}; do
+          echo "== gemv_bench, $n threads"
+          build-gpu/bench/gemv_bench --threads "$n" --types "F16,$t" --read-gib 4 \
+            --working-set-gib 2 --repeats 15 --json "$jsonl" --commit "$commit" 2>&1 | tail -9 | head -4
+        done
       done ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
