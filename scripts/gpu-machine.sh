@@ -281,7 +281,7 @@ PY
         for n in ${STRATA_CPUAB_THREADS:-8 16}; do
           echo "== gemv_bench, $n threads"
           build-gpu/bench/gemv_bench --threads "$n" --types "F16,$t" --read-gib 4 \
-            --working-set-gib 2 --repeats 15 --json "$jsonl" --commit "$commit" 2>&1 | tail -9 | head -4
+            --working-set-gib 2 --repeats 15 --json "$jsonl" --commit "$commit" 2>&1 | tail -9 | head -5
         done
       done ;;
     *) echo "unknown step $step"; exit 2 ;;
