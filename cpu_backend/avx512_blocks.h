@@ -1,7 +1,7 @@
 // AVX-512 pieces shared by the float GEMV kernels (gemv_avx512.cpp) and the integer ones
-// (gemv_q8_avx512.cpp): the weight stream's software prefetch, f16 scale broadcasts, and the
-// unpacking of Q4_K scales and Q6_K quants. Internal to cpu_backend; include only from a
-// translation unit built with AVX-512 (F, BW, VL) enabled.
+// (gemv_q8_avx512.cpp): the weight stream's software prefetch, f16 scale broadcasts, the
+// unpacking of Q4_K scales and Q6_K quants, and the walk over rows and batch sizes. Internal to
+// cpu_backend; include only from a translation unit built with AVX-512 (F, BW, VL) enabled.
 #pragma once
 
 #include <immintrin.h>
@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cpu_backend/gemv.h"
 #include "offload/core/quant_blocks.h"
 
 #define STRATA_ALWAYS_INLINE inline __attribute__((always_inline))
@@ -106,6 +107,58 @@ STRATA_ALWAYS_INLINE void q6k_unpack(const uint8_t* ql, const uint8_t* qh, __m51
                                     _mm512_and_si512(l, low4), 0xEA);
   *q_hi = _mm512_ternarylogic_epi32(_mm512_srlv_epi16(h, shift_b), bits45,
                                     _mm512_and_si512(_mm512_srli_epi16(l, 4), low4), 0xEA);
+}
+
+// Rows [row_begin, row_end) of a GEMV against a batch of M activation rows: two weight rows at a
+// time (sharing each x load) where the sums fit in registers, then one at a time for the
+// remainder. Sums<R, M> is the kernel's accumulator (made from the arguments; store(y, y_stride,
+// n) writes its R x M results); Row::run(rows, cols, sums) walks R weight rows in step.
+#ifndef STRATA_GEMV_ROWS_AT_ONCE
+#define STRATA_GEMV_ROWS_AT_ONCE 2
+#endif
+
+template <template <int, int> class Sums, class Row, int M, class Args>
+void rows_for_batch(const Args& a, int64_t row_begin, int64_t row_end) {
+  constexpr int kRows = M <= 2 ? STRATA_GEMV_ROWS_AT_ONCE : 1;
+  int64_t n = row_begin;
+  for (; n + kRows <= row_end; n += kRows) {
+    const uint8_t* rows[kRows];
+#pragma GCC unroll 2
+    for (int r = 0; r < kRows; ++r) rows[r] = a.w + (n + r) * a.w_row_bytes;
+    Sums<kRows, M> acc(a);
+    Row::run(rows, a.cols, acc);
+    acc.store(a.y, a.y_stride, n);
+  }
+  for (; n < row_end; ++n) {
+    const uint8_t* rows[1] = {a.w + n * a.w_row_bytes};
+    Sums<1, M> acc(a);
+    Row::run(rows, a.cols, acc);
+    acc.store(a.y, a.y_stride, n);
+  }
+}
+
+// The kernel for one weight type: rows_for_batch instantiated for each batch size.
+template <template <int, int> class Sums, class Row, class Args>
+void row_kernel(const Args& a, int64_t row_begin, int64_t row_end) {
+  static_assert(kGemvMaxBatch == 8, "one instantiation per batch size below");
+  switch (a.batch) {
+    case 1:
+      return rows_for_batch<Sums, Row, 1>(a, row_begin, row_end);
+    case 2:
+      return rows_for_batch<Sums, Row, 2>(a, row_begin, row_end);
+    case 3:
+      return rows_for_batch<Sums, Row, 3>(a, row_begin, row_end);
+    case 4:
+      return rows_for_batch<Sums, Row, 4>(a, row_begin, row_end);
+    case 5:
+      return rows_for_batch<Sums, Row, 5>(a, row_begin, row_end);
+    case 6:
+      return rows_for_batch<Sums, Row, 6>(a, row_begin, row_end);
+    case 7:
+      return rows_for_batch<Sums, Row, 7>(a, row_begin, row_end);
+    default:
+      return rows_for_batch<Sums, Row, 8>(a, row_begin, row_end);
+  }
 }
 
 }  // namespace strata::gemv_detail

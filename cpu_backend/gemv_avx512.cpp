@@ -392,73 +392,24 @@ struct Q6_KRow {
   }
 };
 
-// Rows [row_begin, row_end) against a batch of M: two weight rows at a time (sharing each x load)
-// where the accumulators fit in registers, then one at a time for the remainder.
-#ifndef STRATA_GEMV_ROWS_AT_ONCE
-#define STRATA_GEMV_ROWS_AT_ONCE 2
-#endif
-
-template <class Row, int M>
-void rows_for_batch(const GemvArgs& a, int64_t row_begin, int64_t row_end) {
-  constexpr int kRows = M <= 2 ? STRATA_GEMV_ROWS_AT_ONCE : 1;
-  int64_t n = row_begin;
-  for (; n + kRows <= row_end; n += kRows) {
-    const uint8_t* rows[kRows];
-#pragma GCC unroll 2
-    for (int r = 0; r < kRows; ++r) rows[r] = a.w + (n + r) * a.w_row_bytes;
-    Accumulators<kRows, M> acc(a);
-    Row::run(rows, a.cols, acc);
-    acc.store(a.y, a.y_stride, n);
-  }
-  for (; n < row_end; ++n) {
-    const uint8_t* rows[1] = {a.w + n * a.w_row_bytes};
-    Accumulators<1, M> acc(a);
-    Row::run(rows, a.cols, acc);
-    acc.store(a.y, a.y_stride, n);
-  }
-}
-
-template <class Row>
-void row_kernel(const GemvArgs& a, int64_t row_begin, int64_t row_end) {
-  static_assert(kGemvMaxBatch == 8, "one instantiation per batch size below");
-  switch (a.batch) {
-    case 1:
-      return rows_for_batch<Row, 1>(a, row_begin, row_end);
-    case 2:
-      return rows_for_batch<Row, 2>(a, row_begin, row_end);
-    case 3:
-      return rows_for_batch<Row, 3>(a, row_begin, row_end);
-    case 4:
-      return rows_for_batch<Row, 4>(a, row_begin, row_end);
-    case 5:
-      return rows_for_batch<Row, 5>(a, row_begin, row_end);
-    case 6:
-      return rows_for_batch<Row, 6>(a, row_begin, row_end);
-    case 7:
-      return rows_for_batch<Row, 7>(a, row_begin, row_end);
-    default:
-      return rows_for_batch<Row, 8>(a, row_begin, row_end);
-  }
-}
-
 }  // namespace
 
 RowKernel avx512_row_kernel(DType type) {
   switch (type) {
     case DType::kF32:
-      return &row_kernel<F32Row>;
+      return &row_kernel<Accumulators, F32Row>;
     case DType::kF16:
-      return &row_kernel<HalfRow<false>>;
+      return &row_kernel<Accumulators, HalfRow<false>>;
     case DType::kBF16:
-      return &row_kernel<HalfRow<true>>;
+      return &row_kernel<Accumulators, HalfRow<true>>;
     case DType::kQ8_0:
-      return &row_kernel<Q8_0Row>;
+      return &row_kernel<Accumulators, Q8_0Row>;
     case DType::kQ4_0:
-      return &row_kernel<Q4_0Row>;
+      return &row_kernel<Accumulators, Q4_0Row>;
     case DType::kQ4_K:
-      return &row_kernel<Q4_KRow>;
+      return &row_kernel<Accumulators, Q4_KRow>;
     case DType::kQ6_K:
-      return &row_kernel<Q6_KRow>;
+      return &row_kernel<Accumulators, Q6_KRow>;
     default:
       return nullptr;
   }

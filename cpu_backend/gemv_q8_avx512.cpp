@@ -33,6 +33,7 @@ namespace {
 // The sums of R weight rows against M activation rows.
 template <int R, int M>
 struct Sums {
+  static constexpr int kM = M;
   __m512 acc[R][M];
   __m256 mins[R][M];  // Q4_K's min terms, subtracted at the end
   const cpu::ActivationsQ8* x;
@@ -279,68 +280,18 @@ struct Q6_KRow {
   }
 };
 
-template <int R, int M>
-struct SumsOf : Sums<R, M> {
-  static constexpr int kM = M;
-  using Sums<R, M>::Sums;
-};
-
-// Two weight rows at a time (sharing each activation load) for batches up to 2, one otherwise.
-template <class Row, int M>
-void rows_for_batch(const GemvQ8Args& a, int64_t row_begin, int64_t row_end) {
-  constexpr int kRows = M <= 2 ? 2 : 1;
-  int64_t n = row_begin;
-  for (; n + kRows <= row_end; n += kRows) {
-    const uint8_t* rows[kRows];
-#pragma GCC unroll 2
-    for (int r = 0; r < kRows; ++r) rows[r] = a.w + (n + r) * a.w_row_bytes;
-    SumsOf<kRows, M> sums(a);
-    Row::run(rows, a.cols, sums);
-    sums.store(a.y, a.y_stride, n);
-  }
-  for (; n < row_end; ++n) {
-    const uint8_t* rows[1] = {a.w + n * a.w_row_bytes};
-    SumsOf<1, M> sums(a);
-    Row::run(rows, a.cols, sums);
-    sums.store(a.y, a.y_stride, n);
-  }
-}
-
-template <class Row>
-void row_kernel(const GemvQ8Args& a, int64_t row_begin, int64_t row_end) {
-  static_assert(kGemvMaxBatch == 8, "one instantiation per batch size below");
-  switch (a.batch) {
-    case 1:
-      return rows_for_batch<Row, 1>(a, row_begin, row_end);
-    case 2:
-      return rows_for_batch<Row, 2>(a, row_begin, row_end);
-    case 3:
-      return rows_for_batch<Row, 3>(a, row_begin, row_end);
-    case 4:
-      return rows_for_batch<Row, 4>(a, row_begin, row_end);
-    case 5:
-      return rows_for_batch<Row, 5>(a, row_begin, row_end);
-    case 6:
-      return rows_for_batch<Row, 6>(a, row_begin, row_end);
-    case 7:
-      return rows_for_batch<Row, 7>(a, row_begin, row_end);
-    default:
-      return rows_for_batch<Row, 8>(a, row_begin, row_end);
-  }
-}
-
 }  // namespace
 
 Q8RowKernel avx512_q8_row_kernel(DType type) {
   switch (type) {
     case DType::kQ8_0:
-      return &row_kernel<Q8_0Row>;
+      return &row_kernel<Sums, Q8_0Row>;
     case DType::kQ4_0:
-      return &row_kernel<Q4_0Row>;
+      return &row_kernel<Sums, Q4_0Row>;
     case DType::kQ4_K:
-      return &row_kernel<Q4_KRow>;
+      return &row_kernel<Sums, Q4_KRow>;
     case DType::kQ6_K:
-      return &row_kernel<Q6_KRow>;
+      return &row_kernel<Sums, Q6_KRow>;
     default:
       return nullptr;
   }
