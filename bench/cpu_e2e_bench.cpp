@@ -1,8 +1,10 @@
 // cpu_e2e_bench: end-to-end CPU-only tokens/s of a model (scenario cpu-8b in
 // ../shared/BENCHMARKS.md) with its rooflines measured in the same run:
 //   decode  (batch 1): T = B / C, B = weight bytes read per token, C = all-core read bandwidth;
-//   prefill (N tokens): T = max(B / C, 2 * params * N / G), G = oneDNN GEMM rate on the model's
-//                       FFN shape in the prefill precision.
+//   prefill (N tokens): T = max(B / C, 2 * params * N / G), G = in bf16 on a CPU with AMX the
+//                       tile unit's own rate (measure_amx_bf16_peak_flop_per_s: the executor's
+//                       matmuls run on the AMX kernel there), else oneDNN's GEMM rate on the
+//                       model's FFN shape in the prefill precision (recorded either way).
 // Prints one JSON line per phase (also appended to --json-out) and a short table last.
 #include <omp.h>
 
@@ -14,58 +16,14 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "bench/bench_check.h"
+#include "bench/onednn_gemm_rate.h"
+#include "cpu_backend/gemm_amx.h"
 #include "cpu_backend/read_bandwidth.h"
 #include "cpu_backend/thread_placement.h"
 #include "offload/exec/executor.h"
 #include "offload/model/model_loader.h"
 
-namespace strata::bench {
-namespace {}  // namespace
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-namespace {
-// FLOP/s of one oneDNN matmul [m x k] x [k x n] in `dt` (f32 out), median of a few runs.
-double measure_gemm_flops(int64_t m, int64_t k, int64_t n, dnnl::memory::data_type dt) {
-  using dnnl::memory;
-  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-  dnnl::stream strm(eng);
-  memory::desc a({m, k}, dt, memory::format_tag::ab);
-  // The weights in the layout the matmul prefers (blocked for AMX), as the executor gives them.
-  memory::desc b({k, n}, dt, memory::format_tag::any);
-  memory::desc c({m, n}, memory::data_type::f32, memory::format_tag::ab);
-  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), eng);
-  dnnl::matmul mm(pd);
-  memory am(a, eng), bm(pd.weights_desc(), eng), cm(c, eng);
-  // Random (not zero) inputs: bf16/f32 bit patterns of small normals.
-  std::mt19937 rng(7);
-  std::normal_distribution<float> nd(0.f, 1.f);
-  auto fill = [&](memory& mem, int64_t count) {
-    if (dt == memory::data_type::f32) {
-      auto* p = static_cast<float*>(mem.get_data_handle());
-      for (int64_t i = 0; i < count; ++i) p[i] = nd(rng);
-    } else {
-      auto* p = static_cast<uint16_t*>(mem.get_data_handle());
-      for (int64_t i = 0; i < count; ++i) p[i] = f32_to_bf16(nd(rng));
-    }
-  };
-  fill(am, m * k);
-  fill(bm,
-       static_cast<int64_t>(pd.weights_desc().get_size() / (dt == memory::data_type::f32 ? 4 : 2)));
-  std::vector<double> times;
-  for (int r = 0; r < 6; ++r) {
-    const double t0 = now_s();
-    mm.execute(strm, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-    strm.wait();
-    if (r > 0) times.push_back(now_s() - t0);  // the first run includes JIT and first touch
-  }
-  std::sort(times.begin(), times.end());
-  return 2.0 * m * k * n / times[times.size() / 2];
-}
-
-}  // namespace
-}  // namespace strata::bench
 
 int main(int argc, char** argv) {
   using namespace strata;
@@ -119,9 +77,13 @@ int main(int argc, char** argv) {
   const double C = bw.best_bytes_per_s;
   const auto gemm_dt =
       precision == "bf16" ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
-  const double G = prefill_tokens > 0 ? bench::measure_gemm_flops(prefill_tokens, spec.hp.n_embd,
-                                                                  spec.hp.n_ff, gemm_dt)
-                                      : 0.0;
+  const double G_onednn = prefill_tokens > 0 ? bench::measure_gemm_flops(
+                                                   prefill_tokens, spec.hp.n_embd, spec.hp.n_ff,
+                                                   gemm_dt)
+                                             : 0.0;
+  const bool amx = precision == "bf16" && cpu::amx_bf16_available();
+  const double G =
+      amx ? bench::check(cpu::measure_amx_bf16_peak_flop_per_s(), "AMX peak") : G_onednn;
 
   ExecutorOptions opts;
   opts.max_context =
@@ -164,7 +126,9 @@ int main(int argc, char** argv) {
         {"h2d_pinned_bytes_per_s", 0},
         {"cpu_read_bytes_per_s", C},
         {"host_combined_bytes_per_s", 0},
-        {"gemm_flop_per_s", G}}},
+        {"gemm_flop_per_s", G},
+        {"onednn_gemm_flop_per_s", G_onednn}}},
+      {"prefill_kernel", amx ? "amx" : "onednn"},
       {"bytes_per_token",
        {{"vram", 0}, {"stream", 0}, {"cpu", bytes_per_token}, {"kv_vram", 0}, {"kv_host", 0}}}};
   std::vector<nlohmann::json> records;
@@ -233,9 +197,10 @@ int main(int argc, char** argv) {
     std::printf("%s\n", r.dump().c_str());
     if (out) out << r.dump() << "\n";
   }
-  std::printf("\n%-8s %-6s %-8s %10s %10s %7s   C %.1f GB/s, G %.2f TFLOP/s (%s)\n", "model",
-              "type", "phase", "tok/s", "roof tok/s", "ratio", C / 1e9, G / 1e12,
-              precision.c_str());
+  std::printf(
+      "\n%-8s %-6s %-8s %10s %10s %7s   C %.1f GB/s, G %.2f TFLOP/s (%s, %s; oneDNN %.2f)\n",
+      "model", "type", "phase", "tok/s", "roof tok/s", "ratio", C / 1e9, G / 1e12,
+      precision.c_str(), amx ? "AMX tile peak" : "oneDNN", G_onednn / 1e12);
   for (const auto& r : records) {
     std::printf("%-8s %-6s %-8s %10.2f %10.2f %7.3f\n", model_name.substr(0, 8).c_str(),
                 type_name.c_str(), r["phase"].get<std::string>().c_str(),

@@ -31,7 +31,12 @@ inline uint16_t to_bf16(float f) {
 class OneDnnMatmul final : public CpuMatmul {
  public:
   explicit OneDnnMatmul(const MatmulOptions& options)
-      : options_(options), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+      : options_(options), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
+    if (options_.precision == MatmulPrecision::kBF16 && options_.amx_tiles &&
+        options_.amx.unit == TileUnit::kAmx && amx_bf16_available()) {
+      amx_ = std::make_unique<AmxGemm>(options_.amx);
+    }
+  }
 
   const MatmulOptions& options() const override { return options_; }
 
@@ -46,6 +51,7 @@ class OneDnnMatmul final : public CpuMatmul {
       }
       return gemv_batched(w, x, n_tokens, y);
     }
+    if (amx_ != nullptr) return amx_->run(w, x, n_tokens, y, w.rows);
     try {
       return run_tiled(w, x, n_tokens, y);
     } catch (const dnnl::error& e) {
@@ -151,6 +157,7 @@ class OneDnnMatmul final : public CpuMatmul {
 
   MatmulOptions options_;
   ActivationsQ8 x8_;  // int8_gemv's quantized x, reused
+  std::unique_ptr<AmxGemm> amx_;  // kBF16 products when the CPU has AMX
   dnnl::engine engine_;
   dnnl::stream stream_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int>, Primitive> cache_;

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "cpu_backend/gemm_amx.h"
 #include "cpu_backend/gemv.h"
 #include "offload/core/status.h"
 
@@ -32,6 +33,10 @@ struct MatmulOptions {
   bool int8_gemv = false;
   // Bytes of one dequantized weight tile.
   int64_t tile_bytes = 8ll << 20;
+  // kBF16 products of many tokens on the AMX tile kernel (gemm_amx.h) where the CPU has AMX;
+  // oneDNN otherwise, or when false. Same arithmetic either way (bf16 inputs, f32 sums).
+  bool amx_tiles = true;
+  AmxGemmConfig amx;
 };
 
 class CpuMatmul {

@@ -1,0 +1,326 @@
+// AmxGemm (gemm_amx.h): argument checks, the slabs and units, the weights' dequantization into
+// A tiles, and the emulated tile unit. The AMX instructions live in gemm_amx_tiles.cpp.
+#include "cpu_backend/gemm_amx.h"
+
+#include <cpuid.h>
+#include <omp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cpu_backend/gemm_amx_unit.h"
+#include "offload/core/dequantize.h"
+
+namespace strata::cpu {
+namespace {
+
+using amx_detail::kTileElems;
+using amx_detail::kTileFloats;
+using amx_detail::UnitArgs;
+
+bool query_amx_bf16() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
+  const bool amx_bf16 = (d >> 22) & 1u, amx_tile = (d >> 24) & 1u;
+  if (!amx_bf16 || !amx_tile) return false;
+  unsigned a1 = 0, b1 = 0, c1 = 0, d1 = 0;
+  if (__get_cpuid(1, &a1, &b1, &c1, &d1) == 0 || ((c1 >> 27) & 1u) == 0) return false;  // OSXSAVE
+  uint32_t lo = 0, hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  const uint64_t xcr0 = (static_cast<uint64_t>(hi) << 32) | lo;
+  if ((xcr0 & (3ull << 17)) != (3ull << 17)) return false;  // XTILECFG, XTILEDATA
+  // Linux hands out the 8 KiB tile state only on request (arch/x86/include/uapi/asm/prctl.h).
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+
+inline uint16_t to_bf16(float f) {  // round to nearest even, NaN stays NaN (as matmul.cpp)
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 64);
+  return static_cast<uint16_t>((u + (0x7fffu + ((u >> 16) & 1))) >> 16);
+}
+
+inline float from_bf16(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Tile registers as arrays: the reference semantics of TDPBF16PS (products of bf16 pairs summed
+// in float32), slow, for tests on CPUs without AMX.
+struct EmulatedTiles {
+  alignas(64) float c[4][kTileFloats];
+  alignas(64) uint16_t ab[4][kTileElems];  // tiles 4..7
+
+  template <int T>
+  void zero() {
+    static_assert(T < 4);
+    std::fill(c[T], c[T] + kTileFloats, 0.f);
+  }
+  template <int T>
+  void load(const void* p, int64_t stride) {
+    for (int r = 0; r < 16; ++r) {
+      const char* row = static_cast<const char*>(p) + r * stride;
+      if constexpr (T < 4) {
+        std::memcpy(c[T] + r * 16, row, 64);
+      } else {
+        std::memcpy(ab[T - 4] + r * 32, row, 64);
+      }
+    }
+  }
+  template <int T>
+  void store(void* p, int64_t stride) {
+    static_assert(T < 4);
+    for (int r = 0; r < 16; ++r) std::memcpy(static_cast<char*>(p) + r * stride, c[T] + r * 16, 64);
+  }
+  template <int C, int A, int B>
+  void dot() {
+    const uint16_t* a = ab[A - 4];  // [16 rows][32 columns]
+    const uint16_t* b = ab[B - 4];  // [16 pairs][16 tokens][2]
+    for (int m = 0; m < 16; ++m) {
+      for (int n = 0; n < 16; ++n) {
+        float acc = c[C][m * 16 + n];
+        for (int p = 0; p < 16; ++p) {
+          acc += from_bf16(a[m * 32 + 2 * p]) * from_bf16(b[p * 32 + n * 2]) +
+                 from_bf16(a[m * 32 + 2 * p + 1]) * from_bf16(b[p * 32 + n * 2 + 1]);
+        }
+        c[C][m * 16 + n] = acc;
+      }
+    }
+  }
+  void write_transposed(const float* tile, float* y, int64_t ldy, int64_t rows, int64_t tokens) {
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t r = 0; r < rows; ++r) y[t * ldy + r] = tile[r * 16 + t];
+    }
+  }
+};
+
+void pack_tokens_scalar(const float* x, int64_t ldx, int64_t tokens, int64_t cols,
+                        int64_t k_steps, int64_t tt0, int64_t tt1, uint16_t* b) {
+  for (int64_t tt = tt0; tt < tt1; ++tt) {
+    for (int64_t ks = 0; ks < k_steps; ++ks) {
+      uint16_t* tile = b + (tt * k_steps + ks) * kTileElems;
+      for (int64_t p = 0; p < 16; ++p) {
+        for (int64_t t = 0; t < 16; ++t) {
+          for (int64_t h = 0; h < 2; ++h) {
+            const int64_t token = tt * 16 + t, col = ks * 32 + 2 * p + h;
+            tile[p * 32 + t * 2 + h] =
+                token < tokens && col < cols ? to_bf16(x[token * ldx + col]) : 0;
+          }
+        }
+      }
+    }
+  }
+}
+
+// 64-byte aligned, uninitialized, grown on demand.
+template <class T>
+class AlignedArray {
+ public:
+  ~AlignedArray() { std::free(data_); }
+  T* reserve(int64_t n) {
+    if (n > capacity_) {
+      std::free(data_);
+      const size_t bytes = (static_cast<size_t>(n) * sizeof(T) + 63) / 64 * 64;
+      data_ = static_cast<T*>(std::aligned_alloc(64, bytes));
+      capacity_ = data_ != nullptr ? n : 0;
+    }
+    return data_;
+  }
+
+ private:
+  T* data_ = nullptr;
+  int64_t capacity_ = 0;
+};
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+}  // namespace
+
+bool amx_bf16_available() {
+  static const bool available = query_amx_bf16();  // thread-safe once; never changes after
+  return available;
+}
+
+StatusOr<double> measure_amx_bf16_peak_flop_per_s() {
+  if (!amx_bf16_available()) {
+    return Status::unsupported("amx peak: this CPU or kernel offers no AMX-BF16 tiles");
+  }
+  constexpr int64_t kIterations = 400000;  // x 6 instructions x 16 cycles: ~40 M cycles
+  constexpr double kFlopPerInstruction = 2.0 * 16 * 16 * 32;
+  double best = 0;
+  for (int pass = 0; pass < 3; ++pass) {
+    int threads = 1;
+    std::chrono::steady_clock::time_point t0, t1;
+#pragma omp parallel
+    {
+#pragma omp single
+      threads = omp_get_num_threads();
+#pragma omp barrier
+#pragma omp master
+      t0 = std::chrono::steady_clock::now();
+#pragma omp barrier
+      amx_detail::run_peak_loop_amx(kIterations);
+#pragma omp barrier
+#pragma omp master
+      t1 = std::chrono::steady_clock::now();
+    }
+    const double secs = std::chrono::duration<double>(t1 - t0).count();
+    best = std::max(best, threads * kIterations * 6 * kFlopPerInstruction / secs);
+  }
+  return best;
+}
+
+struct AmxGemm::Buffers {
+  AlignedArray<uint16_t> a;   // one slab of weight tiles
+  AlignedArray<uint16_t> b;   // all tokens' tiles
+  AlignedArray<float> rows;   // one dequantized row per thread
+  AlignedArray<float> sums;   // one unit's C tiles per thread
+};
+
+AmxGemm::AmxGemm(const AmxGemmConfig& config)
+    : config_(config), buffers_(std::make_unique<Buffers>()) {}
+
+AmxGemm::~AmxGemm() = default;
+
+Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y,
+                    int64_t ldy) {
+  const AmxGemmConfig& cfg = config_;
+  if (cfg.unit_rows < 32 || cfg.unit_rows % 32 != 0 || cfg.unit_tokens < 32 ||
+      cfg.unit_tokens % 32 != 0 || cfg.k_chunk < 32 || cfg.k_chunk % 32 != 0 ||
+      cfg.tile_bytes <= 0) {
+    return Status::invalid_argument(
+        "amx gemm: unit_rows, unit_tokens and k_chunk must be positive multiples of 32 and "
+        "tile_bytes positive (got " + std::to_string(cfg.unit_rows) + ", " +
+        std::to_string(cfg.unit_tokens) + ", " + std::to_string(cfg.k_chunk) + ", " +
+        std::to_string(cfg.tile_bytes) + ")");
+  }
+  if (cfg.unit == TileUnit::kAmx && !amx_bf16_available()) {
+    return Status::unsupported("amx gemm: this CPU or kernel offers no AMX-BF16 tiles");
+  }
+  if (n_tokens < 0 || w.rows < 0 || w.cols <= 0 || ldy < w.rows) {
+    return Status::invalid_argument("amx gemm: " + std::to_string(n_tokens) + " tokens, a " +
+                                    std::to_string(w.rows) + " x " + std::to_string(w.cols) +
+                                    " matrix, ldy " + std::to_string(ldy));
+  }
+  if (n_tokens == 0 || w.rows == 0) return Status::ok();
+  if (x == nullptr || y == nullptr || w.data == nullptr) {
+    return Status::invalid_argument("amx gemm: null x, y or weights");
+  }
+
+  const int64_t cols = w.cols;
+  const int64_t k_steps = (cols + 31) / 32, cols_pad = k_steps * 32;
+  const int64_t tokens_pad = round_up(n_tokens, 32);
+  const int64_t token_tiles = tokens_pad / 16;
+  const int64_t threads = omp_get_max_threads();
+  const bool amx = cfg.unit == TileUnit::kAmx;
+
+  uint16_t* b = buffers_->b.reserve(token_tiles * k_steps * kTileElems);
+  if (b == nullptr) return Status::out_of_memory("amx gemm: token tiles");
+#pragma omp parallel for schedule(static)
+  for (int64_t tt = 0; tt < token_tiles; ++tt) {
+    if (amx) {
+      amx_detail::pack_tokens_avx512(x, cols, n_tokens, cols, k_steps, tt, tt + 1, b);
+    } else {
+      pack_tokens_scalar(x, cols, n_tokens, cols, k_steps, tt, tt + 1, b);
+    }
+  }
+
+  // A slab: as many weight rows (a multiple of 32) as tile_bytes of bf16 hold.
+  const int64_t rows_pad = round_up(w.rows, 32);
+  const int64_t slab_rows =
+      std::min(rows_pad, std::max<int64_t>(32, cfg.tile_bytes / (cols_pad * 2) / 32 * 32));
+  int64_t unit_rows = std::min(cfg.unit_rows, slab_rows);
+  const int64_t unit_tokens = std::min(cfg.unit_tokens, tokens_pad);
+  const int64_t token_units = (tokens_pad + unit_tokens - 1) / unit_tokens;
+  // Enough units for every thread twice over, while a unit keeps a 32-row block.
+  while (unit_rows > 32 && ((slab_rows + unit_rows - 1) / unit_rows) * token_units < 2 * threads) {
+    unit_rows = std::max<int64_t>(32, unit_rows / 2 / 32 * 32);
+  }
+  uint16_t* a = buffers_->a.reserve(slab_rows / 16 * k_steps * kTileElems);
+  float* row_f32 = buffers_->rows.reserve(threads * cols_pad);
+  const int64_t sums_per_thread = (unit_rows / 16) * (unit_tokens / 16) * kTileFloats;
+  float* sums = buffers_->sums.reserve(threads * sums_per_thread);
+  if (a == nullptr || row_f32 == nullptr || sums == nullptr) {
+    return Status::out_of_memory("amx gemm: weight tiles or scratch");
+  }
+  const int64_t row_bytes = w.row_stride_bytes();
+
+  for (int64_t r0 = 0; r0 < w.rows; r0 += slab_rows) {
+    const int64_t n = std::min(slab_rows, w.rows - r0), n_pad = round_up(n, 32);
+    Status status;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n_pad; ++r) {
+      float* row = row_f32 + static_cast<int64_t>(omp_get_thread_num()) * cols_pad;
+      if (r < n) {
+        const Status s = dequantize_row(w.type, w.data + (r0 + r) * row_bytes, row, cols);
+        if (!s.is_ok()) {
+#pragma omp critical
+          status = s;
+          continue;
+        }
+        std::fill(row + cols, row + cols_pad, 0.f);
+      } else {
+        std::fill(row, row + cols_pad, 0.f);
+      }
+      uint16_t* dst = a + (r / 16) * k_steps * kTileElems + (r % 16) * 32;
+      for (int64_t ks = 0; ks < k_steps; ++ks) {
+        const float* src = row + ks * 32;
+        uint16_t* out = dst + ks * kTileElems;
+#pragma omp simd
+        for (int i = 0; i < 32; ++i) out[i] = to_bf16(src[i]);
+      }
+    }
+    STRATA_RETURN_IF_ERROR(status);
+
+    const int64_t row_units = (n_pad + unit_rows - 1) / unit_rows;
+#pragma omp parallel
+    {
+      EmulatedTiles* emulated = nullptr;
+      std::unique_ptr<EmulatedTiles> own;
+      if (amx) {
+        amx_detail::configure_amx_tiles();
+      } else {
+        own = std::make_unique<EmulatedTiles>();
+        emulated = own.get();
+      }
+      float* scratch = sums + static_cast<int64_t>(omp_get_thread_num()) * sums_per_thread;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t unit = 0; unit < row_units * token_units; ++unit) {
+        const int64_t ru = unit % row_units, tu = unit / row_units;
+        UnitArgs u;
+        u.a = a;
+        u.b = b;
+        u.k_steps = k_steps;
+        u.k_chunk_steps = cfg.k_chunk / 32;
+        u.row_tile0 = ru * unit_rows / 16;
+        u.row_tiles = std::min(unit_rows, n_pad - ru * unit_rows) / 16;
+        u.token_tile0 = tu * unit_tokens / 16;
+        u.token_tiles = std::min(unit_tokens, tokens_pad - tu * unit_tokens) / 16;
+        u.rows_valid = std::min(unit_rows, n - ru * unit_rows);
+        u.tokens_valid = std::min(unit_tokens, n_tokens - tu * unit_tokens);
+        u.scratch = scratch;
+        u.y = y + tu * unit_tokens * ldy + r0 + ru * unit_rows;
+        u.ldy = ldy;
+        if (amx) {
+          amx_detail::run_unit_amx(u);
+        } else {
+          amx_detail::run_unit(*emulated, u);
+        }
+      }
+      if (amx) amx_detail::release_amx_tiles();
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace strata::cpu

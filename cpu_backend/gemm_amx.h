@@ -1,0 +1,73 @@
+// Prefill matrix products on Intel AMX: Y [tokens][rows] = X [tokens][cols] * W^T with both inputs
+// rounded to bfloat16 and float32 accumulation in the tile registers (TDPBF16PS), the same
+// arithmetic as CpuMatmul's kBF16 path through oneDNN (the golden `like_llama_cpp` tier), but
+// with the weights dequantized straight into the tile layout the kernel reads.
+//
+// Why our own kernel: oneDNN 2.6's AMX bf16 GEMM reached ~3.8 TFLOP/s on the GPU machine's
+// 16-core host, where the tiles' own rate is several times that (bench/NOTES.md, "CPU prefill on
+// AMX"), so prefill ran at ~135 tok/s against llama.cpp's 269-956.
+//
+// How: the weights are dequantized a slab of rows at a time (tile_bytes of bf16) into 1 KiB tiles
+// of 16 rows x 32 columns, the A operand of TDPBF16PS as is; X is rounded once per call into the
+// B operand's pair-interleaved tiles (16 column pairs x 16 tokens). Units of unit_rows weight rows
+// x unit_tokens tokens go to the OpenMP threads; a unit walks K in k_chunk steps so that its
+// weight and token panels stay in L2, with 2 x 2 register tiles (32 rows x 32 tokens, four
+// accumulators) and the partial sums kept in a per-thread scratch between chunks. The output
+// tile is [rows][tokens]; it is transposed on the way out into Y's [tokens][rows].
+//
+// TileUnit::kEmulated runs the same loop nest on plain arrays, so that the blocking and the edge
+// cases are tested on CPUs without AMX (CI); kAmx is the hardware.
+//
+// Example:
+//   AmxGemm gemm({});
+//   if (amx_bf16_available()) STRATA_RETURN_IF_ERROR(gemm.run(w, x, n_tokens, y, w.rows));
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "cpu_backend/gemv.h"
+#include "offload/core/status.h"
+
+namespace strata::cpu {
+
+// True when the CPU has AMX-TILE and AMX-BF16 and Linux granted this process the tile state
+// (arch_prctl ARCH_REQ_XCOMP_PERM; asked once, the answer is kept).
+bool amx_bf16_available();
+
+// The tile unit's own rate: every current OpenMP thread runs TDPBF16PS on register-resident
+// tiles at once (no memory traffic), best of three; FLOP/s summed over the threads. The
+// roofline of AmxGemm. unsupported without AMX.
+StatusOr<double> measure_amx_bf16_peak_flop_per_s();
+
+enum class TileUnit { kAmx, kEmulated };
+
+struct AmxGemmConfig {
+  int64_t tile_bytes = 8ll << 20;  // bf16 weights dequantized per slab
+  int64_t unit_rows = 128;         // weight rows of one thread's unit (a multiple of 32)
+  int64_t unit_tokens = 256;       // tokens of one unit (a multiple of 32)
+  int64_t k_chunk = 1024;          // columns per pass over a unit (a multiple of 32)
+  TileUnit unit = TileUnit::kAmx;
+};
+
+class AmxGemm {
+ public:
+  explicit AmxGemm(const AmxGemmConfig& config);
+  ~AmxGemm();
+  AmxGemm(const AmxGemm&) = delete;
+  AmxGemm& operator=(const AmxGemm&) = delete;
+
+  // y[t * ldy + r] = sum_k bf16(x[t * w.cols + k]) * bf16(W[r][k]) for t < n_tokens, r < w.rows.
+  // unsupported when config.unit is kAmx and amx_bf16_available() is false; invalid_argument for
+  // a bad config, ldy < w.rows or null pointers.
+  Status run(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy);
+
+  const AmxGemmConfig& config() const { return config_; }
+
+ private:
+  struct Buffers;
+  AmxGemmConfig config_;
+  std::unique_ptr<Buffers> buffers_;
+};
+
+}  // namespace strata::cpu

@@ -1,0 +1,108 @@
+// The loop nest of one AmxGemm work unit (gemm_amx.h), written once over a Tiles policy: the AMX
+// hardware (gemm_amx_tiles.cpp, the only code built with AMX flags) or plain arrays
+// (gemm_amx.cpp, for tests on CPUs without AMX). Internal to cpu_backend.
+//
+// Layouts (one tile = 1 KiB = 512 bfloat16):
+//   A (weights): tile (row_tile, ks) holds rows 16 row_tile.. x columns 32 ks.., row-major [16][32];
+//                the tiles of a row tile are adjacent: a + (row_tile * k_steps + ks) * 512.
+//   B (tokens):  tile (token_tile, ks) holds columns 32 ks.. x tokens 16 token_tile.. as column
+//                pairs, [16 pairs][16 tokens][2]; b + (token_tile * k_steps + ks) * 512.
+//   C (sums):    [16 rows][16 tokens] float32; four per 32 x 32 block in the scratch.
+// Only <cstdint> here: this header is compiled with AMX flags in one translation unit, and any
+// shared inline function instantiated there could be picked by the linker for the others.
+#pragma once
+
+#include <cstdint>
+
+namespace strata::cpu::amx_detail {
+
+inline constexpr int64_t kTileElems = 512;   // bf16 per A or B tile
+inline constexpr int64_t kTileFloats = 256;  // float32 per C tile
+
+struct UnitArgs {
+  const uint16_t* a = nullptr;  // the slab's weight tiles
+  const uint16_t* b = nullptr;  // all tokens' tiles
+  int64_t k_steps = 0;          // columns / 32 (padded)
+  int64_t k_chunk_steps = 0;    // steps per pass over the unit
+  int64_t row_tile0 = 0, row_tiles = 0;      // the unit's row tiles in the slab (row_tiles even)
+  int64_t token_tile0 = 0, token_tiles = 0;  // the unit's token tiles (even)
+  int64_t rows_valid = 0, tokens_valid = 0;  // rows / tokens that exist (the rest is padding)
+  float* scratch = nullptr;     // row_tiles * token_tiles C tiles, 64-byte aligned
+  float* y = nullptr;           // y of the unit's first token and first row
+  int64_t ldy = 0;
+};
+
+// Tiles supplies: zero<C>(), load<T>(ptr, stride_bytes), store<T>(ptr, stride_bytes),
+// dot<C, A, B>() (C += A * B as TDPBF16PS), and write_transposed(c, y, ldy, rows, tokens)
+// (y[t * ldy + r] = c[r * 16 + t] for r < rows, t < tokens).
+template <class Tiles>
+void run_unit(Tiles& tiles, const UnitArgs& u) {
+  constexpr int64_t kTileBytes = 64;  // stride of a tile row in memory
+  for (int64_t ks0 = 0; ks0 < u.k_steps; ks0 += u.k_chunk_steps) {
+    const int64_t ks1 = ks0 + u.k_chunk_steps < u.k_steps ? ks0 + u.k_chunk_steps : u.k_steps;
+    const bool first = ks0 == 0, last = ks1 == u.k_steps;
+    for (int64_t tp = 0; tp < u.token_tiles; tp += 2) {
+      const uint16_t* b_chunk = u.b + ((u.token_tile0 + tp) * u.k_steps + ks0) * kTileElems;
+      for (int64_t rp = 0; rp < u.row_tiles; rp += 2) {
+        float* c = u.scratch + ((rp / 2) * (u.token_tiles / 2) + tp / 2) * 4 * kTileFloats;
+        if (first) {
+          tiles.template zero<0>();
+          tiles.template zero<1>();
+          tiles.template zero<2>();
+          tiles.template zero<3>();
+        } else {
+          tiles.template load<0>(c, kTileBytes);
+          tiles.template load<1>(c + kTileFloats, kTileBytes);
+          tiles.template load<2>(c + 2 * kTileFloats, kTileBytes);
+          tiles.template load<3>(c + 3 * kTileFloats, kTileBytes);
+        }
+        const uint16_t* a0 = u.a + ((u.row_tile0 + rp) * u.k_steps + ks0) * kTileElems;
+        const uint16_t* a1 = a0 + u.k_steps * kTileElems;
+        const uint16_t* b0 = b_chunk;
+        const uint16_t* b1 = b0 + u.k_steps * kTileElems;
+        for (int64_t ks = ks0; ks < ks1; ++ks) {
+          tiles.template load<4>(a0, kTileBytes);
+          tiles.template load<6>(b0, kTileBytes);
+          tiles.template dot<0, 4, 6>();
+          tiles.template load<7>(b1, kTileBytes);
+          tiles.template dot<1, 4, 7>();
+          tiles.template load<5>(a1, kTileBytes);
+          tiles.template dot<2, 5, 6>();
+          tiles.template dot<3, 5, 7>();
+          a0 += kTileElems;
+          a1 += kTileElems;
+          b0 += kTileElems;
+          b1 += kTileElems;
+        }
+        tiles.template store<0>(c, kTileBytes);
+        tiles.template store<1>(c + kTileFloats, kTileBytes);
+        tiles.template store<2>(c + 2 * kTileFloats, kTileBytes);
+        tiles.template store<3>(c + 3 * kTileFloats, kTileBytes);
+        if (last) {
+          // C0 rows rp / tokens tp, C1 rows rp / tokens tp+1, C2 rp+1 / tp, C3 rp+1 / tp+1.
+          for (int64_t i = 0; i < 4; ++i) {
+            const int64_t r0 = (rp + i / 2) * 16, t0 = (tp + i % 2) * 16;
+            const int64_t rows = u.rows_valid - r0, tokens = u.tokens_valid - t0;
+            if (rows <= 0 || tokens <= 0) continue;
+            tiles.write_transposed(c + i * kTileFloats, u.y + t0 * u.ldy + r0, u.ldy,
+                                    rows < 16 ? rows : 16, tokens < 16 ? tokens : 16);
+          }
+        }
+      }
+    }
+  }
+}
+
+// gemm_amx_tiles.cpp (AMX flags; call only when amx_bf16_available()).
+void configure_amx_tiles();  // ldtilecfg: tiles 0..7 of 16 rows x 64 bytes, for this thread
+void release_amx_tiles();
+void run_unit_amx(const UnitArgs& u);
+// `iterations` x 6 TDPBF16PS on register-resident tiles (six accumulators, no memory traffic):
+// the tile unit's own rate, for the roofline. Configures and releases the tiles itself.
+void run_peak_loop_amx(int64_t iterations);
+// x [tokens][cols] (row stride ldx floats) into B tiles for token tiles [tt0, tt1): padded
+// tokens and columns are zeros. AVX-512 BF16.
+void pack_tokens_avx512(const float* x, int64_t ldx, int64_t tokens, int64_t cols,
+                        int64_t k_steps, int64_t tt0, int64_t tt1, uint16_t* b);
+
+}  // namespace strata::cpu::amx_detail
