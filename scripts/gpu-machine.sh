@@ -38,6 +38,7 @@
 #                STRATA_CPU8B_ACTIVATIONS="f32 int8" (default) also decodes with the integer GEMV)
 #     train      (starts first, in the background) trains the default model on the GPU from the
 #                carried .train/ folder (tools/default_model/README.md) into $OUT
+#     cpu-gemm   the AMX prefill GEMM's tests and bench/cpu_gemm_bench (vs the tile unit's rate)
 #     diag       CPU flags (AMX?) and oneDNN's choice of kernel for a bf16 matmul
 #   writes JSON lines to $OUT/bench.jsonl and prints a short table last.
 set -euo pipefail
@@ -263,6 +264,13 @@ PY
             --commit "$commit" --device-name "$cpu" 2>&1 | grep -E 'decode [0-9]|^llama3' | sed 's/^/int8 /'
         fi
       done ;;
+    cpu-gemm)
+      # The AMX prefill GEMM: its tests (AMX tiles against the reference), then cpu_gemm_bench
+      # against the tile unit's own rate (STRATA_GEMM_FLAGS: e.g. "--unit-rows 64,128").
+      OMP_NUM_THREADS=16 timeout 200 build-gpu/tests/strata_cpu_backend_tests \
+        --gtest_filter='*Amx*:*Matmul*' 2>&1 | grep -E '^\[  (PASSED|FAILED|SKIPPED) |Failure|rel' | head -20 || true
+      timeout 240 build-gpu/bench/cpu_gemm_bench --json-out "$jsonl" --commit "$commit" \
+        --device-name "$cpu" ${STRATA_GEMM_FLAGS:-} 2>&1 | grep -vE '^\{' | tail -30 || true ;;
     cpu-ab)
       # CPU decode, f32 against int8 activations, alternated (a shared host's bandwidth drifts
       # within a call), then gemv_bench at several thread counts: a per-thread rate that stays
