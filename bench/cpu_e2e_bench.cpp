@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   double read_gib = 4.0;
   std::string precision = "bf16";
   std::string activations = "f32";
+  std::vector<std::string> attentions = {"amx"};
   app.add_option("-m,--model", model_path, "GGUF model (e.g. from strata synth)")->required();
   app.add_option("--model-name", model_name, "Name for the record (default: general.name)");
   app.add_option("--scenario", scenario, "Scenario id for the record");
@@ -44,6 +45,11 @@ int main(int argc, char** argv) {
   app.add_option("--decode-activations", activations,
                  "f32 (exact) or int8 (the integer GEMV, like_llama_cpp tier)")
       ->check(CLI::IsMember({"f32", "int8"}));
+  app.add_option("--prefill-attention", attentions,
+                 "amx and/or onednn (comma list): the bf16 prefill's attention kernel, one prefill "
+                 "per entry in this run (amx falls back to onednn without AMX tiles)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"amx", "onednn"}));
   app.add_option("--read-gib", read_gib, "Buffer for the read-bandwidth measurement");
   app.add_option("--json-out", json_out, "Append JSON lines here");
   app.add_option("--commit", commit, "Commit id for the record");
@@ -93,6 +99,7 @@ int main(int argc, char** argv) {
       precision == "bf16" ? cpu::MatmulPrecision::kBF16 : cpu::MatmulPrecision::kF32;
   opts.int8_activations = activations == "int8";
   opts.profile = true;
+  opts.amx_attention = attentions.front() == "amx";
   auto exec_or = Executor::create(spec, opts);
   if (!exec_or.is_ok()) {
     std::fprintf(stderr, "%s\n", exec_or.status().to_string().c_str());
@@ -139,26 +146,43 @@ int main(int argc, char** argv) {
   check(exec.forward(0, std::span(&first, 1), false, &logits));
   check(exec.remove_sequence(0));
 
-  if (prefill_tokens > 0) {
+  for (const std::string& attention : prefill_tokens > 0 ? attentions : std::vector<std::string>{}) {
+    // Each attention kernel gets its own executor over the same mapped model.
+    std::unique_ptr<Executor> other;
+    Executor* e = &exec;
+    if (attention != attentions.front()) {
+      ExecutorOptions o = opts;
+      o.amx_attention = attention == "amx";
+      auto made = Executor::create(spec, o);
+      check(made.status());
+      other = std::move(*made);
+      e = other.get();
+    }
     std::vector<int32_t> prompt(prefill_tokens);
     for (auto& t : prompt) t = tok(rng);
-    check(exec.add_sequence(1));
-    const ExecutorProfile p0 = exec.profile();
+    check(e->add_sequence(1));
+    const ExecutorProfile p0 = e->profile();
     const double t0 = bench::now_s();
-    check(exec.forward(1, prompt, false, &logits));
+    check(e->forward(1, prompt, false, &logits));
     const double secs = bench::now_s() - t0;
-    const ExecutorProfile& p1 = exec.profile();
+    const ExecutorProfile& p1 = e->profile();
+    const double matmul_s = p1.matmul_s - p0.matmul_s,
+                 attention_s = p1.attention_s - p0.attention_s,
+                 other_s = p1.other_s() - p0.other_s();
     std::fprintf(stderr,
-                 "prefill %.2f s: matmul %.2f s, attention %.2f s, other %.2f s; oneDNN ISA %d\n",
-                 secs, p1.matmul_s - p0.matmul_s, p1.attention_s - p0.attention_s,
-                 p1.other_s() - p0.other_s(), static_cast<int>(dnnl::get_effective_cpu_isa()));
-    check(exec.remove_sequence(1));
+                 "prefill (%s attention) %.2f s: matmul %.2f s, attention %.2f s, other %.2f s; "
+                 "oneDNN ISA %d\n",
+                 attention.c_str(), secs, matmul_s, attention_s, other_s,
+                 static_cast<int>(dnnl::get_effective_cpu_isa()));
+    check(e->remove_sequence(1));
     const double roof_s = std::max(bytes_per_token / C, 2.0 * params * prefill_tokens / G);
     nlohmann::json r = base;
     r["phase"] = "prefill";
     r["context"] = prefill_tokens;
     r["batch"] = prefill_tokens;
     r["prefill_precision"] = precision;
+    r["prefill_attention"] = amx && attention == "amx" ? "amx" : "onednn";
+    r["seconds"] = {{"matmul", matmul_s}, {"attention", attention_s}, {"other", other_s}};
     r["tokens_per_s"] = prefill_tokens / secs;
     r["roofline_tokens_per_s"] = prefill_tokens / roof_s;
     r["ratio_to_roofline"] = roof_s / secs;
@@ -198,12 +222,16 @@ int main(int argc, char** argv) {
     if (out) out << r.dump() << "\n";
   }
   std::printf(
-      "\n%-8s %-6s %-8s %10s %10s %7s   C %.1f GB/s, G %.2f TFLOP/s (%s, %s; oneDNN %.2f)\n",
+      "\n%-8s %-6s %-14s %10s %10s %7s   C %.1f GB/s, G %.2f TFLOP/s (%s, %s; oneDNN %.2f)\n",
       "model", "type", "phase", "tok/s", "roof tok/s", "ratio", C / 1e9, G / 1e12,
       precision.c_str(), amx ? "AMX tile peak" : "oneDNN", G_onednn / 1e12);
   for (const auto& r : records) {
-    std::printf("%-8s %-6s %-8s %10.2f %10.2f %7.3f\n", model_name.substr(0, 8).c_str(),
-                type_name.c_str(), r["phase"].get<std::string>().c_str(),
+    const std::string phase = r["phase"].get<std::string>() +
+                              (r.contains("prefill_attention")
+                                   ? "/" + r["prefill_attention"].get<std::string>()
+                                   : "");
+    std::printf("%-8s %-6s %-14s %10.2f %10.2f %7.3f\n", model_name.substr(0, 8).c_str(),
+                type_name.c_str(), phase.c_str(),
                 r["tokens_per_s"].get<double>(), r["roofline_tokens_per_s"].get<double>(),
                 r["ratio_to_roofline"].get<double>());
   }

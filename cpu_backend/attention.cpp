@@ -13,6 +13,7 @@
 #include <span>
 #include <vector>
 
+#include "cpu_backend/avx512_exp.h"
 #include "cpu_backend/kv_row.h"
 
 namespace strata::cpu {
@@ -382,24 +383,6 @@ void chunk_values_fast(const float* w, const ChunkRows& rows, const AttentionSha
       }
     }
   }
-}
-#endif
-
-#if defined(__AVX512F__)
-// e^x for x <= 0 (a score less its running max), 16 at a time: x = n ln2 + r with |r| <= ln2 / 2,
-// e^r by its Taylor series to r^7 (truncation below 1e-8 relative there), times 2^n (scalef).
-// Below -87 it underflows to 0 as expf does. One scalar expf per score and head was a fifth of
-// the CPU attention's time.
-inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);  // ln2, high bits
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723e-6f), r);    // and the rest
-  __m512 e = _mm512_set1_ps(1.0f / 5040.0f);
-  for (const float c : {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f})
-    e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(c));
-  return _mm512_scalef_ps(e, n);
 }
 #endif
 

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_backend/emulated_tiles.h"
 #include "cpu_backend/gemm_amx_unit.h"
 #include "offload/core/dequantize.h"
 
@@ -23,6 +24,8 @@ namespace {
 using amx_detail::kTileElems;
 using amx_detail::kTileFloats;
 using amx_detail::UnitArgs;
+using amx_detail::EmulatedTiles;
+using amx_detail::pack_tokens_scalar;
 
 bool query_amx_bf16() {
   unsigned a = 0, b = 0, c = 0, d = 0;
@@ -39,87 +42,6 @@ bool query_amx_bf16() {
   constexpr long kArchReqXcompPerm = 0x1023;
   constexpr long kXfeatureXtiledata = 18;
   return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-}
-
-inline uint16_t to_bf16(float f) {  // round to nearest even, NaN stays NaN (as matmul.cpp)
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 64);
-  return static_cast<uint16_t>((u + (0x7fffu + ((u >> 16) & 1))) >> 16);
-}
-
-inline float from_bf16(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// Tile registers as arrays: the reference semantics of TDPBF16PS (products of bf16 pairs summed
-// in float32), slow, for tests on CPUs without AMX.
-struct EmulatedTiles {
-  alignas(64) float c[4][kTileFloats];
-  alignas(64) uint16_t ab[4][kTileElems];  // tiles 4..7
-
-  template <int T>
-  void zero() {
-    static_assert(T < 4);
-    std::fill(c[T], c[T] + kTileFloats, 0.f);
-  }
-  template <int T>
-  void load(const void* p, int64_t stride) {
-    for (int r = 0; r < 16; ++r) {
-      const char* row = static_cast<const char*>(p) + r * stride;
-      if constexpr (T < 4) {
-        std::memcpy(c[T] + r * 16, row, 64);
-      } else {
-        std::memcpy(ab[T - 4] + r * 32, row, 64);
-      }
-    }
-  }
-  template <int T>
-  void store(void* p, int64_t stride) {
-    static_assert(T < 4);
-    for (int r = 0; r < 16; ++r) std::memcpy(static_cast<char*>(p) + r * stride, c[T] + r * 16, 64);
-  }
-  template <int C, int A, int B>
-  void dot() {
-    const uint16_t* a = ab[A - 4];  // [16 rows][32 columns]
-    const uint16_t* b = ab[B - 4];  // [16 pairs][16 tokens][2]
-    for (int m = 0; m < 16; ++m) {
-      for (int n = 0; n < 16; ++n) {
-        float acc = c[C][m * 16 + n];
-        for (int p = 0; p < 16; ++p) {
-          acc += from_bf16(a[m * 32 + 2 * p]) * from_bf16(b[p * 32 + n * 2]) +
-                 from_bf16(a[m * 32 + 2 * p + 1]) * from_bf16(b[p * 32 + n * 2 + 1]);
-        }
-        c[C][m * 16 + n] = acc;
-      }
-    }
-  }
-  void write_transposed(const float* tile, float* y, int64_t ldy, int64_t rows, int64_t tokens) {
-    for (int64_t t = 0; t < tokens; ++t) {
-      for (int64_t r = 0; r < rows; ++r) y[t * ldy + r] = tile[r * 16 + t];
-    }
-  }
-};
-
-void pack_tokens_scalar(const float* x, int64_t ldx, int64_t tokens, int64_t cols,
-                        int64_t k_steps, int64_t tt0, int64_t tt1, uint16_t* b) {
-  for (int64_t tt = tt0; tt < tt1; ++tt) {
-    for (int64_t ks = 0; ks < k_steps; ++ks) {
-      uint16_t* tile = b + (tt * k_steps + ks) * kTileElems;
-      for (int64_t p = 0; p < 16; ++p) {
-        for (int64_t t = 0; t < 16; ++t) {
-          for (int64_t h = 0; h < 2; ++h) {
-            const int64_t token = tt * 16 + t, col = ks * 32 + 2 * p + h;
-            tile[p * 32 + t * 2 + h] =
-                token < tokens && col < cols ? to_bf16(x[token * ldx + col]) : 0;
-          }
-        }
-      }
-    }
-  }
 }
 
 // 64-byte aligned, uninitialized, grown on demand.
@@ -277,7 +199,7 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
         const float* src = row + ks * 32;
         uint16_t* out = dst + ks * kTileElems;
 #pragma omp simd
-        for (int i = 0; i < 32; ++i) out[i] = to_bf16(src[i]);
+        for (int i = 0; i < 32; ++i) out[i] = amx_detail::to_bf16(src[i]);
       }
     }
     STRATA_RETURN_IF_ERROR(status);

@@ -35,10 +35,12 @@
 #     cpu-ab     CPU decode f32 vs int8 activations alternated (STRATA_CPUAB_TYPES, _ROUNDS), then
 #                gemv_bench at STRATA_CPUAB_THREADS thread counts
 #     cpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/cpu_e2e_bench on each (decode + prefill 2048;
-#                STRATA_CPU8B_ACTIVATIONS="f32 int8" (default) also decodes with the integer GEMV)
+#                STRATA_CPU8B_ACTIVATIONS="f32 int8" (default) also decodes with the integer GEMV;
+#                STRATA_CPU8B_ATTENTION="amx,onednn" prefills once per prefill-attention kernel)
 #     train      (starts first, in the background) trains the default model on the GPU from the
 #                carried .train/ folder (tools/default_model/README.md) into $OUT
-#     cpu-gemm   the AMX prefill GEMM's tests and bench/cpu_gemm_bench (vs the tile unit's rate)
+#     cpu-gemm   the AMX prefill GEMM / attention tests and bench/cpu_gemm_bench (vs the tile
+#                unit's rate)
 #     diag       CPU flags (AMX?) and oneDNN's choice of kernel for a bf16 matmul
 #   writes JSON lines to $OUT/bench.jsonl and prints a short table last.
 set -euo pipefail
@@ -256,7 +258,8 @@ PY
         [ -f "$m" ] || build-gpu/strata synth --shape llama3-8b --type "$t" --out "$m" 2>&1 | tail -1
         build-gpu/bench/cpu_e2e_bench -m "$m" --model-name llama3-8b --scenario cpu-8b \
           --prefill 2048 --decode 64 --read-gib 8 --json-out "$jsonl" --commit "$commit" \
-          --device-name "$cpu" 2>&1 | grep -E 'prefill [0-9]|decode [0-9]|^llama3'
+          --prefill-attention "${STRATA_CPU8B_ATTENTION:-amx}" \
+          --device-name "$cpu" 2>&1 | grep -E 'prefill [0-9(]|decode [0-9]|^llama3'
         # The integer GEMV (like_llama_cpp tier): decode only, types that have it.
         if [[ " ${STRATA_CPU8B_ACTIVATIONS:-f32 int8} " == *" int8 "* && $t != F16 ]]; then
           build-gpu/bench/cpu_e2e_bench -m "$m" --model-name llama3-8b --scenario cpu-8b \
@@ -269,6 +272,8 @@ PY
       # against the tile unit's own rate (STRATA_GEMM_FLAGS: e.g. "--unit-rows 64,128").
       OMP_NUM_THREADS=16 timeout 200 build-gpu/tests/strata_cpu_backend_tests \
         --gtest_filter='*Amx*:*Matmul*' 2>&1 | grep -E '^\[  (PASSED|FAILED|SKIPPED) |Failure|rel' | head -20 || true
+      OMP_NUM_THREADS=16 timeout 100 build-gpu/tests/strata_exec_tests \
+        --gtest_filter='*AmxPrefill*' 2>&1 | grep -E '^\[  (PASSED|FAILED|SKIPPED) |Failure|rel' | head -20 || true
       timeout 240 build-gpu/bench/cpu_gemm_bench --json-out "$jsonl" --commit "$commit" \
         --device-name "$cpu" ${STRATA_GEMM_FLAGS:-} 2>&1 | grep -vE '^\{' | tail -30 || true ;;
     cpu-ab)

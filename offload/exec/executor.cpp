@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "cpu_backend/attention.h"
+#include "cpu_backend/attention_amx.h"
 #include "cpu_backend/elementwise.h"
 #include "offload/core/dequantize.h"
 #include "offload/core/quantize.h"
@@ -103,9 +104,15 @@ Status Executor::init() {
   cpu::MatmulOptions mm;
   mm.precision = options_.prefill_precision;
   mm.int8_gemv = options_.int8_activations;
+  mm.amx_tiles = options_.amx_matmul;
   STRATA_ASSIGN_OR_RETURN(matmul_, cpu::CpuMatmul::create(mm));
-  STRATA_ASSIGN_OR_RETURN(prefill_attention_,
-                          cpu::PrefillAttention::create(options_.attention_tile_tokens));
+  if (options_.prefill_precision == cpu::MatmulPrecision::kBF16 && options_.amx_attention &&
+      cpu::amx_bf16_available() && hp.head_dim % 32 == 0) {
+    STRATA_ASSIGN_OR_RETURN(prefill_attention_, cpu::make_amx_prefill_attention({}));
+  } else {
+    STRATA_ASSIGN_OR_RETURN(prefill_attention_,
+                            cpu::PrefillAttention::create(options_.attention_tile_tokens));
+  }
 
   auto to_f32 = [&](const TensorSpec* t) -> Status {
     if (t == nullptr || small_f32_.count(t)) return Status::ok();

@@ -47,6 +47,12 @@ struct ExecutorOptions {
   int64_t kv_hot_window_tokens = 0;
   int64_t kv_sink_blocks = 1;
   cpu::MatmulPrecision prefill_precision = cpu::MatmulPrecision::kF32;
+  // With kBF16 prefill on a CPU with AMX, the matmuls run on the AMX tiles (cpu::AmxGemm) and so
+  // does the prefill attention for head dims that are multiples of 32 (cpu_backend/
+  // attention_amx.h: bf16 Q, K, V and weights). false keeps oneDNN (bf16 matmuls; float32
+  // attention), for A/B runs.
+  bool amx_matmul = true;
+  bool amx_attention = true;
   // GEMVs (chunks of at most 16 tokens) of Q8_0/Q4_0/Q4_K/Q6_K weights over 8-bit activations
   // (cpu::MatmulOptions::int8_gemv): the `like_llama_cpp` tier; off: float32, the `exact` tier.
   bool int8_activations = false;
