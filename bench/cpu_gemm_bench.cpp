@@ -127,6 +127,15 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr, "AMX-BF16 %s; tile peak %.2f TFLOP/s on %d threads (%.3f on 1)\n",
                amx ? "yes" : "no", peak / 1e12, placement.num_threads, peak_1 / 1e12);
+  // The int8 unit's rate at K = 32 (one Q8_0 block per TDPBSSD) and 64, for an int8 kernel's
+  // roofline: printed and recorded, not a kernel yet.
+  double int8_k32 = 0, int8_k64 = 0;
+  if (amx) {
+    if (auto r = cpu::measure_amx_int8_peak_op_per_s(32); r.is_ok()) int8_k32 = *r;
+    if (auto r = cpu::measure_amx_int8_peak_op_per_s(64); r.is_ok()) int8_k64 = *r;
+    std::fprintf(stderr, "AMX-INT8 tile peak: K=32 %.2f TOP/s, K=64 %.2f TOP/s\n",
+                 int8_k32 / 1e12, int8_k64 / 1e12);
+  }
 
   std::ofstream out;
   if (!json_out.empty()) out.open(json_out, std::ios::app);
@@ -137,7 +146,10 @@ int main(int argc, char** argv) {
     r["threads"] = placement.num_threads;
     r["commit"] = commit;
     r["device"] = device;
-    r["limits"] = {{"amx_peak_flop_per_s", peak}, {"amx_peak_flop_per_s_1thread", peak_1}};
+    r["limits"] = {{"amx_peak_flop_per_s", peak},
+                   {"amx_peak_flop_per_s_1thread", peak_1},
+                   {"amx_int8_peak_op_per_s_k32", int8_k32},
+                   {"amx_int8_peak_op_per_s_k64", int8_k64}};
     r["ratio_to_peak"] = peak > 0 ? r["flop_per_s"].get<double>() / peak : 0.0;
     std::printf("%s\n", r.dump().c_str());
     if (out) out << r.dump() << "\n";

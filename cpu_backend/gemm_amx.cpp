@@ -73,12 +73,11 @@ bool amx_bf16_available() {
   return available;
 }
 
-StatusOr<double> measure_amx_bf16_peak_flop_per_s() {
-  if (!amx_bf16_available()) {
-    return Status::unsupported("amx peak: this CPU or kernel offers no AMX-BF16 tiles");
-  }
-  constexpr int64_t kIterations = 400000;  // x 6 instructions x 16 cycles: ~40 M cycles
-  constexpr double kFlopPerInstruction = 2.0 * 16 * 16 * 32;
+namespace {
+
+// Best of three: every OpenMP thread runs body() at once; ops_per_thread operations each.
+template <class Body>
+double best_all_thread_rate(const Body& body, double ops_per_thread) {
   double best = 0;
   for (int pass = 0; pass < 3; ++pass) {
     int threads = 1;
@@ -91,15 +90,43 @@ StatusOr<double> measure_amx_bf16_peak_flop_per_s() {
 #pragma omp master
       t0 = std::chrono::steady_clock::now();
 #pragma omp barrier
-      amx_detail::run_peak_loop_amx(kIterations);
+      body();
 #pragma omp barrier
 #pragma omp master
       t1 = std::chrono::steady_clock::now();
     }
     const double secs = std::chrono::duration<double>(t1 - t0).count();
-    best = std::max(best, threads * kIterations * 6 * kFlopPerInstruction / secs);
+    best = std::max(best, threads * ops_per_thread / secs);
   }
   return best;
+}
+
+constexpr int64_t kPeakIterations = 400000;  // x 6 instructions x 16 cycles: ~40 M cycles
+
+}  // namespace
+
+StatusOr<double> measure_amx_bf16_peak_flop_per_s() {
+  if (!amx_bf16_available()) {
+    return Status::unsupported("amx peak: this CPU or kernel offers no AMX-BF16 tiles");
+  }
+  constexpr double kFlopPerInstruction = 2.0 * 16 * 16 * 32;
+  return best_all_thread_rate([] { amx_detail::run_peak_loop_amx(kPeakIterations); },
+                              kPeakIterations * 6 * kFlopPerInstruction);
+}
+
+StatusOr<double> measure_amx_int8_peak_op_per_s(int64_t k_bytes) {
+  if (k_bytes != 32 && k_bytes != 64) {
+    return Status::invalid_argument("amx int8 peak: k_bytes must be 32 or 64");
+  }
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  const bool int8 = __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0 && ((d >> 25) & 1u) != 0;
+  if (!int8 || !amx_bf16_available()) {  // the tile state is granted with the bf16 check
+    return Status::unsupported("amx int8 peak: this CPU or kernel offers no AMX-INT8 tiles");
+  }
+  const double ops_per_instruction = 2.0 * 16 * 16 * static_cast<double>(k_bytes);
+  return best_all_thread_rate(
+      [k_bytes] { amx_detail::run_peak_loop_amx_int8(kPeakIterations, k_bytes); },
+      kPeakIterations * 6 * ops_per_instruction);
 }
 
 struct AmxGemm::Buffers {

@@ -40,6 +40,12 @@ bool amx_bf16_available();
 // roofline of AmxGemm. unsupported without AMX.
 StatusOr<double> measure_amx_bf16_peak_flop_per_s();
 
+// TDPBSSD's rate the same way (int8 products, int32 sums; ops = 2 x multiply-adds) with K =
+// k_bytes (32: one Q8_0 block per instruction, as a per-block-scale kernel needs; 64: the full
+// tile). unsupported without AMX-INT8; invalid_argument unless k_bytes is 32 or 64. For the
+// roofline of an int8 prefill kernel (bench/NOTES.md, "CPU prefill on AMX").
+StatusOr<double> measure_amx_int8_peak_op_per_s(int64_t k_bytes);
+
 enum class TileUnit { kAmx, kEmulated };
 
 struct AmxGemmConfig {

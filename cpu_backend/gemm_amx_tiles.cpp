@@ -58,6 +58,40 @@ void run_peak_loop_amx(int64_t iterations) {
   release_amx_tiles();
 }
 
+void run_peak_loop_amx_int8(int64_t iterations, int64_t k_bytes) {
+  TileConfig config;
+  for (int i = 0; i < 6; ++i) {
+    config.rows[i] = 16;
+    config.colsb[i] = 64;
+  }
+  config.rows[6] = 16;  // A: 16 rows of k_bytes int8
+  config.colsb[6] = static_cast<uint16_t>(k_bytes);
+  config.rows[7] = static_cast<uint8_t>(k_bytes / 4);  // B: k_bytes / 4 rows of 16 quads
+  config.colsb[7] = 64;
+  _tile_loadconfig(&config);
+  alignas(64) int8_t ones[1024];
+  for (int64_t i = 0; i < 1024; ++i) ones[i] = (i & 1) != 0 ? -1 : 1;
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_zero(4);
+  _tile_zero(5);
+  _tile_loadd(6, ones, 64);
+  _tile_loadd(7, ones, 64);
+  for (int64_t i = 0; i < iterations; ++i) {
+    _tile_dpbssd(0, 6, 7);
+    _tile_dpbssd(1, 6, 7);
+    _tile_dpbssd(2, 6, 7);
+    _tile_dpbssd(3, 6, 7);
+    _tile_dpbssd(4, 6, 7);
+    _tile_dpbssd(5, 6, 7);
+  }
+  alignas(64) int32_t sink[kTileFloats];
+  _tile_stored(0, sink, 64);
+  release_amx_tiles();
+}
+
 void pack_tokens_avx512(const float* x, int64_t ldx, int64_t tokens, int64_t cols,
                         int64_t k_steps, int64_t tt0, int64_t tt1, uint16_t* b) {
   for (int64_t tt = tt0; tt < tt1; ++tt) {

@@ -100,6 +100,9 @@ void run_unit_amx(const UnitArgs& u);
 // `iterations` x 6 TDPBF16PS on register-resident tiles (six accumulators, no memory traffic):
 // the tile unit's own rate, for the roofline. Configures and releases the tiles itself.
 void run_peak_loop_amx(int64_t iterations);
+// The same with TDPBSSD (int8) on A tiles of 16 rows x k_bytes (32 or 64) and B tiles of
+// k_bytes / 4 rows: the int8 unit's rate at a Q8_0 block's K (32) and at the full tile (64).
+void run_peak_loop_amx_int8(int64_t iterations, int64_t k_bytes);
 // x [tokens][cols] (row stride ldx floats) into B tiles for token tiles [tt0, tt1): padded
 // tokens and columns are zeros. AVX-512 BF16.
 void pack_tokens_avx512(const float* x, int64_t ldx, int64_t tokens, int64_t cols,

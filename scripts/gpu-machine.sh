@@ -275,7 +275,7 @@ PY
       OMP_NUM_THREADS=16 timeout 100 build-gpu/tests/strata_exec_tests \
         --gtest_filter='*AmxPrefill*' 2>&1 | grep -E '^\[  (PASSED|FAILED|SKIPPED) |Failure|rel' | head -20 || true
       timeout 240 build-gpu/bench/cpu_gemm_bench --json-out "$jsonl" --commit "$commit" \
-        --device-name "$cpu" ${STRATA_GEMM_FLAGS:-} 2>&1 | grep -vE '^\{' | tail -30 || true ;;
+        --device-name "$cpu" ${STRATA_GEMM_FLAGS:-} 2>&1 | grep -vE "^\{" | tail -48 || true ;;
     cpu-ab)
       # CPU decode, f32 against int8 activations, alternated (a shared host's bandwidth drifts
       # within a call), then gemv_bench at several thread counts: a per-thread rate that stays
