@@ -24,7 +24,6 @@
 #include "offload/exec/executor.h"
 #include "offload/model/model_loader.h"
 
-
 int main(int argc, char** argv) {
   using namespace strata;
   CLI::App app{"End-to-end CPU-only tokens/s with rooflines measured in the same run"};
@@ -83,10 +82,10 @@ int main(int argc, char** argv) {
   const double C = bw.best_bytes_per_s;
   const auto gemm_dt =
       precision == "bf16" ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
-  const double G_onednn = prefill_tokens > 0 ? bench::measure_gemm_flops(
-                                                   prefill_tokens, spec.hp.n_embd, spec.hp.n_ff,
-                                                   gemm_dt)
-                                             : 0.0;
+  const double G_onednn =
+      prefill_tokens > 0
+          ? bench::measure_gemm_flops(prefill_tokens, spec.hp.n_embd, spec.hp.n_ff, gemm_dt)
+          : 0.0;
   const bool amx = precision == "bf16" && cpu::amx_bf16_available();
   const double G =
       amx ? bench::check(cpu::measure_amx_bf16_peak_flop_per_s(), "AMX peak") : G_onednn;
@@ -146,7 +145,8 @@ int main(int argc, char** argv) {
   check(exec.forward(0, std::span(&first, 1), false, &logits));
   check(exec.remove_sequence(0));
 
-  for (const std::string& attention : prefill_tokens > 0 ? attentions : std::vector<std::string>{}) {
+  for (const std::string& attention :
+       prefill_tokens > 0 ? attentions : std::vector<std::string>{}) {
     // Each attention kernel gets its own executor over the same mapped model.
     std::unique_ptr<Executor> other;
     Executor* e = &exec;
@@ -226,14 +226,12 @@ int main(int argc, char** argv) {
       "model", "type", "phase", "tok/s", "roof tok/s", "ratio", C / 1e9, G / 1e12,
       precision.c_str(), amx ? "AMX tile peak" : "oneDNN", G_onednn / 1e12);
   for (const auto& r : records) {
-    const std::string phase = r["phase"].get<std::string>() +
-                              (r.contains("prefill_attention")
-                                   ? "/" + r["prefill_attention"].get<std::string>()
-                                   : "");
+    const std::string phase =
+        r["phase"].get<std::string>() +
+        (r.contains("prefill_attention") ? "/" + r["prefill_attention"].get<std::string>() : "");
     std::printf("%-8s %-6s %-14s %10.2f %10.2f %7.3f\n", model_name.substr(0, 8).c_str(),
-                type_name.c_str(), phase.c_str(),
-                r["tokens_per_s"].get<double>(), r["roofline_tokens_per_s"].get<double>(),
-                r["ratio_to_roofline"].get<double>());
+                type_name.c_str(), phase.c_str(), r["tokens_per_s"].get<double>(),
+                r["roofline_tokens_per_s"].get<double>(), r["ratio_to_roofline"].get<double>());
   }
   return 0;
 }

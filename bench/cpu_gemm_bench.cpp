@@ -117,8 +117,7 @@ int main(int argc, char** argv) {
   const ThreadPlacement placement =
       apply_thread_placement(threads > 0 ? threads : default_thread_count());
   const bool amx = cpu::amx_bf16_available();
-  const double peak =
-      amx ? check(cpu::measure_amx_bf16_peak_flop_per_s(), "AMX peak") : 0.0;
+  const double peak = amx ? check(cpu::measure_amx_bf16_peak_flop_per_s(), "AMX peak") : 0.0;
   double peak_1 = 0;
   if (amx) {
     omp_set_num_threads(1);
@@ -133,8 +132,8 @@ int main(int argc, char** argv) {
   if (amx) {
     if (auto r = cpu::measure_amx_int8_peak_op_per_s(32); r.is_ok()) int8_k32 = *r;
     if (auto r = cpu::measure_amx_int8_peak_op_per_s(64); r.is_ok()) int8_k64 = *r;
-    std::fprintf(stderr, "AMX-INT8 tile peak: K=32 %.2f TOP/s, K=64 %.2f TOP/s\n",
-                 int8_k32 / 1e12, int8_k64 / 1e12);
+    std::fprintf(stderr, "AMX-INT8 tile peak: K=32 %.2f TOP/s, K=64 %.2f TOP/s\n", int8_k32 / 1e12,
+                 int8_k64 / 1e12);
   }
 
   std::ofstream out;
@@ -182,9 +181,8 @@ int main(int argc, char** argv) {
               cfg.k_chunk = kc;
               cfg.tile_bytes = tile_mib << 20;
               cpu::AmxGemm gemm(cfg);
-              const double s = median_s(runs, [&] {
-                check(gemm.run(w, xs.data(), tokens, y.data(), n), "AmxGemm");
-              });
+              const double s = median_s(
+                  runs, [&] { check(gemm.run(w, xs.data(), tokens, y.data(), n), "AmxGemm"); });
               nlohmann::json r = base;
               r["kernel"] = "amx";
               r["unit_rows"] = ur;
@@ -224,9 +222,10 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("\n%-14s %-20s %6s %6s %5s %5s %5s %9s %7s   peak %.2f TFLOP/s (%d thr), 1 thr %.3f\n",
-              "kernel", "type", "K", "N", "ur", "ut", "kc", "TFLOP/s", "ratio", peak / 1e12,
-              placement.num_threads, peak_1 / 1e12);
+  std::printf(
+      "\n%-14s %-20s %6s %6s %5s %5s %5s %9s %7s   peak %.2f TFLOP/s (%d thr), 1 thr %.3f\n",
+      "kernel", "type", "K", "N", "ur", "ut", "kc", "TFLOP/s", "ratio", peak / 1e12,
+      placement.num_threads, peak_1 / 1e12);
   for (const auto& r : records) {
     std::printf("%-14s %-20s %6lld %6lld %5lld %5lld %5lld %9.2f %7.3f\n",
                 r["kernel"].get<std::string>().c_str(), r["type"].get<std::string>().c_str(),

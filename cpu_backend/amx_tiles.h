@@ -23,24 +23,24 @@ struct alignas(64) TileConfig {
 
 // The tile instructions take the register as an immediate, so a template's tile number is
 // turned into one by this switch (folded at compile time).
-#define STRATA_TILE_SWITCH(T, OP) \
-  if constexpr ((T) == 0) {       \
-    OP(0);                        \
+#define STRATA_TILE_SWITCH(T, OP)  \
+  if constexpr ((T) == 0) {        \
+    OP(0);                         \
   } else if constexpr ((T) == 1) { \
-    OP(1);                        \
+    OP(1);                         \
   } else if constexpr ((T) == 2) { \
-    OP(2);                        \
+    OP(2);                         \
   } else if constexpr ((T) == 3) { \
-    OP(3);                        \
+    OP(3);                         \
   } else if constexpr ((T) == 4) { \
-    OP(4);                        \
+    OP(4);                         \
   } else if constexpr ((T) == 5) { \
-    OP(5);                        \
+    OP(5);                         \
   } else if constexpr ((T) == 6) { \
-    OP(6);                        \
-  } else {                        \
-    static_assert((T) == 7);      \
-    OP(7);                        \
+    OP(6);                         \
+  } else {                         \
+    static_assert((T) == 7);       \
+    OP(7);                         \
   }
 
 // In-register transpose of 16 rows of 16 32-bit lanes (out[j] lane i = in[i] lane j): pairs of

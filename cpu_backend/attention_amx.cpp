@@ -95,21 +95,23 @@ class AmxPrefillAttention final : public PrefillAttention {
     if (D <= 0 || D % 32 != 0 || shape.n_head_kv <= 0 || shape.n_head % shape.n_head_kv != 0) {
       return Status::invalid_argument(
           "amx attention: head_dim must be a positive multiple of 32 and the heads a multiple "
-          "of the KV heads (head_dim " + std::to_string(D) + ", heads " +
-          std::to_string(shape.n_head) + " / " + std::to_string(shape.n_head_kv) + ")");
+          "of the KV heads (head_dim " +
+          std::to_string(D) + ", heads " + std::to_string(shape.n_head) + " / " +
+          std::to_string(shape.n_head_kv) + ")");
     }
     const int64_t n_keys = first_position + n_tokens;
     if (first_position < 0 || n_tokens < 0 || n_keys > kv.num_tokens) {
       return Status::internal("amx attention: the KV cache holds too few tokens");
     }
     if (n_tokens == 0) return Status::ok();
-    if (q == nullptr || out == nullptr) return Status::invalid_argument("amx attention: null q or out");
+    if (q == nullptr || out == nullptr)
+      return Status::invalid_argument("amx attention: null q or out");
 
     const int64_t G = shape.n_head / shape.n_head_kv, ld = shape.n_head * D;
     const int64_t keys_pad = round_up(n_keys, 32), key_steps = keys_pad / 32;
     const int64_t head_elems = 2 * keys_pad * D;  // packed K then V of one KV head, bf16
-    const int64_t group = std::clamp<int64_t>(config_.max_packed_bytes / (head_elems * 2), 1,
-                                              shape.n_head_kv);
+    const int64_t group =
+        std::clamp<int64_t>(config_.max_packed_bytes / (head_elems * 2), 1, shape.n_head_kv);
     uint16_t* packed = reserve_packed(group * head_elems);
     const int64_t threads = omp_get_max_threads();
     const int64_t kc = config_.key_chunk;
@@ -161,8 +163,8 @@ class AmxPrefillAttention final : public PrefillAttention {
           uint16_t* k_tiles = head_k + 2 * ks * (D / 32) * kTileElems;
           uint16_t* head_v = head_k + keys_pad * D;
           if (amx) {
-            amx_detail::pack_keys_values_avx512(k_rows, v_rows, rows, D, k_tiles, head_v,
-                                                key_steps, ks);
+            amx_detail::pack_keys_values_avx512(k_rows, v_rows, rows, D, k_tiles, head_v, key_steps,
+                                                ks);
           } else {
             pack_keys_values_scalar(k_rows, v_rows, rows, D, k_tiles, head_v, key_steps, ks);
           }
@@ -238,8 +240,8 @@ StatusOr<std::unique_ptr<PrefillAttention>> make_amx_prefill_attention(
   if (config.key_chunk < 32 || config.key_chunk % 32 != 0 || config.max_packed_bytes <= 0) {
     return Status::invalid_argument(
         "amx attention: key_chunk must be a positive multiple of 32 and max_packed_bytes "
-        "positive (got " + std::to_string(config.key_chunk) + ", " +
-        std::to_string(config.max_packed_bytes) + ")");
+        "positive (got " +
+        std::to_string(config.key_chunk) + ", " + std::to_string(config.max_packed_bytes) + ")");
   }
   if (config.unit == TileUnit::kAmx && !amx_bf16_available()) {
     return Status::unsupported("amx attention: this CPU or kernel offers no AMX-BF16 tiles");

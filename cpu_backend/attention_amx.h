@@ -30,8 +30,8 @@
 namespace strata::cpu {
 
 struct AmxAttentionConfig {
-  int64_t key_chunk = 256;                   // keys per online-softmax pass (a multiple of 32)
-  int64_t max_packed_bytes = 256ll << 20;    // packed K and V of the KV heads done at once
+  int64_t key_chunk = 256;                 // keys per online-softmax pass (a multiple of 32)
+  int64_t max_packed_bytes = 256ll << 20;  // packed K and V of the KV heads done at once
   TileUnit unit = TileUnit::kAmx;
 };
 

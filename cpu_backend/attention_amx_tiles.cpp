@@ -63,9 +63,9 @@ struct AvxRows {
       }
       const float m_new = _mm512_reduce_max_ps(mv);
       // The running sums shrink by e^(m_old - m_new) (0 on the first chunk a row sees).
-      const float alpha =
-          m[r] == -__builtin_inff() ? 0.0f
-                                    : _mm512_cvtss_f32(exp_nonpositive(_mm512_set1_ps(m[r] - m_new)));
+      const float alpha = m[r] == -__builtin_inff()
+                              ? 0.0f
+                              : _mm512_cvtss_f32(exp_nonpositive(_mm512_set1_ps(m[r] - m_new)));
       if (alpha != 1.0f) {
         const __m512 av = _mm512_set1_ps(alpha);
         float* orow = o + r * D;
@@ -108,8 +108,8 @@ void pack_keys_values_avx512(const float* k_rows, const float* v_rows, int64_t r
                              uint16_t* k_tiles, uint16_t* v, int64_t key_steps, int64_t ks) {
   pack_tokens_avx512(k_rows, D, rows, D, D / 32, 0, 2, k_tiles);
   // Lanes of cvtne2ps_pbh(b, a): a's 16 values, then b's; interleaved into (a_i, b_i) pairs.
-  alignas(64) static constexpr uint16_t kPairs[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
-                                                      21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
+  alignas(64) static constexpr uint16_t kPairs[32] = {0,  16, 1,  17, 2,  18, 3,  19, 4,  20, 5,
+                                                      21, 6,  22, 7,  23, 8,  24, 9,  25, 10, 26,
                                                       11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
   const __m512i pairs = _mm512_load_si512(kPairs);
   for (int64_t dt = 0; dt < D / 16; ++dt) {

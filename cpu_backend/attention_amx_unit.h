@@ -22,15 +22,15 @@ namespace strata::cpu::amx_detail {
 struct AttentionUnitArgs {
   const float* q = nullptr;  // the unit's first query row of its head (row stride ldq floats)
   int64_t ldq = 0;
-  int64_t rows = 0;          // query tokens in the unit (1..32; the rest is padding)
-  int64_t head_dim = 0;      // D, a multiple of 32
+  int64_t rows = 0;      // query tokens in the unit (1..32; the rest is padding)
+  int64_t head_dim = 0;  // D, a multiple of 32
   const uint16_t* k = nullptr;
   const uint16_t* v = nullptr;
-  int64_t key_steps = 0;     // 32-key steps per dim tile in v
-  int64_t keys = 0;          // keys the unit reads (a multiple of 32, <= 32 * key_steps)
-  int64_t first_visible = 0; // row r sees keys [0, first_visible + r)
-  int64_t key_chunk = 0;     // keys per pass (a multiple of 32)
-  float scale = 1.0f;        // of the scores, 1 / sqrt(D)
+  int64_t key_steps = 0;      // 32-key steps per dim tile in v
+  int64_t keys = 0;           // keys the unit reads (a multiple of 32, <= 32 * key_steps)
+  int64_t first_visible = 0;  // row r sees keys [0, first_visible + r)
+  int64_t key_chunk = 0;      // keys per pass (a multiple of 32)
+  float scale = 1.0f;         // of the scores, 1 / sqrt(D)
   // Per-thread scratch, 64-byte aligned: qb 32 * D, s and p 32 * key_chunk, o 32 * D, m and l 32.
   uint16_t* qb = nullptr;
   float* s = nullptr;
@@ -52,8 +52,8 @@ struct AttentionUnitArgs {
 //   finish(o, l, rows, D, out, ldo): out row r = o row r / l[r].
 template <class Tiles, class Vec>
 void run_attention_unit(Tiles& tiles, Vec& vec, const AttentionUnitArgs& a) {
-  constexpr int64_t kTile = 512;          // bf16 per A / B tile
-  constexpr int64_t kRowBytes = 64;       // stride of a packed tile's rows
+  constexpr int64_t kTile = 512;     // bf16 per A / B tile
+  constexpr int64_t kRowBytes = 64;  // stride of a packed tile's rows
   const int64_t D = a.head_dim, d_steps = D / 32, kc = a.key_chunk;
   vec.load_queries(a.q, a.ldq, a.rows, D, a.qb);
   vec.start(a.m, a.l, a.o, D);
@@ -83,8 +83,7 @@ void run_attention_unit(Tiles& tiles, Vec& vec, const AttentionUnitArgs& a) {
       tiles.template store<2>(s + 16 * kc, kc * 4);
       tiles.template store<3>(s + 16 * kc + 16, kc * 4);
     }
-    vec.softmax_chunk(a.s, kc, width, a.rows, a.first_visible - c0, a.scale, a.m, a.l, a.o, D,
-                      a.p);
+    vec.softmax_chunk(a.s, kc, width, a.rows, a.first_visible - c0, a.scale, a.m, a.l, a.o, D, a.p);
     // O += P V, 32 queries x 32 dims per step, the running outputs through the tiles.
     for (int64_t dt = 0; dt < D / 16; dt += 2) {
       float* o = a.o + dt * 16;

@@ -1,6 +1,7 @@
 // e^x on AVX-512 for the softmax of attention scores less their running max (x <= 0), shared by
-// the CPU attention (attention.cpp) and the AMX prefill attention (attention_amx_tiles.cpp). Internal
-// linkage: the two are built with different flags (see amx_tiles.h), so each keeps its own copy.
+// the CPU attention (attention.cpp) and the AMX prefill attention (attention_amx_tiles.cpp).
+// Internal linkage: the two are built with different flags (see amx_tiles.h), so each keeps its own
+// copy.
 #pragma once
 
 #if defined(__AVX512F__)

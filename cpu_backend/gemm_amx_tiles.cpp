@@ -32,11 +32,16 @@ void run_unit_amx(const UnitArgs& u) {
   run_unit(tiles, u);
 }
 
-void run_peak_loop_amx(int64_t iterations) {
-  configure_amx_tiles();
-  // +-1 in bf16, not zeros: the unit's clock may depend on how many bits toggle.
+namespace {
+
+// `iterations` x 6 dot products on register-resident tiles (C 0..5, A 6, B 7) of +-1 inputs
+// (not zeros: the unit's clock may depend on how many bits toggle), tiles as configured.
+template <bool kInt8>
+void peak_loop(int64_t iterations) {
   alignas(64) uint16_t ones[kTileElems];
-  for (int64_t i = 0; i < kTileElems; ++i) ones[i] = (i & 1) != 0 ? 0xbf80 : 0x3f80;
+  for (int64_t i = 0; i < kTileElems; ++i) {
+    ones[i] = kInt8 ? 0xff01 : ((i & 1) != 0 ? 0xbf80 : 0x3f80);  // int8 1, -1 / bf16 +-1
+  }
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);
@@ -45,17 +50,31 @@ void run_peak_loop_amx(int64_t iterations) {
   _tile_zero(5);
   _tile_loadd(6, ones, 64);
   _tile_loadd(7, ones, 64);
-  for (int64_t i = 0; i < iterations; ++i) {
-    _tile_dpbf16ps(0, 6, 7);
-    _tile_dpbf16ps(1, 6, 7);
-    _tile_dpbf16ps(2, 6, 7);
-    _tile_dpbf16ps(3, 6, 7);
-    _tile_dpbf16ps(4, 6, 7);
-    _tile_dpbf16ps(5, 6, 7);
+#define STRATA_PEAK_DOT(C)   \
+  if constexpr (kInt8) {     \
+    _tile_dpbssd(C, 6, 7);   \
+  } else {                   \
+    _tile_dpbf16ps(C, 6, 7); \
   }
+  for (int64_t i = 0; i < iterations; ++i) {
+    STRATA_PEAK_DOT(0)
+    STRATA_PEAK_DOT(1)
+    STRATA_PEAK_DOT(2)
+    STRATA_PEAK_DOT(3)
+    STRATA_PEAK_DOT(4)
+    STRATA_PEAK_DOT(5)
+  }
+#undef STRATA_PEAK_DOT
   alignas(64) float sink[kTileFloats];
   _tile_stored(0, sink, 64);  // keeps the loop's results observable
   release_amx_tiles();
+}
+
+}  // namespace
+
+void run_peak_loop_amx(int64_t iterations) {
+  configure_amx_tiles();
+  peak_loop<false>(iterations);
 }
 
 void run_peak_loop_amx_int8(int64_t iterations, int64_t k_bytes) {
@@ -69,31 +88,11 @@ void run_peak_loop_amx_int8(int64_t iterations, int64_t k_bytes) {
   config.rows[7] = static_cast<uint8_t>(k_bytes / 4);  // B: k_bytes / 4 rows of 16 quads
   config.colsb[7] = 64;
   _tile_loadconfig(&config);
-  alignas(64) int8_t ones[1024];
-  for (int64_t i = 0; i < 1024; ++i) ones[i] = (i & 1) != 0 ? -1 : 1;
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  _tile_zero(4);
-  _tile_zero(5);
-  _tile_loadd(6, ones, 64);
-  _tile_loadd(7, ones, 64);
-  for (int64_t i = 0; i < iterations; ++i) {
-    _tile_dpbssd(0, 6, 7);
-    _tile_dpbssd(1, 6, 7);
-    _tile_dpbssd(2, 6, 7);
-    _tile_dpbssd(3, 6, 7);
-    _tile_dpbssd(4, 6, 7);
-    _tile_dpbssd(5, 6, 7);
-  }
-  alignas(64) int32_t sink[kTileFloats];
-  _tile_stored(0, sink, 64);
-  release_amx_tiles();
+  peak_loop<true>(iterations);
 }
 
-void pack_tokens_avx512(const float* x, int64_t ldx, int64_t tokens, int64_t cols,
-                        int64_t k_steps, int64_t tt0, int64_t tt1, uint16_t* b) {
+void pack_tokens_avx512(const float* x, int64_t ldx, int64_t tokens, int64_t cols, int64_t k_steps,
+                        int64_t tt0, int64_t tt1, uint16_t* b) {
   for (int64_t tt = tt0; tt < tt1; ++tt) {
     for (int64_t ks = 0; ks < k_steps; ++ks) {
       const int64_t k0 = ks * 32;
