@@ -183,6 +183,9 @@ int main(int argc, char** argv) {
               cpu::AmxGemm gemm(cfg);
               const double s = median_s(
                   runs, [&] { check(gemm.run(w, xs.data(), tokens, y.data(), n), "AmxGemm"); });
+              // Phase means over every call (the warm-up included): where a call's time goes.
+              const cpu::AmxGemmTimes& ph = gemm.times();
+              const double calls = runs + 1.0;
               nlohmann::json r = base;
               r["kernel"] = "amx";
               r["unit_rows"] = ur;
@@ -191,6 +194,10 @@ int main(int argc, char** argv) {
               r["tile_mib"] = tile_mib;
               r["seconds"] = s;
               r["flop_per_s"] = flops / s;
+              r["pack_s"] = ph.pack_s / calls;
+              r["dequant_s"] = ph.dequant_s / calls;
+              r["units_s"] = ph.units_s / calls;
+              r["units_flop_per_s"] = flops / (ph.units_s / calls);
               emit(r);
             }
           }
@@ -223,18 +230,22 @@ int main(int argc, char** argv) {
   }
 
   std::printf(
-      "\n%-14s %-20s %6s %6s %5s %5s %5s %9s %7s   peak %.2f TFLOP/s (%d thr), 1 thr %.3f\n",
-      "kernel", "type", "K", "N", "ur", "ut", "kc", "TFLOP/s", "ratio", peak / 1e12,
+      "\n%-14s %-20s %6s %6s %5s %5s %5s %9s %7s %8s %8s %8s %7s   peak %.2f TFLOP/s (%d thr), 1 thr %.3f\n",
+      "kernel", "type", "K", "N", "ur", "ut", "kc", "TFLOP/s", "ratio", "pack_ms", "deq_ms",
+      "units_ms", "units_r", peak / 1e12,
       placement.num_threads, peak_1 / 1e12);
   for (const auto& r : records) {
-    std::printf("%-14s %-20s %6lld %6lld %5lld %5lld %5lld %9.2f %7.3f\n",
+    const double units_ratio = peak > 0 ? r.value("units_flop_per_s", 0.0) / peak : 0.0;
+    std::printf("%-14s %-20s %6lld %6lld %5lld %5lld %5lld %9.2f %7.3f %8.1f %8.1f %8.1f %7.3f\n",
                 r["kernel"].get<std::string>().c_str(), r["type"].get<std::string>().c_str(),
                 static_cast<long long>(r["k"].get<int64_t>()),
                 static_cast<long long>(r["n"].get<int64_t>()),
                 static_cast<long long>(r.value("unit_rows", int64_t{0})),
                 static_cast<long long>(r.value("unit_tokens", int64_t{0})),
                 static_cast<long long>(r.value("k_chunk", int64_t{0})),
-                r["flop_per_s"].get<double>() / 1e12, r["ratio_to_peak"].get<double>());
+                r["flop_per_s"].get<double>() / 1e12, r["ratio_to_peak"].get<double>(),
+                1e3 * r.value("pack_s", 0.0), 1e3 * r.value("dequant_s", 0.0),
+                1e3 * r.value("units_s", 0.0), units_ratio);
   }
   return 0;
 }

@@ -173,6 +173,11 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
   const int64_t threads = omp_get_max_threads();
   const bool amx = cfg.unit == TileUnit::kAmx;
 
+  using Clock = std::chrono::steady_clock;
+  const auto seconds_since = [](Clock::time_point t0) {
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  Clock::time_point t0 = Clock::now();
   uint16_t* b = buffers_->b.reserve(token_tiles * k_steps * kTileElems);
   if (b == nullptr) return Status::out_of_memory("amx gemm: token tiles");
 #pragma omp parallel for schedule(static)
@@ -183,6 +188,8 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
       pack_tokens_scalar(x, cols, n_tokens, cols, k_steps, tt, tt + 1, b);
     }
   }
+
+  times_.pack_s += seconds_since(t0);
 
   // A slab: as many weight rows (a multiple of 32) as tile_bytes of bf16 hold.
   const int64_t rows_pad = round_up(w.rows, 32);
@@ -206,6 +213,7 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
 
   for (int64_t r0 = 0; r0 < w.rows; r0 += slab_rows) {
     const int64_t n = std::min(slab_rows, w.rows - r0), n_pad = round_up(n, 32);
+    t0 = Clock::now();
     Status status;
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < n_pad; ++r) {
@@ -230,7 +238,9 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
       }
     }
     STRATA_RETURN_IF_ERROR(status);
+    times_.dequant_s += seconds_since(t0);
 
+    t0 = Clock::now();
     const int64_t row_units = (n_pad + unit_rows - 1) / unit_rows;
 #pragma omp parallel
     {
@@ -268,6 +278,7 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
       }
       if (amx) amx_detail::release_amx_tiles();
     }
+    times_.units_s += seconds_since(t0);
   }
   return Status::ok();
 }

@@ -48,6 +48,13 @@ StatusOr<double> measure_amx_int8_peak_op_per_s(int64_t k_bytes);
 
 enum class TileUnit { kAmx, kEmulated };
 
+// Seconds spent in run()'s three phases, summed over calls: the tokens' rounding into B tiles,
+// the weights' dequantization into A tiles (a parallel phase before each slab's units), and the
+// units on the tiles. For the benchmark's breakdown (bench/NOTES.md, "CPU prefill on AMX").
+struct AmxGemmTimes {
+  double pack_s = 0, dequant_s = 0, units_s = 0;
+};
+
 struct AmxGemmConfig {
   int64_t tile_bytes = 8ll << 20;  // bf16 weights dequantized per slab
   int64_t unit_rows = 128;         // weight rows of one thread's unit (a multiple of 32)
@@ -69,10 +76,13 @@ class AmxGemm {
   Status run(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy);
 
   const AmxGemmConfig& config() const { return config_; }
+  const AmxGemmTimes& times() const { return times_; }
+  void reset_times() { times_ = {}; }
 
  private:
   struct Buffers;
   AmxGemmConfig config_;
+  AmxGemmTimes times_;
   std::unique_ptr<Buffers> buffers_;
 };
 

@@ -274,8 +274,14 @@ PY
         --gtest_filter='*Amx*:*Matmul*' 2>&1 | grep -E '^\[  (PASSED|FAILED|SKIPPED) |Failure|rel' | head -20 || true
       OMP_NUM_THREADS=16 timeout 100 build-gpu/tests/strata_exec_tests \
         --gtest_filter='*AmxPrefill*' 2>&1 | grep -E '^\[  (PASSED|FAILED|SKIPPED) |Failure|rel' | head -20 || true
-      timeout 240 build-gpu/bench/cpu_gemm_bench --json-out "$jsonl" --commit "$commit" \
-        --device-name "$cpu" ${STRATA_GEMM_FLAGS:-} 2>&1 | grep -vE "^\{" | tail -48 || true ;;
+      # STRATA_GEMM_THREADS: thread counts to run the bench at (8 16: do hyperthread pairs share
+      # a tile unit?); lscpu says how the host's vCPUs map to cores.
+      lscpu | grep -E '^(Model name|Thread|Core|Socket|NUMA node\(s\)|L1d|L2|L3)' || true
+      for thr in ${STRATA_GEMM_THREADS:-16}; do
+        echo "== cpu_gemm_bench, $thr threads"
+        timeout 240 build-gpu/bench/cpu_gemm_bench --threads "$thr" --json-out "$jsonl" \
+          --commit "$commit" --device-name "$cpu" ${STRATA_GEMM_FLAGS:-} 2>&1 | grep -vE "^\{" | tail -48 || true
+      done ;;
     cpu-ab)
       # CPU decode, f32 against int8 activations, alternated (a shared host's bandwidth drifts
       # within a call), then gemv_bench at several thread counts: a per-thread rate that stays
