@@ -230,10 +230,10 @@ int main(int argc, char** argv) {
   }
 
   std::printf(
-      "\n%-14s %-20s %6s %6s %5s %5s %5s %9s %7s %8s %8s %8s %7s   peak %.2f TFLOP/s (%d thr), 1 thr %.3f\n",
+      "\n%-14s %-20s %6s %6s %5s %5s %5s %9s %7s %8s %8s %8s %7s   peak %.2f TFLOP/s (%d thr), 1 "
+      "thr %.3f\n",
       "kernel", "type", "K", "N", "ur", "ut", "kc", "TFLOP/s", "ratio", "pack_ms", "deq_ms",
-      "units_ms", "units_r", peak / 1e12,
-      placement.num_threads, peak_1 / 1e12);
+      "units_ms", "units_r", peak / 1e12, placement.num_threads, peak_1 / 1e12);
   for (const auto& r : records) {
     const double units_ratio = peak > 0 ? r.value("units_flop_per_s", 0.0) / peak : 0.0;
     std::printf("%-14s %-20s %6lld %6lld %5lld %5lld %5lld %9.2f %7.3f %8.1f %8.1f %8.1f %7.3f\n",

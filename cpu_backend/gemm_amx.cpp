@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,11 +22,11 @@
 namespace strata::cpu {
 namespace {
 
+using amx_detail::EmulatedTiles;
 using amx_detail::kTileElems;
 using amx_detail::kTileFloats;
-using amx_detail::UnitArgs;
-using amx_detail::EmulatedTiles;
 using amx_detail::pack_tokens_scalar;
+using amx_detail::UnitArgs;
 
 bool query_amx_bf16() {
   unsigned a = 0, b = 0, c = 0, d = 0;
@@ -66,7 +67,43 @@ class AlignedArray {
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+bool query_avx512_bf16() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
+  const bool f = (b >> 16) & 1u, bw = (b >> 30) & 1u;
+  unsigned a1 = 0, b1 = 0, c1 = 0, d1 = 0;
+  if (__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) == 0 || ((a1 >> 5) & 1u) == 0) return false;
+  unsigned a2 = 0, b2 = 0, c2 = 0, d2 = 0;
+  if (!f || !bw || __get_cpuid(1, &a2, &b2, &c2, &d2) == 0 || ((c2 >> 27) & 1u) == 0) return false;
+  uint32_t lo = 0, hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (lo & 0xe6u) == 0xe6u;  // SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM state
+}
+
+// The types dequantize_row_tiles_avx512 reads directly.
+std::optional<amx_detail::TileSource> tile_source(DType type) {
+  switch (type) {
+    case DType::kF32:
+      return amx_detail::TileSource::kF32;
+    case DType::kF16:
+      return amx_detail::TileSource::kF16;
+    case DType::kBF16:
+      return amx_detail::TileSource::kBF16;
+    case DType::kQ8_0:
+      return amx_detail::TileSource::kQ8_0;
+    case DType::kQ4_0:
+      return amx_detail::TileSource::kQ4_0;
+    default:
+      return std::nullopt;
+  }
+}
+
 }  // namespace
+
+bool avx512_bf16_available() {
+  static const bool available = query_avx512_bf16();
+  return available;
+}
 
 bool amx_bf16_available() {
   static const bool available = query_amx_bf16();  // thread-safe once; never changes after
@@ -130,10 +167,10 @@ StatusOr<double> measure_amx_int8_peak_op_per_s(int64_t k_bytes) {
 }
 
 struct AmxGemm::Buffers {
-  AlignedArray<uint16_t> a;   // one slab of weight tiles
-  AlignedArray<uint16_t> b;   // all tokens' tiles
-  AlignedArray<float> rows;   // one dequantized row per thread
-  AlignedArray<float> sums;   // one unit's C tiles per thread
+  AlignedArray<uint16_t> a;  // one slab of weight tiles
+  AlignedArray<uint16_t> b;  // all tokens' tiles
+  AlignedArray<float> rows;  // one dequantized row per thread
+  AlignedArray<float> sums;  // one unit's C tiles per thread
 };
 
 AmxGemm::AmxGemm(const AmxGemmConfig& config)
@@ -149,9 +186,9 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
       cfg.tile_bytes <= 0) {
     return Status::invalid_argument(
         "amx gemm: unit_rows, unit_tokens and k_chunk must be positive multiples of 32 and "
-        "tile_bytes positive (got " + std::to_string(cfg.unit_rows) + ", " +
-        std::to_string(cfg.unit_tokens) + ", " + std::to_string(cfg.k_chunk) + ", " +
-        std::to_string(cfg.tile_bytes) + ")");
+        "tile_bytes positive (got " +
+        std::to_string(cfg.unit_rows) + ", " + std::to_string(cfg.unit_tokens) + ", " +
+        std::to_string(cfg.k_chunk) + ", " + std::to_string(cfg.tile_bytes) + ")");
   }
   if (cfg.unit == TileUnit::kAmx && !amx_bf16_available()) {
     return Status::unsupported("amx gemm: this CPU or kernel offers no AMX-BF16 tiles");
@@ -210,6 +247,8 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
     return Status::out_of_memory("amx gemm: weight tiles or scratch");
   }
   const int64_t row_bytes = w.row_stride_bytes();
+  const std::optional<amx_detail::TileSource> direct =
+      cols % 32 == 0 && avx512_bf16_available() ? tile_source(w.type) : std::nullopt;
 
   for (int64_t r0 = 0; r0 < w.rows; r0 += slab_rows) {
     const int64_t n = std::min(slab_rows, w.rows - r0), n_pad = round_up(n, 32);
@@ -217,6 +256,11 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
     Status status;
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < n_pad; ++r) {
+      uint16_t* dst = a + (r / 16) * k_steps * kTileElems + (r % 16) * 32;
+      if (r < n && direct) {
+        amx_detail::dequantize_row_tiles_avx512(*direct, w.data + (r0 + r) * row_bytes, cols, dst);
+        continue;
+      }
       float* row = row_f32 + static_cast<int64_t>(omp_get_thread_num()) * cols_pad;
       if (r < n) {
         const Status s = dequantize_row(w.type, w.data + (r0 + r) * row_bytes, row, cols);
@@ -229,7 +273,6 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
       } else {
         std::fill(row, row + cols_pad, 0.f);
       }
-      uint16_t* dst = a + (r / 16) * k_steps * kTileElems + (r % 16) * 32;
       for (int64_t ks = 0; ks < k_steps; ++ks) {
         const float* src = row + ks * 32;
         uint16_t* out = dst + ks * kTileElems;

@@ -91,6 +91,70 @@ void run_peak_loop_amx_int8(int64_t iterations, int64_t k_bytes) {
   peak_loop<true>(iterations);
 }
 
+namespace {
+
+// 16 floats from the low (k = 0) or high (k = 1) nibbles of 16 bytes, less 8, as integers.
+inline __m512 q4_half(__m128i q, int high) {
+  const __m128i n = _mm_and_si128(high != 0 ? _mm_srli_epi16(q, 4) : q, _mm_set1_epi8(0x0f));
+  return _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(n), _mm512_set1_epi32(8)));
+}
+
+inline float f16_scale(const uint8_t* p) {
+  uint16_t h;
+  __builtin_memcpy(&h, p, 2);
+  return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+}
+
+// 32 floats (lo: columns 0-15, hi: 16-31) as one row of an A tile.
+inline void store_run(uint16_t* dst, __m512 lo, __m512 hi) {
+  _mm512_storeu_si512(dst, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+
+}  // namespace
+
+void dequantize_row_tiles_avx512(TileSource type, const void* src, int64_t cols, uint16_t* dst) {
+  const auto* p = static_cast<const uint8_t*>(src);
+  const int64_t runs = cols / 32;
+  switch (type) {
+    case TileSource::kF32:
+      for (int64_t ks = 0; ks < runs; ++ks, p += 128) {
+        store_run(dst + ks * kTileElems, _mm512_loadu_ps(p), _mm512_loadu_ps(p + 64));
+      }
+      break;
+    case TileSource::kF16:
+      for (int64_t ks = 0; ks < runs; ++ks, p += 64) {
+        const __m512 lo = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+        const __m512 hi =
+            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
+        store_run(dst + ks * kTileElems, lo, hi);
+      }
+      break;
+    case TileSource::kBF16:
+      for (int64_t ks = 0; ks < runs; ++ks, p += 64) {
+        _mm512_storeu_si512(dst + ks * kTileElems, _mm512_loadu_si512(p));
+      }
+      break;
+    case TileSource::kQ8_0:  // {f16 d; int8 qs[32]}: qs[j] * d
+      for (int64_t ks = 0; ks < runs; ++ks, p += 34) {
+        const __m512 d = _mm512_set1_ps(f16_scale(p));
+        const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2));
+        const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 18));
+        store_run(dst + ks * kTileElems,
+                  _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d),
+                  _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d));
+      }
+      break;
+    case TileSource::kQ4_0:  // {f16 d; u8 qs[16]}: element j low nibble of qs[j], j + 16 high
+      for (int64_t ks = 0; ks < runs; ++ks, p += 18) {
+        const __m512 d = _mm512_set1_ps(f16_scale(p));
+        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2));
+        store_run(dst + ks * kTileElems, _mm512_mul_ps(q4_half(q, 0), d),
+                  _mm512_mul_ps(q4_half(q, 1), d));
+      }
+      break;
+  }
+}
+
 void pack_tokens_avx512(const float* x, int64_t ldx, int64_t tokens, int64_t cols, int64_t k_steps,
                         int64_t tt0, int64_t tt1, uint16_t* b) {
   for (int64_t tt = tt0; tt < tt1; ++tt) {

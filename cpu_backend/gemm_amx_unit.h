@@ -3,7 +3,7 @@
 // (gemm_amx.cpp, for tests on CPUs without AMX). Internal to cpu_backend.
 //
 // Layouts (one tile = 1 KiB = 512 bfloat16):
-//   A (weights): tile (row_tile, ks) holds rows 16 row_tile.. x columns 32 ks.., row-major [16][32];
+//   A (weights): tile (row_tile, ks) holds rows 16 row_tile.. x columns 32 ks.., [16][32];
 //                the tiles of a row tile are adjacent: a + (row_tile * k_steps + ks) * 512.
 //   B (tokens):  tile (token_tile, ks) holds columns 32 ks.. x tokens 16 token_tile.. as column
 //                pairs, [16 pairs][16 tokens][2]; b + (token_tile * k_steps + ks) * 512.
@@ -20,15 +20,15 @@ inline constexpr int64_t kTileElems = 512;   // bf16 per A or B tile
 inline constexpr int64_t kTileFloats = 256;  // float32 per C tile
 
 struct UnitArgs {
-  const uint16_t* a = nullptr;  // the slab's weight tiles
-  const uint16_t* b = nullptr;  // all tokens' tiles
-  int64_t k_steps = 0;          // columns / 32 (padded)
-  int64_t k_chunk_steps = 0;    // steps per pass over the unit
+  const uint16_t* a = nullptr;               // the slab's weight tiles
+  const uint16_t* b = nullptr;               // all tokens' tiles
+  int64_t k_steps = 0;                       // columns / 32 (padded)
+  int64_t k_chunk_steps = 0;                 // steps per pass over the unit
   int64_t row_tile0 = 0, row_tiles = 0;      // the unit's row tiles in the slab (row_tiles even)
   int64_t token_tile0 = 0, token_tiles = 0;  // the unit's token tiles (even)
   int64_t rows_valid = 0, tokens_valid = 0;  // rows / tokens that exist (the rest is padding)
-  float* scratch = nullptr;     // row_tiles * token_tiles C tiles, 64-byte aligned
-  float* y = nullptr;           // y of the unit's first token and first row
+  float* scratch = nullptr;                  // row_tiles * token_tiles C tiles, 64-byte aligned
+  float* y = nullptr;                        // y of the unit's first token and first row
   int64_t ldy = 0;
 };
 
@@ -85,7 +85,7 @@ void run_unit(Tiles& tiles, const UnitArgs& u) {
             const int64_t rows = u.rows_valid - r0, tokens = u.tokens_valid - t0;
             if (rows <= 0 || tokens <= 0) continue;
             tiles.write_transposed(c + i * kTileFloats, u.y + t0 * u.ldy + r0, u.ldy,
-                                    rows < 16 ? rows : 16, tokens < 16 ? tokens : 16);
+                                   rows < 16 ? rows : 16, tokens < 16 ? tokens : 16);
           }
         }
       }
@@ -103,9 +103,23 @@ void run_peak_loop_amx(int64_t iterations);
 // The same with TDPBSSD (int8) on A tiles of 16 rows x k_bytes (32 or 64) and B tiles of
 // k_bytes / 4 rows: the int8 unit's rate at a Q8_0 block's K (32) and at the full tile (64).
 void run_peak_loop_amx_int8(int64_t iterations, int64_t k_bytes);
+
+// The stored types dequantize_row_tiles_avx512 reads (a local enum: this header cannot include
+// dtype.h, see above). Block layouts as offload/core/quant_blocks.h.
+enum class TileSource : int { kF32, kF16, kBF16, kQ8_0, kQ4_0 };
+
+// One weight row (cols values of `type`, cols a multiple of 32) into bf16 A-tile rows: columns
+// 32 ks .. 32 ks + 31 go to dst + ks * kTileElems for ks < cols / 32. Each value is
+// dequantize_row's float32, rounded to nearest even as to_bf16 (emulated_tiles.h) does; a
+// float32 input below the smallest normal becomes zero (VCVTNE2PS2BF16), which no Q8_0 / Q4_0 /
+// F16 / BF16 value is. AVX-512 BF16 (avx512_bf16_available()), not AMX. One scalar
+// dequantization into float32 and a rounding loop took ~2.1-2.8 ns a weight per thread: ~1 s of
+// a 2048-token 8B prefill on 16 threads (bench/NOTES.md, "CPU prefill on AMX").
+void dequantize_row_tiles_avx512(TileSource type, const void* src, int64_t cols, uint16_t* dst);
+
 // x [tokens][cols] (row stride ldx floats) into B tiles for token tiles [tt0, tt1): padded
 // tokens and columns are zeros. AVX-512 BF16.
-void pack_tokens_avx512(const float* x, int64_t ldx, int64_t tokens, int64_t cols,
-                        int64_t k_steps, int64_t tt0, int64_t tt1, uint16_t* b);
+void pack_tokens_avx512(const float* x, int64_t ldx, int64_t tokens, int64_t cols, int64_t k_steps,
+                        int64_t tt0, int64_t tt1, uint16_t* b);
 
 }  // namespace strata::cpu::amx_detail
