@@ -171,6 +171,9 @@ Status Executor::embed(std::span<const int32_t> tokens, float* x) {
 void Executor::store_kv(SeqId seq, int64_t layer, int64_t pos0, int64_t row0, int64_t n_tokens) {
   const int64_t kv_dim = spec_.hp.kv_dim();
   const bool f16 = options_.kv_type == DType::kF16;
+  // Rows are independent (rows() only reads the block table): serial, this was ~17 ms a layer
+  // of a 2048-token 8B prefill, half of what is neither matmul nor attention.
+#pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n_tokens; ++i) {
     KvRowPtrs row = kv_->rows(seq, layer, pos0 + i);
     const float* k = k_.data() + (row0 + i) * kv_dim;
@@ -180,12 +183,8 @@ void Executor::store_kv(SeqId seq, int64_t layer, int64_t pos0, int64_t row0, in
       (void)quantize_row(DType::kQ8_0, k, row.k, kv_dim);
       (void)quantize_row(DType::kQ8_0, v, row.v, kv_dim);
     } else if (f16) {
-      auto* kd = static_cast<uint16_t*>(row.k);
-      auto* vd = static_cast<uint16_t*>(row.v);
-      for (int64_t j = 0; j < kv_dim; ++j) {
-        kd[j] = f32_to_f16(k[j]);
-        vd[j] = f32_to_f16(v[j]);
-      }
+      cpu::to_f16(k, static_cast<uint16_t*>(row.k), kv_dim);
+      cpu::to_f16(v, static_cast<uint16_t*>(row.v), kv_dim);
     } else {
       std::memcpy(row.k, k, kv_dim * sizeof(float));
       std::memcpy(row.v, v, kv_dim * sizeof(float));
