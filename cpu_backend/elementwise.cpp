@@ -19,6 +19,7 @@ void rms_norm(const float* x, const float* weight, float* y, int64_t n_tokens, i
     const float* xr = x + t * n;
     float* yr = y + t * n;
     double sum_sq = 0.0;  // double: the mean of squares is the one long reduction here
+#pragma omp simd reduction(+ : sum_sq)
     for (int64_t i = 0; i < n; ++i) sum_sq += static_cast<double>(xr[i]) * xr[i];
     const float scale = static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(n) + eps));
     for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] * scale) * weight[i];
