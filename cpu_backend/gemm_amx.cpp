@@ -11,10 +11,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <optional>
 #include <string>
 #include <vector>
 
+#include "cpu_backend/dequantize_bf16.h"
 #include "cpu_backend/emulated_tiles.h"
 #include "cpu_backend/gemm_amx_unit.h"
 #include "offload/core/dequantize.h"
@@ -67,43 +67,7 @@ class AlignedArray {
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
-bool query_avx512_bf16() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
-  const bool f = (b >> 16) & 1u, bw = (b >> 30) & 1u;
-  unsigned a1 = 0, b1 = 0, c1 = 0, d1 = 0;
-  if (__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) == 0 || ((a1 >> 5) & 1u) == 0) return false;
-  unsigned a2 = 0, b2 = 0, c2 = 0, d2 = 0;
-  if (!f || !bw || __get_cpuid(1, &a2, &b2, &c2, &d2) == 0 || ((c2 >> 27) & 1u) == 0) return false;
-  uint32_t lo = 0, hi = 0;
-  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-  return (lo & 0xe6u) == 0xe6u;  // SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM state
-}
-
-// The types dequantize_row_tiles_avx512 reads directly.
-std::optional<amx_detail::TileSource> tile_source(DType type) {
-  switch (type) {
-    case DType::kF32:
-      return amx_detail::TileSource::kF32;
-    case DType::kF16:
-      return amx_detail::TileSource::kF16;
-    case DType::kBF16:
-      return amx_detail::TileSource::kBF16;
-    case DType::kQ8_0:
-      return amx_detail::TileSource::kQ8_0;
-    case DType::kQ4_0:
-      return amx_detail::TileSource::kQ4_0;
-    default:
-      return std::nullopt;
-  }
-}
-
 }  // namespace
-
-bool avx512_bf16_available() {
-  static const bool available = query_avx512_bf16();
-  return available;
-}
 
 bool amx_bf16_available() {
   static const bool available = query_amx_bf16();  // thread-safe once; never changes after
@@ -247,8 +211,6 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
     return Status::out_of_memory("amx gemm: weight tiles or scratch");
   }
   const int64_t row_bytes = w.row_stride_bytes();
-  const std::optional<amx_detail::TileSource> direct =
-      cols % 32 == 0 && avx512_bf16_available() ? tile_source(w.type) : std::nullopt;
 
   for (int64_t r0 = 0; r0 < w.rows; r0 += slab_rows) {
     const int64_t n = std::min(slab_rows, w.rows - r0), n_pad = round_up(n, 32);
@@ -257,27 +219,16 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < n_pad; ++r) {
       uint16_t* dst = a + (r / 16) * k_steps * kTileElems + (r % 16) * 32;
-      if (r < n && direct) {
-        amx_detail::dequantize_row_tiles_avx512(*direct, w.data + (r0 + r) * row_bytes, cols, dst);
+      if (r >= n) {  // padding rows of the last slab
+        for (int64_t ks = 0; ks < k_steps; ++ks) std::fill_n(dst + ks * kTileElems, 32, 0);
         continue;
       }
       float* row = row_f32 + static_cast<int64_t>(omp_get_thread_num()) * cols_pad;
-      if (r < n) {
-        const Status s = dequantize_row(w.type, w.data + (r0 + r) * row_bytes, row, cols);
-        if (!s.is_ok()) {
+      const Status s =
+          dequantize_row_bf16(w.type, w.data + (r0 + r) * row_bytes, cols, dst, kTileElems, row);
+      if (!s.is_ok()) {
 #pragma omp critical
-          status = s;
-          continue;
-        }
-        std::fill(row + cols, row + cols_pad, 0.f);
-      } else {
-        std::fill(row, row + cols_pad, 0.f);
-      }
-      for (int64_t ks = 0; ks < k_steps; ++ks) {
-        const float* src = row + ks * 32;
-        uint16_t* out = dst + ks * kTileElems;
-#pragma omp simd
-        for (int i = 0; i < 32; ++i) out[i] = amx_detail::to_bf16(src[i]);
+        status = s;
       }
     }
     STRATA_RETURN_IF_ERROR(status);

@@ -35,11 +35,6 @@ namespace strata::cpu {
 // (arch_prctl ARCH_REQ_XCOMP_PERM; asked once, the answer is kept).
 bool amx_bf16_available();
 
-// True when the CPU has AVX-512 F/BW and BF16 and the OS saves the zmm state: AmxGemm then
-// dequantizes F32 / F16 / BF16 / Q8_0 / Q4_0 rows straight into bf16 tiles with it (whatever
-// the tile unit), other types through dequantize_row.
-bool avx512_bf16_available();
-
 // The tile unit's own rate: every current OpenMP thread runs TDPBF16PS on register-resident
 // tiles at once (no memory traffic), best of three; FLOP/s summed over the threads. The
 // roofline of AmxGemm. unsupported without AMX.

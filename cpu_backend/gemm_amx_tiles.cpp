@@ -112,13 +112,14 @@ inline void store_run(uint16_t* dst, __m512 lo, __m512 hi) {
 
 }  // namespace
 
-void dequantize_row_tiles_avx512(TileSource type, const void* src, int64_t cols, uint16_t* dst) {
+void dequantize_row_bf16_avx512(TileSource type, const void* src, int64_t cols, uint16_t* dst,
+                                int64_t run_stride) {
   const auto* p = static_cast<const uint8_t*>(src);
   const int64_t runs = cols / 32;
   switch (type) {
     case TileSource::kF32:
       for (int64_t ks = 0; ks < runs; ++ks, p += 128) {
-        store_run(dst + ks * kTileElems, _mm512_loadu_ps(p), _mm512_loadu_ps(p + 64));
+        store_run(dst + ks * run_stride, _mm512_loadu_ps(p), _mm512_loadu_ps(p + 64));
       }
       break;
     case TileSource::kF16:
@@ -126,12 +127,12 @@ void dequantize_row_tiles_avx512(TileSource type, const void* src, int64_t cols,
         const __m512 lo = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
         const __m512 hi =
             _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
-        store_run(dst + ks * kTileElems, lo, hi);
+        store_run(dst + ks * run_stride, lo, hi);
       }
       break;
     case TileSource::kBF16:
       for (int64_t ks = 0; ks < runs; ++ks, p += 64) {
-        _mm512_storeu_si512(dst + ks * kTileElems, _mm512_loadu_si512(p));
+        _mm512_storeu_si512(dst + ks * run_stride, _mm512_loadu_si512(p));
       }
       break;
     case TileSource::kQ8_0:  // {f16 d; int8 qs[32]}: qs[j] * d
@@ -139,7 +140,7 @@ void dequantize_row_tiles_avx512(TileSource type, const void* src, int64_t cols,
         const __m512 d = _mm512_set1_ps(f16_scale(p));
         const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2));
         const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 18));
-        store_run(dst + ks * kTileElems,
+        store_run(dst + ks * run_stride,
                   _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d),
                   _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d));
       }
@@ -148,7 +149,7 @@ void dequantize_row_tiles_avx512(TileSource type, const void* src, int64_t cols,
       for (int64_t ks = 0; ks < runs; ++ks, p += 18) {
         const __m512 d = _mm512_set1_ps(f16_scale(p));
         const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2));
-        store_run(dst + ks * kTileElems, _mm512_mul_ps(q4_half(q, 0), d),
+        store_run(dst + ks * run_stride, _mm512_mul_ps(q4_half(q, 0), d),
                   _mm512_mul_ps(q4_half(q, 1), d));
       }
       break;

@@ -104,18 +104,20 @@ void run_peak_loop_amx(int64_t iterations);
 // k_bytes / 4 rows: the int8 unit's rate at a Q8_0 block's K (32) and at the full tile (64).
 void run_peak_loop_amx_int8(int64_t iterations, int64_t k_bytes);
 
-// The stored types dequantize_row_tiles_avx512 reads (a local enum: this header cannot include
+// The stored types dequantize_row_bf16_avx512 reads (a local enum: this header cannot include
 // dtype.h, see above). Block layouts as offload/core/quant_blocks.h.
 enum class TileSource : int { kF32, kF16, kBF16, kQ8_0, kQ4_0 };
 
-// One weight row (cols values of `type`, cols a multiple of 32) into bf16 A-tile rows: columns
-// 32 ks .. 32 ks + 31 go to dst + ks * kTileElems for ks < cols / 32. Each value is
+// One weight row (cols values of `type`, cols a multiple of 32) into bf16 runs of 32: columns
+// 32 ks .. 32 ks + 31 go to dst + ks * run_stride for ks < cols / 32 (kTileElems: rows of A
+// tiles; 32: a plain row, as CpuMatmul's oneDNN path takes it). Each value is
 // dequantize_row's float32, rounded to nearest even as to_bf16 (emulated_tiles.h) does; a
 // float32 input below the smallest normal becomes zero (VCVTNE2PS2BF16), which no Q8_0 / Q4_0 /
 // F16 / BF16 value is. AVX-512 BF16 (avx512_bf16_available()), not AMX. One scalar
 // dequantization into float32 and a rounding loop took ~2.1-2.8 ns a weight per thread: ~1 s of
 // a 2048-token 8B prefill on 16 threads (bench/NOTES.md, "CPU prefill on AMX").
-void dequantize_row_tiles_avx512(TileSource type, const void* src, int64_t cols, uint16_t* dst);
+void dequantize_row_bf16_avx512(TileSource type, const void* src, int64_t cols, uint16_t* dst,
+                                int64_t run_stride);
 
 // x [tokens][cols] (row stride ldx floats) into B tiles for token tiles [tt0, tt1): padded
 // tokens and columns are zeros. AVX-512 BF16.

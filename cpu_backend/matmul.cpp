@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu_backend/activation_q8.h"
+#include "cpu_backend/dequantize_bf16.h"
 #include "cpu_backend/gemv_q8.h"
 #include "offload/core/dequantize.h"
 
@@ -118,18 +119,24 @@ class OneDnnMatmul final : public CpuMatmul {
       Status status;
 #pragma omp parallel for schedule(static)
       for (int64_t r = 0; r < n; ++r) {
-        float* out = bf16 ? row_f32_.data() + static_cast<int64_t>(omp_get_thread_num()) * k
-                          : tile_f32_.data() + r * k;
-        Status s = dequantize_row(w.type, w.data + (r0 + r) * row_stride, out, k);
+        const uint8_t* src = w.data + (r0 + r) * row_stride;
+        Status s;
+        if (bf16 && k % 32 == 0) {  // runs of 32 back to back: a plain row
+          float* scratch = row_f32_.data() + static_cast<int64_t>(omp_get_thread_num()) * k;
+          s = dequantize_row_bf16(w.type, src, k, tile_bf16_.data() + r * k, 32, scratch);
+        } else {
+          float* out = bf16 ? row_f32_.data() + static_cast<int64_t>(omp_get_thread_num()) * k
+                            : tile_f32_.data() + r * k;
+          s = dequantize_row(w.type, src, out, k);
+          if (s.is_ok() && bf16) {
+            uint16_t* dst = tile_bf16_.data() + r * k;
+#pragma omp simd
+            for (int64_t i = 0; i < k; ++i) dst[i] = to_bf16(out[i]);
+          }
+        }
         if (!s.is_ok()) {
 #pragma omp critical
           status = s;
-          continue;
-        }
-        if (bf16) {
-          uint16_t* dst = tile_bf16_.data() + r * k;
-#pragma omp simd
-          for (int64_t i = 0; i < k; ++i) dst[i] = to_bf16(out[i]);
         }
       }
       STRATA_RETURN_IF_ERROR(status);
@@ -156,7 +163,7 @@ class OneDnnMatmul final : public CpuMatmul {
   }
 
   MatmulOptions options_;
-  ActivationsQ8 x8_;  // int8_gemv's quantized x, reused
+  ActivationsQ8 x8_;              // int8_gemv's quantized x, reused
   std::unique_ptr<AmxGemm> amx_;  // kBF16 products when the CPU has AMX
   dnnl::engine engine_;
   dnnl::stream stream_;

@@ -12,8 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "cpu_backend/emulated_tiles.h"
-#include "cpu_backend/gemm_amx_unit.h"
 #include "offload/core/dtype.h"
 #include "tests/cpu_backend/random_weights.h"
 
@@ -134,50 +132,6 @@ TEST(AmxGemm, ColumnsNotAMultipleOf32ArePadded) {
     EXPECT_LT(run_case(DType::kF16, {50, 70, 35, 50}, small_config(TileUnit::kAmx), seed),
               kTolerance)
         << seed_note(seed);
-  }
-}
-
-// The AVX-512 dequantization straight into A tiles gives, bit for bit, dequantize_row's values
-// rounded by to_bf16, in the tile rows it owns and nowhere else.
-TEST(AmxGemm, DirectDequantizationIsDequantizeRowRoundedToBf16) {
-  if (!avx512_bf16_available()) GTEST_SKIP() << "this CPU has no AVX-512 BF16";
-  using amx_detail::kTileElems;
-  using amx_detail::TileSource;
-  const uint64_t seed = fresh_seed();
-  std::mt19937_64 rng(seed);
-  const std::pair<DType, TileSource> types[] = {{DType::kF32, TileSource::kF32},
-                                                {DType::kF16, TileSource::kF16},
-                                                {DType::kBF16, TileSource::kBF16},
-                                                {DType::kQ8_0, TileSource::kQ8_0},
-                                                {DType::kQ4_0, TileSource::kQ4_0}};
-  constexpr uint16_t kPoison = 0x7fc1;  // a NaN no rounding produces
-  for (const auto& [type, source] : types) {
-    for (const int64_t cols : {int64_t{32}, int64_t{96}, int64_t{4096}}) {
-      const TestMatrix w(type, 3, cols, rng);
-      const int64_t k_steps = cols / 32;
-      std::vector<uint16_t> tiles(k_steps * kTileElems, kPoison);
-      const int64_t tile_row = 5;  // any of the tile's 16 rows
-      for (int64_t r = 0; r < w.rows; ++r) {
-        std::fill(tiles.begin(), tiles.end(), kPoison);
-        amx_detail::dequantize_row_tiles_avx512(source, w.stored.data() + r * row_bytes(type, cols),
-                                                cols, tiles.data() + tile_row * 32);
-        int64_t wrong = 0, outside = 0;
-        for (int64_t ks = 0; ks < k_steps; ++ks) {
-          for (int64_t i = 0; i < kTileElems; ++i) {
-            const uint16_t got = tiles[ks * kTileElems + i];
-            if (i / 32 != tile_row) {
-              outside += got != kPoison;
-              continue;
-            }
-            const float v = w.dequantized[r * cols + ks * 32 + i % 32];
-            wrong += got != amx_detail::to_bf16(v);
-          }
-        }
-        EXPECT_EQ(wrong, 0) << dtype_name(type) << " cols " << cols << " row " << r << " "
-                            << seed_note(seed);
-        EXPECT_EQ(outside, 0) << dtype_name(type) << " wrote outside its tile row";
-      }
-    }
   }
 }
 
