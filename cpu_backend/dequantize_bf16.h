@@ -1,9 +1,9 @@
 // Weight rows dequantized into bfloat16 for the bf16 prefill matmuls (AmxGemm's A tiles,
 // CpuMatmul's oneDNN tiles): each value is dequantize_row's float32 rounded to nearest even.
 // Where the CPU has AVX-512 BF16, F32 / F16 / BF16 / Q8_0 / Q4_0 rows go straight from the stored
-// blocks to bf16 (~0.1 ns a weight per thread on the dev VM, against ~2.1-2.8 for
-// dequantize_row and a rounding loop: about 1 s of a 2048-token 8B prefill on 16 threads, and
-// half of a 256-token 1B prefill on the 2-core VM; bench/NOTES.md, "CPU prefill on AMX").
+// blocks to bf16 (0.04-0.07 ns a weight per thread on the dev VM, against 0.50-1.15 for
+// dequantize_row plus a rounding loop; a 256-token 1B bf16 prefill there went from ~106 to
+// ~125 tok/s; bench/NOTES.md, "Fourth session of 2026-12-04").
 //
 // Example (a row of A tiles, 16 rows x 32 columns each):
 //   STRATA_RETURN_IF_ERROR(dequantize_row_bf16(w.type, row, w.cols, tile_row, 512, scratch));

@@ -113,9 +113,8 @@ enum class TileSource : int { kF32, kF16, kBF16, kQ8_0, kQ4_0 };
 // tiles; 32: a plain row, as CpuMatmul's oneDNN path takes it). Each value is
 // dequantize_row's float32, rounded to nearest even as to_bf16 (emulated_tiles.h) does; a
 // float32 input below the smallest normal becomes zero (VCVTNE2PS2BF16), which no Q8_0 / Q4_0 /
-// F16 / BF16 value is. AVX-512 BF16 (avx512_bf16_available()), not AMX. One scalar
-// dequantization into float32 and a rounding loop took ~2.1-2.8 ns a weight per thread: ~1 s of
-// a 2048-token 8B prefill on 16 threads (bench/NOTES.md, "CPU prefill on AMX").
+// F16 / BF16 value is. AVX-512 BF16 (avx512_bf16_available()), not AMX. Called through
+// dequantize_row_bf16 (dequantize_bf16.h), which falls back to dequantize_row elsewhere.
 void dequantize_row_bf16_avx512(TileSource type, const void* src, int64_t cols, uint16_t* dst,
                                 int64_t run_stride);
 
