@@ -17,7 +17,6 @@
 #include "cpu_backend/dequantize_bf16.h"
 #include "cpu_backend/emulated_tiles.h"
 #include "cpu_backend/gemm_amx_unit.h"
-#include "offload/core/dequantize.h"
 
 namespace strata::cpu {
 namespace {
@@ -133,7 +132,7 @@ StatusOr<double> measure_amx_int8_peak_op_per_s(int64_t k_bytes) {
 struct AmxGemm::Buffers {
   AlignedArray<uint16_t> a;  // one slab of weight tiles
   AlignedArray<uint16_t> b;  // all tokens' tiles
-  AlignedArray<float> rows;  // one dequantized row per thread
+  AlignedArray<float> rows;  // dequantize_row_bf16 scratch, one row per thread
   AlignedArray<float> sums;  // one unit's C tiles per thread
 };
 

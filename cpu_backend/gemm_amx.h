@@ -77,7 +77,6 @@ class AmxGemm {
 
   const AmxGemmConfig& config() const { return config_; }
   const AmxGemmTimes& times() const { return times_; }
-  void reset_times() { times_ = {}; }
 
  private:
   struct Buffers;
