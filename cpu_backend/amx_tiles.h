@@ -21,6 +21,14 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
+// ldtilecfg through an asm whose input operand is the config itself: GCC 12's _tile_loadconfig
+// builtin does not tell the optimizer that it reads memory, so the stores of rows and colsb were
+// dropped as dead (seen 2026-12-07: ldtilecfg of a half-initialized stack slot raised SIGSEGV on
+// an AMX VM; it had worked on the GPU machine's host by the luck of what was on the stack).
+inline void load_tile_config(const TileConfig& config) {
+  __asm__ volatile("ldtilecfg %0" : : "m"(config));
+}
+
 // The tile instructions take the register as an immediate, so a template's tile number is
 // turned into one by this switch (folded at compile time).
 #define STRATA_TILE_SWITCH(T, OP)  \

@@ -153,6 +153,13 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
         std::to_string(cfg.unit_rows) + ", " + std::to_string(cfg.unit_tokens) + ", " +
         std::to_string(cfg.k_chunk) + ", " + std::to_string(cfg.tile_bytes) + ")");
   }
+  if (cfg.skinny_max_tokens < 0 || cfg.skinny_max_tokens > 32 || cfg.skinny_k_chunk <= 0 ||
+      cfg.skinny_k_chunk % 256 != 0) {
+    return Status::invalid_argument(
+        "amx gemm: skinny_max_tokens must be 0..32 and skinny_k_chunk a positive multiple of 256 "
+        "(got " +
+        std::to_string(cfg.skinny_max_tokens) + ", " + std::to_string(cfg.skinny_k_chunk) + ")");
+  }
   if (cfg.unit == TileUnit::kAmx && !amx_bf16_available()) {
     return Status::unsupported("amx gemm: this CPU or kernel offers no AMX-BF16 tiles");
   }
@@ -165,6 +172,8 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
   if (x == nullptr || y == nullptr || w.data == nullptr) {
     return Status::invalid_argument("amx gemm: null x, y or weights");
   }
+
+  if (n_tokens <= cfg.skinny_max_tokens) return run_skinny(w, x, n_tokens, y, ldy);
 
   const int64_t cols = w.cols;
   const int64_t k_steps = (cols + 31) / 32, cols_pad = k_steps * 32;
@@ -274,6 +283,112 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
     times_.units_s += seconds_since(t0);
   }
   return Status::ok();
+}
+
+// Bytes to move: the weights once (each block of 32 rows is read by one thread, chunk by chunk,
+// and dequantized into that thread's tiles, 2 x skinny_k_chunk / 32 KiB); FLOPs: 2 x rows x cols
+// x 16 or 32 tokens, at the tile unit's rate a few percent of the time the bytes take.
+Status AmxGemm::run_skinny(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y,
+                           int64_t ldy) {
+  const AmxGemmConfig& cfg = config_;
+  const int64_t cols = w.cols, k_steps = (cols + 31) / 32;
+  const int64_t token_tiles = n_tokens > 16 ? 2 : 1;
+  const int64_t chunk_steps = cfg.skinny_k_chunk / 32;
+  const int64_t chunks = (k_steps + chunk_steps - 1) / chunk_steps;
+  const int64_t blocks = (w.rows + 31) / 32;
+  const int64_t threads = omp_get_max_threads();
+  const bool amx = cfg.unit == TileUnit::kAmx;
+  const DTypeTraits& traits_of_w = traits(w.type);
+  const int64_t row_bytes = w.row_stride_bytes();
+
+  uint16_t* b = buffers_->b.reserve(token_tiles * k_steps * kTileElems);
+  const int64_t a_per_thread = 2 * chunk_steps * kTileElems;
+  uint16_t* a = buffers_->a.reserve(threads * a_per_thread);
+  float* row_f32 = buffers_->rows.reserve(threads * cfg.skinny_k_chunk);
+  float* sums = buffers_->sums.reserve(threads * 4 * kTileFloats);
+  if (b == nullptr || a == nullptr || row_f32 == nullptr || sums == nullptr) {
+    return Status::out_of_memory("amx gemm: token tiles or per-thread tiles");
+  }
+
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point t0 = Clock::now();
+  Status status;
+#pragma omp parallel
+  {
+    // x into B tiles, a token tile and a chunk of columns per iteration.
+#pragma omp for schedule(static)
+    for (int64_t job = 0; job < token_tiles * chunks; ++job) {
+      const int64_t tt = job / chunks, ks0 = (job % chunks) * chunk_steps;
+      const int64_t steps = std::min(chunk_steps, k_steps - ks0), k0 = ks0 * 32;
+      const float* xt = x + tt * 16 * cols + k0;
+      const int64_t tokens = std::min<int64_t>(16, n_tokens - tt * 16);
+      const int64_t valid_cols = std::min(cols - k0, steps * 32);
+      uint16_t* bt = b + (tt * k_steps + ks0) * kTileElems;
+      if (amx) {
+        amx_detail::pack_tokens_avx512(xt, cols, tokens, valid_cols, steps, 0, 1, bt);
+      } else {
+        pack_tokens_scalar(xt, cols, tokens, valid_cols, steps, 0, 1, bt);
+      }
+    }  // implicit barrier: B is complete
+
+    EmulatedTiles* emulated = nullptr;
+    std::unique_ptr<EmulatedTiles> own;
+    if (amx) {
+      amx_detail::configure_amx_tiles();
+    } else {
+      own = std::make_unique<EmulatedTiles>();
+      emulated = own.get();
+    }
+    const int64_t thread = omp_get_thread_num();
+    uint16_t* tiles_a = a + thread * a_per_thread;
+    float* row = row_f32 + thread * cfg.skinny_k_chunk;
+    float* c = sums + thread * 4 * kTileFloats;
+#pragma omp for schedule(static)
+    for (int64_t block = 0; block < blocks; ++block) {
+      const int64_t r0 = block * 32, rows_valid = std::min<int64_t>(32, w.rows - r0);
+      for (int64_t ks0 = 0; ks0 < k_steps; ks0 += chunk_steps) {
+        const int64_t steps = std::min(chunk_steps, k_steps - ks0), k0 = ks0 * 32;
+        const int64_t chunk_cols = std::min(cols - k0, steps * 32);
+        // k0 is a multiple of 256, so of every block size: the chunk starts at a block.
+        const int64_t src_offset = k0 / traits_of_w.block_elems * traits_of_w.block_bytes;
+        for (int64_t r = 0; r < 32; ++r) {
+          uint16_t* dst = tiles_a + (r / 16) * steps * kTileElems + (r % 16) * 32;
+          if (r >= rows_valid) {  // rows past the matrix: zeros, their sums are dropped
+            for (int64_t s = 0; s < steps; ++s) std::fill_n(dst + s * kTileElems, 32, 0);
+            continue;
+          }
+          const Status st = dequantize_row_bf16(w.type, w.data + (r0 + r) * row_bytes + src_offset,
+                                                chunk_cols, dst, kTileElems, row);
+          if (!st.is_ok()) {
+#pragma omp critical
+            status = st;
+          }
+        }
+        amx_detail::SkinnyChunkArgs u;
+        u.a = tiles_a;
+        u.b = b;
+        u.k_steps = k_steps;
+        u.ks0 = ks0;
+        u.steps = steps;
+        u.token_tiles = token_tiles;
+        u.first = ks0 == 0;
+        u.last = ks0 + steps == k_steps;
+        u.rows_valid = rows_valid;
+        u.tokens_valid = n_tokens;
+        u.c = c;
+        u.y = y + r0;
+        u.ldy = ldy;
+        if (amx) {
+          amx_detail::run_skinny_chunk_amx(u);
+        } else {
+          amx_detail::run_skinny_chunk(*emulated, u);
+        }
+      }
+    }
+    if (amx) amx_detail::release_amx_tiles();
+  }
+  times_.units_s += std::chrono::duration<double>(Clock::now() - t0).count();
+  return status;
 }
 
 }  // namespace strata::cpu

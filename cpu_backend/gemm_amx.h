@@ -15,6 +15,8 @@
 // accumulators) and the partial sums kept in a per-thread scratch between chunks. The output
 // tile is [rows][tokens]; it is transposed on the way out into Y's [tokens][rows].
 //
+// Few tokens (a batched decode step, <= skinny_max_tokens): no slab; see AmxGemmConfig.
+//
 // TileUnit::kEmulated runs the same loop nest on plain arrays, so that the blocking and the edge
 // cases are tested on CPUs without AMX (CI); kAmx is the hardware.
 //
@@ -61,6 +63,12 @@ struct AmxGemmConfig {
   int64_t unit_tokens = 256;       // tokens of one unit (a multiple of 32)
   int64_t k_chunk = 1024;          // columns per pass over a unit (a multiple of 32)
   TileUnit unit = TileUnit::kAmx;
+  // At most this many tokens (1..32) take the streaming path: each thread dequantizes a block of
+  // 32 weight rows, skinny_k_chunk columns at a time, into tiles of its own (L1/L2) and
+  // multiplies them at once, so every weight is read from memory once and no slab is written:
+  // a batched decode step is bound by the weights' bytes, as the GEMV is, not by f32 FMAs.
+  int64_t skinny_max_tokens = 32;
+  int64_t skinny_k_chunk = 1024;  // a multiple of 256 (a K-quant super-block)
 };
 
 class AmxGemm {
@@ -79,6 +87,9 @@ class AmxGemm {
   const AmxGemmTimes& times() const { return times_; }
 
  private:
+  Status run_skinny(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y,
+                    int64_t ldy);
+
   struct Buffers;
   AmxGemmConfig config_;
   AmxGemmTimes times_;

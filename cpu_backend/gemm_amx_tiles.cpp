@@ -22,7 +22,7 @@ void configure_amx_tiles() {
     config.rows[i] = 16;
     config.colsb[i] = 64;
   }
-  _tile_loadconfig(&config);
+  load_tile_config(config);
 }
 
 void release_amx_tiles() { _tile_release(); }
@@ -30,6 +30,11 @@ void release_amx_tiles() { _tile_release(); }
 void run_unit_amx(const UnitArgs& u) {
   AmxTiles tiles;
   run_unit(tiles, u);
+}
+
+void run_skinny_chunk_amx(const SkinnyChunkArgs& u) {
+  AmxTiles tiles;
+  run_skinny_chunk(tiles, u);
 }
 
 namespace {
@@ -87,7 +92,7 @@ void run_peak_loop_amx_int8(int64_t iterations, int64_t k_bytes) {
   config.colsb[6] = static_cast<uint16_t>(k_bytes);
   config.rows[7] = static_cast<uint8_t>(k_bytes / 4);  // B: k_bytes / 4 rows of 16 quads
   config.colsb[7] = 64;
-  _tile_loadconfig(&config);
+  load_tile_config(config);
   peak_loop<true>(iterations);
 }
 

@@ -93,10 +93,78 @@ void run_unit(Tiles& tiles, const UnitArgs& u) {
   }
 }
 
+// One chunk of AmxSkinnyGemm (gemm_amx_skinny.h): a block of 32 weight rows (two row tiles, the
+// chunk's A tiles freshly dequantized by the caller) times one or two token tiles, over
+// `steps` k-steps from ks0. The four C tiles live in `c` between chunks (loaded unless first,
+// stored after); after the last chunk they go out transposed into y.
+struct SkinnyChunkArgs {
+  const uint16_t* a = nullptr;  // row tile r, step s: a + (r * steps + s) * kTileElems
+  const uint16_t* b = nullptr;  // all tokens' tiles, laid out as UnitArgs::b
+  int64_t k_steps = 0;          // columns / 32 (padded): B's stride between token tiles
+  int64_t ks0 = 0, steps = 0;   // this chunk's k-steps
+  int64_t token_tiles = 1;      // 1 or 2
+  bool first = false, last = false;
+  int64_t rows_valid = 0, tokens_valid = 0;  // rows of the block / tokens that exist
+  float* c = nullptr;                        // four C tiles (C0, C1, C2, C3 as run_unit's)
+  float* y = nullptr;                        // y of the block's first row, token 0
+  int64_t ldy = 0;
+};
+
+template <class Tiles>
+void run_skinny_chunk(Tiles& tiles, const SkinnyChunkArgs& u) {
+  constexpr int64_t kTileBytes = 64;
+  const bool two = u.token_tiles == 2;
+  float* c = u.c;
+  if (u.first) {
+    tiles.template zero<0>();
+    tiles.template zero<1>();
+    tiles.template zero<2>();
+    tiles.template zero<3>();
+  } else {
+    tiles.template load<0>(c, kTileBytes);
+    tiles.template load<2>(c + 2 * kTileFloats, kTileBytes);
+    if (two) {
+      tiles.template load<1>(c + kTileFloats, kTileBytes);
+      tiles.template load<3>(c + 3 * kTileFloats, kTileBytes);
+    }
+  }
+  const uint16_t* a0 = u.a;
+  const uint16_t* a1 = u.a + u.steps * kTileElems;
+  const uint16_t* b0 = u.b + u.ks0 * kTileElems;
+  const uint16_t* b1 = b0 + u.k_steps * kTileElems;
+  for (int64_t s = 0; s < u.steps; ++s) {
+    tiles.template load<4>(a0 + s * kTileElems, kTileBytes);
+    tiles.template load<5>(a1 + s * kTileElems, kTileBytes);
+    tiles.template load<6>(b0 + s * kTileElems, kTileBytes);
+    tiles.template dot<0, 4, 6>();
+    tiles.template dot<2, 5, 6>();
+    if (two) {
+      tiles.template load<7>(b1 + s * kTileElems, kTileBytes);
+      tiles.template dot<1, 4, 7>();
+      tiles.template dot<3, 5, 7>();
+    }
+  }
+  tiles.template store<0>(c, kTileBytes);
+  tiles.template store<2>(c + 2 * kTileFloats, kTileBytes);
+  if (two) {
+    tiles.template store<1>(c + kTileFloats, kTileBytes);
+    tiles.template store<3>(c + 3 * kTileFloats, kTileBytes);
+  }
+  if (!u.last) return;
+  for (int64_t i = 0; i < 4; i += two ? 1 : 2) {  // C0, (C1,) C2, (C3)
+    const int64_t r0 = (i / 2) * 16, t0 = (i % 2) * 16;
+    const int64_t rows = u.rows_valid - r0, tokens = u.tokens_valid - t0;
+    if (rows <= 0 || tokens <= 0) continue;
+    tiles.write_transposed(c + i * kTileFloats, u.y + t0 * u.ldy + r0, u.ldy,
+                           rows < 16 ? rows : 16, tokens < 16 ? tokens : 16);
+  }
+}
+
 // gemm_amx_tiles.cpp (AMX flags; call only when amx_bf16_available()).
 void configure_amx_tiles();  // ldtilecfg: tiles 0..7 of 16 rows x 64 bytes, for this thread
 void release_amx_tiles();
 void run_unit_amx(const UnitArgs& u);
+void run_skinny_chunk_amx(const SkinnyChunkArgs& u);
 // `iterations` x 6 TDPBF16PS on register-resident tiles (six accumulators, no memory traffic):
 // the tile unit's own rate, for the roofline. Configures and releases the tiles itself.
 void run_peak_loop_amx(int64_t iterations);

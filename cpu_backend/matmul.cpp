@@ -44,6 +44,9 @@ class OneDnnMatmul final : public CpuMatmul {
   Status run(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y) override {
     if (n_tokens <= 0) return Status::ok();
     if (n_tokens <= options_.gemv_max_tokens) {
+      if (amx_ != nullptr && n_tokens >= options_.amx_min_tokens) {
+        return amx_->run(w, x, n_tokens, y, w.rows);
+      }
       if (options_.int8_gemv && gemv_q8_supports(w.type)) {
         // Quantized again for each matrix that reads x (q, k and v each): ~0.25 ns a value,
         // ~1 % of a Q4_0 layer's GEMV time at the 8B's shapes.

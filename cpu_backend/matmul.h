@@ -6,7 +6,8 @@
 // dequantized tile by tile (a few MiB of scratch, reused) and multiplied with oneDNN, which is
 // compute-bound there; in kF32 the result is float32 over the exact weights (the golden `exact`
 // tier), in kBF16 the inputs are rounded to bfloat16 for the AMX/AVX512-BF16 units (like
-// llama.cpp's CPU backend rounds matmul inputs; the `like_llama_cpp` tier).
+// llama.cpp's CPU backend rounds matmul inputs; the `like_llama_cpp` tier). In kBF16 on a CPU
+// with AMX, a few tokens (amx_min_tokens and more: a batched decode step) go to the tiles too.
 //
 // A CpuMatmul is not thread-safe: one per executor. It owns the oneDNN engine/stream, a cache
 // of primitives per shape, and the scratch buffers (allocated once, grown only for larger
@@ -36,6 +37,11 @@ struct MatmulOptions {
   // kBF16 products of many tokens on the AMX tile kernel (gemm_amx.h) where the CPU has AMX;
   // oneDNN otherwise, or when false. Same arithmetic either way (bf16 inputs, f32 sums).
   bool amx_tiles = true;
+  // With those tiles, products of at least this many tokens (and at most gemv_max_tokens) take
+  // AmxGemm's streaming path instead of the GEMV: a few float32 rows already make the GEMV
+  // compute-bound (8 FMAs a weight at 8 rows), while the tiles keep it bound by the weights'
+  // bytes (bench/NOTES.md, "Batched decode on the tiles").
+  int64_t amx_min_tokens = 2;
   AmxGemmConfig amx;
 };
 

@@ -81,6 +81,15 @@ AmxGemmConfig small_config(TileUnit unit) {
   c.unit_rows = 64;
   c.unit_tokens = 32;
   c.k_chunk = 96;
+  c.skinny_max_tokens = 0;  // the slab path at every token count
+  return c;
+}
+
+// The streaming path for few tokens (a batched decode step), chunks of 256 columns.
+AmxGemmConfig skinny_config(TileUnit unit) {
+  AmxGemmConfig c;
+  c.unit = unit;
+  c.skinny_k_chunk = 256;
   return c;
 }
 
@@ -109,6 +118,32 @@ void check_every_shape(DType type, TileUnit unit) {
   EXPECT_LT(rel, kTolerance) << dtype_name(type) << " default config, " << seed_note(seed + 1);
 }
 
+// Few tokens: one or two token tiles, a partial last block of 32 rows, K in several chunks plus
+// a short last one (1280 = 5 x 256; 1152 = 4.5 x 256 for the 32-column types), ldy past the rows.
+void check_skinny_shapes(DType type, TileUnit unit) {
+  const uint64_t seed = fresh_seed();
+  const bool k_quant = type == DType::kQ4_K || type == DType::kQ6_K;
+  const int64_t cols = k_quant ? 1280 : 1152;
+  const Shape shapes[] = {
+      {200, cols, 1, 200}, {70, cols, 2, 75}, {96, cols, 16, 96}, {33, cols, 17, 40},
+      {64, cols, 32, 64},
+  };
+  for (const Shape& s : shapes) {
+    const double rel = run_case(type, s, skinny_config(unit), seed);
+    EXPECT_LT(rel, kTolerance) << dtype_name(type) << " " << s.rows << "x" << s.cols << " x "
+                               << s.tokens << " tokens (skinny), " << seed_note(seed);
+  }
+}
+
+TEST_P(AmxGemmTest, FewTokensOnEmulatedTilesMatchTheReference) {
+  check_skinny_shapes(GetParam(), TileUnit::kEmulated);
+}
+
+TEST_P(AmxGemmTest, FewTokensOnAmxTilesMatchTheReference) {
+  if (!amx_bf16_available()) GTEST_SKIP() << "this CPU or kernel has no AMX-BF16 tiles";
+  check_skinny_shapes(GetParam(), TileUnit::kAmx);
+}
+
 TEST_P(AmxGemmTest, EmulatedTilesMatchTheReference) {
   check_every_shape(GetParam(), TileUnit::kEmulated);
 }
@@ -128,7 +163,13 @@ TEST(AmxGemm, ColumnsNotAMultipleOf32ArePadded) {
   const double rel =
       run_case(DType::kF32, {50, 70, 35, 50}, small_config(TileUnit::kEmulated), seed);
   EXPECT_LT(rel, kTolerance) << seed_note(seed);
+  EXPECT_LT(run_case(DType::kF32, {50, 70, 9, 50}, skinny_config(TileUnit::kEmulated), seed),
+            kTolerance)
+      << "skinny, " << seed_note(seed);
   if (amx_bf16_available()) {
+    EXPECT_LT(run_case(DType::kF16, {50, 70, 9, 50}, skinny_config(TileUnit::kAmx), seed),
+              kTolerance)
+        << "skinny, " << seed_note(seed);
     EXPECT_LT(run_case(DType::kF16, {50, 70, 35, 50}, small_config(TileUnit::kAmx), seed),
               kTolerance)
         << seed_note(seed);
@@ -144,6 +185,12 @@ TEST(AmxGemm, BadArgumentsAreClearErrors) {
   Status s = AmxGemm(bad).run(w.view(), x.data(), 4, y.data(), 8);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
   EXPECT_NE(s.message().find("multiples of 32"), std::string::npos) << s.message();
+
+  AmxGemmConfig bad_chunk = skinny_config(TileUnit::kEmulated);
+  bad_chunk.skinny_k_chunk = 96;
+  s = AmxGemm(bad_chunk).run(w.view(), x.data(), 4, y.data(), 8);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+  EXPECT_NE(s.message().find("skinny_k_chunk"), std::string::npos) << s.message();
 
   AmxGemm ok(small_config(TileUnit::kEmulated));
   s = ok.run(w.view(), x.data(), 4, y.data(), 7);
