@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "cpu_backend/activation_q8.h"
+#include "cpu_backend/gemm_amx.h"
 #include "cpu_backend/gemv.h"
 #include "cpu_backend/gemv_q8.h"
 #include "cpu_backend/read_bandwidth.h"
@@ -175,8 +176,13 @@ struct Activations {
 
 // int8: the integer GEMV (gemv_q8.h), its activation quantization timed with it as a decode
 // step pays it before every matrix.
-ShapeResult time_shape(DType type, const Shape& shape, int batch, bool int8, GemvIsa isa,
-                       const uint8_t* arena, int64_t arena_bytes, int repeats, int x_offset) {
+// bf16: AmxGemm's streaming path for few tokens (gemm_amx.h; x and weights rounded to bf16, the
+// like_llama_cpp tier), as CpuMatmul runs batched decode steps on a CPU with AMX.
+ShapeResult time_shape(DType type, const Shape& shape, int batch, const std::string& activations,
+                       GemvIsa isa, const uint8_t* arena, int64_t arena_bytes, int repeats,
+                       int x_offset) {
+  const bool int8 = activations == "int8", bf16 = activations == "bf16";
+  cpu::AmxGemm amx({});
   ShapeResult r;
   r.shape = shape;
   r.bytes = shape.rows * row_bytes(type, shape.cols);
@@ -192,7 +198,9 @@ ShapeResult time_shape(DType type, const Shape& shape, int batch, bool int8, Gem
     const WeightMatrix w{type, shape.rows, shape.cols, arena + (call % r.copies) * r.bytes};
     const auto start = std::chrono::steady_clock::now();
     Status s;
-    if (int8) {
+    if (bf16) {
+      s = amx.run(w, act.x, batch, act.y, shape.rows);
+    } else if (int8) {
       s = xq.quantize(act.x, batch, shape.cols);
       if (s.is_ok()) s = gemv_q8_batched(w, xq, batch, act.y, 0, isa);
     } else {
@@ -303,9 +311,13 @@ int run(const Options& opt) {
       for (const std::string& activations : opt.activations) {
         const bool int8 = activations == "int8";
         if (int8 && !gemv_q8_supports(type)) continue;
+        if (activations == "bf16" && !cpu::amx_bf16_available()) {
+          std::fprintf(stderr, "gemv_bench: bf16 skipped: this CPU has no AMX-BF16 tiles\n");
+          continue;
+        }
         Measured m{type, batch, activations, probes.size() - 1, arena_bytes, 0, 0, 0, {}};
         for (const Shape& shape : kLlama3_8b) {
-          const ShapeResult r = time_shape(type, shape, batch, int8, isa, arena, arena_bytes,
+          const ShapeResult r = time_shape(type, shape, batch, activations, isa, arena, arena_bytes,
                                            opt.repeats, opt.x_offset_floats);
           m.token_bytes += static_cast<double>(r.bytes) * shape.uses_per_token;
           m.token_s += r.median_s * shape.uses_per_token;
@@ -363,7 +375,7 @@ int run(const Options& opt) {
                              {"policy", "cpu-only"},
                              {"batch", m.batch},
                              {"activations", m.activations},
-                             {"tier", m.activations == "int8" ? "like_llama_cpp" : "exact"},
+                             {"tier", m.activations == "f32" ? "exact" : "like_llama_cpp"},
                              {"threads", placed.num_threads},
                              {"pinned", placed.pinned},
                              {"isa", gemv_isa_name(isa)},
@@ -445,9 +457,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--activations", opt.activations,
                  "f32 (exact: float x) and/or int8 (x quantized per 32, the integer GEMV of "
-                 "Q8_0/Q4_0/Q4_K/Q6_K; the like_llama_cpp tier)")
+                 "Q8_0/Q4_0/Q4_K/Q6_K; the like_llama_cpp tier) and/or bf16 (AmxGemm's few-token "
+                 "path on the AMX tiles, as batched decode runs there; like_llama_cpp)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"f32", "int8"}))
+      ->check(CLI::IsMember({"f32", "int8", "bf16"}))
       ->capture_default_str();
   app.add_option("--isa", opt.isa, "kernels: best, avx512, avx2, scalar")
       ->check(CLI::IsMember({"best", "avx512", "avx2", "scalar"}))

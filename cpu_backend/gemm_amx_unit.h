@@ -155,8 +155,8 @@ void run_skinny_chunk(Tiles& tiles, const SkinnyChunkArgs& u) {
     const int64_t r0 = (i / 2) * 16, t0 = (i % 2) * 16;
     const int64_t rows = u.rows_valid - r0, tokens = u.tokens_valid - t0;
     if (rows <= 0 || tokens <= 0) continue;
-    tiles.write_transposed(c + i * kTileFloats, u.y + t0 * u.ldy + r0, u.ldy,
-                           rows < 16 ? rows : 16, tokens < 16 ? tokens : 16);
+    tiles.write_transposed(c + i * kTileFloats, u.y + t0 * u.ldy + r0, u.ldy, rows < 16 ? rows : 16,
+                           tokens < 16 ? tokens : 16);
   }
 }
 

@@ -125,8 +125,8 @@ void check_skinny_shapes(DType type, TileUnit unit) {
   const bool k_quant = type == DType::kQ4_K || type == DType::kQ6_K;
   const int64_t cols = k_quant ? 1280 : 1152;
   const Shape shapes[] = {
-      {200, cols, 1, 200}, {70, cols, 2, 75}, {96, cols, 16, 96}, {33, cols, 17, 40},
-      {64, cols, 32, 64},
+      {200, cols, 1, 200}, {70, cols, 2, 75},  {96, cols, 16, 96},
+      {33, cols, 17, 40},  {64, cols, 32, 64},
   };
   for (const Shape& s : shapes) {
     const double rel = run_case(type, s, skinny_config(unit), seed);
