@@ -76,6 +76,11 @@ int main(int argc, char** argv) {
                  "ones on large models; the skip is printed with the prediction)");
   app.add_option("--batch-seqs", batch_seqs,
                  "Sequences of the batched decode phase (Engine::forward_batch; 0: skip)");
+  int64_t decode_phase_rows = 0;
+  app.add_option("--decode-phase-rows", decode_phase_rows,
+                 "GpuExecutorOptions::decode_phase_max_tokens: steps of at most this many rows "
+                 "(the batched decode) run the decode placement (0: the executor's default, 16 "
+                 "where the CPU has AMX tiles, else 8)");
   app.add_option("--read-gib", read_gib, "Buffers of the bandwidth measurements");
   app.add_option("--json-out", json_out, "Append JSON lines here");
   app.add_option("--commit", commit, "Commit id for the record");
@@ -167,6 +172,7 @@ int main(int argc, char** argv) {
       o.profile = profile;
       o.placements = plan.tensors;
       o.prefetch_depth = prefetch_depth;
+      o.decode_phase_max_tokens = decode_phase_rows;
       auto exec = check(GpuExecutor::create(spec, o), "GpuExecutor");
       gpu = exec.get();
       engine = std::move(exec);
@@ -277,13 +283,17 @@ int main(int argc, char** argv) {
         }
         check(engine->forward_batch(seqs, next_ids, &logits), "batch warm");
         const int steps = std::max(4, decode_tokens / 4);
+        const OffloadTimes times_batch = times_now();
         const double tb = now_s();
         for (int i = 0; i < steps; ++i) {
           check(engine->forward_batch(seqs, next_ids, &logits), "batch decode");
         }
         const double btps = static_cast<double>(steps) * batch_seqs / (now_s() - tb);
         record("decode-batch", d, btps, roof_s > 0 ? batch_seqs / roof_s : 0.0,
-               {{"batch", batch_seqs}, {"context", 16 + 1 + steps / 2}});
+               {{"batch", batch_seqs},
+                {"context", 16 + 1 + steps / 2},
+                {"decode_phase_rows", decode_phase_rows},
+                {"host", host_times(times_batch, static_cast<double>(steps) * batch_seqs)}});
         for (SeqId q : seqs) check(engine->remove_sequence(q), "seq");
       }
     }

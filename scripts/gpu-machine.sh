@@ -20,7 +20,8 @@
 #     offload    synth each case of STRATA_OFFLOAD_CASES ("shape:type:budget[:policies] ...", default the
 #                three of BENCHMARKS.md) and bench/offload_bench on it under every policy
 #                (STRATA_OFFLOAD_POLICIES, _DECODE; STRATA_OFFLOAD_FLAGS="--profile" splits the
-#                prefill's GPU time; a case with a budget the model fits in, e.g.
+#                prefill's GPU time; STRATA_OFFLOAD_AB="flags[;flags]": each case again with
+#                those flags, e.g. "--decode-phase-rows 8"; a case with a budget the model fits in, e.g.
 #                llama3-70b:Q4_0:60GiB, gives the all-resident compute time to compare with)
 #     ctx        synth llama3-8b Q4_0 and bench/long_context_bench (scenario ctx-8b: tiered KV,
 #                8 GiB, decode at STRATA_CTX_CONTEXTS, prefill of STRATA_CTX_PREFILL tokens), for
@@ -198,6 +199,16 @@ PY
           --vram-budget "$budget" --policies "${pols:-${STRATA_OFFLOAD_POLICIES:-auto,gpu-first,stream,cpu}}" \
           --decode "${STRATA_OFFLOAD_DECODE:-32}" --prefill 2048 --json-out "$jsonl" \
           --commit "$commit" ${STRATA_OFFLOAD_FLAGS:-} 2>&1 | grep -v '^{' | tail -16 || true
+        # STRATA_OFFLOAD_AB="flags[;flags...]": the case again with each set of flags added (an A/B
+        # in one call), e.g. "--decode-phase-rows 8 --prefill 0".
+        IFS=';' read -ra abs <<< "${STRATA_OFFLOAD_AB:-}"
+        for ab in "${abs[@]}"; do
+          echo "== $shape $t $budget with: $ab"
+          timeout "${STRATA_BENCH_TIMEOUT:-300}" build-gpu/bench/offload_bench -m "$m" --model-name "$shape" --scenario "off-$shape-ab" \
+            --vram-budget "$budget" --policies "${pols:-${STRATA_OFFLOAD_POLICIES:-auto,gpu-first,stream,cpu}}" \
+            --decode "${STRATA_OFFLOAD_DECODE:-32}" --prefill 2048 --json-out "$jsonl" \
+            --commit "$commit" ${STRATA_OFFLOAD_FLAGS:-} $ab 2>&1 | grep -v '^{' | tail -16 || true
+        done
         # The disk holds one large model at a time: keep it only for a next case of the same file.
         [ "$next_shape:$next_t" = "$shape:$t" ] || rm -f "$m"
       done ;;

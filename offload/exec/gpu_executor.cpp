@@ -243,8 +243,18 @@ Status GpuExecutor::init() {
     for (const Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) note(*m);
   }
   note(output_);
+  // The CPU's products round to bf16 where the GPU's many-row products round to f16 (the same
+  // like_llama_cpp tier): prefill on the AMX tiles, and batched decode steps there too.
+  const cpu::MatmulPrecision cpu_precision = options_.gemm_precision == gpu::GemmPrecision::kF16
+                                                 ? cpu::MatmulPrecision::kBF16
+                                                 : base.prefill_precision;
+  const bool rows_on_tiles =
+      cpu_precision == cpu::MatmulPrecision::kBF16 && cpu::amx_bf16_available();
+  decode_phase_max_tokens_ = options_.decode_phase_max_tokens > 0
+                                 ? options_.decode_phase_max_tokens
+                                 : (rows_on_tiles ? 2 : 1) * gpu::kGpuGemvMaxTokens;
   if (cpu_in[kDecode] || cpu_in[kPrefill] || host_embedding_) {
-    const int64_t rows = cpu_in[kPrefill] ? n : std::min<int64_t>(n, gpu::kGpuGemvMaxTokens);
+    const int64_t rows = cpu_in[kPrefill] ? n : std::min<int64_t>(n, decode_phase_max_tokens_);
     const int64_t x_rows = host_embedding_ ? n : rows;
     const int64_t x_floats = x_rows * std::max({hp.n_embd, hp.n_ff, hp.q_dim()});
     const int64_t y_floats =
@@ -264,7 +274,7 @@ Status GpuExecutor::init() {
       }
     }
     cpu::MatmulOptions cpu_options;
-    cpu_options.precision = base.prefill_precision;
+    cpu_options.precision = cpu_precision;
     cpu_options.int8_gemv = options_.int8_activations;  // the CPU-run layers' GEMVs too
     STRATA_ASSIGN_OR_RETURN(cpu_matmul_, cpu::CpuMatmul::create(cpu_options));
   }
@@ -1138,7 +1148,7 @@ Status GpuExecutor::forward_chunk(SeqId seq, std::span<const int32_t> tokens, bo
     if (head_rows == 0) {  // all logits of a long chunk: kLogitRows rows at a time
       STRATA_RETURN_IF_ERROR(
           gpu::rms_norm(act(x_) + r0 * E, output_norm_, act(xb_), rows, E, eps, stream_));
-      const Operand head[1] = {operand(output_, decode ? kDecode : kPrefill, nullptr)};
+      const Operand head[1] = {operand(output_, phase_of(n), nullptr)};
       float* const outs[1] = {act(logits_)};
       STRATA_RETURN_IF_ERROR(matmuls(head, act(xb_), rows, outs));
     }
@@ -1188,8 +1198,8 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
   const gpu::AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
   auto* rope_table = static_cast<float*>(rope_table_.data());
 
-  const bool decode = n <= gpu::kGpuGemvMaxTokens;
-  const Phase phase = decode ? kDecode : kPrefill;
+  const bool decode = n <= gpu::kGpuGemvMaxTokens;  // the GEMV kernels and their fusions
+  const Phase phase = phase_of(n);
   if (weight_stream_) {  // the layers this phase streams, in order: their copies start now
     std::vector<const StreamedLayer*> pass;
     for (const Layer& l : layers_) {

@@ -99,6 +99,13 @@ struct GpuExecutorOptions {
   // 310.5: the fence, count and last block's quantization at the end of every short-lived CUDA
   // block cost more than the 96 quantize kernels it removes (bench/NOTES.md, tenth session).
   bool int8_quantize_in_gemv = false;
+  // Chunks and batched steps of at most this many rows run with the decode placement (the
+  // plan's split of host bytes between streaming and CPU-run matrices); longer ones with the
+  // prefill placement (stream everything to the GPU). 0: 2 x kGpuGemvMaxTokens (16) where the
+  // CPU multiplies a few rows on the AMX tiles at the weights' read rate (decode_rows_on_tiles()),
+  // else kGpuGemvMaxTokens: there a float32 GEMV of 16 rows is compute-bound, and a batched step
+  // that streams everything was the faster (bench/NOTES.md, "Batched decode on the tiles").
+  int64_t decode_phase_max_tokens = 0;
   // Where each weight tensor lives and runs, by name (Plan::tensors); empty: all resident.
   // Tensors it does not name are resident; norms and biases are resident whatever it says (a few
   // KiB per layer). Only layer matrices may stream (a staging slot holds one layer).
@@ -280,6 +287,9 @@ class GpuExecutor final : public Engine {
   // Builds the host images of the streamed layers and the staging ring.
   // `progress` is told the bytes of each matrix copied into a host image.
   Status prepare_streaming(const std::function<void(int64_t)>& progress);
+  Phase phase_of(int64_t n_tokens) const {  // the placement a chunk of n_tokens rows runs with
+    return n_tokens <= decode_phase_max_tokens_ ? kDecode : kPrefill;
+  }
   bool phase_on_gpu(Phase phase) const;  // every layer matrix and the head resident
   // The operand of `m` in `phase`; `slot` is the layer's staging slot when it streams.
   Operand operand(const Matrix& m, Phase phase, const uint8_t* slot) const;
@@ -384,7 +394,8 @@ class GpuExecutor final : public Engine {
   HostBuffer host_x_, host_y_;  // matmul inputs going down, outputs coming up
   cuda::Event host_ready_;      // host_x_ holds what was copied down
   bool host_embedding_ = false;
-  bool graphable_[2] = {true, true};  // by Phase
+  bool graphable_[2] = {true, true};                          // by Phase
+  int64_t decode_phase_max_tokens_ = gpu::kGpuGemvMaxTokens;  // options_' resolved at init
 
   // Activations [max_batch_tokens][width] (device), allocated once.
   DeviceBuffer x_, xb_, q_, k_, v_, att_, gate_, up_;

@@ -619,8 +619,11 @@ class OffloadGolden : public GoldenForward {
 
   std::unique_ptr<GpuExecutor> make_offload(
       std::vector<TensorPlacement> placements, int64_t block_tokens, int prefetch_depth,
-      int64_t budget = int64_t{2} << 30, std::function<std::unique_ptr<HostPinner>()> pinner = {}) {
+      int64_t budget = int64_t{2} << 30, std::function<std::unique_ptr<HostPinner>()> pinner = {},
+      int64_t decode_phase_max_tokens = 0, int64_t max_sequences = 1) {
     GpuExecutorOptions o;
+    o.decode_phase_max_tokens = decode_phase_max_tokens;
+    o.base.max_sequences = max_sequences;
     o.base.kv_block_tokens = block_tokens;
     o.base.max_batch_tokens = 512;
     o.base.max_context = 512;
@@ -686,6 +689,63 @@ TEST_P(OffloadGolden, EveryModeAndMixMatchesReference) {
       {"gpu-first", {kV, kC, kC}, {kV, kC, kC}, kC, kV},
   };
   for (const Mix& m : mixes) check(placements_of(m), m.name);
+}
+
+TEST_P(OffloadGolden, BatchedStepsUpToTheDecodePhaseRowsRunTheDecodePlacement) {
+  // Twelve sequences, each fed a prefix of the prompt, then one batched step of their next prompt
+  // tokens: every row must be the reference's logits at that position (exact tier: kF32). Layer
+  // 2 runs on the CPU only in the decode placement, so CPU-run bytes during the step tell which
+  // placement a 12-row step ran: decode when decode_phase_max_tokens is 16, prefill when 8.
+  const Mix mix{"cpu-in-decode", {kV, kS, kC}, {kV, kS, kS}, kV, kC};
+  const size_t n_seq = 12, prompt_len = prompt_.size();
+  ASSERT_GE(prompt_len, 3u);
+  const auto& tol = variant_["tolerance"]["exact"];
+  for (const int64_t rows : {int64_t{16}, int64_t{8}}) {
+    auto exec = make_offload(placements_of(mix), 4, 1, int64_t{2} << 30, {}, rows,
+                             static_cast<int64_t>(n_seq));
+    ASSERT_NE(exec, nullptr);
+    std::vector<SeqId> seqs;
+    std::vector<int32_t> next;
+    std::vector<size_t> position;
+    std::vector<float> logits;
+    for (size_t i = 0; i < n_seq; ++i) {
+      const SeqId seq = static_cast<SeqId>(i);
+      if (seq != 0) ASSERT_TRUE(exec->add_sequence(seq).is_ok());
+      const size_t len = 1 + i % (prompt_len - 1);
+      ASSERT_TRUE(exec->forward(seq, std::span(prompt_.data(), len), false, &logits).is_ok());
+      seqs.push_back(seq);
+      next.push_back(prompt_[len]);
+      position.push_back(len);
+    }
+    const int64_t cpu_bytes_before = exec->offload_times().cpu_weight_bytes;
+    ASSERT_TRUE(exec->forward_batch(seqs, next, &logits).is_ok());
+    const int64_t cpu_bytes = exec->offload_times().cpu_weight_bytes - cpu_bytes_before;
+    if (rows == 16) {
+      EXPECT_GT(cpu_bytes, 0) << "a 12-row step with decode_phase_max_tokens 16 ran no CPU layer";
+    } else {
+      EXPECT_EQ(cpu_bytes, 0) << "a 12-row step with decode_phase_max_tokens 8 ran a CPU layer";
+    }
+    ASSERT_EQ(logits.size(), n_seq * static_cast<size_t>(n_vocab_));
+    double worst = 0;
+    for (size_t i = 0; i < n_seq; ++i) {
+      const float* row = logits.data() + i * n_vocab_;
+      const float* ref = reference_.data() + position[i] * n_vocab_;
+      double diff2 = 0, ref2 = 0;
+      for (int64_t v = 0; v < n_vocab_; ++v) {
+        ASSERT_TRUE(std::isfinite(row[v])) << "row " << i << " logit " << v;
+        diff2 += (row[v] - ref[v]) * static_cast<double>(row[v] - ref[v]);
+        ref2 += static_cast<double>(ref[v]) * ref[v];
+      }
+      worst = std::max(worst, std::sqrt(diff2 / ref2));
+    }
+    EXPECT_LE(worst, tol["rel_l2"].get<double>())
+        << "decode_phase_max_tokens " << rows << ": worst row rel L2";
+    std::printf(
+        "[ %s %s ] 12-row step, decode_phase_max_tokens %lld: worst rel L2 %.3g, %lld "
+        "CPU-run bytes\n",
+        GetParam().model.c_str(), GetParam().variant.c_str(), static_cast<long long>(rows), worst,
+        static_cast<long long>(cpu_bytes));
+  }
 }
 
 TEST_P(OffloadGolden, MatricesOfOneLayerInDifferentTiers) {
