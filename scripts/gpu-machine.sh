@@ -197,7 +197,7 @@ PY
         [ -f "$m" ] || build-gpu/strata synth --shape "$shape" --type "$t" --out "$m" 2>&1 | tail -1
         timeout "${STRATA_BENCH_TIMEOUT:-300}" build-gpu/bench/offload_bench -m "$m" --model-name "$shape" --scenario "off-$shape" \
           --vram-budget "$budget" --policies "${pols:-${STRATA_OFFLOAD_POLICIES:-auto,gpu-first,stream,cpu}}" \
-          --decode "${STRATA_OFFLOAD_DECODE:-32}" --prefill 2048 --json-out "$jsonl" \
+          --decode "${STRATA_OFFLOAD_DECODE:-32}" --prefill "${STRATA_OFFLOAD_PREFILL:-2048}" --json-out "$jsonl" \
           --commit "$commit" ${STRATA_OFFLOAD_FLAGS:-} 2>&1 | grep -v '^{' | tail -16 || true
         # STRATA_OFFLOAD_AB="flags[;flags...]": the case again with each set of flags added (an A/B
         # in one call), e.g. "--decode-phase-rows 8 --prefill 0".
@@ -205,8 +205,8 @@ PY
         for ab in "${abs[@]}"; do
           echo "== $shape $t $budget with: $ab"
           timeout "${STRATA_BENCH_TIMEOUT:-300}" build-gpu/bench/offload_bench -m "$m" --model-name "$shape" --scenario "off-$shape-ab" \
-            --vram-budget "$budget" --policies "${pols:-${STRATA_OFFLOAD_POLICIES:-auto,gpu-first,stream,cpu}}" \
-            --decode "${STRATA_OFFLOAD_DECODE:-32}" --prefill 2048 --json-out "$jsonl" \
+            --vram-budget "$budget" --policies "${STRATA_OFFLOAD_AB_POLICIES:-${pols:-${STRATA_OFFLOAD_POLICIES:-auto,gpu-first,stream,cpu}}}" \
+            --decode "${STRATA_OFFLOAD_DECODE:-32}" --prefill "${STRATA_OFFLOAD_PREFILL:-2048}" --json-out "$jsonl" \
             --commit "$commit" ${STRATA_OFFLOAD_FLAGS:-} $ab 2>&1 | grep -v '^{' | tail -16 || true
         done
         # The disk holds one large model at a time: keep it only for a next case of the same file.
