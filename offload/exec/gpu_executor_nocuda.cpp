@@ -14,6 +14,10 @@ Status GpuExecutor::remove_sequence(SeqId) { return Status::unsupported("no CUDA
 Status GpuExecutor::forward(SeqId, std::span<const int32_t>, bool, std::vector<float>*) {
   return Status::unsupported("no CUDA support");
 }
+Status GpuExecutor::forward_batch(std::span<const SeqId>, std::span<const int32_t>,
+                                  std::vector<float>*) {
+  return Status::unsupported("no CUDA support");
+}
 int64_t GpuExecutor::host_activation_bytes() const { return 0; }
 
 }  // namespace strata
