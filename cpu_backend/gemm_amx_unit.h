@@ -93,12 +93,14 @@ void run_unit(Tiles& tiles, const UnitArgs& u) {
   }
 }
 
-// One chunk of AmxSkinnyGemm (gemm_amx_skinny.h): a block of 32 weight rows (two row tiles, the
-// chunk's A tiles freshly dequantized by the caller) times one or two token tiles, over
+// One chunk of AmxGemm's few-token path: a block of 32 weight rows (the chunk's columns freshly
+// dequantized by the caller into plain bf16 rows, which the tile loads read with a row stride)
+// times one or two token tiles, over
 // `steps` k-steps from ks0. The four C tiles live in `c` between chunks (loaded unless first,
 // stored after); after the last chunk they go out transposed into y.
 struct SkinnyChunkArgs {
-  const uint16_t* a = nullptr;  // row tile r, step s: a + (r * steps + s) * kTileElems
+  const uint16_t* a = nullptr;  // [32 rows][lda] bf16: row r, step s at a + r * lda + s * 32
+  int64_t lda = 0;              // elements per row of a (>= steps * 32)
   const uint16_t* b = nullptr;  // all tokens' tiles, laid out as UnitArgs::b
   int64_t k_steps = 0;          // columns / 32 (padded): B's stride between token tiles
   int64_t ks0 = 0, steps = 0;   // this chunk's k-steps
@@ -129,12 +131,13 @@ void run_skinny_chunk(Tiles& tiles, const SkinnyChunkArgs& u) {
     }
   }
   const uint16_t* a0 = u.a;
-  const uint16_t* a1 = u.a + u.steps * kTileElems;
+  const uint16_t* a1 = u.a + 16 * u.lda;
+  const int64_t a_stride = u.lda * 2;
   const uint16_t* b0 = u.b + u.ks0 * kTileElems;
   const uint16_t* b1 = b0 + u.k_steps * kTileElems;
   for (int64_t s = 0; s < u.steps; ++s) {
-    tiles.template load<4>(a0 + s * kTileElems, kTileBytes);
-    tiles.template load<5>(a1 + s * kTileElems, kTileBytes);
+    tiles.template load<4>(a0 + s * 32, a_stride);
+    tiles.template load<5>(a1 + s * 32, a_stride);
     tiles.template load<6>(b0 + s * kTileElems, kTileBytes);
     tiles.template dot<0, 4, 6>();
     tiles.template dot<2, 5, 6>();
