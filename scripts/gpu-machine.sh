@@ -195,6 +195,9 @@ PY
         IFS=: read -r next_shape next_t _ <<< "${cases[$((i + 1))]:-::}"
         m=/tmp/$shape-$t.gguf
         [ -f "$m" ] || build-gpu/strata synth --shape "$shape" --type "$t" --out "$m" 2>&1 | tail -1
+        # The synthesized file's dirty pages are written back first: while the kernel flushed 15 GB,
+        # the run's CPU GEMV probe read 15.9 GB/s instead of ~84 (2026-12-07) and the plan was off.
+        sync
         timeout "${STRATA_BENCH_TIMEOUT:-300}" build-gpu/bench/offload_bench -m "$m" --model-name "$shape" --scenario "off-$shape" \
           --vram-budget "$budget" --policies "${pols:-${STRATA_OFFLOAD_POLICIES:-auto,gpu-first,stream,cpu}}" \
           --decode "${STRATA_OFFLOAD_DECODE:-32}" --prefill "${STRATA_OFFLOAD_PREFILL:-2048}" --json-out "$jsonl" \
