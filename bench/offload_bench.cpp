@@ -81,6 +81,10 @@ int main(int argc, char** argv) {
                  "GpuExecutorOptions::decode_phase_max_tokens: steps of at most this many rows "
                  "(the batched decode) run the decode placement (0: the executor's default, 16 "
                  "where the CPU has AMX tiles, else 8)");
+  int64_t batch_ab_rows = 0;
+  app.add_option("--batch-ab-rows", batch_ab_rows,
+                 "Also run the batched decode on a second executor of the same plan with this "
+                 "--decode-phase-rows (an A/B in one process; 0: no)");
   app.add_option("--read-gib", read_gib, "Buffers of the bandwidth measurements");
   app.add_option("--json-out", json_out, "Append JSON lines here");
   app.add_option("--commit", commit, "Commit id for the record");
@@ -161,11 +165,12 @@ int main(int argc, char** argv) {
     const double t_load = now_s();
     std::unique_ptr<Engine> engine;
     GpuExecutor* gpu = nullptr;
+    GpuExecutorOptions gpu_options;
     if (policy.kind == PolicyKind::kCpu) {
       base.prefill_precision = cpu::MatmulPrecision::kBF16;
       engine = check(Executor::create(spec, base), "Executor");
     } else {
-      GpuExecutorOptions o;
+      GpuExecutorOptions& o = gpu_options;
       o.base = base;
       o.vram_budget_bytes = plan.vram_budget_bytes;
       o.gemm_precision = gpu::GemmPrecision::kF16;
@@ -273,28 +278,45 @@ int main(int argc, char** argv) {
       if (batch_seqs > 1) {
         // Batched decode: one forward_batch step per token of every sequence; each step reads
         // the weights once, so the roofline is batch_seqs tokens per T above (KV aside).
-        std::vector<SeqId> seqs;
-        std::vector<int32_t> next_ids(static_cast<size_t>(batch_seqs));
-        for (int b = 0; b < batch_seqs; ++b) {
-          seqs.push_back(100 + b);
-          check(engine->add_sequence(seqs.back()), "seq");
-          check(engine->forward(seqs.back(), prompt, false, &logits), "batch prompt");
-          next_ids[static_cast<size_t>(b)] = tok(rng);
+        auto batch_phase = [&](int64_t rows) {
+          std::vector<SeqId> seqs;
+          std::vector<int32_t> next_ids(static_cast<size_t>(batch_seqs));
+          for (int b = 0; b < batch_seqs; ++b) {
+            seqs.push_back(100 + b);
+            check(engine->add_sequence(seqs.back()), "seq");
+            check(engine->forward(seqs.back(), prompt, false, &logits), "batch prompt");
+            next_ids[static_cast<size_t>(b)] = tok(rng);
+          }
+          check(engine->forward_batch(seqs, next_ids, &logits), "batch warm");
+          const int steps = std::max(4, decode_tokens / 4);
+          const OffloadTimes times_batch = times_now();
+          const double tb = now_s();
+          for (int i = 0; i < steps; ++i) {
+            check(engine->forward_batch(seqs, next_ids, &logits), "batch decode");
+          }
+          const double btps = static_cast<double>(steps) * batch_seqs / (now_s() - tb);
+          record("decode-batch", d, btps, roof_s > 0 ? batch_seqs / roof_s : 0.0,
+                 {{"batch", batch_seqs},
+                  {"context", 16 + 1 + steps / 2},
+                  {"decode_phase_rows", rows},
+                  {"host", host_times(times_batch, static_cast<double>(steps) * batch_seqs)}});
+          for (SeqId q : seqs) check(engine->remove_sequence(q), "seq");
+        };
+        batch_phase(decode_phase_rows);
+        // The same plan on a second executor with other decode-phase rows: an A/B of the batched
+        // step in one process (the plan rests on rates measured at the start, which swing by
+        // tens of percent between processes on a shared host).
+        if (gpu != nullptr && batch_ab_rows > 0) {
+          GpuExecutorOptions o = gpu_options;
+          o.decode_phase_max_tokens = batch_ab_rows;
+          std::unique_ptr<Engine> other = check(GpuExecutor::create(spec, o), "GpuExecutor B");
+          GpuExecutor* const gpu_a = gpu;
+          gpu = static_cast<GpuExecutor*>(other.get());
+          std::swap(engine, other);
+          batch_phase(batch_ab_rows);
+          std::swap(engine, other);
+          gpu = gpu_a;
         }
-        check(engine->forward_batch(seqs, next_ids, &logits), "batch warm");
-        const int steps = std::max(4, decode_tokens / 4);
-        const OffloadTimes times_batch = times_now();
-        const double tb = now_s();
-        for (int i = 0; i < steps; ++i) {
-          check(engine->forward_batch(seqs, next_ids, &logits), "batch decode");
-        }
-        const double btps = static_cast<double>(steps) * batch_seqs / (now_s() - tb);
-        record("decode-batch", d, btps, roof_s > 0 ? batch_seqs / roof_s : 0.0,
-               {{"batch", batch_seqs},
-                {"context", 16 + 1 + steps / 2},
-                {"decode_phase_rows", decode_phase_rows},
-                {"host", host_times(times_batch, static_cast<double>(steps) * batch_seqs)}});
-        for (SeqId q : seqs) check(engine->remove_sequence(q), "seq");
       }
     }
     const double predicted_prefill_s =
