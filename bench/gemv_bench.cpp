@@ -71,6 +71,7 @@ struct Options {
   std::vector<int> batches = {1};
   std::vector<std::string> activations = {"f32", "int8"};
   std::string isa = "best";
+  int64_t skinny_k_chunk = 0;  // 0: AmxGemmConfig's default
   int x_offset_floats = 0;
   std::string json_path;
   std::string commit;
@@ -180,9 +181,11 @@ struct Activations {
 // like_llama_cpp tier), as CpuMatmul runs batched decode steps on a CPU with AMX.
 ShapeResult time_shape(DType type, const Shape& shape, int batch, const std::string& activations,
                        GemvIsa isa, const uint8_t* arena, int64_t arena_bytes, int repeats,
-                       int x_offset) {
+                       int x_offset, int64_t skinny_k_chunk) {
   const bool int8 = activations == "int8", bf16 = activations == "bf16";
-  cpu::AmxGemm amx({});
+  cpu::AmxGemmConfig amx_config;
+  if (skinny_k_chunk > 0) amx_config.skinny_k_chunk = skinny_k_chunk;
+  cpu::AmxGemm amx(amx_config);
   ShapeResult r;
   r.shape = shape;
   r.bytes = shape.rows * row_bytes(type, shape.cols);
@@ -318,7 +321,7 @@ int run(const Options& opt) {
         Measured m{type, batch, activations, probes.size() - 1, arena_bytes, 0, 0, 0, {}};
         for (const Shape& shape : kLlama3_8b) {
           const ShapeResult r = time_shape(type, shape, batch, activations, isa, arena, arena_bytes,
-                                           opt.repeats, opt.x_offset_floats);
+                                           opt.repeats, opt.x_offset_floats, opt.skinny_k_chunk);
           m.token_bytes += static_cast<double>(r.bytes) * shape.uses_per_token;
           m.token_s += r.median_s * shape.uses_per_token;
           m.token_best_s += r.min_s * shape.uses_per_token;
@@ -462,6 +465,8 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->check(CLI::IsMember({"f32", "int8", "bf16"}))
       ->capture_default_str();
+  app.add_option("--skinny-k-chunk", opt.skinny_k_chunk,
+                 "bf16: AmxGemmConfig::skinny_k_chunk (columns dequantized at once; 0: default)");
   app.add_option("--isa", opt.isa, "kernels: best, avx512, avx2, scalar")
       ->check(CLI::IsMember({"best", "avx512", "avx2", "scalar"}))
       ->capture_default_str();

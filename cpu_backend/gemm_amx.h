@@ -68,9 +68,12 @@ struct AmxGemmConfig {
   // multiplies them at once, so every weight is read from memory once and no slab is written:
   // a batched decode step is bound by the weights' bytes, as the GEMV is, not by f32 FMAs.
   int64_t skinny_max_tokens = 32;
-  int64_t skinny_k_chunk = 16384;  // columns dequantized at once (a multiple of 256, a K-quant
-                                   // super-block): whole rows for most shapes, so that a block's
-                                   // 32 rows are read as one stream (faster than 1024 here)
+  // Columns dequantized at once (a multiple of 256, a K-quant super-block). 4096: a block's 32
+  // rows are read as 32 runs of 4-8 KiB (long enough for the prefetch), and the per-thread bf16
+  // buffer stays at 256 KiB, so that two hyperthreads of one core fit in a 2 MiB L2 with their
+  // token panels. Whole rows (16384) were no faster on the 2-core dev VM (within its noise); on
+  // the H100 host they ran the CPU's share at 20 GB/s, cause not yet known (bench/NOTES.md).
+  int64_t skinny_k_chunk = 4096;
 };
 
 class AmxGemm {
