@@ -138,14 +138,8 @@ class AmxPrefillAttention final : public PrefillAttention {
         float* l = m + 32;
         float* k_rows = l + 32;
         float* v_rows = k_rows + 32 * D;
-        amx_detail::EmulatedTiles* emulated = nullptr;
-        std::unique_ptr<amx_detail::EmulatedTiles> own;
-        if (amx) {
-          amx_detail::configure_amx_tiles();
-        } else {
-          own = std::make_unique<amx_detail::EmulatedTiles>();
-          emulated = own.get();
-        }
+        const amx_detail::ThreadTiles thread_tiles(amx);
+        amx_detail::EmulatedTiles* const emulated = thread_tiles.emulated();
 
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < gh * key_steps; ++item) {
@@ -202,7 +196,6 @@ class AmxPrefillAttention final : public PrefillAttention {
             amx_detail::run_attention_unit(*emulated, vec, a);
           }
         }
-        if (amx) amx_detail::release_amx_tiles();
       }
     }
     return Status::ok();

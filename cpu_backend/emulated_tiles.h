@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 
 #include "cpu_backend/gemm_amx_unit.h"
 
@@ -75,8 +76,31 @@ struct EmulatedTiles {
   }
 };
 
+// This thread's tile unit for one OpenMP parallel region: the AMX tiles, configured here and
+// released at the end of the scope, or a set of emulated ones (emulated() is then non-null).
+class ThreadTiles {
+ public:
+  explicit ThreadTiles(bool amx) {
+    if (amx) {
+      configure_amx_tiles();
+    } else {
+      emulated_ = std::make_unique<EmulatedTiles>();
+    }
+  }
+  ~ThreadTiles() {
+    if (emulated_ == nullptr) release_amx_tiles();
+  }
+  ThreadTiles(const ThreadTiles&) = delete;
+  ThreadTiles& operator=(const ThreadTiles&) = delete;
+
+  EmulatedTiles* emulated() const { return emulated_.get(); }
+
+ private:
+  std::unique_ptr<EmulatedTiles> emulated_;
+};
+
 inline void pack_tokens_scalar(const float* x, int64_t ldx, int64_t tokens, int64_t cols,
-                        int64_t k_steps, int64_t tt0, int64_t tt1, uint16_t* b) {
+                               int64_t k_steps, int64_t tt0, int64_t tt1, uint16_t* b) {
   for (int64_t tt = tt0; tt < tt1; ++tt) {
     for (int64_t ks = 0; ks < k_steps; ++ks) {
       uint16_t* tile = b + (tt * k_steps + ks) * kTileElems;

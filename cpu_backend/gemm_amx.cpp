@@ -246,14 +246,8 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
     const int64_t row_units = (n_pad + unit_rows - 1) / unit_rows;
 #pragma omp parallel
     {
-      EmulatedTiles* emulated = nullptr;
-      std::unique_ptr<EmulatedTiles> own;
-      if (amx) {
-        amx_detail::configure_amx_tiles();
-      } else {
-        own = std::make_unique<EmulatedTiles>();
-        emulated = own.get();
-      }
+      const amx_detail::ThreadTiles thread_tiles(amx);
+      EmulatedTiles* const emulated = thread_tiles.emulated();
       float* scratch = sums + static_cast<int64_t>(omp_get_thread_num()) * sums_per_thread;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t unit = 0; unit < row_units * token_units; ++unit) {
@@ -278,7 +272,6 @@ Status AmxGemm::run(const WeightMatrix& w, const float* x, int64_t n_tokens, flo
           amx_detail::run_unit(*emulated, u);
         }
       }
-      if (amx) amx_detail::release_amx_tiles();
     }
     times_.units_s += seconds_since(t0);
   }
@@ -331,14 +324,8 @@ Status AmxGemm::run_skinny(const WeightMatrix& w, const float* x, int64_t n_toke
       }
     }  // implicit barrier: B is complete
 
-    EmulatedTiles* emulated = nullptr;
-    std::unique_ptr<EmulatedTiles> own;
-    if (amx) {
-      amx_detail::configure_amx_tiles();
-    } else {
-      own = std::make_unique<EmulatedTiles>();
-      emulated = own.get();
-    }
+    const amx_detail::ThreadTiles thread_tiles(amx);
+    EmulatedTiles* const emulated = thread_tiles.emulated();
     const int64_t thread = omp_get_thread_num();
     uint16_t* tiles_a = a + thread * a_per_thread;
     float* row = row_f32 + thread * cfg.skinny_k_chunk;
@@ -390,7 +377,6 @@ Status AmxGemm::run_skinny(const WeightMatrix& w, const float* x, int64_t n_toke
         }
       }
     }
-    if (amx) amx_detail::release_amx_tiles();
   }
   times_.units_s += std::chrono::duration<double>(Clock::now() - t0).count();
   return status;

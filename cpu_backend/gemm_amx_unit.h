@@ -32,6 +32,54 @@ struct UnitArgs {
   int64_t ldy = 0;
 };
 
+// The C tiles of a block of 32 weight rows x 32 tokens, kept at c between K chunks: C0 rows 0-15 /
+// tokens 0-15, C1 rows 0-15 / tokens 16-31, C2 rows 16-31 / tokens 0-15, C3 rows 16-31 / tokens
+// 16-31. With `two` false the block has one token tile: C0 and C2 only.
+template <class Tiles>
+void start_sums(Tiles& tiles, const float* c, bool first, bool two) {
+  constexpr int64_t kTileBytes = 64;
+  if (first) {
+    tiles.template zero<0>();
+    tiles.template zero<2>();
+    if (two) {
+      tiles.template zero<1>();
+      tiles.template zero<3>();
+    }
+    return;
+  }
+  tiles.template load<0>(c, kTileBytes);
+  tiles.template load<2>(c + 2 * kTileFloats, kTileBytes);
+  if (two) {
+    tiles.template load<1>(c + kTileFloats, kTileBytes);
+    tiles.template load<3>(c + 3 * kTileFloats, kTileBytes);
+  }
+}
+
+template <class Tiles>
+void store_sums(Tiles& tiles, float* c, bool two) {
+  constexpr int64_t kTileBytes = 64;
+  tiles.template store<0>(c, kTileBytes);
+  tiles.template store<2>(c + 2 * kTileFloats, kTileBytes);
+  if (two) {
+    tiles.template store<1>(c + kTileFloats, kTileBytes);
+    tiles.template store<3>(c + 3 * kTileFloats, kTileBytes);
+  }
+}
+
+// The stored block out into y (at the block's first row and token), transposed; rows_valid and
+// tokens_valid of the block exist, the rest is padding.
+template <class Tiles>
+void write_sums(Tiles& tiles, const float* c, float* y, int64_t ldy, int64_t rows_valid,
+                int64_t tokens_valid, bool two) {
+  for (int64_t i = 0; i < 4; i += two ? 1 : 2) {
+    const int64_t r0 = (i / 2) * 16, t0 = (i % 2) * 16;
+    const int64_t rows = rows_valid - r0, tokens = tokens_valid - t0;
+    if (rows <= 0 || tokens <= 0) continue;
+    tiles.write_transposed(c + i * kTileFloats, y + t0 * ldy + r0, ldy, rows < 16 ? rows : 16,
+                           tokens < 16 ? tokens : 16);
+  }
+}
+
 // Tiles supplies: zero<C>(), load<T>(ptr, stride_bytes), store<T>(ptr, stride_bytes),
 // dot<C, A, B>() (C += A * B as TDPBF16PS), and write_transposed(c, y, ldy, rows, tokens)
 // (y[t * ldy + r] = c[r * 16 + t] for r < rows, t < tokens).
@@ -45,17 +93,7 @@ void run_unit(Tiles& tiles, const UnitArgs& u) {
       const uint16_t* b_chunk = u.b + ((u.token_tile0 + tp) * u.k_steps + ks0) * kTileElems;
       for (int64_t rp = 0; rp < u.row_tiles; rp += 2) {
         float* c = u.scratch + ((rp / 2) * (u.token_tiles / 2) + tp / 2) * 4 * kTileFloats;
-        if (first) {
-          tiles.template zero<0>();
-          tiles.template zero<1>();
-          tiles.template zero<2>();
-          tiles.template zero<3>();
-        } else {
-          tiles.template load<0>(c, kTileBytes);
-          tiles.template load<1>(c + kTileFloats, kTileBytes);
-          tiles.template load<2>(c + 2 * kTileFloats, kTileBytes);
-          tiles.template load<3>(c + 3 * kTileFloats, kTileBytes);
-        }
+        start_sums(tiles, c, first, /*two=*/true);
         const uint16_t* a0 = u.a + ((u.row_tile0 + rp) * u.k_steps + ks0) * kTileElems;
         const uint16_t* a1 = a0 + u.k_steps * kTileElems;
         const uint16_t* b0 = b_chunk;
@@ -74,19 +112,10 @@ void run_unit(Tiles& tiles, const UnitArgs& u) {
           b0 += kTileElems;
           b1 += kTileElems;
         }
-        tiles.template store<0>(c, kTileBytes);
-        tiles.template store<1>(c + kTileFloats, kTileBytes);
-        tiles.template store<2>(c + 2 * kTileFloats, kTileBytes);
-        tiles.template store<3>(c + 3 * kTileFloats, kTileBytes);
+        store_sums(tiles, c, /*two=*/true);
         if (last) {
-          // C0 rows rp / tokens tp, C1 rows rp / tokens tp+1, C2 rp+1 / tp, C3 rp+1 / tp+1.
-          for (int64_t i = 0; i < 4; ++i) {
-            const int64_t r0 = (rp + i / 2) * 16, t0 = (tp + i % 2) * 16;
-            const int64_t rows = u.rows_valid - r0, tokens = u.tokens_valid - t0;
-            if (rows <= 0 || tokens <= 0) continue;
-            tiles.write_transposed(c + i * kTileFloats, u.y + t0 * u.ldy + r0, u.ldy,
-                                   rows < 16 ? rows : 16, tokens < 16 ? tokens : 16);
-          }
+          write_sums(tiles, c, u.y + tp * 16 * u.ldy + rp * 16, u.ldy, u.rows_valid - rp * 16,
+                     u.tokens_valid - tp * 16, /*two=*/true);
         }
       }
     }
@@ -116,20 +145,7 @@ template <class Tiles>
 void run_skinny_chunk(Tiles& tiles, const SkinnyChunkArgs& u) {
   constexpr int64_t kTileBytes = 64;
   const bool two = u.token_tiles == 2;
-  float* c = u.c;
-  if (u.first) {
-    tiles.template zero<0>();
-    tiles.template zero<1>();
-    tiles.template zero<2>();
-    tiles.template zero<3>();
-  } else {
-    tiles.template load<0>(c, kTileBytes);
-    tiles.template load<2>(c + 2 * kTileFloats, kTileBytes);
-    if (two) {
-      tiles.template load<1>(c + kTileFloats, kTileBytes);
-      tiles.template load<3>(c + 3 * kTileFloats, kTileBytes);
-    }
-  }
+  start_sums(tiles, u.c, u.first, two);
   const uint16_t* a0 = u.a;
   const uint16_t* a1 = u.a + 16 * u.lda;
   const int64_t a_stride = u.lda * 2;
@@ -147,20 +163,8 @@ void run_skinny_chunk(Tiles& tiles, const SkinnyChunkArgs& u) {
       tiles.template dot<3, 5, 7>();
     }
   }
-  tiles.template store<0>(c, kTileBytes);
-  tiles.template store<2>(c + 2 * kTileFloats, kTileBytes);
-  if (two) {
-    tiles.template store<1>(c + kTileFloats, kTileBytes);
-    tiles.template store<3>(c + 3 * kTileFloats, kTileBytes);
-  }
-  if (!u.last) return;
-  for (int64_t i = 0; i < 4; i += two ? 1 : 2) {  // C0, (C1,) C2, (C3)
-    const int64_t r0 = (i / 2) * 16, t0 = (i % 2) * 16;
-    const int64_t rows = u.rows_valid - r0, tokens = u.tokens_valid - t0;
-    if (rows <= 0 || tokens <= 0) continue;
-    tiles.write_transposed(c + i * kTileFloats, u.y + t0 * u.ldy + r0, u.ldy, rows < 16 ? rows : 16,
-                           tokens < 16 ? tokens : 16);
-  }
+  store_sums(tiles, u.c, two);
+  if (u.last) write_sums(tiles, u.c, u.y, u.ldy, u.rows_valid, u.tokens_valid, two);
 }
 
 // gemm_amx_tiles.cpp (AMX flags; call only when amx_bf16_available()).
