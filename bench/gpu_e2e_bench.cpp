@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   bool fuse_rope_store = true;
   bool int8_activations = false;
   bool int8_quantize_in_gemv = false;
+  double l2_prefetch_mib = -1;
   double read_gib = 4.0;
   app.add_option("-m,--model", model_path, "GGUF model (e.g. from strata synth)")->required();
   app.add_option("--model-name", model_name, "Name for the record (default: general.name)");
@@ -65,6 +66,9 @@ int main(int argc, char** argv) {
   app.add_option("--int8-quantize-in-gemv", int8_quantize_in_gemv,
                  "With --int8-activations: each GEMV quantizes its output for the next "
                  "(GpuExecutorOptions::int8_quantize_in_gemv); 0: a quantize kernel per GEMV");
+  app.add_option("--l2-prefetch-mib", l2_prefetch_mib,
+                 "MiB of the matrices after attention fetched into L2 while it runs "
+                 "(GpuExecutorOptions::l2_prefetch_bytes); -1: half the L2, 0: off");
   app.add_flag("--ncu-step", ncu_step,
                "Bracket one warm decode step with cudaProfilerStart/Stop (for ncu "
                "--profile-from-start off)");
@@ -138,6 +142,8 @@ int main(int argc, char** argv) {
   opts.fuse_rope_store = fuse_rope_store;
   opts.int8_activations = int8_activations;
   opts.int8_quantize_in_gemv = int8_quantize_in_gemv;
+  opts.l2_prefetch_bytes =
+      l2_prefetch_mib < 0 ? -1 : static_cast<int64_t>(l2_prefetch_mib * 1024 * 1024);
   const double t_load = now_s();
   auto exec = check(GpuExecutor::create(spec, opts), "GpuExecutor");
   std::fprintf(stderr, "loaded %s (%s) into VRAM in %.1f s\n", model_name.c_str(),
@@ -170,6 +176,7 @@ int main(int argc, char** argv) {
     r["fuse_rope_store"] = fuse_rope_store;
     r["int8_activations"] = int8_activations;
     r["int8_quantize_in_gemv"] = int8_quantize_in_gemv;
+    r["l2_prefetch_mib"] = l2_prefetch_mib;
     r["vram_budget_bytes"] = exec->device_stats()->budget_bytes;
     r["batch"] = 1;
     r["context"] = context;

@@ -15,6 +15,7 @@
 #include "gpu_backend/cuda_device_allocator.h"
 #include "gpu_backend/cuda_host_pinner.h"
 #include "gpu_backend/device_probe.h"
+#include "gpu_backend/l2_prefetch.h"
 #include "gpu_backend/elementwise.h"
 #include "gpu_backend/gemv.h"
 #include "gpu_backend/host_flag.h"
@@ -123,6 +124,9 @@ Status GpuExecutor::init() {
   const GpuProbe probe = probe_gpu(options_.device);
   if (!probe.usable) return Status::unsupported("--device gpu: " + probe.reason);
   device_name_ = probe.caps.name;
+  sm_count_ = std::max(1, probe.caps.sm_count);
+  l2_prefetch_bytes_ = options_.l2_prefetch_bytes >= 0 ? options_.l2_prefetch_bytes
+                                                       : probe.caps.l2_cache_bytes / 2;
   STRATA_ASSIGN_OR_RETURN(bound_, LlamaWeights::bind(spec_));
   // The stream and cuBLAS's handle take device memory of their own, outside any arena (tens of
   // MiB for the handle on Hopper): measured here and taken off the arena's budget, so that the
@@ -642,6 +646,22 @@ GpuExecutor::Operand GpuExecutor::operand(const Matrix& m, Phase phase, const ui
       break;
   }
   return op;
+}
+
+Status GpuExecutor::prefetch_after_attention(std::initializer_list<Operand> next) {
+  gpu::DeviceRange ranges[gpu::kMaxPrefetchRanges];
+  int count = 0;
+  for (const Operand& op : next) {
+    if (op.cpu != nullptr || op.gpu.data == nullptr) continue;  // CPU-run: nothing to fetch
+    STRATA_ASSIGN_OR_RETURN(const gpu::GpuWeightLayout layout,
+                            gpu::gpu_weight_layout(op.gpu.type, op.gpu.rows, op.gpu.cols));
+    ranges[count++] = {op.gpu.data, layout.payload_bytes};
+    if (op.gpu.scales != nullptr) {
+      ranges[count++] = {op.gpu.scales, op.gpu.rows * layout.scale_row_elems * 2};
+    }
+  }
+  return gpu::prefetch_l2(std::span(ranges, static_cast<size_t>(count)), l2_prefetch_bytes_,
+                          sm_count_, stream_);
 }
 
 Status GpuExecutor::matmuls(std::span<const Operand> ops, const float* x, int64_t n_tokens,
@@ -1339,6 +1359,10 @@ Status GpuExecutor::run_model(int64_t n, std::span<const Segment> segments, int6
       STRATA_RETURN_IF_ERROR(gpu::add_bias(q, w.bq, n, Q, stream_));
       STRATA_RETURN_IF_ERROR(gpu::add_bias(k, w.bk, n, K, stream_));
       STRATA_RETURN_IF_ERROR(gpu::add_bias(v, w.bv, n, K, stream_));
+    }
+    if (decode && l2_prefetch_bytes_ > 0) {
+      // HBM fetches the matrices after attention into L2 while it runs (l2_prefetch.h).
+      STRATA_RETURN_IF_ERROR(prefetch_after_attention({wo, w_gate, w_up}));
     }
     for (const Segment& s : segments) {
       // q rotated in place; k rotated and v stored into the segment's cache at its positions.

@@ -33,6 +33,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <span>
@@ -106,6 +107,11 @@ struct GpuExecutorOptions {
   // else kGpuGemvMaxTokens: there a float32 GEMV of 16 rows is compute-bound, and a batched step
   // that streams everything was the faster (bench/NOTES.md, "Batched decode on the tiles").
   int64_t decode_phase_max_tokens = 0;
+  // Decode steps ask L2 to fetch this many bytes of the matrices after attention (the output
+  // projection, then gate and up) just before each layer's attention runs (gpu::prefetch_l2):
+  // at short contexts attention leaves HBM idle for microseconds a layer. -1: half the device's
+  // L2 cache; 0: off.
+  int64_t l2_prefetch_bytes = -1;
   // Where each weight tensor lives and runs, by name (Plan::tensors); empty: all resident.
   // Tensors it does not name are resident; norms and biases are resident whatever it says (a few
   // KiB per layer). Only layer matrices may stream (a staging slot holds one layer).
@@ -300,6 +306,9 @@ class GpuExecutor final : public Engine {
   // kAccumulate adds into outs (CPU results go through xb_, which must be dead here).
   Status matmuls(std::span<const Operand> ops, const float* x, int64_t n_tokens,
                  std::span<float* const> outs, gpu::GemvOutput output = gpu::GemvOutput::kStore);
+  // Queues gpu::prefetch_l2 of the GPU-run matrices of `next` (payload, then scales), in order,
+  // up to l2_prefetch_bytes_.
+  Status prefetch_after_attention(std::initializer_list<Operand> next);
   // Host-side embedding: rows dequantized on the CPU, copied up into x_.
   Status embed_on_host(std::span<const int32_t> tokens);
   // Queues the upload of the first n staged ids and positions (step_inputs_).
@@ -364,6 +373,8 @@ class GpuExecutor final : public Engine {
   const ModelSpec& spec_;
   GpuExecutorOptions options_;
   std::string device_name_;
+  int sm_count_ = 1;
+  int64_t l2_prefetch_bytes_ = 0;  // options_.l2_prefetch_bytes resolved for this device
   int64_t outside_arena_bytes_ = 0;
   OffloadTimes offload_times_;
   // host_x_ and host_y_ under their device addresses, when both are pinned (else null).
