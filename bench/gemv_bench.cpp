@@ -28,6 +28,7 @@
 
 #include "cpu_backend/activation_q8.h"
 #include "cpu_backend/gemm_amx.h"
+#include "cpu_backend/gemm_amx_int8.h"
 #include "cpu_backend/gemv.h"
 #include "cpu_backend/gemv_q8.h"
 #include "cpu_backend/read_bandwidth.h"
@@ -179,10 +180,14 @@ struct Activations {
 // step pays it before every matrix.
 // bf16: AmxGemm's streaming path for few tokens (gemm_amx.h; x and weights rounded to bf16, the
 // like_llama_cpp tier), as CpuMatmul runs batched decode steps on a CPU with AMX.
+// amx-int8: AmxInt8Gemm (gemm_amx_int8.h; Q8_0 / Q4_0 on the int8 tiles, x quantized per 32 as
+// int8, timed with it), CpuMatmul's batched decode path for those types.
 ShapeResult time_shape(DType type, const Shape& shape, int batch, const std::string& activations,
                        GemvIsa isa, const uint8_t* arena, int64_t arena_bytes, int repeats,
                        int x_offset, int64_t skinny_k_chunk) {
   const bool int8 = activations == "int8", bf16 = activations == "bf16";
+  const bool amx_int8 = activations == "amx-int8";
+  cpu::AmxInt8Gemm amx8(cpu::TileUnit::kAmx);
   cpu::AmxGemmConfig amx_config;
   if (skinny_k_chunk > 0) amx_config.skinny_k_chunk = skinny_k_chunk;
   cpu::AmxGemm amx(amx_config);
@@ -203,6 +208,9 @@ ShapeResult time_shape(DType type, const Shape& shape, int batch, const std::str
     Status s;
     if (bf16) {
       s = amx.run(w, act.x, batch, act.y, shape.rows);
+    } else if (amx_int8) {
+      s = xq.quantize(act.x, batch, shape.cols);
+      if (s.is_ok()) s = amx8.run(w, xq, batch, act.y, shape.rows);
     } else if (int8) {
       s = xq.quantize(act.x, batch, shape.cols);
       if (s.is_ok()) s = gemv_q8_batched(w, xq, batch, act.y, 0, isa);
@@ -314,6 +322,14 @@ int run(const Options& opt) {
       for (const std::string& activations : opt.activations) {
         const bool int8 = activations == "int8";
         if (int8 && !gemv_q8_supports(type)) continue;
+        if (activations == "amx-int8" &&
+            (!cpu::AmxInt8Gemm::supports(type) || batch > cpu::AmxInt8Gemm::kMaxTokens)) {
+          continue;
+        }
+        if (activations == "amx-int8" && !cpu::amx_int8_available()) {
+          std::fprintf(stderr, "gemv_bench: amx-int8 skipped: this CPU has no AMX-INT8 tiles\n");
+          continue;
+        }
         if (activations == "bf16" && !cpu::amx_bf16_available()) {
           std::fprintf(stderr, "gemv_bench: bf16 skipped: this CPU has no AMX-BF16 tiles\n");
           continue;
@@ -461,9 +477,10 @@ int main(int argc, char** argv) {
   app.add_option("--activations", opt.activations,
                  "f32 (exact: float x) and/or int8 (x quantized per 32, the integer GEMV of "
                  "Q8_0/Q4_0/Q4_K/Q6_K; the like_llama_cpp tier) and/or bf16 (AmxGemm's few-token "
-                 "path on the AMX tiles, as batched decode runs there; like_llama_cpp)")
+                 "path on the AMX tiles, as batched decode runs there; like_llama_cpp) and/or "
+                 "amx-int8 (Q8_0/Q4_0 on the AMX int8 tiles, x quantized per 32; like_llama_cpp)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"f32", "int8", "bf16"}))
+      ->check(CLI::IsMember({"f32", "int8", "bf16", "amx-int8"}))
       ->capture_default_str();
   app.add_option("--skinny-k-chunk", opt.skinny_k_chunk,
                  "bf16: AmxGemmConfig::skinny_k_chunk (columns dequantized at once; 0: default)");

@@ -85,6 +85,14 @@ int main(int argc, char** argv) {
   app.add_option("--batch-ab-rows", batch_ab_rows,
                  "Also run the batched decode on a second executor of the same plan with this "
                  "--decode-phase-rows (an A/B in one process; 0: no)");
+  bool cpu_amx_int8 = true;
+  app.add_option("--cpu-amx-int8", cpu_amx_int8,
+                 "GpuExecutorOptions::cpu_amx_int8: the CPU's few-row Q8_0/Q4_0 products on the "
+                 "AMX int8 tiles (else bf16 tiles)");
+  int batch_ab_amx_int8 = -1;
+  app.add_option("--batch-ab-cpu-amx-int8", batch_ab_amx_int8,
+                 "Also run the batched decode on a second executor of the same plan with this "
+                 "--cpu-amx-int8 (0 or 1; -1: no, unless --batch-ab-rows)");
   app.add_option("--read-gib", read_gib, "Buffers of the bandwidth measurements");
   app.add_option("--json-out", json_out, "Append JSON lines here");
   app.add_option("--commit", commit, "Commit id for the record");
@@ -178,6 +186,7 @@ int main(int argc, char** argv) {
       o.placements = plan.tensors;
       o.prefetch_depth = prefetch_depth;
       o.decode_phase_max_tokens = decode_phase_rows;
+      o.cpu_amx_int8 = cpu_amx_int8;
       auto exec = check(GpuExecutor::create(spec, o), "GpuExecutor");
       gpu = exec.get();
       engine = std::move(exec);
@@ -278,7 +287,7 @@ int main(int argc, char** argv) {
       if (batch_seqs > 1) {
         // Batched decode: one forward_batch step per token of every sequence; each step reads
         // the weights once, so the roofline is batch_seqs tokens per T above (KV aside).
-        auto batch_phase = [&](int64_t rows) {
+        auto batch_phase = [&](int64_t rows, bool amx_int8) {
           std::vector<SeqId> seqs;
           std::vector<int32_t> next_ids(static_cast<size_t>(batch_seqs));
           for (int b = 0; b < batch_seqs; ++b) {
@@ -299,21 +308,23 @@ int main(int argc, char** argv) {
                  {{"batch", batch_seqs},
                   {"context", 16 + 1 + steps / 2},
                   {"decode_phase_rows", rows},
+                  {"cpu_amx_int8", amx_int8},
                   {"host", host_times(times_batch, static_cast<double>(steps) * batch_seqs)}});
           for (SeqId q : seqs) check(engine->remove_sequence(q), "seq");
         };
-        batch_phase(decode_phase_rows);
+        batch_phase(decode_phase_rows, cpu_amx_int8);
         // The same plan on a second executor with other decode-phase rows: an A/B of the batched
         // step in one process (the plan rests on rates measured at the start, which swing by
         // tens of percent between processes on a shared host).
-        if (gpu != nullptr && batch_ab_rows > 0) {
+        if (gpu != nullptr && (batch_ab_rows > 0 || batch_ab_amx_int8 >= 0)) {
           GpuExecutorOptions o = gpu_options;
-          o.decode_phase_max_tokens = batch_ab_rows;
+          if (batch_ab_rows > 0) o.decode_phase_max_tokens = batch_ab_rows;
+          if (batch_ab_amx_int8 >= 0) o.cpu_amx_int8 = batch_ab_amx_int8 != 0;
           std::unique_ptr<Engine> other = check(GpuExecutor::create(spec, o), "GpuExecutor B");
           GpuExecutor* const gpu_a = gpu;
           gpu = static_cast<GpuExecutor*>(other.get());
           std::swap(engine, other);
-          batch_phase(batch_ab_rows);
+          batch_phase(o.decode_phase_max_tokens, o.cpu_amx_int8);
           std::swap(engine, other);
           gpu = gpu_a;
         }

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_backend/aligned_array.h"
 #include "cpu_backend/dequantize_bf16.h"
 #include "cpu_backend/emulated_tiles.h"
 #include "cpu_backend/gemm_amx_unit.h"
@@ -43,26 +44,6 @@ bool query_amx_bf16() {
   constexpr long kXfeatureXtiledata = 18;
   return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
 }
-
-// 64-byte aligned, uninitialized, grown on demand.
-template <class T>
-class AlignedArray {
- public:
-  ~AlignedArray() { std::free(data_); }
-  T* reserve(int64_t n) {
-    if (n > capacity_) {
-      std::free(data_);
-      const size_t bytes = (static_cast<size_t>(n) * sizeof(T) + 63) / 64 * 64;
-      data_ = static_cast<T*>(std::aligned_alloc(64, bytes));
-      capacity_ = data_ != nullptr ? n : 0;
-    }
-    return data_;
-  }
-
- private:
-  T* data_ = nullptr;
-  int64_t capacity_ = 0;
-};
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 

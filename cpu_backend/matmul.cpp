@@ -36,6 +36,9 @@ class OneDnnMatmul final : public CpuMatmul {
     if (options_.precision == MatmulPrecision::kBF16 && options_.amx_tiles &&
         options_.amx.unit == TileUnit::kAmx && amx_bf16_available()) {
       amx_ = std::make_unique<AmxGemm>(options_.amx);
+      if (options_.amx_int8 && amx_int8_available()) {
+        amx_int8_ = std::make_unique<AmxInt8Gemm>(TileUnit::kAmx);
+      }
     }
   }
 
@@ -45,6 +48,11 @@ class OneDnnMatmul final : public CpuMatmul {
     if (n_tokens <= 0) return Status::ok();
     if (n_tokens <= options_.gemv_max_tokens) {
       if (amx_ != nullptr && n_tokens >= options_.amx_min_tokens) {
+        if (amx_int8_ != nullptr && n_tokens <= AmxInt8Gemm::kMaxTokens &&
+            AmxInt8Gemm::supports(w.type) && w.cols % 32 == 0) {
+          STRATA_RETURN_IF_ERROR(x8_.quantize(x, n_tokens, w.cols));
+          return amx_int8_->run(w, x8_, n_tokens, y, w.rows);
+        }
         return amx_->run(w, x, n_tokens, y, w.rows);
       }
       if (options_.int8_gemv && gemv_q8_supports(w.type)) {
@@ -168,6 +176,7 @@ class OneDnnMatmul final : public CpuMatmul {
   MatmulOptions options_;
   ActivationsQ8 x8_;              // int8_gemv's quantized x, reused
   std::unique_ptr<AmxGemm> amx_;  // kBF16 products when the CPU has AMX
+  std::unique_ptr<AmxInt8Gemm> amx_int8_;  // their few-token Q8_0 / Q4_0 ones (amx_int8)
   dnnl::engine engine_;
   dnnl::stream stream_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int>, Primitive> cache_;

@@ -33,6 +33,7 @@
 #     cpu-attn   bench/cpu_attention_bench (cpu::attention_range over f16 KV vs C; ctx runs it too)
 #     attn-ab    the same with the carried .ab/ files in place of the tree's (a kernel's A/B)
 #     gemv       bench/gemv_bench (CPU decode GEMV vs measured read bandwidth)
+#     gemv-skinny  gemv_bench at batch 16: bf16 tiles vs int8 tiles (STRATA_SKINNY_THREADS)
 #     cpu-ab     CPU decode f32 vs int8 activations alternated (STRATA_CPUAB_TYPES, _ROUNDS), then
 #                gemv_bench at STRATA_CPUAB_THREADS thread counts
 #     cpu-8b     synth llama3-8b F16/Q8_0/Q4_0 and bench/cpu_e2e_bench on each (decode + prefill 2048;
@@ -257,6 +258,15 @@ PY
       done ;;
     gemv)
       build-gpu/bench/gemv_bench --read-gib 8 --json "$jsonl" --commit "$commit" 2>&1 | tail -12 ;;
+    gemv-skinny)
+      # The CPU's few-row products of a batched decode step: bf16 tiles against int8 tiles
+      # (AmxInt8Gemm) at STRATA_SKINNY_THREADS thread counts, in one process each.
+      for n in ${STRATA_SKINNY_THREADS:-16 1}; do
+        echo "== gemv_bench batch 16, $n threads"
+        build-gpu/bench/gemv_bench --threads "$n" --types F16,Q8_0,Q4_0 --batch 16 \
+          --activations bf16,amx-int8 --read-gib 4 --json "$jsonl" --commit "$commit" 2>&1 \
+          | grep -E '^(C |type|F16|Q8_0|Q4_0)' || true
+      done ;;
     train) ;;
     diag)
       echo "cpu flags: $(grep -o -E 'amx[a-z_0-9]*|avx512_bf16|avx512_vnni|avx512f' /proc/cpuinfo | sort -u | tr '\n' ' ')"

@@ -280,6 +280,7 @@ Status GpuExecutor::init() {
     cpu::MatmulOptions cpu_options;
     cpu_options.precision = cpu_precision;
     cpu_options.int8_gemv = options_.int8_activations;  // the CPU-run layers' GEMVs too
+    cpu_options.amx_int8 = options_.cpu_amx_int8;
     STRATA_ASSIGN_OR_RETURN(cpu_matmul_, cpu::CpuMatmul::create(cpu_options));
   }
   if (!host_pool_->warning().empty()) {

@@ -107,6 +107,10 @@ struct GpuExecutorOptions {
   // else kGpuGemvMaxTokens: there a float32 GEMV of 16 rows is compute-bound, and a batched step
   // that streams everything was the faster (bench/NOTES.md, "Batched decode on the tiles").
   int64_t decode_phase_max_tokens = 0;
+  // The CPU's products of a few rows (batched decode steps) over Q8_0 and Q4_0 weights on the
+  // AMX int8 tiles with x quantized per 32 (cpu::MatmulOptions::amx_int8); off: the bf16 tiles.
+  // Both are the like_llama_cpp tier.
+  bool cpu_amx_int8 = true;
   // Decode steps ask L2 to fetch this many bytes of the matrices after attention (the output
   // projection, then gate and up) just before each layer's attention runs (gpu::prefetch_l2):
   // at short contexts attention leaves HBM idle for microseconds a layer. -1: half the device's
