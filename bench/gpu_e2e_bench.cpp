@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
   bool fuse_rope_store = true;
   bool int8_activations = false;
   bool int8_quantize_in_gemv = false;
-  double l2_prefetch_mib = -1;
+  double l2_prefetch_mib = 0;
   double read_gib = 4.0;
   app.add_option("-m,--model", model_path, "GGUF model (e.g. from strata synth)")->required();
   app.add_option("--model-name", model_name, "Name for the record (default: general.name)");

@@ -111,6 +111,7 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
       gpu_opts.cold_stage_blocks = cold_stage_blocks_;
       gpu_opts.int8_activations = int8_activations_;
       gpu_opts.int8_quantize_in_gemv = int8_quantize_in_gemv_;
+      gpu_opts.l2_prefetch_bytes = l2_prefetch_bytes_;
       auto exec = GpuExecutor::create(model_->spec, gpu_opts);
       EXPECT_TRUE(exec.is_ok()) << exec.status().to_string();
       if (!exec.is_ok()) return nullptr;
@@ -192,6 +193,7 @@ class GoldenForward : public ::testing::TestWithParam<Variant> {
   double cold_cpu_fraction_ = 1.0;      // ... this share of it; the GPU reads the rest in place
   int64_t cold_stage_blocks_ = 0;       // GPU engines: cold blocks staged in VRAM per layer
   bool int8_activations_ = false;       // decode GEMVs over int8 x (both engines)
+  int64_t l2_prefetch_bytes_ = 0;       // GpuExecutorOptions::l2_prefetch_bytes
   bool int8_quantize_in_gemv_ = false;  // ... quantized by the GEMV before (GemvInt8::out8)
   std::string dir_;
   nlohmann::json manifest_, variant_;
@@ -578,6 +580,26 @@ TEST_P(TensorCoreGolden, GraphReplayEqualsDirectLaunches) {
     const int32_t id = prompt_[static_cast<size_t>(i) % prompt_.size()];
     ASSERT_TRUE(graphs->forward(0, std::span(&id, 1), false, &a).is_ok());
     ASSERT_TRUE(direct->forward(0, std::span(&id, 1), false, &b).is_ok());
+    ASSERT_EQ(a, b) << "step " << i;
+    for (float f : a) ASSERT_TRUE(std::isfinite(f)) << "step " << i;
+  }
+}
+
+TEST_P(TensorCoreGolden, L2PrefetchDuringAttentionChangesNoLogit) {
+  // gpu::prefetch_l2 before each layer's attention (a kernel that starts early and ends after the
+  // QKV GEMV) only moves weights into L2 sooner: every decode logit must be bit-identical to the
+  // step without it, and the kernel after it must still see the QKV GEMV's outputs.
+  auto plain = make_executor(16, 512, 32, 512, gpu::GemmPrecision::kF32);
+  l2_prefetch_bytes_ = -1;  // half the device's L2
+  auto prefetching = make_executor(16, 512, 32, 512, gpu::GemmPrecision::kF32);
+  l2_prefetch_bytes_ = 0;
+  ASSERT_NE(plain, nullptr);
+  ASSERT_NE(prefetching, nullptr);
+  std::vector<float> a, b;
+  for (int i = 0; i < 60; ++i) {
+    const int32_t id = prompt_[static_cast<size_t>(i) % prompt_.size()];
+    ASSERT_TRUE(prefetching->forward(0, std::span(&id, 1), false, &a).is_ok());
+    ASSERT_TRUE(plain->forward(0, std::span(&id, 1), false, &b).is_ok());
     ASSERT_EQ(a, b) << "step " << i;
     for (float f : a) ASSERT_TRUE(std::isfinite(f)) << "step " << i;
   }
