@@ -14,7 +14,8 @@
 namespace strata::cpu::amx_detail {
 namespace {
 
-// Tiles: C 0 (rows 0-15) and 1 (rows 16-31), A 4 and 5, B 6.
+// Tiles: C 0 and 1 (rows 0-15, 16-31) for even blocks, 2 and 3 for odd ones; A 4 and 5; B 6.
+// A row of an A tile: one block's 32 quants.
 constexpr int64_t kARowBytes = 32;
 
 // Why the next group is prefetched in address order rather than each row a little ahead: the
@@ -172,5 +173,8 @@ void run_int8_group_amx(const Int8GroupArgs& g) {
     out.write_transposed(g.acc + 256, g.y + 16, g.ldy, g.rows_valid - 16, g.tokens);
   }
 }
+
+#undef STRATA_INT8_PRODUCTS
+#undef STRATA_INT8_STORE
 
 }  // namespace strata::cpu::amx_detail
