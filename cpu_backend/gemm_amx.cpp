@@ -54,6 +54,14 @@ bool amx_bf16_available() {
   return available;
 }
 
+bool amx_int8_available() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  // AMX-INT8 (CPUID 7.0 EDX bit 25); the tile state is granted with the bf16 check.
+  static const bool available =
+      amx_bf16_available() && __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0 && ((d >> 25) & 1u);
+  return available;
+}
+
 namespace {
 
 // Best of three: every OpenMP thread runs body() at once; ops_per_thread operations each.
@@ -99,9 +107,7 @@ StatusOr<double> measure_amx_int8_peak_op_per_s(int64_t k_bytes) {
   if (k_bytes != 32 && k_bytes != 64) {
     return Status::invalid_argument("amx int8 peak: k_bytes must be 32 or 64");
   }
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  const bool int8 = __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0 && ((d >> 25) & 1u) != 0;
-  if (!int8 || !amx_bf16_available()) {  // the tile state is granted with the bf16 check
+  if (!amx_int8_available()) {
     return Status::unsupported("amx int8 peak: this CPU or kernel offers no AMX-INT8 tiles");
   }
   const double ops_per_instruction = 2.0 * 16 * 16 * static_cast<double>(k_bytes);

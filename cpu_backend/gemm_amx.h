@@ -37,6 +37,9 @@ namespace strata::cpu {
 // (arch_prctl ARCH_REQ_XCOMP_PERM; asked once, the answer is kept).
 bool amx_bf16_available();
 
+// amx_bf16_available() and AMX-INT8 (TDPBSSD and kin).
+bool amx_int8_available();
+
 // The tile unit's own rate: every current OpenMP thread runs TDPBF16PS on register-resident
 // tiles at once (no memory traffic), best of three; FLOP/s summed over the threads. The
 // roofline of AmxGemm. unsupported without AMX.

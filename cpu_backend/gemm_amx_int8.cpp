@@ -3,7 +3,6 @@
 // gemm_amx_int8_tiles.cpp.
 #include "cpu_backend/gemm_amx_int8.h"
 
-#include <cpuid.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -74,18 +73,7 @@ void run_int8_group_emulated(const Int8GroupArgs& g) {
   }
 }
 
-bool query_amx_int8() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
-  return ((d >> 25) & 1u) != 0;  // AMX-INT8
-}
-
 }  // namespace
-
-bool amx_int8_available() {
-  static const bool available = amx_bf16_available() && query_amx_int8();
-  return available;
-}
 
 struct AmxInt8Gemm::Buffers {
   AlignedArray<int8_t> b;         // x's B tiles, [blocks][512]
@@ -96,14 +84,14 @@ struct AmxInt8Gemm::Buffers {
 AmxInt8Gemm::AmxInt8Gemm(TileUnit unit) : unit_(unit), buffers_(std::make_unique<Buffers>()) {}
 AmxInt8Gemm::~AmxInt8Gemm() = default;
 
-Status AmxInt8Gemm::run(const WeightMatrix& w, const ActivationsQ8& x8, int64_t n_tokens,
-                        float* y, int64_t ldy) {
+Status AmxInt8Gemm::run(const WeightMatrix& w, const ActivationsQ8& x8, int64_t n_tokens, float* y,
+                        int64_t ldy) {
   if (!supports(w.type)) {
     return Status::invalid_argument(std::string("AmxInt8Gemm: weights of type ") +
                                     dtype_name_or_id(w.type) + " (Q8_0 or Q4_0 only)");
   }
-  if (n_tokens < 1 || n_tokens > kMaxTokens || ldy < w.rows || w.data == nullptr ||
-      y == nullptr || x8.cols() != w.cols || x8.rows() < n_tokens || w.cols % 32 != 0) {
+  if (n_tokens < 1 || n_tokens > kMaxTokens || ldy < w.rows || w.data == nullptr || y == nullptr ||
+      x8.cols() != w.cols || x8.rows() < n_tokens || w.cols % 32 != 0) {
     return Status::invalid_argument(
         "AmxInt8Gemm: " + std::to_string(n_tokens) + " tokens (1.." + std::to_string(kMaxTokens) +
         "), x of " + std::to_string(x8.rows()) + " x " + std::to_string(x8.cols()) +

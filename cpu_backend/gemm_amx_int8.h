@@ -35,9 +35,6 @@
 
 namespace strata::cpu {
 
-// amx_bf16_available() and AMX-INT8.
-bool amx_int8_available();
-
 class AmxInt8Gemm {
  public:
   static constexpr int64_t kMaxTokens = 16;  // one B tile's columns

@@ -32,7 +32,8 @@ __global__ void prefetch_l2_kernel(Ranges r) {
     const char* p = r.data[i] + offset;
     const int64_t n = min(kChunkBytes, r.bytes[i] - offset);  // a multiple of 16
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(static_cast<uint32_t>(n))
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p),
+                 "r"(static_cast<uint32_t>(n))
                  : "memory");
 #else
     for (int64_t b = 0; b < n; b += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + b));
@@ -47,8 +48,7 @@ __global__ void prefetch_l2_kernel(Ranges r) {
 
 Status prefetch_l2(std::span<const DeviceRange> ranges, int64_t budget_bytes, int sm_count,
                    const cuda::Stream& stream) {
-  if (ranges.size() > static_cast<size_t>(kMaxPrefetchRanges) || budget_bytes < 0 ||
-      sm_count < 1) {
+  if (ranges.size() > static_cast<size_t>(kMaxPrefetchRanges) || budget_bytes < 0 || sm_count < 1) {
     return Status::invalid_argument("prefetch_l2: " + std::to_string(ranges.size()) +
                                     " ranges (at most " + std::to_string(kMaxPrefetchRanges) +
                                     "), budget " + std::to_string(budget_bytes) + ", " +
@@ -72,8 +72,7 @@ Status prefetch_l2(std::span<const DeviceRange> ranges, int64_t budget_bytes, in
   }
   if (r.count == 0) return Status::ok();
   const int64_t blocks = std::min<int64_t>(sm_count, (chunks + 31) / 32);
-  launch_dependent(prefetch_l2_kernel, dim3(static_cast<unsigned>(blocks)), 32, stream.native(),
-                   r);
+  launch_dependent(prefetch_l2_kernel, dim3(static_cast<unsigned>(blocks)), 32, stream.native(), r);
   return cuda::check_last_launch("prefetch_l2_kernel");
 }
 

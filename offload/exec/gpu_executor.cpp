@@ -15,10 +15,10 @@
 #include "gpu_backend/cuda_device_allocator.h"
 #include "gpu_backend/cuda_host_pinner.h"
 #include "gpu_backend/device_probe.h"
-#include "gpu_backend/l2_prefetch.h"
 #include "gpu_backend/elementwise.h"
 #include "gpu_backend/gemv.h"
 #include "gpu_backend/host_flag.h"
+#include "gpu_backend/l2_prefetch.h"
 #include "memory/kv_slab_allocator.h"
 #include "offload/core/dequantize.h"
 
@@ -125,8 +125,8 @@ Status GpuExecutor::init() {
   if (!probe.usable) return Status::unsupported("--device gpu: " + probe.reason);
   device_name_ = probe.caps.name;
   sm_count_ = std::max(1, probe.caps.sm_count);
-  l2_prefetch_bytes_ = options_.l2_prefetch_bytes >= 0 ? options_.l2_prefetch_bytes
-                                                       : probe.caps.l2_cache_bytes / 2;
+  l2_prefetch_bytes_ =
+      options_.l2_prefetch_bytes >= 0 ? options_.l2_prefetch_bytes : probe.caps.l2_cache_bytes / 2;
   STRATA_ASSIGN_OR_RETURN(bound_, LlamaWeights::bind(spec_));
   // The stream and cuBLAS's handle take device memory of their own, outside any arena (tens of
   // MiB for the handle on Hopper): measured here and taken off the arena's budget, so that the

@@ -172,7 +172,7 @@ TEST(AmxInt8Gemm, BadArgumentsAreClearErrors) {
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("17 tokens"), std::string::npos) << s.to_string();
   EXPECT_FALSE(gemm.run(q8.view(), x8, 0, y.data(), 32).is_ok());
-  EXPECT_FALSE(gemm.run(q8.view(), x8, 1, y.data(), 31).is_ok());       // ldy < rows
+  EXPECT_FALSE(gemm.run(q8.view(), x8, 1, y.data(), 31).is_ok());         // ldy < rows
   EXPECT_FALSE(gemm.run(q8.view(), x8_narrow, 1, y.data(), 32).is_ok());  // x of 32 columns
   EXPECT_FALSE(gemm.run(q8.view(), x8, 1, nullptr, 32).is_ok());
 }

@@ -557,7 +557,21 @@ TEST_P(GoldenForward, ASharedPromptPrefixIsStoredOnceAndGivesTheSameLogits) {
 
 // GPU variants only: f16 (bf16 for BF16 weights) GEMM inputs and f16 attention GEMMs, the GPU's
 // fast prefill (the CPU's bf16 prefill is tested in cpu_backend); and the CUDA-graph decode.
-class TensorCoreGolden : public GoldenForward {};
+class TensorCoreGolden : public GoldenForward {
+ protected:
+  // `steps` one-token decode steps on both engines (the prompt's ids in turn): every logit of
+  // every step bit-identical, and finite.
+  void expect_same_decode(Engine& a, Engine& b, int steps) {
+    std::vector<float> la, lb;
+    for (int i = 0; i < steps; ++i) {
+      const int32_t id = prompt_[static_cast<size_t>(i) % prompt_.size()];
+      ASSERT_TRUE(a.forward(0, std::span(&id, 1), false, &la).is_ok());
+      ASSERT_TRUE(b.forward(0, std::span(&id, 1), false, &lb).is_ok());
+      ASSERT_EQ(la, lb) << "step " << i;
+      for (float f : la) ASSERT_TRUE(std::isfinite(f)) << "step " << i;
+    }
+  }
+};
 
 TEST_P(TensorCoreGolden, PrefillMeetsTheLlamaCppTier) {
   auto exec = make_executor(16, 512, /*gemm_min=*/1, /*tile=*/512, gpu::GemmPrecision::kF16);
@@ -575,14 +589,7 @@ TEST_P(TensorCoreGolden, GraphReplayEqualsDirectLaunches) {
   auto direct = make_executor(16, 512, 32, 512, gpu::GemmPrecision::kF32, /*cuda_graphs=*/false);
   ASSERT_NE(graphs, nullptr);
   ASSERT_NE(direct, nullptr);
-  std::vector<float> a, b;
-  for (int i = 0; i < 150; ++i) {
-    const int32_t id = prompt_[static_cast<size_t>(i) % prompt_.size()];
-    ASSERT_TRUE(graphs->forward(0, std::span(&id, 1), false, &a).is_ok());
-    ASSERT_TRUE(direct->forward(0, std::span(&id, 1), false, &b).is_ok());
-    ASSERT_EQ(a, b) << "step " << i;
-    for (float f : a) ASSERT_TRUE(std::isfinite(f)) << "step " << i;
-  }
+  expect_same_decode(*graphs, *direct, 150);
 }
 
 TEST_P(TensorCoreGolden, L2PrefetchDuringAttentionChangesNoLogit) {
@@ -595,14 +602,7 @@ TEST_P(TensorCoreGolden, L2PrefetchDuringAttentionChangesNoLogit) {
   l2_prefetch_bytes_ = 0;
   ASSERT_NE(plain, nullptr);
   ASSERT_NE(prefetching, nullptr);
-  std::vector<float> a, b;
-  for (int i = 0; i < 60; ++i) {
-    const int32_t id = prompt_[static_cast<size_t>(i) % prompt_.size()];
-    ASSERT_TRUE(prefetching->forward(0, std::span(&id, 1), false, &a).is_ok());
-    ASSERT_TRUE(plain->forward(0, std::span(&id, 1), false, &b).is_ok());
-    ASSERT_EQ(a, b) << "step " << i;
-    for (float f : a) ASSERT_TRUE(std::isfinite(f)) << "step " << i;
-  }
+  expect_same_decode(*prefetching, *plain, 60);
 }
 
 // The offload paths: GpuExecutor with a placement per tensor (policies/plan.h), each matrix

@@ -18,8 +18,10 @@ class L2PrefetchTest : public strata::testing::GpuWeightTest {};
 
 TEST_F(L2PrefetchTest, ADependentGemvAfterThePrefetchSeesTheGemvBeforeIt) {
   // A large first matrix so that its GEMV still runs when the prefetch kernel starts.
-  const strata::testing::HostMatrix a = strata::testing::random_matrix(DType::kF16, 8192, 4096, rng_);
-  const strata::testing::HostMatrix b = strata::testing::random_matrix(DType::kQ4_0, 1024, 8192, rng_);
+  const strata::testing::HostMatrix a =
+      strata::testing::random_matrix(DType::kF16, 8192, 4096, rng_);
+  const strata::testing::HostMatrix b =
+      strata::testing::random_matrix(DType::kQ4_0, 1024, 8192, rng_);
   const GpuWeight wa = upload(a), wb = upload(b);
   const std::vector<float> x = random_floats(a.cols);
   const float* dx = upload(x);
