@@ -2,8 +2,10 @@
 // AMX tile unit's own rate measured in the same run (bench/NOTES.md, "CPU prefill on AMX").
 // For each weight type and shape it times AmxGemm under each config of the sweep, CpuMatmul's
 // oneDNN path (dequantized tiles, reorder, matmul: what ran before AmxGemm), and oneDNN's bare
-// matmul on pre-blocked bf16 weights (its best case, no dequantization). One JSON line per
-// measurement (also appended to --json-out), a table last.
+// matmul on pre-blocked bf16 weights (its best case, no dequantization); for Q8_0 / Q4_0 also
+// CpuMatmul's int8 tile path (AmxInt8Gemm's panels, x quantized per 32 included), against the
+// int8 unit's rate at K = 32. One JSON line per measurement (also appended to --json-out), a
+// table last.
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
@@ -98,7 +100,7 @@ int main(int argc, char** argv) {
   std::string types = "F16,Q8_0,Q4_0", shapes = "4096x14336,14336x4096,4096x4096";
   std::string unit_rows = "128", unit_tokens = "256", k_chunks = "1024", json_out, commit, device;
   int64_t tile_mib = 8;
-  bool onednn = true;
+  bool onednn = true, amx_bf16 = true, amx_int8 = true;
   app.add_option("-t,--threads", threads, "Threads (default: physical cores)");
   app.add_option("--tokens", tokens, "Tokens (rows of X)");
   app.add_option("--types", types, "Weight types, comma-separated");
@@ -109,6 +111,8 @@ int main(int argc, char** argv) {
   app.add_option("--tile-mib", tile_mib, "MiB of bf16 weights per slab");
   app.add_option("--runs", runs, "Timed runs per measurement (median)");
   app.add_option("--onednn", onednn, "Also time the oneDNN paths");
+  app.add_option("--amx-bf16", amx_bf16, "Time AmxGemm (the bf16 tiles) over the sweep");
+  app.add_option("--amx-int8", amx_int8, "Time the int8 tiles (Q8_0 / Q4_0)");
   app.add_option("--json-out", json_out, "Append JSON lines here");
   app.add_option("--commit", commit, "Commit id for the record");
   app.add_option("--device-name", device, "Device description for the record");
@@ -126,8 +130,7 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr, "AMX-BF16 %s; tile peak %.2f TFLOP/s on %d threads (%.3f on 1)\n",
                amx ? "yes" : "no", peak / 1e12, placement.num_threads, peak_1 / 1e12);
-  // The int8 unit's rate at K = 32 (one Q8_0 block per TDPBSSD) and 64, for an int8 kernel's
-  // roofline: printed and recorded, not a kernel yet.
+  // The int8 unit's rate at K = 32 (one Q8_0 block per TDPBSSD: AmxInt8Gemm's roofline) and 64.
   double int8_k32 = 0, int8_k64 = 0;
   if (amx) {
     if (auto r = cpu::measure_amx_int8_peak_op_per_s(32); r.is_ok()) int8_k32 = *r;
@@ -150,6 +153,7 @@ int main(int argc, char** argv) {
                    {"amx_int8_peak_op_per_s_k32", int8_k32},
                    {"amx_int8_peak_op_per_s_k64", int8_k64}};
     r["ratio_to_peak"] = peak > 0 ? r["flop_per_s"].get<double>() / peak : 0.0;
+    r["ratio_to_int8_k32"] = int8_k32 > 0 ? r["flop_per_s"].get<double>() / int8_k32 : 0.0;
     std::printf("%s\n", r.dump().c_str());
     if (out) out << r.dump() << "\n";
     records.push_back(r);
@@ -171,7 +175,7 @@ int main(int argc, char** argv) {
       }
       const double flops = 2.0 * tokens * k * n;
       nlohmann::json base = {{"type", type_name}, {"k", k}, {"n", n}};
-      if (amx) {
+      if (amx && amx_bf16) {
         for (int64_t ur : parse_list(unit_rows)) {
           for (int64_t ut : parse_list(unit_tokens)) {
             for (int64_t kc : parse_list(k_chunks)) {
@@ -203,6 +207,19 @@ int main(int argc, char** argv) {
           }
         }
       }
+      if (amx && amx_int8 && cpu::amx_int8_available() && cpu::AmxInt8Gemm::supports(*type)) {
+        cpu::MatmulOptions mo;
+        mo.precision = cpu::MatmulPrecision::kBF16;
+        mo.amx_int8_prefill = true;
+        auto mm = check(cpu::CpuMatmul::create(mo), "CpuMatmul");
+        const double s =
+            median_s(runs, [&] { check(mm->run(w, xs.data(), tokens, y.data()), "int8 tiles"); });
+        nlohmann::json r = base;
+        r["kernel"] = "amx_int8";
+        r["seconds"] = s;
+        r["flop_per_s"] = flops / s;
+        emit(r);
+      }
       if (onednn) {
         cpu::MatmulOptions mo;
         mo.precision = cpu::MatmulPrecision::kBF16;
@@ -230,22 +247,24 @@ int main(int argc, char** argv) {
   }
 
   std::printf(
-      "\n%-14s %-20s %6s %6s %5s %5s %5s %9s %7s %8s %8s %8s %7s   peak %.2f TFLOP/s (%d thr), 1 "
-      "thr %.3f\n",
+      "\n%-14s %-20s %6s %6s %5s %5s %5s %9s %7s %8s %8s %8s %7s %7s   peak %.2f TFLOP/s (%d "
+      "thr), 1 thr %.3f; int8 K=32 %.2f TOP/s\n",
       "kernel", "type", "K", "N", "ur", "ut", "kc", "TFLOP/s", "ratio", "pack_ms", "deq_ms",
-      "units_ms", "units_r", peak / 1e12, placement.num_threads, peak_1 / 1e12);
+      "units_ms", "units_r", "i8_r", peak / 1e12, placement.num_threads, peak_1 / 1e12,
+      int8_k32 / 1e12);
   for (const auto& r : records) {
     const double units_ratio = peak > 0 ? r.value("units_flop_per_s", 0.0) / peak : 0.0;
-    std::printf("%-14s %-20s %6lld %6lld %5lld %5lld %5lld %9.2f %7.3f %8.1f %8.1f %8.1f %7.3f\n",
-                r["kernel"].get<std::string>().c_str(), r["type"].get<std::string>().c_str(),
-                static_cast<long long>(r["k"].get<int64_t>()),
-                static_cast<long long>(r["n"].get<int64_t>()),
-                static_cast<long long>(r.value("unit_rows", int64_t{0})),
-                static_cast<long long>(r.value("unit_tokens", int64_t{0})),
-                static_cast<long long>(r.value("k_chunk", int64_t{0})),
-                r["flop_per_s"].get<double>() / 1e12, r["ratio_to_peak"].get<double>(),
-                1e3 * r.value("pack_s", 0.0), 1e3 * r.value("dequant_s", 0.0),
-                1e3 * r.value("units_s", 0.0), units_ratio);
+    std::printf(
+        "%-14s %-20s %6lld %6lld %5lld %5lld %5lld %9.2f %7.3f %8.1f %8.1f %8.1f %7.3f %7.3f\n",
+        r["kernel"].get<std::string>().c_str(), r["type"].get<std::string>().c_str(),
+        static_cast<long long>(r["k"].get<int64_t>()),
+        static_cast<long long>(r["n"].get<int64_t>()),
+        static_cast<long long>(r.value("unit_rows", int64_t{0})),
+        static_cast<long long>(r.value("unit_tokens", int64_t{0})),
+        static_cast<long long>(r.value("k_chunk", int64_t{0})),
+        r["flop_per_s"].get<double>() / 1e12, r["ratio_to_peak"].get<double>(),
+        1e3 * r.value("pack_s", 0.0), 1e3 * r.value("dequant_s", 0.0),
+        1e3 * r.value("units_s", 0.0), units_ratio, r["ratio_to_int8_k32"].get<double>());
   }
   return 0;
 }

@@ -323,7 +323,7 @@ int run(const Options& opt) {
         const bool int8 = activations == "int8";
         if (int8 && !gemv_q8_supports(type)) continue;
         if (activations == "amx-int8" &&
-            (!cpu::AmxInt8Gemm::supports(type) || batch > cpu::AmxInt8Gemm::kMaxTokens)) {
+            (!cpu::AmxInt8Gemm::supports(type) || batch > cpu::AmxInt8Gemm::kStreamingTokens)) {
           continue;
         }
         if (activations == "amx-int8" && !cpu::amx_int8_available()) {

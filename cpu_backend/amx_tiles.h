@@ -79,6 +79,13 @@ inline void transpose_16x16(__m512i r[16]) {
   }
 }
 
+// The f16 scales of a Q8_0 / Q4_0 block at blk + r * row_bytes for 16 rows, offsets lane r =
+// r * row_bytes (a 32-bit gather: the scale and the block's first two bytes, all inside the row).
+inline __m512 scales16(const uint8_t* blk, __m512i offsets) {
+  const __m512i words = _mm512_i32gather_epi32(offsets, blk, 1);
+  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words));
+}
+
 inline __mmask16 first_lanes(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1u);
 }

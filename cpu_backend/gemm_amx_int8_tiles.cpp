@@ -37,13 +37,6 @@ inline void unpack_q4_rows(const uint8_t* blk, int64_t row_bytes, int8_t* a) {
   }
 }
 
-// The f16 scales at blk + r * row_bytes for 16 rows (a 32-bit gather: the scale and the block's
-// first two bytes, all inside the row).
-inline __m512 scales16(const uint8_t* blk, __m512i offsets) {
-  const __m512i words = _mm512_i32gather_epi32(offsets, blk, 1);
-  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words));
-}
-
 // acc[r] += float(c[r]) * (dw lane r * dx) for 16 rows.
 inline void accumulate16(const int32_t* c, __m512 dw, __m512 dx, __m512* acc) {
   for (int r = 0; r < 16; ++r) {

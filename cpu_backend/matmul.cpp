@@ -47,14 +47,8 @@ class OneDnnMatmul final : public CpuMatmul {
   Status run(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y) override {
     if (n_tokens <= 0) return Status::ok();
     if (n_tokens <= options_.gemv_max_tokens) {
-      if (amx_ != nullptr && n_tokens >= options_.amx_min_tokens) {
-        if (amx_int8_ != nullptr && n_tokens <= AmxInt8Gemm::kMaxTokens &&
-            AmxInt8Gemm::supports(w.type) && w.cols % 32 == 0) {
-          STRATA_RETURN_IF_ERROR(x8_.quantize(x, n_tokens, w.cols));
-          return amx_int8_->run(w, x8_, n_tokens, y, w.rows);
-        }
-        return amx_->run(w, x, n_tokens, y, w.rows);
-      }
+      if (amx_ != nullptr && n_tokens >= options_.amx_min_tokens)
+        return run_tiles(w, x, n_tokens, y);
       if (options_.int8_gemv && gemv_q8_supports(w.type)) {
         // Quantized again for each matrix that reads x (q, k and v each): ~0.25 ns a value,
         // ~1 % of a Q4_0 layer's GEMV time at the 8B's shapes.
@@ -63,7 +57,7 @@ class OneDnnMatmul final : public CpuMatmul {
       }
       return gemv_batched(w, x, n_tokens, y);
     }
-    if (amx_ != nullptr) return amx_->run(w, x, n_tokens, y, w.rows);
+    if (amx_ != nullptr) return run_tiles(w, x, n_tokens, y);
     try {
       return run_tiled(w, x, n_tokens, y);
     } catch (const dnnl::error& e) {
@@ -72,6 +66,17 @@ class OneDnnMatmul final : public CpuMatmul {
   }
 
  private:
+  // kBF16 on the AMX tiles: Q8_0 / Q4_0 on the int8 ones (amx_int8, amx_int8_prefill), the rest
+  // on bf16.
+  Status run_tiles(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y) {
+    if (amx_int8_ != nullptr && AmxInt8Gemm::supports(w.type) && w.cols % 32 == 0 &&
+        (n_tokens <= AmxInt8Gemm::kStreamingTokens || options_.amx_int8_prefill)) {
+      STRATA_RETURN_IF_ERROR(x8_.quantize(x, n_tokens, w.cols));
+      return amx_int8_->run(w, x8_, n_tokens, y, w.rows);
+    }
+    return amx_->run(w, x, n_tokens, y, w.rows);
+  }
+
   // One oneDNN matmul per (tokens, K, tile rows, dst stride, precision). The weights' layout is
   // left to oneDNN (format any): with AMX it wants them blocked, so each dequantized tile is
   // reordered into that layout once per call instead of oneDNN re-blocking a plain layout inside

@@ -7,8 +7,9 @@
 // compute-bound there; in kF32 the result is float32 over the exact weights (the golden `exact`
 // tier), in kBF16 the inputs are rounded to bfloat16 for the AMX/AVX512-BF16 units (like
 // llama.cpp's CPU backend rounds matmul inputs; the `like_llama_cpp` tier). In kBF16 on a CPU
-// with AMX, a few tokens (amx_min_tokens and more: a batched decode step) go to the tiles too:
-// Q8_0 and Q4_0 weights to the int8 tiles with x quantized per 32 (amx_int8), the rest to bf16.
+// with AMX, a few tokens (amx_min_tokens and more: a batched decode step) go to the tiles too;
+// there Q8_0 and Q4_0 weights go to the int8 tiles with x quantized per 32 (amx_int8; many
+// tokens too with amx_int8_prefill), the rest to bf16.
 //
 // A CpuMatmul is not thread-safe: one per executor. It owns the oneDNN engine/stream, a cache
 // of primitives per shape, and the scratch buffers (allocated once, grown only for larger
@@ -44,10 +45,14 @@ struct MatmulOptions {
   // compute-bound (8 FMAs a weight at 8 rows), while the tiles keep it bound by the weights'
   // bytes (bench/NOTES.md, "Batched decode on the tiles").
   int64_t amx_min_tokens = 2;
-  // Of those, products of at most AmxInt8Gemm::kMaxTokens tokens over Q8_0 and Q4_0 weights on
-  // the AMX int8 tiles (gemm_amx_int8.h: the quants as stored, x quantized per 32 as int8; also
-  // the like_llama_cpp tier) where the CPU has AMX-INT8. Off: the bf16 tiles for every type.
+  // Of the few-token ones, products over Q8_0 and Q4_0 weights on the AMX int8 tiles
+  // (gemm_amx_int8.h: the quants as stored, x quantized per 32 as int8; also the like_llama_cpp
+  // tier) where the CPU has AMX-INT8. Off: the bf16 tiles for every type.
   bool amx_int8 = true;
+  // With amx_int8, the many-token (prefill) products too. Off by default: on the dev VM's cores
+  // the int8 panels ran at 0.7-0.9x AmxGemm's bf16 rate (every block of 32 stores its C tile;
+  // bench/NOTES.md, "CPU prefill on the int8 tiles"); cpu_gemm_bench compares them on a host.
+  bool amx_int8_prefill = false;
   AmxGemmConfig amx;
 };
 

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cpu_backend/gemv_q8.h"
@@ -98,11 +99,16 @@ Outcome run_case(const Case& c, TileUnit unit, uint64_t seed) {
   return out;
 }
 
-// Rows past a group of 32 (a short last group), tokens from 1 to the most, K from one block up.
+// Rows past a group of 32 (a short last group), tokens from 1 to the streaming path's most, K
+// from one block up; then the panel path (more than 16 tokens): a short last group of tokens,
+// whole groups, a panel of 64 rows and a short one (rows not a multiple of 16), several panels.
 const Case kCases[] = {
-    {DType::kQ8_0, 100, 256, 16, 100}, {DType::kQ8_0, 32, 32, 1, 40},
-    {DType::kQ8_0, 70, 4096, 5, 80},   {DType::kQ4_0, 100, 256, 16, 104},
-    {DType::kQ4_0, 33, 64, 3, 33},     {DType::kQ4_0, 64, 4096, 12, 64},
+    {DType::kQ8_0, 100, 256, 16, 100},  {DType::kQ8_0, 32, 32, 1, 40},
+    {DType::kQ8_0, 70, 4096, 5, 80},    {DType::kQ4_0, 100, 256, 16, 104},
+    {DType::kQ4_0, 33, 64, 3, 33},      {DType::kQ4_0, 64, 4096, 12, 64},
+    {DType::kQ8_0, 100, 256, 17, 104},  {DType::kQ8_0, 64, 32, 48, 64},
+    {DType::kQ8_0, 200, 1024, 70, 208}, {DType::kQ4_0, 71, 512, 33, 72},
+    {DType::kQ4_0, 256, 2048, 64, 256}, {DType::kQ4_0, 16, 96, 23, 20},
 };
 
 TEST(AmxInt8Gemm, EmulatedTilesMatchTheReference) {
@@ -133,10 +139,13 @@ TEST(AmxInt8Gemm, AmxTilesMatchTheEmulatedUnitBitForBit) {
 // like_llama_cpp arithmetic over the same quantized x.
 TEST(AmxInt8Gemm, AgreesWithTheIntegerGemv) {
   const TileUnit unit = amx_int8_available() ? TileUnit::kAmx : TileUnit::kEmulated;
-  for (DType type : {DType::kQ8_0, DType::kQ4_0}) {
+  for (const auto& [type, tokens] : {std::pair{DType::kQ8_0, int64_t{7}},
+                                     {DType::kQ4_0, int64_t{7}},
+                                     {DType::kQ8_0, int64_t{40}},
+                                     {DType::kQ4_0, int64_t{40}}}) {
     const uint64_t seed = fresh_seed();
     std::mt19937_64 rng(seed);
-    const int64_t rows = 96, cols = 1024, tokens = 7;
+    const int64_t rows = 96, cols = 1024;
     const TestMatrix w(type, rows, cols, rng);
     const std::vector<float> x = random_vector(tokens * cols, rng);
     ActivationsQ8 x8;
@@ -151,7 +160,8 @@ TEST(AmxInt8Gemm, AgreesWithTheIntegerGemv) {
       d2 += (tiles[i] - gemv[i]) * (tiles[i] - gemv[i]);
       r2 += static_cast<double>(gemv[i]) * gemv[i];
     }
-    EXPECT_LT(std::sqrt(d2 / r2), 1e-5) << dtype_name(type) << " " << seed_note(seed);
+    EXPECT_LT(std::sqrt(d2 / r2), 1e-5)
+        << dtype_name(type) << " " << tokens << " tokens, " << seed_note(seed);
   }
 }
 
@@ -168,9 +178,9 @@ TEST(AmxInt8Gemm, BadArgumentsAreClearErrors) {
   Status s = gemm.run(f16.view(), x8, 1, y.data(), 32);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("Q8_0 or Q4_0"), std::string::npos) << s.to_string();
-  s = gemm.run(q8.view(), x8, 17, y.data(), 32);
+  s = gemm.run(q8.view(), x8, 18, y.data(), 32);  // x8 holds 17 rows
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("17 tokens"), std::string::npos) << s.to_string();
+  EXPECT_NE(s.message().find("18 tokens"), std::string::npos) << s.to_string();
   EXPECT_FALSE(gemm.run(q8.view(), x8, 0, y.data(), 32).is_ok());
   EXPECT_FALSE(gemm.run(q8.view(), x8, 1, y.data(), 31).is_ok());         // ldy < rows
   EXPECT_FALSE(gemm.run(q8.view(), x8_narrow, 1, y.data(), 32).is_ok());  // x of 32 columns

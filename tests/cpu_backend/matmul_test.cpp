@@ -22,7 +22,8 @@ struct Case {
 };
 
 // rel L2 of y against the float64 reference.
-double run_case(const Case& c, MatmulPrecision precision, uint32_t seed) {
+double run_case(const Case& c, MatmulPrecision precision, uint32_t seed,
+                bool int8_prefill = false) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<float> w_f32(c.rows * c.cols), x(c.tokens * c.cols);
@@ -47,6 +48,7 @@ double run_case(const Case& c, MatmulPrecision precision, uint32_t seed) {
   MatmulOptions opts;
   opts.precision = precision;
   opts.tile_bytes = 64 * 1024;  // several tiles even for small matrices
+  opts.amx_int8_prefill = int8_prefill;
   auto mm = CpuMatmul::create(opts);
   EXPECT_TRUE(mm.is_ok());
   std::vector<float> y(c.tokens * c.rows, std::numeric_limits<float>::quiet_NaN());
@@ -79,6 +81,22 @@ TEST_P(CpuMatmulTest, Bf16PrefillIsWithinBf16Rounding) {
   const double rel = run_case({GetParam(), 200, 512, 40}, MatmulPrecision::kBF16, seed);
   EXPECT_LE(rel, 1e-2) << dtype_name(GetParam()) << " seed " << seed;
   EXPECT_GT(rel, 0.0) << "bf16 rounding should be visible";
+}
+
+// MatmulOptions::amx_int8_prefill: Q8_0 / Q4_0 prefill on the int8 tiles (x quantized per 32,
+// llama.cpp's arithmetic). AmxInt8Gemm's own tests hold it to its emulation bit for bit; this
+// one checks CpuMatmul's routing against the float64 reference of the exact weights and x.
+TEST(CpuMatmulInt8Tiles, PrefillIsWithinInt8ActivationRounding) {
+  if (!amx_int8_available() || !amx_bf16_available()) {
+    GTEST_SKIP() << "this CPU or kernel has no AMX-INT8 / AMX-BF16 tiles";
+  }
+  for (DType type : {DType::kQ8_0, DType::kQ4_0}) {
+    const uint32_t seed = std::random_device{}();
+    // x rounded to 8 bits per block of 32 (<= 1/254 of the block's max): ~3e-3 relative here.
+    const double rel = run_case({type, 200, 512, 40}, MatmulPrecision::kBF16, seed, true);
+    EXPECT_LE(rel, 2e-2) << dtype_name(type) << " seed " << seed;
+    EXPECT_GT(rel, 0.0) << "int8 rounding of x should be visible";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, CpuMatmulTest,
