@@ -6,7 +6,9 @@
 // weights from DRAM as a real decode step does; with --activations int8 also the integer GEMV
 // (gemv_q8.h, x quantized per 32 as llama.cpp does) for the types that have it. Per type it prints
 // one JSON line (bytes/s achieved, C, their ratio, per-shape detail) and finishes with a short
-// table. See bench/NOTES.md.
+// table. See bench/NOTES.md. With --cache-resident it instead times one small matrix per thread
+// that stays in L2 (no DRAM traffic): the kernels' compute rate, which says whether a type is
+// bound by instructions or by memory (and, at 8 vs 16 threads, whether threads share cores).
 //
 //   gemv_bench --threads 16 --read-gib 8 --working-set-gib 4 --json gemv.jsonl
 #include <omp.h>
@@ -62,7 +64,12 @@ const std::vector<Shape> kLlama3_8b = {
     {"output", 128256, 4096, 1},
 };
 
+// --cache-resident: 256 rows x 2048 columns (Q4_0 288 KiB, F16 1 MiB): one copy, in L2 after the
+// first call on every core of the host and the dev VM (2 MiB L2s).
+const std::vector<Shape> kCacheResident = {{"cache_resident", 256, 2048, 1}};
+
 struct Options {
+  bool cache_resident = false;
   int threads = 0;
   double read_gib = 4.0;
   int read_passes = 7;
@@ -309,9 +316,13 @@ int run(const Options& opt) {
   };
   std::vector<Measured> measured;
   for (DType type : types) {
+    const std::vector<Shape>& model_shapes = opt.cache_resident ? kCacheResident : kLlama3_8b;
     int64_t largest = 0;
-    for (const Shape& s : kLlama3_8b) largest = std::max(largest, s.rows * row_bytes(type, s.cols));
-    const int64_t arena_bytes = std::max(static_cast<int64_t>(opt.working_set_gib * kGiB), largest);
+    for (const Shape& s : model_shapes)
+      largest = std::max(largest, s.rows * row_bytes(type, s.cols));
+    const int64_t arena_bytes =
+        opt.cache_resident ? largest
+                           : std::max(static_cast<int64_t>(opt.working_set_gib * kGiB), largest);
     auto* arena = static_cast<uint8_t*>(alloc_huge(arena_bytes));
     if (arena == nullptr) {
       std::cerr << "gemv_bench: cannot allocate a " << arena_bytes / kGiB << " GiB working set\n";
@@ -335,7 +346,7 @@ int run(const Options& opt) {
           continue;
         }
         Measured m{type, batch, activations, probes.size() - 1, arena_bytes, 0, 0, 0, {}};
-        for (const Shape& shape : kLlama3_8b) {
+        for (const Shape& shape : model_shapes) {
           const ShapeResult r = time_shape(type, shape, batch, activations, isa, arena, arena_bytes,
                                            opt.repeats, opt.x_offset_floats, opt.skinny_k_chunk);
           m.token_bytes += static_cast<double>(r.bytes) * shape.uses_per_token;
@@ -457,6 +468,9 @@ int run(const Options& opt) {
 int main(int argc, char** argv) {
   strata::bench::Options opt;
   CLI::App app{"Decode GEMV on the CPU against the host's all-core DRAM read bandwidth"};
+  app.add_flag("--cache-resident", opt.cache_resident,
+               "time one L2-resident matrix instead of the model's shapes from DRAM: the kernels' "
+               "compute rate (the ratio to C is then not a bandwidth ratio)");
   app.add_option("--threads", opt.threads,
                  "OpenMP threads, pinned one per core (0: physical cores)")
       ->capture_default_str();

@@ -65,22 +65,30 @@ STRATA_ALWAYS_INLINE void force_reload(Array& values) {
 }
 
 // Per-block scales: dm[j] = d * sc[j], dm[8 + j] = dmin * m[j] for the 8 sub-blocks. The 6-bit
-// fields are unpacked with ggml's word masks (the same values as q4k_scale_min), then
-// converted and scaled 16 at a time; stored so that the tables broadcast them from memory.
+// fields are unpacked with ggml's word masks (the same values as q4k_scale_min) in the 32-bit
+// lanes of one register, then converted and scaled 16 at a time; stored so that the tables
+// broadcast them from memory. Why in a register: built in four scalar words on the stack and
+// loaded back as one vector, the load waited for a failed store forwarding on every block.
 STRATA_ALWAYS_INLINE void q4k_scales(const uint8_t* blk, const float* f16_table, float* dm) {
-  uint32_t u[4];
-  std::memcpy(u, blk + offsetof(BlockQ4_K, scales), kKScaleBytes);
-  constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
-  u[3] = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);  // m[4..7]
-  const uint32_t m_low = u[1] & kLow6;                          // m[0..3]
-  u[1] = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);         // sc[4..7]
-  u[2] = m_low;
-  u[0] &= kLow6;  // sc[0..3]
+  // Words u0, u1, u2 of the scales (the 16-byte load ends inside qs, within the block).
+  const __m128i v =
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + offsetof(BlockQ4_K, scales)));
+  const __m128i p = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0));  // u0, u2, u1, u2
+  const __m128i q = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));  // u0, u0, u1, u1
+  const __m128i low6 = _mm_set1_epi32(0x3f3f3f3f), low4 = _mm_set1_epi32(0x0f0f0f0f),
+                low2 = _mm_set1_epi32(0x03030303);
+  // sc[0..3] = u0 & low6; m[0..3] = u1 & low6 (lanes 0, 2);
+  // sc[4..7] = (u2 & low4) | ((u0 >> 6) & low2) << 4; m[4..7] = ((u2 >> 4) & low4) | ((u1 >> 6)
+  // & low2) << 4 (lanes 1, 3).
+  const __m128i even = _mm_and_si128(p, low6);
+  const __m128i odd =
+      _mm_or_si128(_mm_and_si128(_mm_srlv_epi32(p, _mm_setr_epi32(0, 0, 0, 4)), low4),
+                   _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(q, 6), low2), 4));
+  const __m128i u = _mm_blend_epi32(even, odd, 0b1010);
   const __m512 d_then_dmin =
       _mm512_mask_blend_ps(0xFF00, broadcast_half(f16_table, blk + offsetof(BlockQ4_K, d)),
                            broadcast_half(f16_table, blk + offsetof(BlockQ4_K, dmin)));
-  const __m512 sc_m = _mm512_cvtepi32_ps(
-      _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u))));
+  const __m512 sc_m = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(u));
   _mm512_store_ps(dm, _mm512_mul_ps(d_then_dmin, sc_m));
 }
 
