@@ -36,10 +36,21 @@ struct Sums {
   static constexpr int kM = M;
   __m512 acc[R][M];
   __m256 mins[R][M];  // Q4_K's min terms, subtracted at the end
-  const cpu::ActivationsQ8* x;
-  int64_t m0;  // activation row of m = 0
+  // Activation row m's arrays, looked up once: through the ActivationsQ8 accessors the loop
+  // recomputed them (a multiply and member loads) for every 64 weights.
+  const int8_t* q[M];
+  const float* lane_d[M];
+  const int32_t* lane_sums[M];
+  const float* d_sums[M];
 
-  STRATA_ALWAYS_INLINE explicit Sums(const GemvQ8Args& a) : x(a.x), m0(a.first_row) {
+  STRATA_ALWAYS_INLINE explicit Sums(const GemvQ8Args& a) {
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) {
+      q[m] = a.x->q(a.first_row + m);
+      lane_d[m] = a.x->lane_d(a.first_row + m);
+      lane_sums[m] = a.x->lane_sums(a.first_row + m);
+      d_sums[m] = a.x->d_sums(a.first_row + m);
+    }
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m) {
 #pragma GCC unroll 2
@@ -57,17 +68,17 @@ struct Sums {
     constexpr __mmask16 kLanes = kHalf ? 0x00FF : 0xFFFF;
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m) {
-      const __m512i q = kHalf ? _mm512_maskz_loadu_epi8(0xFFFFFFFFull, x->q(m0 + m) + k)
-                              : _mm512_load_si512(x->q(m0 + m) + k);
-      const __m512 d = _mm512_maskz_loadu_ps(kLanes, x->lane_d(m0 + m) + k / 4);
+      const __m512i qm =
+          kHalf ? _mm512_maskz_loadu_epi8(0xFFFFFFFFull, q[m] + k) : _mm512_load_si512(q[m] + k);
+      const __m512 d = _mm512_maskz_loadu_ps(kLanes, lane_d[m] + k / 4);
       __m512i start = _mm512_setzero_si512();
       if constexpr (kShift >= 0) {
-        const __m512i sums = _mm512_maskz_loadu_epi32(kLanes, x->lane_sums(m0 + m) + k / 4);
+        const __m512i sums = _mm512_maskz_loadu_epi32(kLanes, lane_sums[m] + k / 4);
         start = _mm512_sub_epi32(start, _mm512_slli_epi32(sums, kShift));
       }
 #pragma GCC unroll 2
       for (int r = 0; r < R; ++r) {
-        const __m512i dot = _mm512_dpbusd_epi32(start, w[r], q);
+        const __m512i dot = _mm512_dpbusd_epi32(start, w[r], qm);
         acc[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(scale[r], d), acc[r][m]);
       }
     }
@@ -215,7 +226,7 @@ struct Q4_KRow {
       force_reload(dm);
 #pragma GCC unroll 8
       for (int m = 0; m < S::kM; ++m) {
-        const __m256 d_sums = _mm256_loadu_ps(sums.x->d_sums(sums.m0 + m) + 8 * b);
+        const __m256 d_sums = _mm256_loadu_ps(sums.d_sums[m] + 8 * b);
 #pragma GCC unroll 2
         for (int r = 0; r < R; ++r) {
           sums.mins[r][m] = _mm256_fmadd_ps(_mm256_load_ps(dm[r] + 8), d_sums, sums.mins[r][m]);
