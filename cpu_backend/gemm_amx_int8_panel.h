@@ -30,9 +30,10 @@ struct PanelTile {
 
 // 16 tokens' x, copied once per call into the A tiles' order: block b's tile at xq + 512 b (row
 // t: token t's 32 quants), their scales at dx + 16 b + t; zeros past the valid tokens. Why a
-// copy rather than the tiles loaded in place from ActivationsQ8: rows of 4096 values are 4 KiB
-// apart, so a tile's 16 rows fall into one L1 set and evict each other (the in-place version
-// ran at 0.14 of the int8 unit's rate on one core of the dev VM).
+// copy rather than the tiles loaded in place from ActivationsQ8: the last group of tokens needs
+// zero rows past the prompt anyway, and rows of 4096 values lie 4 KiB apart (one L1 set for a
+// tile's 16 rows). The copy was measured no faster than in place (0.42 TOP/s either way on one
+// dev-VM core): it buys one layout, not speed.
 struct TokenGroup {
   const int8_t* xq = nullptr;
   const float* dx = nullptr;
