@@ -15,8 +15,11 @@
 // tile (the block's 32 values of every token, in the quads TDPBSSD wants), the two int32 C
 // tiles stored to L1 and added into float32 sums per row and token.
 // For more tokens (prefill; gemm_amx_int8_panel.h): a thread takes kPanelRows weight rows,
-// stages them once in the quads, and runs every group of 16 tokens over them, one 16 x 16 C tile
-// a pass, the tokens' int8 rows loaded in place as A tiles.
+// stages them once in the quads, and runs every group of 16 tokens over them (x copied once
+// into A-tile order), one 16 x 16 C tile a pass. Every block of 32 then stores a C tile and
+// scales it on the vector units, which on the dev VM's cores made this path slower than
+// AmxGemm's bf16 prefill (bench/NOTES.md, "CPU prefill on the int8 tiles"): CpuMatmul takes it
+// only with MatmulOptions::amx_int8_prefill.
 // TileUnit::kEmulated runs the same arithmetic in plain C++ (bit for bit: integer sums are exact
 // and the float operations are the same, in the same order), for CPUs without AMX.
 //
