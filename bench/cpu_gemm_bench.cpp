@@ -207,31 +207,28 @@ int main(int argc, char** argv) {
           }
         }
       }
-      if (amx && amx_int8 && cpu::amx_int8_available() && cpu::AmxInt8Gemm::supports(*type)) {
-        cpu::MatmulOptions mo;
-        mo.precision = cpu::MatmulPrecision::kBF16;
-        mo.amx_int8_prefill = true;
+      // CpuMatmul (kBF16) with these options, timed as one record of `kernel`.
+      const auto time_matmul = [&](const cpu::MatmulOptions& mo, const char* kernel) {
         auto mm = check(cpu::CpuMatmul::create(mo), "CpuMatmul");
         const double s =
-            median_s(runs, [&] { check(mm->run(w, xs.data(), tokens, y.data()), "int8 tiles"); });
+            median_s(runs, [&] { check(mm->run(w, xs.data(), tokens, y.data()), kernel); });
         nlohmann::json r = base;
-        r["kernel"] = "amx_int8";
+        r["kernel"] = kernel;
         r["seconds"] = s;
         r["flop_per_s"] = flops / s;
         emit(r);
+      };
+      cpu::MatmulOptions bf16;
+      bf16.precision = cpu::MatmulPrecision::kBF16;
+      if (amx && amx_int8 && cpu::amx_int8_available() && cpu::AmxInt8Gemm::supports(*type)) {
+        cpu::MatmulOptions mo = bf16;
+        mo.amx_int8_prefill = true;
+        time_matmul(mo, "amx_int8");
       }
       if (onednn) {
-        cpu::MatmulOptions mo;
-        mo.precision = cpu::MatmulPrecision::kBF16;
+        cpu::MatmulOptions mo = bf16;
         mo.amx_tiles = false;
-        auto mm = check(cpu::CpuMatmul::create(mo), "CpuMatmul");
-        const double s =
-            median_s(runs, [&] { check(mm->run(w, xs.data(), tokens, y.data()), "oneDNN"); });
-        nlohmann::json r = base;
-        r["kernel"] = "onednn_tiles";
-        r["seconds"] = s;
-        r["flop_per_s"] = flops / s;
-        emit(r);
+        time_matmul(mo, "onednn_tiles");
       }
     }
   }
