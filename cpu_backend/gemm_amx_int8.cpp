@@ -20,6 +20,26 @@
 namespace strata::cpu {
 namespace amx_detail {
 
+namespace {
+
+// One stored Q8_0 (q4 false) or Q4_0 block at src: its 32 quants as int8 into q (Q4_0: nibbles
+// less 8, element j the low nibble of byte j, j + 16 the high), its scale returned.
+float read_block(const uint8_t* src, bool q4, int8_t* q) {
+  uint16_t h;
+  std::memcpy(&h, src, 2);
+  if (q4) {
+    for (int j = 0; j < 16; ++j) {
+      q[j] = static_cast<int8_t>((src[2 + j] & 15) - 8);
+      q[j + 16] = static_cast<int8_t>((src[2 + j] >> 4) - 8);
+    }
+  } else {
+    std::memcpy(q, src + 2, 32);
+  }
+  return f16_to_f32(h);
+}
+
+}  // namespace
+
 void stage_block_rows(const Int8GroupArgs& g, int64_t block, int rows, int8_t* a, float* dw) {
   for (int r = 0; r < 32; ++r) {
     int8_t* dst = a + r * 32;
@@ -28,18 +48,7 @@ void stage_block_rows(const Int8GroupArgs& g, int64_t block, int rows, int8_t* a
       dw[r] = 0.0f;
       continue;
     }
-    const uint8_t* src = g.w + r * g.row_bytes + block * g.block_bytes;
-    uint16_t h;
-    std::memcpy(&h, src, 2);
-    dw[r] = f16_to_f32(h);
-    if (g.q4) {
-      for (int j = 0; j < 16; ++j) {
-        dst[j] = static_cast<int8_t>((src[2 + j] & 15) - 8);
-        dst[j + 16] = static_cast<int8_t>((src[2 + j] >> 4) - 8);
-      }
-    } else {
-      std::memcpy(dst, src + 2, 32);
-    }
+    dw[r] = read_block(g.w + r * g.row_bytes + block * g.block_bytes, g.q4, dst);
   }
 }
 
@@ -50,19 +59,7 @@ void stage_panel_tile(const uint8_t* w, int64_t row_bytes, int64_t blocks, bool 
     int8_t* tile = out.wt + b * kPanelTileBytes;
     for (int n = 0; n < 16; ++n) {
       int8_t q[32] = {};
-      float d = 0.0f;
-      if (n < rows) {
-        const uint8_t* src = w + n * row_bytes + b * block_bytes;
-        uint16_t h;
-        std::memcpy(&h, src, 2);
-        d = f16_to_f32(h);
-        for (int j = 0; j < 16 && q4; ++j) {
-          q[j] = static_cast<int8_t>((src[2 + j] & 15) - 8);
-          q[j + 16] = static_cast<int8_t>((src[2 + j] >> 4) - 8);
-        }
-        if (!q4) std::memcpy(q, src + 2, 32);
-      }
-      out.dw[b * 16 + n] = d;
+      out.dw[b * 16 + n] = n < rows ? read_block(w + n * row_bytes + b * block_bytes, q4, q) : 0.0f;
       for (int k = 0; k < 32; ++k) tile[(k / 4) * 64 + n * 4 + k % 4] = q[k];
     }
   }
@@ -277,7 +274,7 @@ Status AmxInt8Gemm::run_panels(const WeightMatrix& w, const ActivationsQ8& x8, i
     pass.blocks = blocks;
     pass.c = reinterpret_cast<int32_t*>(mine + kTiles * tile_bytes);
     pass.ldy = ldy;
-    if (amx) amx_detail::configure_amx_int8_panel_tiles();
+    if (amx) amx_detail::configure_amx_int8_tiles();
 #pragma omp for schedule(static)
     for (int64_t panel = 0; panel < panels; ++panel) {
       const int64_t r0 = panel * kPanelRows;

@@ -37,8 +37,9 @@ struct Int8GroupArgs {
 // as int8 rows of 32 at `a` (rows up to 32 zero-filled past `rows`), and their scales.
 void stage_block_rows(const Int8GroupArgs& g, int64_t block, int rows, int8_t* a, float* dw);
 
-// TDPBSSD on the tiles: ldtilecfg for this thread (C 16 x 64 B, A 16 x 32 B, B 8 x 64 B), the
-// group, and the release. AMX-INT8 only (amx_int8_available()).
+// TDPBSSD on the tiles: ldtilecfg for this thread (C 0-3 16 x 64 B, A 4-5 16 x 32 B, B 6-7
+// 8 x 64 B: the layout of both int8 paths, this one and the panels of gemm_amx_int8_panel.h),
+// the group, and the release. AMX-INT8 only (amx_int8_available()).
 void configure_amx_int8_tiles();
 void run_int8_group_amx(const Int8GroupArgs& g);
 

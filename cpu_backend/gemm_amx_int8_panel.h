@@ -56,10 +56,10 @@ void stage_panel_tile(const uint8_t* w, int64_t row_bytes, int64_t blocks, bool 
                       const PanelTile& out);
 
 // The AMX versions: the staging with AVX-512 gathers (full tiles; partial ones through the plain
-// one), and one pass. REQUIRES: configure_amx_int8_panel_tiles() on this thread.
+// one), and one pass. REQUIRES: configure_amx_int8_tiles() (gemm_amx_int8_group.h) on this
+// thread.
 void stage_panel_tile_amx(const uint8_t* w, int64_t row_bytes, int64_t blocks, bool q4, int rows,
                           const PanelTile& out);
-void configure_amx_int8_panel_tiles();
 void run_panel_pass_amx(const PanelPass& p);
 
 }  // namespace strata::cpu::amx_detail

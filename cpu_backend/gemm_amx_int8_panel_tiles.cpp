@@ -61,19 +61,6 @@ __attribute__((always_inline)) inline void store_rows(std::integer_sequence<int,
 
 }  // namespace
 
-void configure_amx_int8_panel_tiles() {
-  TileConfig config;
-  for (int i = 0; i < 2; ++i) {
-    config.rows[i] = 16;
-    config.colsb[i] = 64;
-  }
-  config.rows[4] = config.rows[5] = 16;
-  config.colsb[4] = config.colsb[5] = kARowBytes;
-  config.rows[6] = config.rows[7] = 8;
-  config.colsb[6] = config.colsb[7] = 64;
-  load_tile_config(config);
-}
-
 void stage_panel_tile_amx(const uint8_t* w, int64_t row_bytes, int64_t blocks, bool q4, int rows,
                           const PanelTile& out) {
   if (rows < 16) {

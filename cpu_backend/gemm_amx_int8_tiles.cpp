@@ -81,8 +81,8 @@ void configure_amx_int8_tiles() {
   }
   config.rows[4] = config.rows[5] = 16;
   config.colsb[4] = config.colsb[5] = kARowBytes;
-  config.rows[6] = 8;
-  config.colsb[6] = 64;
+  config.rows[6] = config.rows[7] = 8;  // the streaming path uses B tile 6, the panels 6 and 7
+  config.colsb[6] = config.colsb[7] = 64;
   load_tile_config(config);
 }
 

@@ -181,7 +181,7 @@ class OneDnnMatmul final : public CpuMatmul {
   MatmulOptions options_;
   ActivationsQ8 x8_;                       // int8_gemv's quantized x, reused
   std::unique_ptr<AmxGemm> amx_;           // kBF16 products when the CPU has AMX
-  std::unique_ptr<AmxInt8Gemm> amx_int8_;  // their few-token Q8_0 / Q4_0 ones (amx_int8)
+  std::unique_ptr<AmxInt8Gemm> amx_int8_;  // their Q8_0 / Q4_0 ones (amx_int8, amx_int8_prefill)
   dnnl::engine engine_;
   dnnl::stream stream_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int>, Primitive> cache_;

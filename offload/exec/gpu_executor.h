@@ -114,8 +114,9 @@ struct GpuExecutorOptions {
   // Decode steps ask L2 to fetch this many bytes of the matrices after attention (the output
   // projection, then gate and up) just before each layer's attention runs (gpu::prefetch_l2):
   // at short contexts attention leaves HBM idle for microseconds a layer. -1: half the device's
-  // L2 cache; 0: off. Off by default until it has run on a GPU: built in the second session of
-  // 2026-12-07, when no GPU machine could be started after its first call (bench/NOTES.md).
+  // L2 cache; 0: off. Off by default: on the H100 (2026-12-08) it made decode 2-6 % slower
+  // (F16 0.784 vs 0.801 of B/H, Q4_0 0.380 vs 0.399; bench/NOTES.md, "H100 (2026-12-07, second
+  // session)").
   int64_t l2_prefetch_bytes = 0;
   // Where each weight tensor lives and runs, by name (Plan::tensors); empty: all resident.
   // Tensors it does not name are resident; norms and biases are resident whatever it says (a few
